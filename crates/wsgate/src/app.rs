@@ -1,0 +1,340 @@
+//! The app: gateways routed by namespace and event, and the session API adapters drive.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use http::StatusCode;
+use serde_json::json;
+
+use crate::connection::{Connection, OutboundRx};
+use crate::exception::{ExceptionContext, ExceptionFilter, WsError, WsException, render};
+use crate::extract::MessageContext;
+use crate::gateway::{DynGateway, Gateway, Routes};
+use crate::guard::DynGuard;
+use crate::handler::ErasedHandler;
+use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
+use crate::message::{Direct, Inbound, Outbound, to_payload};
+use crate::names::{EventName, Namespace};
+use crate::reply::Reply;
+use crate::server::Server;
+
+/// Settings shared by every adapter.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Capacity of each connection's outbound queue. Replies wait for room; emits and
+    /// broadcasts that find it full disconnect the client as too slow. Default 256.
+    pub outbound_capacity: usize,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self { outbound_capacity: 256 }
+    }
+}
+
+/// A start-up mistake in the gateways.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two handlers for the same event in one namespace.
+    #[error("event `{event}` has two handlers in namespace `{namespace}`")]
+    DuplicateEvent {
+        /// The namespace.
+        namespace: Namespace,
+        /// The event.
+        event: EventName,
+    },
+}
+
+/// The gateways of a server, ready for adapters. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server: Server,
+    config: AppConfig,
+    middlewares: Vec<Arc<dyn DynMiddleware>>,
+    filters: Vec<Arc<dyn ExceptionFilter>>,
+    namespaces: HashMap<Namespace, NamespaceEntry>,
+}
+
+#[derive(Default)]
+struct NamespaceEntry {
+    middlewares: Vec<Arc<dyn DynMiddleware>>,
+    gateways: Vec<Arc<dyn DynGateway>>,
+    routes: HashMap<EventName, RouteEntry>,
+}
+
+struct RouteEntry {
+    handler: Arc<dyn ErasedHandler>,
+    guards: Vec<Arc<dyn DynGuard>>,
+    filters: Vec<Arc<dyn ExceptionFilter>>,
+}
+
+type Registration = Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError>>;
+
+/// Builds an [`App`] from gateways, middleware and filters.
+#[derive(Default)]
+pub struct AppBuilder {
+    server: Server,
+    config: AppConfig,
+    middlewares: Vec<Arc<dyn DynMiddleware>>,
+    filters: Vec<Arc<dyn ExceptionFilter>>,
+    registrations: Vec<Registration>,
+}
+
+impl AppBuilder {
+    /// Uses this server handle, so that services built earlier can hold it.
+    #[must_use]
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// Replaces the settings.
+    #[must_use]
+    pub fn config(mut self, config: AppConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Connection middleware for every namespace, run before the gateways' own.
+    #[must_use]
+    pub fn middleware(mut self, middleware: impl ConnectMiddleware) -> Self {
+        self.middlewares.push(Arc::new(middleware));
+        self
+    }
+
+    /// An exception filter for every gateway, tried after the gateways' own.
+    #[must_use]
+    pub fn filter(mut self, filter: impl ExceptionFilter) -> Self {
+        self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Adds a gateway. Two gateways may share a namespace if their events differ.
+    #[must_use]
+    pub fn gateway<G: Gateway>(mut self, gateway: G) -> Self {
+        self.registrations.push(Box::new(move |namespaces| {
+            let options = gateway.options();
+            let gateway = Arc::new(gateway);
+            let mut routes = Routes::new(gateway.clone());
+            G::register(&mut routes);
+            let entry = namespaces.entry(options.namespace.clone()).or_default();
+            entry.middlewares.extend(options.middlewares);
+            entry.gateways.push(gateway);
+            for route in routes.routes {
+                let mut guards = options.guards.clone();
+                guards.extend(route.guards);
+                let slot = RouteEntry { handler: route.handler, guards, filters: options.filters.clone() };
+                match entry.routes.entry(route.event) {
+                    Entry::Vacant(v) => {
+                        v.insert(slot);
+                    }
+                    Entry::Occupied(o) => {
+                        return Err(BuildError::DuplicateEvent {
+                            namespace: options.namespace,
+                            event: o.key().clone(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }));
+        self
+    }
+
+    /// Registers every gateway and runs their `after_init` hooks.
+    pub async fn build(self) -> Result<App, BuildError> {
+        let mut namespaces = HashMap::new();
+        for register in self.registrations {
+            register(&mut namespaces)?;
+        }
+        let app = App {
+            inner: Arc::new(Inner {
+                server: self.server,
+                config: self.config,
+                middlewares: self.middlewares,
+                filters: self.filters,
+                namespaces,
+            }),
+        };
+        for entry in app.inner.namespaces.values() {
+            for gateway in &entry.gateways {
+                gateway.after_init(&app.inner.server).await;
+            }
+        }
+        Ok(app)
+    }
+}
+
+/// A handshake that passed every middleware; [`Accepted::open`] makes it a connection.
+#[derive(Debug)]
+pub struct Accepted {
+    app: App,
+    namespace: Namespace,
+    transport: &'static str,
+    extensions: http::Extensions,
+}
+
+impl Accepted {
+    /// Registers the connection, runs the `on_connect` hooks, and returns it with the
+    /// receiving end of its outbound queue, which the adapter drains to the socket.
+    pub async fn open(self) -> (Connection, OutboundRx) {
+        let inner = &self.app.inner;
+        let (conn, rx) = inner.server.open(
+            self.namespace,
+            self.transport,
+            self.extensions,
+            inner.config.outbound_capacity,
+        );
+        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), transport = conn.transport(), "connected");
+        if let Some(entry) = inner.namespaces.get(conn.namespace()) {
+            for gateway in &entry.gateways {
+                gateway.on_connect(&conn).await;
+            }
+        }
+        (conn, rx)
+    }
+
+    /// A typed value middleware attached, such as the user.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+}
+
+impl App {
+    /// Starts building an app.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The server handle.
+    pub fn server(&self) -> &Server {
+        &self.inner.server
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AppConfig {
+        &self.inner.config
+    }
+
+    /// Whether some gateway serves `namespace`.
+    pub fn has_namespace(&self, namespace: &Namespace) -> bool {
+        self.inner.namespaces.contains_key(namespace)
+    }
+
+    /// The namespaces served.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.inner.namespaces.keys()
+    }
+
+    /// Mounts an adapter on `target` (for the shipped adapters, an axum `Router`).
+    pub fn mount<T, A: crate::Adapter<T>>(&self, target: T, adapter: A) -> T {
+        adapter.mount(self.clone(), target)
+    }
+
+    /// Runs the connection middleware: server-wide, then the namespace's gateways'.
+    pub async fn handshake(&self, mut handshake: Handshake) -> Result<Accepted, Refusal> {
+        let Some(entry) = self.inner.namespaces.get(&handshake.namespace) else {
+            return Err(Refusal::new(StatusCode::NOT_FOUND, "Invalid namespace"));
+        };
+        for middleware in self.inner.middlewares.iter().chain(&entry.middlewares) {
+            middleware.handle(&mut handshake).await?;
+        }
+        Ok(Accepted {
+            app: self.clone(),
+            namespace: handshake.namespace,
+            transport: handshake.transport,
+            extensions: handshake.extensions,
+        })
+    }
+
+    /// Routes one message: handler lookup, guards, extractors, handler, reply.
+    ///
+    /// Replies are queued on the connection, waiting for room: they are never dropped. A
+    /// handler that panics is contained here: the client gets `Internal server error`.
+    pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
+        let Inbound { event, data, ack, binary } = message;
+        let route = self
+            .inner
+            .namespaces
+            .get(conn.namespace())
+            .and_then(|ns| ns.routes.get(event.as_str()));
+        let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary };
+        let reply = match route {
+            None => Reply::Error(
+                WsException::new(format!("There is no handler for event '{}'.", ctx.event)).into(),
+            ),
+            Some(route) => match AssertUnwindSafe(run(route, &ctx)).catch_unwind().await {
+                Ok(reply) => reply,
+                Err(_) => Reply::Error(WsError::internal("the handler panicked")),
+            },
+        };
+        let filters = route.map_or(&[][..], |r| &r.filters[..]);
+        self.deliver(&ctx, filters, reply).await;
+    }
+
+    async fn deliver(&self, ctx: &MessageContext, filters: &[Arc<dyn ExceptionFilter>], reply: Reply) {
+        let sent = match reply {
+            Reply::Nothing => Ok(()),
+            Reply::Ack(data) => match &ctx.ack {
+                Some(id) => ctx.conn.reply(Direct::Ack { id: id.clone(), data }).await,
+                None => Ok(()),
+            },
+            Reply::Event(emission) => ctx.conn.send(Outbound::Event(emission)).await,
+            Reply::Error(error) => {
+                let chain: Vec<&dyn ExceptionFilter> =
+                    filters.iter().chain(&self.inner.filters).map(|f| &**f).collect();
+                let exception = ExceptionContext { pattern: &ctx.event, data: &ctx.data };
+                let data = render(&chain, &error, &exception);
+                ctx.conn.reply(Direct::Exception { id: ctx.ack.clone(), data }).await
+            }
+        };
+        if sent.is_err() {
+            tracing::debug!(conn = %ctx.conn.id(), event = %ctx.event, "reply dropped: connection closed");
+        }
+    }
+
+    /// Sends an `exception` `{status:"error", message}` about a message that could not be
+    /// decoded (not JSON, no event name); the connection stays open.
+    pub async fn reject(&self, conn: &Connection, message: &str, ack: Option<crate::AckId>) {
+        let data = to_payload(&json!({ "status": "error", "message": message }))
+            .unwrap_or_else(|_| crate::message::null_payload());
+        // A closed connection has nobody to tell.
+        let _ = conn.reply(Direct::Exception { id: ack, data }).await;
+    }
+
+    /// Ends a connection: it leaves its rooms and the `on_disconnect` hooks run.
+    pub async fn disconnect(&self, conn: &Connection) {
+        self.inner.server.unregister(conn);
+        tracing::debug!(conn = %conn.id(), "disconnected");
+        if let Some(entry) = self.inner.namespaces.get(conn.namespace()) {
+            for gateway in &entry.gateways {
+                gateway.on_disconnect(conn).await;
+            }
+        }
+    }
+}
+
+async fn run(route: &RouteEntry, ctx: &MessageContext) -> Reply {
+    for guard in &route.guards {
+        if let Err(e) = guard.check(ctx).await {
+            return Reply::Error(e);
+        }
+    }
+    route.handler.call(ctx).await
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("namespaces", &self.inner.namespaces.keys().collect::<Vec<_>>())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

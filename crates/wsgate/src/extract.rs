@@ -1,0 +1,272 @@
+//! The message context and the extractors handlers take as arguments.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use crate::connection::Connection;
+use crate::exception::{WsError, WsException};
+use crate::message::Payload;
+use crate::names::{AckId, EventName};
+use crate::server::Server;
+
+/// Everything known about one inbound message while it is handled.
+#[derive(Debug)]
+pub struct MessageContext {
+    pub(crate) conn: Connection,
+    pub(crate) event: EventName,
+    pub(crate) data: Payload,
+    pub(crate) ack: Option<AckId>,
+    pub(crate) binary: Vec<Bytes>,
+}
+
+impl MessageContext {
+    /// The connection the message came from.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The event name.
+    pub fn event(&self) -> &EventName {
+        &self.event
+    }
+
+    /// The raw JSON data.
+    pub fn data(&self) -> &serde_json::value::RawValue {
+        &self.data
+    }
+
+    /// The acknowledgement id, when the client asked for one.
+    pub fn ack(&self) -> Option<&AckId> {
+        self.ack.as_ref()
+    }
+
+    /// Binary attachments (Socket.IO).
+    pub fn binary(&self) -> &[Bytes] {
+        &self.binary
+    }
+
+    /// The server handle.
+    pub fn server(&self) -> &Server {
+        self.conn.server()
+    }
+
+    /// A typed connection extension, such as the authenticated user.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.conn.extension::<T>()
+    }
+}
+
+/// A handler argument built from the message (axum's `FromRequestParts`).
+///
+/// Extractors run in argument order, before the handler; the first failure is the reply.
+#[diagnostic::on_unimplemented(
+    note = "handler arguments are extractors: `Data<T>`, `Valid<T>`, `Ext<T>`, `Connection`, `Server`, `EventName`, `Binary`, or an `Option` of one"
+)]
+pub trait FromMessage: Sized {
+    /// Builds the argument, or fails with the error the client will see.
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError>;
+}
+
+impl FromMessage for Connection {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        Ok(ctx.conn.clone())
+    }
+}
+
+impl FromMessage for Server {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        Ok(ctx.server().clone())
+    }
+}
+
+impl FromMessage for EventName {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        Ok(ctx.event.clone())
+    }
+}
+
+impl<T: FromMessage> FromMessage for Option<T> {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        Ok(T::from_message(ctx).ok())
+    }
+}
+
+/// The message's data, deserialised (Nest's `@MessageBody()`).
+///
+/// A value of the wrong type is a [`WsException`] naming the field, e.g.
+/// `Invalid entryId: invalid type: string "x", expected i64`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Data<T>(pub T);
+
+impl<T: DeserializeOwned> FromMessage for Data<T> {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        parse(&ctx.data).map(Data)
+    }
+}
+
+/// The message's data, deserialised and validated with `validator` (Nest's `ValidationPipe`).
+///
+/// A rule's own `message` is sent as it is (`Missing entry id.`); a rule without one names the
+/// field (`body: length`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Valid<T>(pub T);
+
+impl<T: DeserializeOwned + Validate> FromMessage for Valid<T> {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        let value: T = parse(&ctx.data)?;
+        value.validate().map_err(|e| WsException::new(describe(&e)))?;
+        Ok(Valid(value))
+    }
+}
+
+/// A typed connection extension, such as the user `JwtAuth` attached.
+///
+/// A missing extension is a server mistake (middleware not installed), so it is an internal
+/// error, not a client one; take `Option<Ext<T>>` when it may be absent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ext<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> FromMessage for Ext<T> {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        ctx.extension::<T>().cloned().map(Ext).ok_or_else(|| {
+            WsError::internal(format!(
+                "connection has no extension of type {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// The message's binary attachments (Socket.IO); empty over JSON-only transports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Binary(pub Vec<Bytes>);
+
+impl FromMessage for Binary {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        Ok(Binary(ctx.binary.clone()))
+    }
+}
+
+fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
+    let mut de = serde_json::Deserializer::from_str(data.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = without_position(e.inner());
+        let message = if path == "." || inner.starts_with("missing field") {
+            format!("Invalid data: {inner}")
+        } else {
+            format!("Invalid {path}: {inner}")
+        };
+        WsException::new(message).into()
+    })
+}
+
+/// serde_json's message without ` at line L column C`, which means nothing to a client.
+fn without_position(e: &serde_json::Error) -> Cow<'static, str> {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => Cow::Owned(text[..at].to_owned()),
+        None => Cow::Owned(text),
+    }
+}
+
+/// One line for all validation failures: custom messages as they are, others as `field: code`.
+fn describe(errors: &ValidationErrors) -> String {
+    let mut out = String::new();
+    collect(errors, "", &mut out);
+    out
+}
+
+fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
+    let mut fields: Vec<_> = errors.errors().iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    for (field, kind) in fields {
+        let name = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for err in list {
+                    if !out.is_empty() {
+                        out.push_str(" ");
+                    }
+                    match &err.message {
+                        Some(m) => out.push_str(m),
+                        None => {
+                            let _ = write!(out, "{name}: {}.", err.code);
+                        }
+                    }
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => collect(inner, &name, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    collect(inner, &format!("{name}[{i}]"), out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::message::to_payload;
+
+    #[derive(Debug, Deserialize, Validate)]
+    #[serde(rename_all = "camelCase")]
+    struct ShowComment {
+        #[validate(required(message = "Missing entry id."))]
+        entry_id: Option<i64>,
+        #[validate(required(message = "Missing comment id."))]
+        comment_id: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize, Validate)]
+    struct Body {
+        #[validate(length(min = 1))]
+        body: String,
+    }
+
+    fn message(err: WsError) -> String {
+        match err {
+            WsError::Exception(e) => e.to_string(),
+            WsError::Internal(e) => panic!("internal: {e}"),
+        }
+    }
+
+    fn data(json: serde_json::Value) -> Payload {
+        to_payload(&json).unwrap()
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse::<ShowComment>(&data(serde_json::json!({"entryId": "x"}))).unwrap_err();
+        assert_eq!(message(err), r#"Invalid entryId: invalid type: string "x", expected i64"#);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Strict {
+            id: i64,
+        }
+        let err = parse::<Strict>(&data(serde_json::json!({}))).unwrap_err();
+        assert_eq!(message(err), "Invalid data: missing field `id`");
+    }
+
+    #[test]
+    fn validation_uses_custom_messages_then_field_codes() {
+        let v = ShowComment { entry_id: Some(1), comment_id: None };
+        assert_eq!(describe(&v.validate().unwrap_err()), "Missing comment id.");
+        let v = ShowComment { entry_id: None, comment_id: None };
+        assert_eq!(describe(&v.validate().unwrap_err()), "Missing comment id. Missing entry id.");
+        let b = Body { body: String::new() };
+        assert_eq!(describe(&b.validate().unwrap_err()), "body: length.");
+    }
+}

@@ -1,0 +1,221 @@
+//! What travels between an adapter and the core: inbound messages and outbound frames.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::names::{AckId, EventName};
+
+/// A message's data as JSON text, parsed lazily by the extractors that need it.
+pub type Payload = Box<RawValue>;
+
+/// The JSON `null`, as a [`Payload`].
+pub fn null_payload() -> Payload {
+    // `null` is valid JSON; the fallback is unreachable but keeps this panic-free.
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable_payload())
+}
+
+#[cold]
+fn unreachable_payload() -> Payload {
+    serde_json::value::to_raw_value(&()).unwrap_or_else(|_| unreachable!("unit serialises"))
+}
+
+/// Serialises a value into a [`Payload`].
+pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Payload, serde_json::Error> {
+    serde_json::value::to_raw_value(value)
+}
+
+/// One message from a client, decoded by an adapter from its wire format.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The event the client sent, which selects the handler.
+    pub event: EventName,
+    /// The message's data (`null` when the client sent none).
+    pub data: Payload,
+    /// Set when the client asked for an acknowledgement.
+    pub ack: Option<AckId>,
+    /// Binary attachments (Socket.IO); empty for JSON-only transports.
+    pub binary: Vec<Bytes>,
+}
+
+impl Inbound {
+    /// A message with data and no acknowledgement.
+    pub fn new(event: impl Into<EventName>, data: Payload) -> Self {
+        Self { event: event.into(), data, ack: None, binary: Vec::new() }
+    }
+
+    /// Asks for an acknowledgement with this id.
+    #[must_use]
+    pub fn with_ack(mut self, id: AckId) -> Self {
+        self.ack = Some(id);
+        self
+    }
+}
+
+/// An event to emit: a name and its data, shared by every recipient of a broadcast.
+///
+/// Adapters encode it with [`Emission::encoded`], which caches one encoding per wire format:
+/// a broadcast to ten thousand connections is serialised once per transport, not once per
+/// recipient.
+pub struct Emission {
+    event: EventName,
+    data: Payload,
+    encoded: Mutex<Vec<(TypeId, Bytes)>>,
+}
+
+impl Emission {
+    /// An emission of `event` with already-serialised data.
+    pub fn new(event: EventName, data: Payload) -> Arc<Self> {
+        Arc::new(Self { event, data, encoded: Mutex::new(Vec::new()) })
+    }
+
+    /// Serialises `data` and makes an emission of it.
+    pub fn serialize<T: Serialize + ?Sized>(
+        event: impl Into<EventName>,
+        data: &T,
+    ) -> Result<Arc<Self>, serde_json::Error> {
+        Ok(Self::new(event.into(), to_payload(data)?))
+    }
+
+    /// The event name.
+    pub fn event(&self) -> &EventName {
+        &self.event
+    }
+
+    /// The data as JSON.
+    pub fn data(&self) -> &RawValue {
+        &self.data
+    }
+
+    /// This emission in the wire format `F`, encoded on first use and cached.
+    pub fn encoded<F: WireFormat>(&self) -> Bytes {
+        let key = TypeId::of::<F>();
+        // A poisoned lock only means another encoder panicked; the cache stays usable.
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes)) = cache.iter().find(|(k, _)| *k == key) {
+            return bytes.clone();
+        }
+        let bytes = F::encode_event(&self.event, &self.data);
+        cache.push((key, bytes.clone()));
+        bytes
+    }
+}
+
+impl fmt::Debug for Emission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emission").field("event", &self.event).field("data", &self.data).finish()
+    }
+}
+
+/// A transport's encoding of an event, implemented by adapters.
+pub trait WireFormat: 'static {
+    /// Encodes `event` with `data` as one frame of this format.
+    fn encode_event(event: &EventName, data: &RawValue) -> Bytes;
+}
+
+/// Why the server closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down (WebSocket 1001).
+    GoingAway,
+    /// The connection's outbound queue overflowed: the client reads too slowly (1008).
+    SlowConsumer,
+    /// The connection broke a rule, such as the message rate (1008).
+    PolicyViolation,
+    /// A message was larger than allowed (1009).
+    TooBig,
+    /// The application closed it.
+    Normal,
+}
+
+impl CloseReason {
+    /// The WebSocket close code for this reason.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::SlowConsumer | Self::PolicyViolation => 1008,
+            Self::TooBig => 1009,
+        }
+    }
+
+    /// A short text for the close frame.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Normal => "closed",
+            Self::GoingAway => "server shutting down",
+            Self::SlowConsumer => "outbound queue full",
+            Self::PolicyViolation => "policy violation",
+            Self::TooBig => "message too big",
+        }
+    }
+}
+
+/// A message addressed to the client, always about one message it sent.
+#[derive(Debug)]
+pub enum Direct {
+    /// The acknowledgement of message `id`.
+    Ack {
+        /// The id the client gave.
+        id: AckId,
+        /// The handler's result.
+        data: Payload,
+    },
+    /// An `exception` event, carrying the id of the message that caused it, if it had one.
+    Exception {
+        /// The id of the message that failed, if the client asked for an acknowledgement.
+        id: Option<AckId>,
+        /// The exception payload, `{status:"error", message, cause}` by default.
+        data: Payload,
+    },
+}
+
+/// One item of a connection's outbound queue. Kept pointer-sized so that idle queues are small.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An event, possibly shared with other recipients.
+    Event(Arc<Emission>),
+    /// An acknowledgement or an exception for one message.
+    Direct(Box<Direct>),
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Upper;
+    impl WireFormat for Upper {
+        fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+            Bytes::from(format!("{}:{}", event.as_str().to_uppercase(), data.get()))
+        }
+    }
+    struct Plain;
+    impl WireFormat for Plain {
+        fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+            Bytes::from(format!("{event}={}", data.get()))
+        }
+    }
+
+    #[test]
+    fn emission_encodes_once_per_format() {
+        let e = Emission::serialize("hi", &serde_json::json!({"a": 1})).unwrap();
+        let a = e.encoded::<Upper>();
+        let b = e.encoded::<Upper>();
+        assert_eq!(a, "HI:{\"a\":1}");
+        // The same allocation comes back: it was not encoded twice.
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(e.encoded::<Plain>(), "hi={\"a\":1}");
+        assert_eq!(e.encoded.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn outbound_items_stay_small() {
+        assert!(std::mem::size_of::<Outbound>() <= 16);
+    }
+}

@@ -1,0 +1,197 @@
+//! The server handle (Nest's `@WebSocketServer()`): the connection registry, rooms and emits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::connection::{Connection, OutboundRx, SendError};
+use crate::message::{Emission, Outbound};
+use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+
+/// A handle on every connection of this server, over every transport. Cheap to clone.
+///
+/// Emits never wait: each recipient's outbound queue takes the message or, when full, the
+/// recipient is disconnected as too slow. A broadcast is serialised once.
+#[derive(Clone, Default)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: AtomicU64,
+    connections: RwLock<HashMap<ConnectionId, Connection>>,
+    rooms: RwLock<HashMap<(Namespace, RoomId), HashMap<ConnectionId, Connection>>>,
+}
+
+impl Server {
+    /// A server with no connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn open(
+        &self,
+        namespace: Namespace,
+        transport: &'static str,
+        extensions: http::Extensions,
+        capacity: usize,
+    ) -> (Connection, OutboundRx) {
+        let id = ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let (conn, rx) =
+            Connection::new(id, namespace, transport, extensions, capacity, self.clone());
+        write(&self.inner.connections).insert(id, conn.clone());
+        (conn, rx)
+    }
+
+    pub(crate) fn unregister(&self, conn: &Connection) {
+        for room in conn.take_rooms() {
+            self.remove_from_room(conn, &room);
+        }
+        write(&self.inner.connections).remove(&conn.id());
+    }
+
+    pub(crate) fn add_to_room(&self, conn: &Connection, room: RoomId) {
+        write(&self.inner.rooms)
+            .entry((conn.namespace().clone(), room))
+            .or_default()
+            .insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn remove_from_room(&self, conn: &Connection, room: &RoomId) {
+        let mut rooms = write(&self.inner.rooms);
+        let key = (conn.namespace().clone(), room.clone());
+        if let Some(members) = rooms.get_mut(&key) {
+            members.remove(&conn.id());
+            if members.is_empty() {
+                rooms.remove(&key);
+            }
+        }
+    }
+
+    /// The number of open connections.
+    pub fn connection_count(&self) -> usize {
+        read(&self.inner.connections).len()
+    }
+
+    /// The connection with this id, if it is open.
+    pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
+        read(&self.inner.connections).get(&id).cloned()
+    }
+
+    /// Emits to the connection `id`. `Ok(false)` when no such connection is open.
+    pub fn emit_to<T: Serialize + ?Sized>(
+        &self,
+        id: ConnectionId,
+        event: impl Into<EventName>,
+        data: &T,
+    ) -> Result<bool, SendError> {
+        match self.connection(id) {
+            Some(conn) => conn.emit(event, data).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Addresses the members of `room` in the default namespace `/`.
+    pub fn to(&self, room: impl Into<RoomId>) -> Broadcast<'_> {
+        self.of(Namespace::root()).to(room)
+    }
+
+    /// Addresses the connections of one namespace.
+    pub fn of(&self, namespace: impl Into<Namespace>) -> Broadcast<'_> {
+        Broadcast { server: self, namespace: Some(namespace.into()), room: None, except: None }
+    }
+
+    /// Emits to every connection of every namespace. Returns how many received it.
+    pub fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: impl Into<EventName>,
+        data: &T,
+    ) -> Result<usize, SendError> {
+        Broadcast { server: self, namespace: None, room: None, except: None }.emit(event, data)
+    }
+
+    /// The members of `room` in `namespace`.
+    pub fn room_members(&self, namespace: &Namespace, room: &RoomId) -> Vec<ConnectionId> {
+        read(&self.inner.rooms)
+            .get(&(namespace.clone(), room.clone()))
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn deliver(&self, target: &Broadcast<'_>, emission: &Arc<Emission>) -> usize {
+        let send = |conn: &Connection| {
+            if target.except == Some(conn.id()) {
+                return 0;
+            }
+            usize::from(conn.push(Outbound::Event(emission.clone())).is_ok())
+        };
+        match (&target.namespace, &target.room) {
+            (Some(ns), Some(room)) => read(&self.inner.rooms)
+                .get(&(ns.clone(), room.clone()))
+                .map_or(0, |members| members.values().map(send).sum()),
+            (ns, _) => read(&self.inner.connections)
+                .values()
+                .filter(|c| ns.as_ref().is_none_or(|ns| c.namespace() == ns))
+                .map(send)
+                .sum(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("connections", &self.connection_count()).finish()
+    }
+}
+
+/// A set of recipients: a namespace, optionally narrowed to a room and with one exception.
+#[derive(Debug)]
+pub struct Broadcast<'a> {
+    server: &'a Server,
+    namespace: Option<Namespace>,
+    room: Option<RoomId>,
+    except: Option<ConnectionId>,
+}
+
+impl Broadcast<'_> {
+    /// Narrows to the members of `room`.
+    #[must_use]
+    pub fn to(mut self, room: impl Into<RoomId>) -> Self {
+        self.room = Some(room.into());
+        self
+    }
+
+    /// Leaves out one connection, typically the sender.
+    #[must_use]
+    pub fn except(mut self, id: ConnectionId) -> Self {
+        self.except = Some(id);
+        self
+    }
+
+    /// Emits `event` with `data`, serialised once. Returns how many connections received it.
+    pub fn emit<T: Serialize + ?Sized>(
+        self,
+        event: impl Into<EventName>,
+        data: &T,
+    ) -> Result<usize, SendError> {
+        let emission = Emission::serialize(event, data)?;
+        Ok(self.server.deliver(&self, &emission))
+    }
+
+    /// Emits an already-built emission. Returns how many connections received it.
+    pub fn emit_shared(self, emission: &Arc<Emission>) -> usize {
+        self.server.deliver(&self, emission)
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Maps of handles stay consistent across a panic: every update is one insert or remove.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
