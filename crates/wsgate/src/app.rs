@@ -75,7 +75,8 @@ struct RouteEntry {
     filters: Vec<Arc<dyn ExceptionFilter>>,
 }
 
-type Registration = Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError>>;
+type Registration =
+    Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError>>;
 
 /// Builds an [`App`] from gateways, middleware and filters.
 #[derive(Default)]
@@ -130,7 +131,8 @@ impl AppBuilder {
             for route in routes.routes {
                 let mut guards = options.guards.clone();
                 guards.extend(route.guards);
-                let slot = RouteEntry { handler: route.handler, guards, filters: options.filters.clone() };
+                let slot =
+                    RouteEntry { handler: route.handler, guards, filters: options.filters.clone() };
                 match entry.routes.entry(route.event) {
                     Entry::Vacant(v) => {
                         v.insert(slot);
@@ -279,7 +281,12 @@ impl App {
         self.deliver(&ctx, filters, reply).await;
     }
 
-    async fn deliver(&self, ctx: &MessageContext, filters: &[Arc<dyn ExceptionFilter>], reply: Reply) {
+    async fn deliver(
+        &self,
+        ctx: &MessageContext,
+        filters: &[Arc<dyn ExceptionFilter>],
+        reply: Reply,
+    ) {
         let sent = match reply {
             Reply::Nothing => Ok(()),
             Reply::Ack(data) => match &ctx.ack {

@@ -112,8 +112,13 @@ impl<G: Send + Sync + 'static> Routes<G> {
         H: Handler<G, T>,
         T: 'static,
     {
-        let bound = Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
-        self.routes.push(Route { event: event.into(), handler: Arc::new(bound), guards: Vec::new() });
+        let bound =
+            Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
+        self.routes.push(Route {
+            event: event.into(),
+            handler: Arc::new(bound),
+            guards: Vec::new(),
+        });
         let last = self.routes.len() - 1;
         &mut self.routes[last]
     }

@@ -12,14 +12,20 @@ use crate::handshake::BoxFuture;
 )]
 pub trait Guard: Send + Sync + 'static {
     /// `Ok(())` lets the message through; an error is the reply.
-    fn can_activate(&self, ctx: &MessageContext) -> impl Future<Output = Result<(), WsError>> + Send;
+    fn can_activate(
+        &self,
+        ctx: &MessageContext,
+    ) -> impl Future<Output = Result<(), WsError>> + Send;
 }
 
 impl<F> Guard for F
 where
     F: Fn(&MessageContext) -> Result<(), WsException> + Send + Sync + 'static,
 {
-    fn can_activate(&self, ctx: &MessageContext) -> impl Future<Output = Result<(), WsError>> + Send {
+    fn can_activate(
+        &self,
+        ctx: &MessageContext,
+    ) -> impl Future<Output = Result<(), WsError>> + Send {
         std::future::ready(self(ctx).map_err(WsError::from))
     }
 }

@@ -78,11 +78,7 @@ impl Namespace {
     /// A namespace from a path; a missing leading `/` is added and a trailing one removed.
     pub fn new(path: &str) -> Self {
         let trimmed = path.trim_matches('/');
-        if trimmed.is_empty() {
-            Self::root()
-        } else {
-            Self(Arc::from(format!("/{trimmed}")))
-        }
+        if trimmed.is_empty() { Self::root() } else { Self(Arc::from(format!("/{trimmed}"))) }
     }
 }
 
