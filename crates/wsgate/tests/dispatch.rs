@@ -1,0 +1,328 @@
+//! The core's message path driven in memory, as an adapter drives it: handshake, open,
+//! dispatch, and the outbound queue read back.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wsgate::{
+    AckId, App, ConnectMiddleware, Connection, Data, Direct, ExceptionContext, Ext, Gateway,
+    GatewayOptions, Handshake, Inbound, MessageContext, Outbound, OutboundRx, Refusal, Routes,
+    Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
+};
+
+#[derive(Clone, Debug, PartialEq)]
+struct User {
+    id: i64,
+}
+
+#[derive(Deserialize, validator::Validate)]
+struct Show {
+    #[validate(range(min = 1, message = "Missing entry id."))]
+    #[serde(rename = "entryId", default)]
+    entry_id: i64,
+}
+
+/// Counts what the hooks saw.
+#[derive(Default)]
+struct Counters {
+    init: AtomicUsize,
+    connected: AtomicUsize,
+    disconnected: AtomicUsize,
+}
+
+struct EntryGateway {
+    counters: Arc<Counters>,
+}
+
+#[gateway]
+impl EntryGateway {
+    #[subscribe_message("showEntry")]
+    async fn show(&self, Valid(show): Valid<Show>) -> WsResponse<Value> {
+        WsResponse::new("showEntry", json!({ "id": show.entry_id }))
+    }
+
+    #[subscribe_message("whoami")]
+    async fn whoami(&self, Ext(user): Ext<User>) -> i64 {
+        user.id
+    }
+
+    #[subscribe_message("fail")]
+    async fn fail(&self) -> Result<(), WsError> {
+        Err(std::io::Error::other("disk on fire"))?;
+        Ok(())
+    }
+
+    #[subscribe_message("panic")]
+    async fn panics(&self) {
+        panic!("handler bug");
+    }
+
+    #[subscribe_message("admin")]
+    #[use_guards(|ctx: &MessageContext| match ctx.extension::<User>() {
+        Some(u) if u.id == 1 => Ok(()),
+        _ => Err(WsException::new("Forbidden.")),
+    })]
+    async fn admin(&self) -> &'static str {
+        "welcome"
+    }
+
+    #[subscribe_message("join")]
+    fn join(&self, conn: Connection, Data(room): Data<String>) {
+        conn.join(room);
+    }
+
+    #[after_init]
+    async fn init(&self, _server: &Server) {
+        self.counters.init.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[on_connect]
+    async fn connected(&self, _conn: &Connection) {
+        self.counters.connected.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[on_disconnect]
+    async fn disconnected(&self, _conn: &Connection) {
+        self.counters.disconnected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A gateway written without the macros, on a namespace of its own.
+struct ChatGateway;
+
+impl Gateway for ChatGateway {
+    fn options(&self) -> GatewayOptions {
+        GatewayOptions::new()
+            .namespace("/chat")
+            .guard(|ctx: &MessageContext| {
+                if ctx.event().as_str() == "blocked" {
+                    Err(WsException::new("Blocked by the gateway guard."))
+                } else {
+                    Ok(())
+                }
+            })
+            .filter(|err: &WsError, cx: &ExceptionContext<'_>| match err {
+                WsError::Exception(e) if e.message() == Some("teapot") => {
+                    Some(json!({ "status": "error", "message": "I am a teapot", "event": cx.pattern.as_str() }))
+                }
+                _ => None,
+            })
+    }
+
+    fn register(routes: &mut Routes<Self>) {
+        routes.on("say", |_gw: Arc<Self>, Data(text): Data<String>| async move {
+            WsResponse::new("said", text)
+        });
+        routes.on("blocked", |_gw: Arc<Self>| async {});
+        routes.on("teapot", |_gw: Arc<Self>| async { Err::<(), _>(WsException::new("teapot")) });
+    }
+}
+
+/// Attaches a user from the `user` query parameter; refuses without one.
+struct QueryUser;
+
+impl ConnectMiddleware for QueryUser {
+    async fn handle(&self, hs: &mut Handshake) -> Result<(), Refusal> {
+        let id = hs.query_param("user").and_then(|v| v.parse().ok());
+        let id = id.ok_or_else(|| Refusal::unauthorized("Missing authentication token."))?;
+        hs.extensions.insert(User { id });
+        Ok(())
+    }
+}
+
+async fn app(counters: Arc<Counters>) -> App {
+    App::builder()
+        .middleware(QueryUser)
+        .gateway(EntryGateway { counters })
+        .gateway(ChatGateway)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn connect(app: &App, ns: &str, user: i64) -> (Connection, OutboundRx) {
+    let mut hs = Handshake::new(ns, "test");
+    hs.query = Some(format!("user={user}"));
+    app.handshake(hs).await.unwrap().open().await
+}
+
+fn msg(event: &str, data: Value) -> Inbound {
+    Inbound::new(event, to_payload(&data).unwrap())
+}
+
+/// The next outbound item as JSON: `{event, data}`, `{ack, data}` or `{exception, id, data}`.
+fn next(rx: &mut OutboundRx) -> Value {
+    match rx.try_recv().expect("an outbound item") {
+        Outbound::Event(e) => {
+            json!({ "event": e.event().as_str(), "data": serde_json::from_str::<Value>(e.data().get()).unwrap() })
+        }
+        Outbound::Direct(d) => match *d {
+            Direct::Ack { id, data } => {
+                json!({ "ack": id, "data": serde_json::from_str::<Value>(data.get()).unwrap() })
+            }
+            Direct::Exception { id, data } => {
+                json!({ "exception": id, "data": serde_json::from_str::<Value>(data.get()).unwrap() })
+            }
+        },
+        Outbound::Close(reason) => json!({ "close": reason.code() }),
+    }
+}
+
+#[tokio::test]
+async fn ws_response_is_emitted_and_values_go_to_the_ack() {
+    let app = app(Arc::default()).await;
+    let (conn, mut rx) = connect(&app, "/", 5).await;
+
+    app.dispatch(&conn, msg("showEntry", json!({ "entryId": 2 }))).await;
+    assert_eq!(next(&mut rx), json!({ "event": "showEntry", "data": { "id": 2 } }));
+
+    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(9))).await;
+    assert_eq!(next(&mut rx), json!({ "ack": 9, "data": 5 }));
+
+    // Without an ack id, a plain value has nowhere to go.
+    app.dispatch(&conn, msg("whoami", Value::Null)).await;
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn validation_and_unknown_events_are_exceptions() {
+    let app = app(Arc::default()).await;
+    let (conn, mut rx) = connect(&app, "/", 5).await;
+
+    app.dispatch(&conn, msg("showEntry", json!({}))).await;
+    assert_eq!(
+        next(&mut rx),
+        json!({ "exception": null, "data": {
+            "status": "error", "message": "Missing entry id.",
+            "cause": { "pattern": "showEntry", "data": {} } } })
+    );
+
+    app.dispatch(
+        &conn,
+        msg("showEntry", json!({ "entryId": "x" })).with_ack(AckId::Text("a".into())),
+    )
+    .await;
+    let reply = next(&mut rx);
+    assert_eq!(reply["exception"], "a");
+    assert_eq!(
+        reply["data"]["message"],
+        "Invalid entryId: invalid type: string \"x\", expected i64"
+    );
+
+    app.dispatch(&conn, msg("nope", json!(1))).await;
+    assert_eq!(next(&mut rx)["data"]["message"], "There is no handler for event 'nope'.");
+}
+
+#[tokio::test]
+async fn internal_errors_and_panics_are_not_leaked() {
+    let app = app(Arc::default()).await;
+    let (conn, mut rx) = connect(&app, "/", 5).await;
+    for event in ["fail", "panic"] {
+        app.dispatch(&conn, msg(event, Value::Null)).await;
+        let reply = next(&mut rx);
+        assert_eq!(reply["data"]["message"], "Internal server error", "{event}");
+        assert_eq!(reply["data"]["cause"]["pattern"], event);
+    }
+    // The connection still works.
+    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(1))).await;
+    assert_eq!(next(&mut rx)["data"], 5);
+}
+
+#[tokio::test]
+async fn guards_run_per_handler_and_per_gateway() {
+    let app = app(Arc::default()).await;
+    let (user, mut user_rx) = connect(&app, "/", 5).await;
+    let (admin, mut admin_rx) = connect(&app, "/", 1).await;
+
+    app.dispatch(&user, msg("admin", Value::Null).with_ack(AckId::Number(1))).await;
+    assert_eq!(next(&mut user_rx)["data"]["message"], "Forbidden.");
+    app.dispatch(&admin, msg("admin", Value::Null).with_ack(AckId::Number(1))).await;
+    assert_eq!(next(&mut admin_rx), json!({ "ack": 1, "data": "welcome" }));
+
+    let (chat, mut chat_rx) = connect(&app, "/chat", 5).await;
+    app.dispatch(&chat, msg("blocked", Value::Null)).await;
+    assert_eq!(next(&mut chat_rx)["data"]["message"], "Blocked by the gateway guard.");
+    app.dispatch(&chat, msg("say", json!("hi"))).await;
+    assert_eq!(next(&mut chat_rx), json!({ "event": "said", "data": "hi" }));
+}
+
+#[tokio::test]
+async fn gateway_filters_come_before_the_default() {
+    let app = app(Arc::default()).await;
+    let (chat, mut rx) = connect(&app, "/chat", 5).await;
+    app.dispatch(&chat, msg("teapot", Value::Null)).await;
+    assert_eq!(
+        next(&mut rx)["data"],
+        json!({ "status": "error", "message": "I am a teapot", "event": "teapot" })
+    );
+    // Events of the root namespace do not exist in /chat.
+    app.dispatch(&chat, msg("whoami", Value::Null)).await;
+    assert_eq!(next(&mut rx)["data"]["message"], "There is no handler for event 'whoami'.");
+}
+
+#[tokio::test]
+async fn middleware_refuses_and_unknown_namespaces_are_refused() {
+    let app = app(Arc::default()).await;
+    let err = app.handshake(Handshake::new("/", "test")).await.unwrap_err();
+    assert_eq!(err, Refusal::unauthorized("Missing authentication token."));
+    assert_eq!(
+        err.body(),
+        json!({ "status": "error", "message": "Missing authentication token." })
+    );
+
+    let mut hs = Handshake::new("/nowhere", "test");
+    hs.query = Some("user=1".into());
+    assert_eq!(app.handshake(hs).await.unwrap_err().status, http::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hooks_run_at_init_connect_and_disconnect() {
+    let counters = Arc::new(Counters::default());
+    let app = app(counters.clone()).await;
+    assert_eq!(counters.init.load(Ordering::SeqCst), 1);
+    let (conn, _rx) = connect(&app, "/", 5).await;
+    let (_other, _rx2) = connect(&app, "/chat", 5).await;
+    assert_eq!(counters.connected.load(Ordering::SeqCst), 1, "only the gateway's namespace");
+    assert_eq!(app.server().connection_count(), 2);
+    app.disconnect(&conn).await;
+    assert_eq!(counters.disconnected.load(Ordering::SeqCst), 1);
+    assert_eq!(app.server().connection_count(), 1);
+}
+
+#[tokio::test]
+async fn rooms_and_broadcasts_reach_members_once() {
+    let app = app(Arc::default()).await;
+    let (a, mut a_rx) = connect(&app, "/", 1).await;
+    let (b, mut b_rx) = connect(&app, "/", 2).await;
+    let (_c, mut c_rx) = connect(&app, "/", 3).await;
+    app.dispatch(&a, msg("join", json!("entry:1"))).await;
+    app.dispatch(&b, msg("join", json!("entry:1"))).await;
+    app.dispatch(&b, msg("join", json!("entry:1"))).await;
+
+    let server = app.server();
+    assert_eq!(server.to("entry:1").emit("commentCreated", &json!({ "id": 7 })).unwrap(), 2);
+    for rx in [&mut a_rx, &mut b_rx] {
+        assert_eq!(next(rx), json!({ "event": "commentCreated", "data": { "id": 7 } }));
+        assert!(rx.try_recv().is_err(), "delivered once");
+    }
+    assert!(c_rx.try_recv().is_err());
+
+    assert_eq!(server.to("entry:1").except(a.id()).emit("x", &1).unwrap(), 1);
+    assert!(a_rx.try_recv().is_err());
+    assert_eq!(next(&mut b_rx)["event"], "x");
+
+    b.leave("entry:1");
+    app.disconnect(&a).await;
+    assert_eq!(server.to("entry:1").emit("y", &1).unwrap(), 0);
+    assert_eq!(server.emit("all", &1).unwrap(), 2);
+    assert_eq!(next(&mut c_rx)["event"], "all");
+}
+
+#[tokio::test]
+async fn duplicate_events_fail_at_build() {
+    let err = App::builder().gateway(ChatGateway).gateway(ChatGateway).build().await.unwrap_err();
+    assert_eq!(err.to_string(), "event `say` has two handlers in namespace `/chat`");
+}
