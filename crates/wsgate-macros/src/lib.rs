@@ -58,7 +58,7 @@ use syn::{
 pub fn gateway(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = parse_macro_input!(args as GatewayArgs);
     let item = parse_macro_input!(input as ItemImpl);
-    expand(args, item).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand(&args, item).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
 /// Marks a method of a `#[gateway]` impl block as the handler of an event (Nest's
@@ -132,7 +132,7 @@ enum Receiver {
     None,
 }
 
-fn expand(args: GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
+fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
     if let Some((_, path, _)) = &item.trait_ {
         return Err(syn::Error::new(path.span(), "`#[gateway]` goes on an inherent impl block"));
     }
@@ -200,6 +200,7 @@ fn expand(args: GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
             Hook::OnDisconnect => (quote!(on_disconnect), quote!(conn), quote!(::wsgate::Connection)),
         };
         quote_spanned! {*span=>
+            #[allow(clippy::manual_async_fn)]
             fn #name(&self, #param: &#ty) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
                 async move { let _ = self.#method(#param) #call; }
             }

@@ -1,1 +1,145 @@
-//! x
+//! Plain WebSocket adapter for [wsgate]: JSON frames on the axum server's own port.
+//!
+//! Browsers connect with `new WebSocket("ws://localhost:3000?token=…")` (or `/ws`, or
+//! `/ws/<namespace>` for a gateway's namespace) and talk JSON:
+//!
+//! - inbound, Nest.js format: `{"event":"showComment","data":{"entryId":2,"commentId":1}}`
+//! - inbound, chapter format: `{"type":"showComment","entryId":2,"commentId":1}` (every field
+//!   but `type` is the data)
+//! - an optional `"id"` (number or string) asks for an ack: `{"event":"ack","id":…,"data":…}`,
+//!   or an `exception` carrying the same `id`
+//! - outbound: `{"event":E,"data":D}`; errors: `{"event":"exception","data":{"status":"error",…}}`
+//!
+//! A frame that is not JSON, lacks `event`/`type`, or names an unknown event gets an
+//! `exception` and the connection stays open; a frame over the size limit closes it with 1009.
+//! A refused handshake is answered with its status (401 for a bad token) and a JSON body
+//! `{"status":"error","message":…}`. Requests that are not WebSocket upgrades pass through to
+//! the router untouched, so `GET /` still serves a page.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use wsgate::{App, Data, WsResponse, gateway};
+//! use wsgate_ws::WsAdapter;
+//!
+//! struct EchoGateway;
+//!
+//! #[gateway]
+//! impl EchoGateway {
+//!     #[subscribe_message("echo")]
+//!     async fn echo(&self, Data(text): Data<String>) -> WsResponse<String> {
+//!         WsResponse::new("echo", text)
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = App::builder().gateway(EchoGateway).build().await?;
+//! let router = Router::new().route("/", get(|| async { "hello over HTTP" }));
+//! let router = app.mount(router, WsAdapter::new());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, router).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each connection is one task. Its messages are dispatched in arrival order, and up to
+//! [`WsAdapter::max_in_flight`] of them run concurrently: acks may complete out of order,
+//! replies are never dropped. Past that number the adapter stops reading the socket until a
+//! handler finishes, so a flooding client is slowed by TCP backpressure, not buffered.
+
+mod codec;
+mod session;
+mod upgrade;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use wsgate::{Adapter, App};
+
+pub use codec::JsonFrames;
+pub use upgrade::{WsLayer, WsService};
+
+/// The transport name connections of this adapter report.
+pub const TRANSPORT: &str = "ws";
+
+/// The plain WebSocket adapter and its limits.
+#[derive(Clone, Debug)]
+pub struct WsAdapter {
+    config: Arc<WsConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct WsConfig {
+    pub(crate) max_message_size: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for WsAdapter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WsAdapter {
+    /// The adapter with its defaults: 64 KiB messages, 1 KiB read buffer, 16 handlers in
+    /// flight per connection.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(WsConfig {
+                max_message_size: 64 * 1024,
+                read_buffer_size: 1024,
+                max_in_flight: 16,
+                close_timeout: Duration::from_secs(2),
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut WsConfig {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The largest message accepted, in bytes; a larger one closes the connection with 1009.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config_mut().max_message_size = bytes.max(1);
+        self
+    }
+
+    /// The size of each connection's read buffer, kept while the connection is idle. Larger
+    /// messages are read in several steps. Default 1 KiB, which keeps idle connections small.
+    #[must_use]
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config_mut().read_buffer_size = bytes.max(64);
+        self
+    }
+
+    /// How many messages of one connection may be handled at once (at least 1). Default 16.
+    /// With 1, each message's reply is sent before the next message is read.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config_mut().max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long a closing connection waits for the client's close frame. Default 2 s.
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().close_timeout = timeout;
+        self
+    }
+
+    /// The tower layer serving `app` over this adapter, for services other than a `Router`.
+    pub fn layer(self, app: App) -> WsLayer {
+        WsLayer::new(app, self.config)
+    }
+}
+
+impl Adapter<Router> for WsAdapter {
+    /// Serves WebSocket upgrades on `/`, `/ws` and `/ws/<namespace>` (and on `/<namespace>`
+    /// for the namespaces the gateways declare); every other request goes to `router`.
+    fn mount(self, app: App, router: Router) -> Router {
+        let service = tower::Layer::layer(&self.layer(app), router);
+        Router::new().fallback_service(service)
+    }
+}

@@ -190,7 +190,7 @@ fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
             ValidationErrorsKind::Field(list) => {
                 for err in list {
                     if !out.is_empty() {
-                        out.push_str(" ");
+                        out.push(' ');
                     }
                     match &err.message {
                         Some(m) => out.push_str(m),

@@ -24,7 +24,7 @@ pub struct Claims {
 }
 
 /// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token was given.
     #[error("Missing authentication token.")]

@@ -1,0 +1,282 @@
+//! JSON frames: decoding both inbound formats and encoding events, acks and exceptions.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use wsgate::{AckId, Direct, EventName, Inbound, WireFormat};
+
+/// The plain WebSocket wire format: `{"event":E,"data":D}`.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonFrames;
+
+impl WireFormat for JsonFrames {
+    fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+        let mut out = Vec::with_capacity(24 + event.as_str().len() + data.get().len());
+        out.extend_from_slice(b"{\"event\":");
+        push_str(&mut out, event.as_str());
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.get().as_bytes());
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// Encodes an ack (`{"event":"ack","id":…,"data":…}`) or an exception
+/// (`{"event":"exception","id":…,"data":…}`, `id` only when the message had one).
+pub(crate) fn encode_direct(direct: &Direct) -> Bytes {
+    let (event, id, data) = match direct {
+        Direct::Ack { id, data } => ("ack", Some(id), data),
+        Direct::Exception { id, data } => ("exception", id.as_ref(), data),
+    };
+    let mut out = Vec::with_capacity(48 + data.get().len());
+    out.extend_from_slice(b"{\"event\":\"");
+    out.extend_from_slice(event.as_bytes());
+    out.push(b'"');
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        match id {
+            AckId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            AckId::Text(t) => push_str(&mut out, t),
+        }
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// What a text frame decoded to.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A message for the router.
+    Message(Inbound),
+    /// A frame that is not a message; the client gets an `exception` with this text.
+    Invalid {
+        /// What was wrong, for the client.
+        message: String,
+        /// The frame's ack id, if it could be read.
+        ack: Option<AckId>,
+    },
+}
+
+fn invalid(message: impl Into<String>, ack: Option<AckId>) -> Decoded {
+    Decoded::Invalid { message: message.into(), ack }
+}
+
+/// Decodes a text frame in either format:
+/// - Nest.js: `{"event":"showComment","data":{…},"id":1}`;
+/// - chapter: `{"type":"showComment","entryId":2,"commentId":1}`, where every field but `type`
+///   is the data.
+///
+/// In both, an `"id"` (number or string) asks for an acknowledgement.
+pub(crate) fn decode(text: &str) -> Decoded {
+    let fields = match serde_json::from_str::<Fields<'_>>(text) {
+        Ok(Fields(Some(fields))) => fields,
+        Ok(Fields(None)) => return invalid(NOT_AN_OBJECT, None),
+        Err(e) => return invalid(format!("Invalid JSON: {}", strip_position(&e)), None),
+    };
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+
+    let ack = match field("id").map(ack_id) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(id))) => Some(id),
+        Some(Err(())) => return invalid("Invalid id: expected a number or a string.", None),
+    };
+    let (event, chapter) = match (field("event"), field("type")) {
+        (Some(event), _) => (event, false),
+        (None, Some(kind)) => (kind, true),
+        (None, None) => return invalid(NOT_AN_OBJECT, ack),
+    };
+    let Ok(event) = serde_json::from_str::<Cow<'_, str>>(event.get()) else {
+        let name = if chapter { "type" } else { "event" };
+        return invalid(format!("Invalid message: \"{name}\" must be a string."), ack);
+    };
+    if event.is_empty() {
+        return invalid("Invalid message: the event name is empty.", ack);
+    }
+
+    let data = if chapter {
+        let mut out = Vec::with_capacity(text.len());
+        out.push(b'{');
+        for (key, value) in fields.iter().filter(|(k, _)| k != "type") {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            push_str(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        // Keys and values come from valid JSON text, so this is valid JSON.
+        String::from_utf8(out)
+            .map_err(|e| e.to_string())
+            .and_then(|s| RawValue::from_string(s).map_err(|e| e.to_string()))
+    } else {
+        Ok(field("data").map_or_else(wsgate::null_payload, ToOwned::to_owned))
+    };
+    match data {
+        Ok(data) => {
+            let mut inbound = Inbound::new(EventName::from(event.as_ref()), data);
+            inbound.ack = ack;
+            Decoded::Message(inbound)
+        }
+        Err(e) => invalid(format!("Invalid message: {e}"), ack),
+    }
+}
+
+const NOT_AN_OBJECT: &str =
+    "Invalid message: expected a JSON object with \"event\" and \"data\", or with \"type\".";
+
+fn ack_id(raw: &RawValue) -> Result<Option<AckId>, ()> {
+    match serde_json::from_str::<Option<AckId>>(raw.get()) {
+        Ok(id) => Ok(id),
+        Err(_) => Err(()),
+    }
+}
+
+/// serde_json's message without its `at line 1 column 5` suffix.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The top-level fields of a frame, in order, borrowed from its text; `None` if the frame is
+/// JSON but not an object.
+struct Fields<'a>(Option<Vec<(Cow<'a, str>, &'a RawValue)>>);
+
+impl<'de> de::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+macro_rules! not_an_object {
+    ($($name:ident: $ty:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> { Ok(Fields(None)) })*
+    };
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            fields.push((key, value));
+        }
+        Ok(Fields(Some(fields)))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Fields(None))
+    }
+
+    not_an_object!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Fields(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::{Value, json};
+    use wsgate::Emission;
+
+    fn message(text: &str) -> (String, Value, Option<AckId>) {
+        match decode(text) {
+            Decoded::Message(m) => {
+                (m.event.to_string(), serde_json::from_str(m.data.get()).unwrap(), m.ack)
+            }
+            Decoded::Invalid { message, .. } => panic!("{text}: {message}"),
+        }
+    }
+
+    fn error(text: &str) -> String {
+        match decode(text) {
+            Decoded::Invalid { message, .. } => message,
+            Decoded::Message(m) => panic!("{text} decoded to {m:?}"),
+        }
+    }
+
+    #[test]
+    fn nest_format() {
+        let (event, data, ack) =
+            message(r#"{"event":"showComment","data":{"entryId":2,"commentId":1}}"#);
+        assert_eq!(event, "showComment");
+        assert_eq!(data, json!({"entryId": 2, "commentId": 1}));
+        assert_eq!(ack, None);
+        assert_eq!(message(r#"{"event":"ping"}"#).1, Value::Null);
+        assert_eq!(message(r#"{"data":[1],"id":7,"event":"x"}"#).2, Some(AckId::Number(7)));
+    }
+
+    #[test]
+    fn chapter_format() {
+        let (event, data, _) = message(r#"{"type":"showComment","entryId":2,"commentId":1}"#);
+        assert_eq!(event, "showComment");
+        assert_eq!(data, json!({"entryId": 2, "commentId": 1}));
+        let (_, data, ack) = message(r#"{"type":"indexEntry","id":"a1"}"#);
+        assert_eq!(data, json!({"id": "a1"}));
+        assert_eq!(ack, Some(AckId::Text("a1".into())));
+        assert_eq!(message(r#"{"type":"t\u0041","k\"ey":"v"}"#).1, json!({"k\"ey": "v"}));
+        assert_eq!(message(r#"{"type":"x"}"#).1, json!({}));
+    }
+
+    #[test]
+    fn bad_frames_are_explained() {
+        assert_eq!(error("hello"), "Invalid JSON: expected value");
+        assert_eq!(error("{\"event\":"), "Invalid JSON: EOF while parsing a value");
+        assert!(error("[1,2]").starts_with("Invalid message: expected a JSON object"));
+        assert!(error("42").starts_with("Invalid message: expected a JSON object"));
+        assert!(error(r#"{"data":1}"#).starts_with("Invalid message: expected a JSON object"));
+        assert_eq!(error(r#"{"event":5}"#), "Invalid message: \"event\" must be a string.");
+        assert_eq!(error(r#"{"type":null}"#), "Invalid message: \"type\" must be a string.");
+        assert_eq!(error(r#"{"event":""}"#), "Invalid message: the event name is empty.");
+        assert_eq!(error(r#"{"event":"x","id":{}}"#), "Invalid id: expected a number or a string.");
+        match decode(r#"{"id":3}"#) {
+            Decoded::Invalid { ack, .. } => assert_eq!(ack, Some(AckId::Number(3))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_events_acks_and_exceptions() {
+        let e = Emission::serialize("say \"hi\"", &json!({"a": [1]})).unwrap();
+        assert_eq!(e.encoded::<JsonFrames>(), r#"{"event":"say \"hi\"","data":{"a":[1]}}"#);
+        let data = wsgate::to_payload(&json!(5)).unwrap();
+        let ack = Direct::Ack { id: AckId::Number(3), data };
+        assert_eq!(encode_direct(&ack), r#"{"event":"ack","id":3,"data":5}"#);
+        let data = wsgate::to_payload(&json!({"status": "error"})).unwrap();
+        let exc = Direct::Exception { id: Some(AckId::Text("q".into())), data };
+        assert_eq!(
+            encode_direct(&exc),
+            r#"{"event":"exception","id":"q","data":{"status":"error"}}"#
+        );
+        let data = wsgate::to_payload(&json!(null)).unwrap();
+        assert_eq!(
+            encode_direct(&Direct::Exception { id: None, data }),
+            r#"{"event":"exception","data":null}"#
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! One connection's task: frames in, dispatch, outbound queue out, close.
+
+use std::sync::Arc;
+
+use futures_util::future::Either;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tracing::Instrument;
+use wsgate::{Accepted, App, CloseReason, Connection, Outbound, OutboundRx};
+
+use crate::WsConfig;
+use crate::codec::{self, Decoded, JsonFrames};
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How many queued items are written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Why the loop ended.
+enum End {
+    /// The client sent a close frame or went away.
+    ClientClosed,
+    /// The socket failed; nothing more can be written.
+    Broken,
+    /// The server closes the connection for this reason.
+    Close(CloseReason),
+}
+
+pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config: Arc<WsConfig>) {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let mut ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+            .await;
+    let (conn, mut rx) = accepted.open().await;
+    let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
+    let end = drive(&app, &conn, &mut ws, &mut rx, &config).instrument(span.clone()).await;
+    app.disconnect(&conn).await;
+    drop(rx);
+    finish(ws, end, &config).instrument(span).await;
+}
+
+async fn drive(
+    app: &App,
+    conn: &Connection,
+    ws: &mut Socket,
+    rx: &mut OutboundRx,
+    config: &WsConfig,
+) -> End {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            reason = conn.closed() => return End::Close(reason),
+            item = rx.recv() => {
+                // The connection holds the sender, so the queue cannot end first.
+                let Some(item) = item else { return End::Broken };
+                if let Err(end) = write(ws, item, rx).await {
+                    return end;
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            frame = ws.next(), if in_flight.len() < config.max_in_flight => {
+                let decoded = match frame {
+                    Some(Ok(Message::Text(text))) => codec::decode(&text),
+                    Some(Ok(Message::Binary(_))) => {
+                        Decoded::Invalid { message: BINARY_REFUSED.to_owned(), ack: None }
+                    }
+                    // Pings are answered by tungstenite itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
+                    Some(Err(WsError::Capacity(e))) => {
+                        tracing::debug!(error = %e, "message over the size limit");
+                        return End::Close(CloseReason::TooBig);
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        return End::Broken;
+                    }
+                };
+                let work = match decoded {
+                    Decoded::Message(inbound) => Either::Left(app.dispatch(conn, inbound)),
+                    Decoded::Invalid { message, ack } => {
+                        Either::Right(async move { app.reject(conn, &message, ack).await })
+                    }
+                };
+                in_flight.push(work);
+            }
+        }
+    }
+}
+
+const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), End> {
+    let mut item = first;
+    for _ in 0..WRITE_BATCH {
+        let bytes = match item {
+            Outbound::Event(emission) => emission.encoded::<JsonFrames>(),
+            Outbound::Direct(direct) => codec::encode_direct(&direct),
+            Outbound::Close(reason) => {
+                ws.flush().await.map_err(|_| End::Broken)?;
+                return Err(End::Close(reason));
+            }
+        };
+        // Every frame is serialised JSON, hence UTF-8; a failure would be a codec bug.
+        let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Close(CloseReason::Normal))?;
+        ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
+        match rx.try_recv() {
+            Ok(next) => item = next,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await.map_err(|_| End::Broken)
+}
+
+/// Ends the WebSocket conversation politely, within the close timeout.
+async fn finish(mut ws: Socket, end: End, config: &WsConfig) {
+    let reason = match end {
+        End::Broken => return,
+        End::ClientClosed => {
+            // Reading on flushes tungstenite's close reply and ends at the client's EOF.
+            let _ = tokio::time::timeout(config.close_timeout, ws.next()).await;
+            return;
+        }
+        End::Close(reason) => reason,
+    };
+    tracing::debug!(code = reason.code(), reason = reason.text(), "closing");
+    let frame = CloseFrame { code: reason.code().into(), reason: reason.text().into() };
+    let closing = async {
+        if ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        if reason == CloseReason::TooBig {
+            // The rest of the oversized message is still arriving; it is read and discarded,
+            // because closing with unread data would reset the connection and the client
+            // could lose the close frame.
+            let mut sink = [0u8; 4096];
+            while matches!(ws.get_mut().read(&mut sink).await, Ok(n) if n > 0) {}
+        } else {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    };
+    let _ = tokio::time::timeout(config.close_timeout, closing).await;
+}

@@ -1,0 +1,359 @@
+//! The plain WebSocket adapter served by a real axum server on a loopback port, driven by a
+//! real WebSocket client: every behaviour of DESIGN.md section 4.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use wsgate::{
+    App, Claims, Connection, Data, Ext, JwtAuth, JwtKeys, Server, Valid, WsException, WsResponse,
+    gateway,
+};
+use wsgate_ws::WsAdapter;
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Clone, Debug)]
+struct User {
+    id: u64,
+}
+
+#[derive(Deserialize, validator::Validate)]
+#[serde(rename_all = "camelCase")]
+struct ShowComment {
+    #[validate(required(message = "Missing entry id."))]
+    entry_id: Option<i64>,
+    #[validate(required(message = "Missing comment id."))]
+    comment_id: Option<i64>,
+}
+
+struct CommentGateway {
+    disconnects: Arc<AtomicUsize>,
+}
+
+#[gateway]
+impl CommentGateway {
+    #[subscribe_message("showComment")]
+    async fn show(&self, Valid(q): Valid<ShowComment>) -> WsResponse<Value> {
+        WsResponse::new("showComment", json!({ "entryId": q.entry_id, "id": q.comment_id }))
+    }
+
+    #[subscribe_message("whoami")]
+    async fn whoami(&self, Ext(user): Ext<User>) -> u64 {
+        user.id
+    }
+
+    #[subscribe_message("forbidden")]
+    async fn forbidden(&self) -> Result<(), WsException> {
+        Err(WsException::new("Forbidden."))
+    }
+
+    #[subscribe_message("join")]
+    async fn join(&self, conn: Connection, Data(room): Data<String>) -> bool {
+        conn.join(room);
+        true
+    }
+
+    #[on_disconnect]
+    async fn gone(&self, _conn: &Connection) {
+        self.disconnects.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct ChatGateway;
+
+#[gateway(namespace = "/chat")]
+impl ChatGateway {
+    #[subscribe_message("say")]
+    async fn say(&self, Data(text): Data<String>) -> WsResponse<String> {
+        WsResponse::new("said", text)
+    }
+}
+
+struct Fixture {
+    addr: SocketAddr,
+    server: Server,
+    keys: JwtKeys,
+    disconnects: Arc<AtomicUsize>,
+}
+
+impl Fixture {
+    fn token(&self, id: u64) -> String {
+        self.keys.sign(id.to_string(), Duration::from_secs(60)).unwrap()
+    }
+
+    fn url(&self, path: &str, id: u64) -> String {
+        format!("ws://{}{path}?token={}", self.addr, self.token(id))
+    }
+
+    async fn connect(&self, path: &str, id: u64) -> Client {
+        connect_async(self.url(path, id)).await.unwrap().0
+    }
+}
+
+async fn start(adapter: WsAdapter) -> Fixture {
+    let keys = JwtKeys::hs256(b"a test secret that is long enough");
+    let disconnects = Arc::new(AtomicUsize::new(0));
+    let auth = JwtAuth::new(keys.clone(), |claims: Claims| async move {
+        let id: u64 = claims.sub.parse().map_err(|_| "bad subject")?;
+        Ok::<_, &str>((id != 404).then_some(User { id }))
+    });
+    let app = App::builder()
+        .middleware(auth)
+        .gateway(CommentGateway { disconnects: disconnects.clone() })
+        .gateway(ChatGateway)
+        .build()
+        .await
+        .unwrap();
+    let server = app.server().clone();
+    let router = Router::new().route("/", get(|| async { "home page" }));
+    let router = app.mount(router, adapter);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    Fixture { addr, server, keys, disconnects }
+}
+
+async fn send(ws: &mut Client, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+async fn recv(ws: &mut Client) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a reply within 5 s")
+            .expect("the connection is open")
+            .unwrap();
+        match msg {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn plain_http_still_reaches_the_router() {
+    let f = start(WsAdapter::new()).await;
+    let body = reqwest_get(f.addr, "/").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.ends_with("home page"), "{body}");
+}
+
+/// A minimal HTTP/1.1 GET, so that the test needs no HTTP client crate.
+async fn reqwest_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn both_inbound_formats_on_root_and_ws_paths() {
+    let f = start(WsAdapter::new()).await;
+    for path in ["/", "/ws"] {
+        let mut ws = f.connect(path, 1).await;
+        // The chapter's client, verbatim in spirit.
+        send(&mut ws, json!({ "type": "showComment", "entryId": 2, "commentId": 1 })).await;
+        assert_eq!(
+            recv(&mut ws).await,
+            json!({ "event": "showComment", "data": { "entryId": 2, "id": 1 } })
+        );
+        send(&mut ws, json!({ "event": "showComment", "data": { "entryId": 3, "commentId": 4 } }))
+            .await;
+        assert_eq!(recv(&mut ws).await["data"], json!({ "entryId": 3, "id": 4 }));
+    }
+}
+
+#[tokio::test]
+async fn acks_by_id_numbers_and_strings() {
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect("/", 7).await;
+    send(&mut ws, json!({ "event": "whoami", "id": 1 })).await;
+    assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": 1, "data": 7 }));
+    send(&mut ws, json!({ "type": "whoami", "id": "abc" })).await;
+    assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": "abc", "data": 7 }));
+    // An exception answers the same id.
+    send(&mut ws, json!({ "event": "forbidden", "id": 2 })).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "exception", "id": 2, "data": {
+            "status": "error", "message": "Forbidden.", "cause": { "pattern": "forbidden", "data": null } } })
+    );
+}
+
+#[tokio::test]
+async fn bad_frames_get_exceptions_and_the_connection_stays_open() {
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect("/", 1).await;
+
+    ws.send(Message::text("not json")).await.unwrap();
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "exception", "data": { "status": "error", "message": "Invalid JSON: expected ident" } })
+    );
+    send(&mut ws, json!({ "data": 1 })).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(reply["event"], "exception");
+    assert!(reply["data"]["message"].as_str().unwrap().contains("\"event\""), "{reply}");
+
+    send(&mut ws, json!({ "event": "nope", "data": {} })).await;
+    assert_eq!(
+        recv(&mut ws).await["data"],
+        json!({ "status": "error", "message": "There is no handler for event 'nope'.",
+                "cause": { "pattern": "nope", "data": {} } })
+    );
+
+    send(&mut ws, json!({ "type": "showComment", "commentId": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"]["message"], "Missing entry id.");
+    send(&mut ws, json!({ "type": "showComment", "entryId": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"]["message"], "Missing comment id.");
+    send(&mut ws, json!({ "type": "showComment", "entryId": "two", "commentId": 1 })).await;
+    let message = recv(&mut ws).await["data"]["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("Invalid entryId: invalid type: string \"two\""), "{message}");
+
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(
+        recv(&mut ws).await["data"]["message"],
+        "Binary frames are not supported: send JSON text."
+    );
+
+    // Still open and working.
+    send(&mut ws, json!({ "event": "whoami", "id": 9 })).await;
+    assert_eq!(recv(&mut ws).await["data"], 1);
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let f = start(WsAdapter::new().max_message_size(1024)).await;
+    let mut ws = f.connect("/", 1).await;
+    let big = "x".repeat(200_000);
+    send(&mut ws, json!({ "event": "whoami", "data": big })).await;
+    let close = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(frame))) => frame,
+        Some(Ok(other)) => panic!("unexpected {other:?}"),
+        Some(Err(e)) => panic!("the close frame was lost: {e}"),
+        None => panic!("closed without a close frame"),
+    };
+    assert_eq!(close.unwrap().code, CloseCode::Size);
+    // A message just under the limit is fine on a new connection.
+    let mut ws = f.connect("/", 1).await;
+    send(&mut ws, json!({ "event": "whoami", "id": 1, "data": "y".repeat(900) })).await;
+    assert_eq!(recv(&mut ws).await["data"], 1);
+}
+
+#[tokio::test]
+async fn missing_bad_and_unknown_tokens_are_refused_with_401() {
+    let f = start(WsAdapter::new()).await;
+    let cases = [
+        (format!("ws://{}/", f.addr), "Missing authentication token."),
+        (format!("ws://{}/?token=garbage", f.addr), "Invalid token."),
+        (f.url("/", 404), "Unknown user."),
+    ];
+    for (url, message) in cases {
+        match connect_async(url).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body, json!({ "status": "error", "message": message }));
+            }
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+    // A bearer header works as well as the query.
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{}/ws", f.addr))
+            .unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", f.token(3)).parse().unwrap());
+    let (mut ws, _) = connect_async(req).await.unwrap();
+    send(&mut ws, json!({ "event": "whoami", "id": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"], 3);
+}
+
+#[tokio::test]
+async fn namespaces_are_paths() {
+    let f = start(WsAdapter::new()).await;
+    for path in ["/ws/chat", "/chat"] {
+        let mut ws = f.connect(path, 1).await;
+        send(&mut ws, json!({ "event": "say", "data": "hi" })).await;
+        assert_eq!(recv(&mut ws).await, json!({ "event": "said", "data": "hi" }));
+        send(&mut ws, json!({ "event": "whoami" })).await;
+        assert_eq!(
+            recv(&mut ws).await["data"]["message"],
+            "There is no handler for event 'whoami'."
+        );
+    }
+    match connect_async(f.url("/ws/nowhere", 1)).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_handle_reaches_rooms_and_disconnect_runs_hooks() {
+    let f = start(WsAdapter::new()).await;
+    let mut a = f.connect("/", 1).await;
+    let mut b = f.connect("/", 2).await;
+    let mut c = f.connect("/", 3).await;
+    for ws in [&mut a, &mut b] {
+        send(ws, json!({ "event": "join", "data": "entry:1", "id": 1 })).await;
+        assert_eq!(recv(ws).await["data"], true);
+    }
+    let sent = f.server.to("entry:1").emit("commentCreated", &json!({ "id": 5 })).unwrap();
+    assert_eq!(sent, 2);
+    for ws in [&mut a, &mut b] {
+        assert_eq!(recv(ws).await, json!({ "event": "commentCreated", "data": { "id": 5 } }));
+    }
+    f.server.emit("hello", &"all").unwrap();
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(recv(ws).await, json!({ "event": "hello", "data": "all" }));
+    }
+
+    assert_eq!(f.server.connection_count(), 3);
+    a.close(None).await.unwrap();
+    drop(b);
+    for _ in 0..100 {
+        if f.disconnects.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.disconnects.load(Ordering::SeqCst), 2);
+    assert_eq!(f.server.connection_count(), 1);
+    assert_eq!(f.server.to("entry:1").emit("x", &1).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn many_messages_in_flight_all_get_their_replies() {
+    let f = start(WsAdapter::new().max_in_flight(4)).await;
+    let mut ws = f.connect("/", 1).await;
+    for id in 0..500 {
+        send(&mut ws, json!({ "event": "whoami", "id": id })).await;
+    }
+    let mut seen = vec![false; 500];
+    for _ in 0..500 {
+        let reply = recv(&mut ws).await;
+        seen[reply["id"].as_u64().unwrap() as usize] = true;
+    }
+    assert!(seen.iter().all(|s| *s));
+}
