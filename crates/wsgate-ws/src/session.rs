@@ -47,7 +47,8 @@ pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config
     let end = drive(&app, &conn, &mut ws, &mut rx, &config).instrument(span.clone()).await;
     app.disconnect(&conn).await;
     drop(rx);
-    finish(ws, end, &config).instrument(span).await;
+    // Boxed: closing is rare, and its state would otherwise enlarge every connection's task.
+    Box::pin(finish(ws, end, &config).instrument(span)).await;
 }
 
 async fn drive(
@@ -57,20 +58,24 @@ async fn drive(
     rx: &mut OutboundRx,
     config: &WsConfig,
 ) -> End {
-    let mut in_flight = FuturesUnordered::new();
+    // Created on the first message and dropped when it drains: an idle connection holds none.
+    let mut in_flight = None::<FuturesUnordered<_>>;
     loop {
+        let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
             biased;
             reason = conn.closed() => return End::Close(reason),
             item = rx.recv() => {
-                // The connection holds the sender, so the queue cannot end first.
-                let Some(item) = item else { return End::Broken };
                 if let Err(end) = write(ws, item, rx).await {
                     return end;
                 }
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            frame = ws.next(), if in_flight.len() < config.max_in_flight => {
+            Some(()) = next_done(&mut in_flight), if busy > 0 => {
+                if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                    in_flight = None;
+                }
+            }
+            frame = ws.next(), if busy < config.max_in_flight => {
                 let decoded = match frame {
                     Some(Ok(Message::Text(text))) => codec::decode(&text),
                     Some(Ok(Message::Binary(_))) => {
@@ -94,9 +99,16 @@ async fn drive(
                         Either::Right(async move { app.reject(conn, &message, ack).await })
                     }
                 };
-                in_flight.push(work);
+                in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
             }
         }
+    }
+}
+
+async fn next_done<F: Future<Output = ()>>(set: &mut Option<FuturesUnordered<F>>) -> Option<()> {
+    match set {
+        Some(set) => set.next().await,
+        None => None,
     }
 }
 
@@ -118,8 +130,8 @@ async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<
         let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Close(CloseReason::Normal))?;
         ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
         match rx.try_recv() {
-            Ok(next) => item = next,
-            Err(_) => break,
+            Some(next) => item = next,
+            None => break,
         }
     }
     ws.flush().await.map_err(|_| End::Broken)
@@ -146,7 +158,8 @@ async fn finish(mut ws: Socket, end: End, config: &WsConfig) {
             // The rest of the oversized message is still arriving; it is read and discarded,
             // because closing with unread data would reset the connection and the client
             // could lose the close frame.
-            let mut sink = [0u8; 4096];
+            // On the heap: a buffer held across an await would enlarge every connection's task.
+            let mut sink = vec![0u8; 4096];
             while matches!(ws.get_mut().read(&mut sink).await, Ok(n) if n > 0) {}
         } else {
             while let Some(Ok(_)) = ws.next().await {}

@@ -5,14 +5,56 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::message::{CloseReason, Direct, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::queue::{PushError, Queue};
 use crate::server::Server;
 
 /// The receiving end of a connection's outbound queue, drained by its adapter.
-pub type OutboundRx = mpsc::Receiver<Outbound>;
+///
+/// Dropping it closes the queue: later sends fail with [`SendError::Closed`].
+pub struct OutboundRx {
+    conn: Connection,
+}
+
+impl OutboundRx {
+    /// The next item, waiting for one. Cancel-safe: nothing is lost if the future is dropped.
+    pub async fn recv(&mut self) -> Outbound {
+        self.conn.inner.queue.pop().await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.conn.inner.queue.try_pop()
+    }
+
+    /// How many items are queued.
+    pub fn len(&self) -> usize {
+        self.conn.inner.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for OutboundRx {
+    fn drop(&mut self) {
+        self.conn.inner.queue.close();
+    }
+}
+
+impl fmt::Debug for OutboundRx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundRx")
+            .field("conn", &self.conn.id())
+            .field("len", &self.len())
+            .finish()
+    }
+}
 
 /// Why a message could not be queued for a connection.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +82,7 @@ struct Inner {
     transport: &'static str,
     extensions: http::Extensions,
     rooms: Mutex<Vec<RoomId>>,
-    tx: mpsc::Sender<Outbound>,
+    queue: Queue,
     closing: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     close_notify: Notify,
@@ -56,20 +98,20 @@ impl Connection {
         capacity: usize,
         server: Server,
     ) -> (Self, OutboundRx) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let inner = Inner {
             id,
             namespace,
             transport,
             extensions,
             rooms: Mutex::new(Vec::new()),
-            tx,
+            queue: Queue::new(capacity),
             closing: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_notify: Notify::new(),
             server,
         };
-        (Self { inner: Arc::new(inner) }, rx)
+        let conn = Self { inner: Arc::new(inner) };
+        (conn.clone(), OutboundRx { conn })
     }
 
     /// This connection's id.
@@ -144,10 +186,10 @@ impl Connection {
 
     /// Queues an event without waiting; a full queue disconnects the client as too slow.
     pub fn push(&self, item: Outbound) -> Result<(), SendError> {
-        match self.inner.tx.try_send(item) {
+        match self.inner.queue.try_push(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Closed) => Err(SendError::Closed),
+            Err(PushError::Full) => {
                 tracing::warn!(conn = %self.id(), "outbound queue full, disconnecting slow client");
                 self.close(CloseReason::SlowConsumer);
                 Err(SendError::Full)
@@ -162,7 +204,7 @@ impl Connection {
 
     /// Queues an item, waiting for room in the queue.
     pub async fn send(&self, item: Outbound) -> Result<(), SendError> {
-        self.inner.tx.send(item).await.map_err(|_| SendError::Closed)
+        self.inner.queue.push(item).await.map_err(|_| SendError::Closed)
     }
 
     /// Asks the adapter to close the connection. The adapter sees it through [`Self::closed`].

@@ -13,6 +13,7 @@ mod handshake;
 mod jwt;
 mod message;
 mod names;
+mod queue;
 mod reply;
 mod server;
 

@@ -1,0 +1,212 @@
+//! A connection's outbound queue: bounded, and holding no allocation while it is empty.
+//!
+//! A channel such as `tokio::sync::mpsc` allocates its first block of slots up front (about
+//! 1 KiB for this item type); with tens of thousands of mostly idle connections that is most
+//! of their memory. This queue is a `VecDeque` behind a lock: empty, it owns nothing.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::message::Outbound;
+
+/// Queues larger than this are released once they drain, so that a burst does not pin memory.
+const KEEP_CAPACITY: usize = 32;
+
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    capacity: usize,
+    /// Wakes the single reader.
+    readable: Notify,
+    /// Wakes writers waiting for room.
+    writable: Notify,
+}
+
+struct State {
+    items: VecDeque<Outbound>,
+    closed: bool,
+}
+
+/// Why an item could not be queued; the item comes back.
+pub(crate) enum PushError {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State { items: VecDeque::new(), closed: false }),
+            capacity: capacity.max(1),
+            readable: Notify::new(),
+            writable: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section is a plain push or pop: the state is consistent after a panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` if there is room.
+    pub(crate) fn try_push(&self, item: Outbound) -> Result<(), PushError> {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.items.len() >= self.capacity {
+                return Err(PushError::Full);
+            }
+            state.items.push_back(item);
+        }
+        self.readable.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room. Fails only if the reader is gone.
+    pub(crate) async fn push(&self, item: Outbound) -> Result<(), PushError> {
+        let mut item = Some(item);
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so that a pop in between is not missed.
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.closed {
+                    return Err(PushError::Closed);
+                }
+                if state.items.len() < self.capacity {
+                    if let Some(item) = item.take() {
+                        state.items.push_back(item);
+                    }
+                    drop(state);
+                    self.readable.notify_one();
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes the oldest item, if any.
+    pub(crate) fn try_pop(&self) -> Option<Outbound> {
+        let mut state = self.lock();
+        let was_full = state.items.len() >= self.capacity;
+        let item = state.items.pop_front()?;
+        if state.items.is_empty() && state.items.capacity() > KEEP_CAPACITY {
+            state.items = VecDeque::new();
+        }
+        drop(state);
+        if was_full {
+            self.writable.notify_waiters();
+        }
+        Some(item)
+    }
+
+    /// Takes the oldest item, waiting for one.
+    pub(crate) async fn pop(&self) -> Outbound {
+        loop {
+            if let Some(item) = self.try_pop() {
+                return item;
+            }
+            // `notify_one` leaves a permit when the reader is not waiting, so a push between
+            // the check above and this wait is not missed.
+            self.readable.notified().await;
+        }
+    }
+
+    /// The reader is gone: writers fail from now on, and queued items are dropped.
+    pub(crate) fn close(&self) {
+        let items = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.items)
+        };
+        drop(items);
+        self.writable.notify_waiters();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::message::CloseReason;
+
+    fn item(n: u16) -> Outbound {
+        // Close reasons are a cheap way to number items.
+        Outbound::Close(match n {
+            0 => CloseReason::Normal,
+            1 => CloseReason::GoingAway,
+            _ => CloseReason::TooBig,
+        })
+    }
+
+    fn code(o: Outbound) -> u16 {
+        match o {
+            Outbound::Close(r) => r.code(),
+            _ => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_in_order_and_waiting_writers_get_room() {
+        let q = Arc::new(Queue::new(2));
+        assert!(q.try_push(item(0)).is_ok());
+        assert!(q.try_push(item(1)).is_ok());
+        assert!(matches!(q.try_push(item(2)), Err(PushError::Full)));
+
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move { q.push(item(2)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!writer.is_finished(), "the writer waits for room");
+        assert_eq!(code(q.pop().await), 1000);
+        assert!(writer.await.unwrap());
+        assert_eq!(code(q.pop().await), 1001);
+        assert_eq!(code(q.pop().await), 1009);
+        assert!(q.try_pop().is_none());
+    }
+
+    #[tokio::test]
+    async fn reader_wakes_on_push_and_close_fails_writers() {
+        let q = Arc::new(Queue::new(1));
+        let reader = tokio::spawn({
+            let q = q.clone();
+            async move { code(q.pop().await) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(q.try_push(item(1)).is_ok());
+        assert_eq!(reader.await.unwrap(), 1001);
+
+        assert!(q.try_push(item(0)).is_ok());
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move { q.push(item(0)).await.is_err() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.close();
+        assert!(writer.await.unwrap(), "a closed queue fails waiting writers");
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn drained_queues_release_their_memory() {
+        let q = Queue::new(1000);
+        for _ in 0..100 {
+            assert!(q.try_push(item(0)).is_ok());
+        }
+        while q.try_pop().is_some() {}
+        assert_eq!(q.lock().items.capacity(), 0);
+    }
+}
