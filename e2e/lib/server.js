@@ -1,0 +1,89 @@
+// Starts the real blog binary on a free loopback port with a fresh SQLite database, and gives
+// tests small helpers for its REST API.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The blog binary: BLOG_BIN, or the workspace's debug build (the profile the tests share). */
+export function blogBinary() {
+  return process.env.BLOG_BIN ?? join(root, 'target', 'debug', 'blog');
+}
+
+/**
+ * Starts `blog serve` on port 0 and resolves once it logs its address.
+ * @returns {Promise<{url: string, port: number, stop: () => Promise<void>, logs: string[]}>}
+ */
+export async function startBlog(env = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'wsgate-e2e-'));
+  const logs = [];
+  const child = spawn(blogBinary(), ['serve'], {
+    env: {
+      ...process.env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATABASE_URL: `sqlite://${join(dir, 'blog.db')}`,
+      JWT_SECRET: 'e2e-secret-e2e-secret-e2e-secret-e2e',
+      RUST_LOG: process.env.RUST_LOG ?? 'info',
+      NO_COLOR: '1',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`blog did not start:\n${logs.join('')}`)), 30_000);
+    const onData = (chunk) => {
+      const text = chunk.toString();
+      logs.push(text);
+      const match = /listening on http:\/\/[\d.]+:(\d+)/.exec(logs.join(''));
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`blog exited with ${code}:\n${logs.join('')}`));
+    });
+  });
+  const stop = async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { url: `http://127.0.0.1:${port}`, port, stop, logs };
+}
+
+/** JSON request against the blog; resolves to `{status, body}`. */
+export async function api(base, method, path, { token, body } = {}) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(base + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+let counter = 0;
+
+/** Registers a fresh user and returns `{token, user}`. */
+export async function register(base, name = 'user') {
+  counter += 1;
+  const email = `${name}-${process.pid}-${counter}@example.com`;
+  const res = await api(base, 'POST', '/auth/register', {
+    body: { email, password: 'correct horse battery', firstName: name, lastName: 'Tester' },
+  });
+  if (res.status !== 201) throw new Error(`register failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
