@@ -357,3 +357,18 @@ async fn many_messages_in_flight_all_get_their_replies() {
     }
     assert!(seen.iter().all(|s| *s));
 }
+
+#[tokio::test]
+async fn close_all_sends_going_away() {
+    let f = start(WsAdapter::new()).await;
+    let mut a = f.connect("/", 1).await;
+    let mut b = f.connect("/ws/chat", 2).await;
+    assert_eq!(f.server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await, 0);
+    for ws in [&mut a, &mut b] {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    assert_eq!(f.server.connection_count(), 0);
+}

@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::connection::{Connection, OutboundRx, SendError};
-use crate::message::{Emission, Outbound};
+use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 
 /// A handle on every connection of this server, over every transport. Cheap to clone.
@@ -111,6 +112,22 @@ impl Server {
         data: &T,
     ) -> Result<usize, SendError> {
         Broadcast { server: self, namespace: None, room: None, except: None }.emit(event, data)
+    }
+
+    /// Closes every connection with `reason` (on shutdown: [`CloseReason::GoingAway`], close
+    /// code 1001) and waits until their adapters have let them go, at most `timeout`.
+    /// Returns how many were still open when the time ran out.
+    pub async fn close_all(&self, reason: CloseReason, timeout: Duration) -> usize {
+        let open: Vec<Connection> = read(&self.inner.connections).values().cloned().collect();
+        for conn in &open {
+            conn.close(reason);
+        }
+        drop(open);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.connection_count()
     }
 
     /// The members of `room` in `namespace`.
