@@ -1,0 +1,135 @@
+//! The `blog` command line: subcommands, and flags that mirror environment variables.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// `blog [serve|migrate] [flags]`: the reference wsgate application.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "blog", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+impl Cli {
+    /// The subcommand to run, `serve` by default.
+    pub fn subcommand(&self) -> Command {
+        self.command.unwrap_or(Command::Serve)
+    }
+}
+
+/// A `blog` subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve the REST API and the gateways (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+/// Settings of the application; each flag can also be given by its environment variable.
+#[derive(Clone, PartialEq, Eq, clap::Args)]
+pub struct Config {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
+    pub port: u16,
+    /// Address or host name to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
+    pub host: String,
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/blog.db", global = true)]
+    pub database_url: String,
+    /// Secret for signing tokens (HS256). When absent, one is generated on first run and
+    /// kept in the data directory as `jwt-secret`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+}
+
+impl Config {
+    /// The defaults, as `blog` with no flags and no environment would use them.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            port: 3000,
+            host: "127.0.0.1".into(),
+            database_url: database_url.into(),
+            jwt_secret: None,
+        }
+    }
+}
+
+// By hand, so that the secret never reaches a log line.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("host", &self.host)
+            .field("database_url", &redact_password(&self.database_url))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***` (`postgres://u:***@host/db`).
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Logs to stderr with `tracing`, filtered by `RUST_LOG` (default `info`), in colour only on
+/// a terminal and without `NO_COLOR`.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        <Cli as CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_is_the_default_and_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["blog", "--port", "4000"]).ok();
+        assert_eq!(cli.as_ref().map(Cli::subcommand), Some(Command::Serve));
+        assert_eq!(cli.map(|c| c.config.port), Some(4000));
+        let cli =
+            Cli::try_parse_from(["blog", "migrate", "--database-url", "sqlite::memory:"]).ok();
+        assert_eq!(cli.as_ref().map(Cli::subcommand), Some(Command::Migrate));
+        assert_eq!(cli.map(|c| c.config.database_url).as_deref(), Some("sqlite::memory:"));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut config = Config::new("postgres://blog:hunter2@db:5432/blog");
+        config.jwt_secret = Some("s3cret".into());
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+        assert!(text.contains("postgres://blog:***@db:5432/blog"), "{text}");
+        assert_eq!(redact_password("sqlite://data/blog.db"), "sqlite://data/blog.db");
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

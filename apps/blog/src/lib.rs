@@ -1,0 +1,153 @@
+//! The blog: users, entries and comments over a REST API and live wsgate gateways, on
+//! SQLite or PostgreSQL, with JWT authentication shared by both.
+//!
+//! [`open`] connects and migrates the database and loads the signing keys into an
+//! [`AppState`]; [`router`] builds the whole HTTP service from it; [`run`] serves it on a
+//! listener until shutdown; [`serve`] does all three for the `blog` binary.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use wsgate::{CloseReason, JwtKeys, Server};
+
+pub mod auth;
+mod comments;
+pub mod config;
+pub mod db;
+mod entries;
+pub mod error;
+mod extract;
+mod health;
+pub mod models;
+mod password;
+mod secret;
+pub mod store;
+
+pub use auth::AuthUser;
+pub use config::{Cli, Command, Config};
+pub use error::AppError;
+pub use store::{Comment, Entry, Store, StoreError, User};
+
+/// How long shutdown waits for live connections to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every handler and gateway shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Users, entries and comments.
+    pub store: Store,
+    /// Signs and verifies the tokens of the REST API and the gateways.
+    pub jwt: JwtKeys,
+    /// The live connections: rooms and emits, e.g. `commentCreated` to `entry:{id}`.
+    pub server: Server,
+}
+
+/// Connects to the database, applies pending migrations and loads the JWT secret
+/// (generating one in the data directory if none is configured).
+pub async fn open(config: &Config) -> anyhow::Result<AppState> {
+    let pool = db::connect(&config.database_url).await?;
+    db::migrate(&pool, &config.database_url).await?;
+    let data_dir = db::data_dir(&config.database_url);
+    let secret = secret::jwt_secret(config.jwt_secret.as_deref(), &data_dir)?;
+    Ok(AppState { store: Store::new(pool), jwt: JwtKeys::hs256(&secret), server: Server::new() })
+}
+
+/// The REST API: every resource module's routes, merged here and nowhere else. Unknown
+/// paths and methods are answered in the API's JSON error format too.
+pub fn rest_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(entries::router())
+        .merge(comments::router())
+        .fallback(|| async { AppError::NotFound("Not found.".into()) })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// The whole HTTP service: the REST API and, on the same port, the gateways' transports.
+pub async fn router(state: AppState) -> anyhow::Result<Router> {
+    // GATEWAYS: build the wsgate `App` from `state` (JwtAuth middleware, the blog's gateways,
+    // `state.server`) and mount its adapters on the REST router here, e.g.
+    // `app.mount(rest_router(state), wsgate_ws::WsAdapter::new())`.
+    Ok(rest_router(state))
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state.clone()).await?.layer(TraceLayer::new_for_http());
+    let addr = listener.local_addr().context("reading the listening address")?;
+    tracing::info!("listening on http://{addr}");
+    // Live connections are not HTTP requests in flight: close them (1001) first, then let
+    // axum finish the requests.
+    let shutdown = async move {
+        shutdown.await;
+        let left = state.server.close_all(CloseReason::GoingAway, CLOSE_TIMEOUT).await;
+        if left > 0 {
+            tracing::warn!(connections = left, "connections still open at shutdown");
+        }
+    };
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+/// `blog serve`: opens the app, binds `host:port` and serves until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = open(&config).await?;
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+    run(listener, state, shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// `blog migrate`: applies pending migrations and returns.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url).await?;
+    db::migrate(&pool, &config.database_url).await?;
+    pool.close().await;
+    tracing::info!("database is up to date");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

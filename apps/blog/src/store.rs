@@ -1,0 +1,229 @@
+//! Reading and writing users, entries and comments. The REST handlers and the gateways both
+//! go through [`Store`], so that both see one set of rules.
+
+use std::fmt;
+
+use sqlx::AnyPool;
+
+pub use crate::models::{Comment, Entry, Timestamp, User};
+
+const USER_COLUMNS: &str = "id, email, first_name, last_name, created_at";
+const ENTRY_COLUMNS: &str = "id, title, content, user_id, created_at, updated_at";
+const COMMENT_COLUMNS: &str = "id, body, entry_id, user_id, created_at, updated_at";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another user already has this e-mail address.
+    #[error("Email already registered.")]
+    EmailTaken,
+    /// The database failed or could not be reached.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What [`Store::create_user`] stores.
+#[derive(Clone, Copy)]
+pub struct NewUser<'a> {
+    /// E-mail address, as it will be looked up (the caller normalises it).
+    pub email: &'a str,
+    /// Argon2 PHC string of the password.
+    pub password_hash: &'a str,
+    /// Given name.
+    pub first_name: &'a str,
+    /// Family name.
+    pub last_name: &'a str,
+}
+
+impl fmt::Debug for NewUser<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser").field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+/// A user with the password hash, for checking a login. Never sent to a client.
+#[derive(Clone, sqlx::FromRow)]
+pub struct UserCredentials {
+    /// The user.
+    #[sqlx(flatten)]
+    pub user: User,
+    /// Argon2 PHC string of the password.
+    pub password_hash: String,
+}
+
+impl fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// The blog's data over a connection pool (SQLite or PostgreSQL). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// A store over a migrated pool.
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Checks that the database answers (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Registers a user. [`StoreError::EmailTaken`] when the e-mail address is in use.
+    pub async fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
+        let sql = format!(
+            "INSERT INTO users (email, password_hash, first_name, last_name, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
+        );
+        sqlx::query_as::<_, User>(&sql)
+            .bind(new.email)
+            .bind(new.password_hash)
+            .bind(new.first_name)
+            .bind(new.last_name)
+            .bind(Timestamp::now().to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                // `email` is the table's only unique column besides the generated id.
+                match e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                    true => StoreError::EmailTaken,
+                    false => StoreError::Database(e),
+                }
+            })
+    }
+
+    /// The user with this e-mail address (exact match), with the password hash.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1");
+        Ok(sqlx::query_as(&sql).bind(email).fetch_optional(&self.pool).await?)
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Writes an entry by `user_id`.
+    pub async fn create_entry(
+        &self,
+        user_id: i64,
+        title: &str,
+        content: &str,
+    ) -> Result<Entry, StoreError> {
+        let sql = format!(
+            "INSERT INTO entries (title, content, user_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) RETURNING {ENTRY_COLUMNS}"
+        );
+        let now = Timestamp::now().to_string();
+        let query = sqlx::query_as(&sql).bind(title).bind(content).bind(user_id).bind(now);
+        Ok(query.fetch_one(&self.pool).await?)
+    }
+
+    /// The entry with this id.
+    pub async fn entry(&self, id: i64) -> Result<Option<Entry>, StoreError> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Writes a comment by `user_id` on entry `entry_id`; `None` when there is no such entry.
+    pub async fn create_comment(
+        &self,
+        entry_id: i64,
+        user_id: i64,
+        body: &str,
+    ) -> Result<Option<Comment>, StoreError> {
+        // One statement checks and inserts, so that a missing entry is an answer, not a
+        // foreign-key error.
+        let sql = format!(
+            "INSERT INTO comments (body, entry_id, user_id, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM entries WHERE id = $2) \
+             RETURNING {COMMENT_COLUMNS}"
+        );
+        let now = Timestamp::now().to_string();
+        let query = sqlx::query_as(&sql).bind(body).bind(entry_id).bind(user_id).bind(now);
+        Ok(query.fetch_optional(&self.pool).await?)
+    }
+
+    /// The comments on entry `entry_id`, oldest first (by id).
+    pub async fn comments(&self, entry_id: i64) -> Result<Vec<Comment>, StoreError> {
+        let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE entry_id = $1 ORDER BY id");
+        Ok(sqlx::query_as(&sql).bind(entry_id).fetch_all(&self.pool).await?)
+    }
+
+    /// The comment `comment_id` if it belongs to entry `entry_id`.
+    pub async fn comment(
+        &self,
+        entry_id: i64,
+        comment_id: i64,
+    ) -> Result<Option<Comment>, StoreError> {
+        let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE entry_id = $1 AND id = $2");
+        Ok(sqlx::query_as(&sql).bind(entry_id).bind(comment_id).fetch_optional(&self.pool).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> Store {
+        let url = "sqlite::memory:";
+        let pool = crate::db::connect(url).await.ok();
+        let pool = pool.unwrap_or_else(|| panic!("in-memory SQLite"));
+        let migrated = crate::db::migrate(&pool, url).await;
+        assert!(migrated.is_ok(), "{migrated:?}");
+        Store::new(pool)
+    }
+
+    fn ada() -> NewUser<'static> {
+        NewUser {
+            email: "ada@example.com",
+            password_hash: "$argon2id$not-a-real-hash",
+            first_name: "Ada",
+            last_name: "Lovelace",
+        }
+    }
+
+    #[tokio::test]
+    async fn users_entries_and_comments_round_trip() -> Result<(), StoreError> {
+        let store = store().await;
+        store.ping().await?;
+        let user = store.create_user(ada()).await?;
+        assert_eq!((user.email.as_str(), user.first_name.as_str()), ("ada@example.com", "Ada"));
+        assert!(matches!(store.create_user(ada()).await, Err(StoreError::EmailTaken)));
+
+        let creds = store.user_by_email("ada@example.com").await?;
+        assert_eq!(creds.as_ref().map(|c| &c.user), Some(&user));
+        assert_eq!(creds.map(|c| c.password_hash).as_deref(), Some("$argon2id$not-a-real-hash"));
+        assert!(store.user_by_email("nobody@example.com").await?.is_none());
+        assert_eq!(store.user(user.id).await?, Some(user.clone()));
+        assert_eq!(store.user(user.id + 1).await?, None);
+
+        let entry = store.create_entry(user.id, "Title", "Content").await?;
+        assert_eq!((entry.user_id, entry.created_at), (user.id, entry.updated_at));
+        assert_eq!(store.entry(entry.id).await?, Some(entry.clone()));
+        assert_eq!(store.entry(entry.id + 1).await?, None);
+
+        assert_eq!(store.create_comment(entry.id + 1, user.id, "lost").await?, None);
+        let first = store.create_comment(entry.id, user.id, "first").await?;
+        let second = store.create_comment(entry.id, user.id, "second").await?;
+        let (Some(first), Some(second)) = (first, second) else { panic!("comments not created") };
+        assert_eq!(first.entry_id, entry.id);
+        assert_eq!(store.comments(entry.id).await?, vec![first.clone(), second]);
+        assert_eq!(store.comments(entry.id + 1).await?, vec![]);
+        assert_eq!(store.comment(entry.id, first.id).await?, Some(first.clone()));
+        assert_eq!(store.comment(entry.id + 1, first.id).await?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The REST API of the real app over HTTP: accounts, tokens, entries, comments, errors.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wsgate::{Claims, JwtKeys};
+
+use common::{JWT_SECRET, PASSWORD, spawn};
+
+fn error(status: StatusCode, message: &str) -> (StatusCode, Value) {
+    (status, json!({ "statusCode": status.as_u16(), "message": message }))
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn().await;
+    assert_eq!(app.get("/healthz", None).await, (StatusCode::OK, json!({ "status": "ok" })));
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json_errors() {
+    let app = spawn().await;
+    assert_eq!(app.get("/nope", None).await, error(StatusCode::NOT_FOUND, "Not found."));
+    assert_eq!(
+        app.get("/auth/login", None).await,
+        error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
+    );
+}
+
+#[tokio::test]
+async fn register_returns_a_token_and_the_user_once_per_email() {
+    let app = spawn().await;
+    let body = json!({
+        "email": "Ada@Example.com", "password": PASSWORD, "firstName": "Ada", "lastName": "Lovelace"
+    });
+    let (status, created) = app.post("/auth/register", None, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let user = &created["user"];
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!((&user["firstName"], &user["lastName"]), (&json!("Ada"), &json!("Lovelace")));
+    let fields: Vec<&str> = user.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, ["createdAt", "email", "firstName", "id", "lastName"]);
+    assert!(user["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    let claims = app.state.jwt.verify(created["token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims.sub, user["id"].as_i64().unwrap().to_string());
+
+    let again = json!({
+        "email": "ada@example.com", "password": "another password", "firstName": "A", "lastName": "L"
+    });
+    assert_eq!(
+        app.post("/auth/register", None, &again).await,
+        error(StatusCode::CONFLICT, "Email already registered.")
+    );
+}
+
+#[tokio::test]
+async fn register_validation_names_the_field() {
+    let app = spawn().await;
+    let valid = json!({ "email": "a@example.com", "password": PASSWORD, "firstName": "A", "lastName": "L" });
+    let with = |field: &str, value: Value| {
+        let mut body = valid.clone();
+        body[field] = value;
+        body
+    };
+    let cases = [
+        (with("password", json!("short")), "password must be between 8 and 256 characters long."),
+        (with("email", json!("not-an-email")), "email must be a valid email address."),
+        (with("firstName", json!("")), "firstName must be between 1 and 100 characters long."),
+    ];
+    for (body, message) in cases {
+        assert_eq!(
+            app.post("/auth/register", None, &body).await,
+            error(StatusCode::BAD_REQUEST, message)
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_or_mistyped_json_is_a_bad_request() {
+    let app = spawn().await;
+    let (status, body) = app.post_raw("/auth/register", "{\"email\": ").await;
+    assert_eq!((status, &body["statusCode"]), (StatusCode::BAD_REQUEST, &json!(400)), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("JSON"), "{body}");
+
+    let mistyped =
+        json!({ "email": "a@example.com", "password": PASSWORD, "firstName": 1, "lastName": "L" });
+    let (status, body) = app.post("/auth/register", None, &mistyped).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("firstName: invalid type"), "{body}");
+
+    let (status, body) = app.post("/auth/login", None, &json!({ "email": "a@example.com" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("missing field `password`"), "{body}");
+}
+
+#[tokio::test]
+async fn login_with_the_right_password_only() {
+    let app = spawn().await;
+    let (_, user) = app.register("grace@example.com").await;
+
+    let (status, body) = app
+        .post("/auth/login", None, &json!({ "email": "GRACE@example.com", "password": PASSWORD }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"], user);
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(app.create_entry(token, "Logged in").await["userId"], user["id"]);
+
+    let unauthorized = error(StatusCode::UNAUTHORIZED, "Invalid email or password.");
+    let wrong = json!({ "email": "grace@example.com", "password": "wrong password" });
+    assert_eq!(app.post("/auth/login", None, &wrong).await, unauthorized);
+    let unknown = json!({ "email": "nobody@example.com", "password": PASSWORD });
+    assert_eq!(app.post("/auth/login", None, &unknown).await, unauthorized);
+}
+
+#[tokio::test]
+async fn entries_need_a_valid_token_of_a_known_user() {
+    let app = spawn().await;
+    let (token, user) = app.register("linus@example.com").await;
+    let entry = json!({ "title": "Hello", "content": "First entry" });
+    let keys = JwtKeys::hs256(JWT_SECRET.as_bytes());
+    let expired = keys.sign_claims(&Claims { sub: "1".into(), iat: 1, exp: 2 }).unwrap();
+    let nobody = keys.sign("4242", Duration::from_secs(60)).unwrap();
+    let not_an_id = keys.sign("linus", Duration::from_secs(60)).unwrap();
+    let foreign = JwtKeys::hs256(b"another-secret").sign("1", Duration::from_secs(60)).unwrap();
+
+    let cases = [
+        (None, "Missing authentication token."),
+        (Some("garbage"), "Invalid token."),
+        (Some(foreign.as_str()), "Invalid token."),
+        (Some(not_an_id.as_str()), "Invalid token."),
+        (Some(expired.as_str()), "Token expired."),
+        (Some(nobody.as_str()), "Unknown user."),
+    ];
+    for (bad, message) in cases {
+        assert_eq!(
+            app.post("/entries", bad, &entry).await,
+            error(StatusCode::UNAUTHORIZED, message),
+            "token {bad:?}"
+        );
+    }
+    let res = app.client.post(app.url("/entries")).header("authorization", "Basic abc");
+    let res = res.json(&entry).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, created) = app.post("/entries", Some(&token), &entry).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!((&created["title"], &created["content"]), (&json!("Hello"), &json!("First entry")));
+    assert_eq!(created["userId"], user["id"]);
+    assert_eq!(created["createdAt"], created["updatedAt"]);
+    let stored = app.state.store.entry(created["id"].as_i64().unwrap()).await.unwrap().unwrap();
+    assert_eq!(serde_json::to_value(stored).unwrap(), created);
+
+    assert_eq!(
+        app.post("/entries", Some(&token), &json!({ "title": "", "content": "x" })).await,
+        error(StatusCode::BAD_REQUEST, "title must be between 1 and 200 characters long.")
+    );
+}
+
+#[tokio::test]
+async fn comments_go_on_existing_entries() {
+    let app = spawn().await;
+    let (token, user) = app.register("barbara@example.com").await;
+    let entry_id = app.create_entry(&token, "Comment here").await["id"].as_i64().unwrap();
+
+    let comment = json!({ "body": "First!" });
+    assert_eq!(
+        app.post(&format!("/entries/{}/comments", entry_id + 1), Some(&token), &comment).await,
+        error(StatusCode::NOT_FOUND, "Entry not found.")
+    );
+    assert_eq!(
+        app.post(&format!("/entries/{entry_id}/comments"), None, &comment).await,
+        error(StatusCode::UNAUTHORIZED, "Missing authentication token.")
+    );
+    let (status, body) = app.post("/entries/abc/comments", Some(&token), &comment).await;
+    assert_eq!((status, &body["statusCode"]), (StatusCode::BAD_REQUEST, &json!(400)), "{body}");
+
+    let first = app.create_comment(&token, entry_id, "First!").await;
+    assert_eq!((&first["body"], &first["entryId"]), (&json!("First!"), &json!(entry_id)));
+    assert_eq!(first["userId"], user["id"]);
+    let second = app.create_comment(&token, entry_id, "Second").await;
+    let stored = app.state.store.comments(entry_id).await.unwrap();
+    assert_eq!(serde_json::to_value(stored).unwrap(), json!([first, second]));
+
+    assert_eq!(
+        app.post(&format!("/entries/{entry_id}/comments"), Some(&token), &json!({ "body": "" }))
+            .await,
+        error(StatusCode::BAD_REQUEST, "body must be between 1 and 10000 characters long.")
+    );
+}
