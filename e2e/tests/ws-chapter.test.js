@@ -160,6 +160,7 @@ test('a missing or bad token is refused with 401 at the handshake', async () => 
 });
 
 test('plain HTTP GET / is still HTTP', async () => {
-  const res = await fetch(`${blog.url}/healthz`);
+  const res = await fetch(`${blog.url}/`);
   assert.equal(res.status, 200);
+  assert.match(await res.text(), /ws:\/\//);
 });

@@ -22,6 +22,7 @@ pub mod db;
 mod entries;
 pub mod error;
 mod extract;
+pub mod gateways;
 mod health;
 pub mod models;
 mod password;
@@ -70,12 +71,11 @@ pub fn rest_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The whole HTTP service: the REST API and, on the same port, the gateways' transports.
+/// The whole HTTP service: the REST API and, on the same port, the gateways over plain
+/// WebSocket (`/` and `/ws`).
 pub async fn router(state: AppState) -> anyhow::Result<Router> {
-    // GATEWAYS: build the wsgate `App` from `state` (JwtAuth middleware, the blog's gateways,
-    // `state.server`) and mount its adapters on the REST router here, e.g.
-    // `app.mount(rest_router(state), wsgate_ws::WsAdapter::new())`.
-    Ok(rest_router(state))
+    let app = gateways::app(&state).await?;
+    Ok(app.mount(rest_router(state), wsgate_ws::WsAdapter::new()))
 }
 
 /// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.

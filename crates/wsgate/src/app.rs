@@ -76,7 +76,7 @@ struct RouteEntry {
 }
 
 type Registration =
-    Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError>>;
+    Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError> + Send>;
 
 /// Builds an [`App`] from gateways, middleware and filters.
 #[derive(Default)]

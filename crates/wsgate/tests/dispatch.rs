@@ -326,3 +326,10 @@ async fn duplicate_events_fail_at_build() {
     let err = App::builder().gateway(ChatGateway).gateway(ChatGateway).build().await.unwrap_err();
     assert_eq!(err.to_string(), "event `say` has two handlers in namespace `/chat`");
 }
+
+#[test]
+fn building_an_app_can_happen_on_any_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let build = App::builder().middleware(QueryUser).gateway(ChatGateway).build();
+    assert_send(&build);
+}
