@@ -1,13 +1,11 @@
 //! The one error type of the REST API, answered as JSON `{statusCode, message}`.
 
-use std::fmt::Write as _;
-
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use validator::{ValidationErrors, ValidationErrorsKind};
+use validator::ValidationErrors;
 use wsgate::TokenError;
 
 use crate::store::StoreError;
@@ -43,7 +41,7 @@ pub enum AppError {
     #[error(transparent)]
     Path(#[from] PathRejection),
     /// The body's fields break validation rules.
-    #[error("{}", describe(.0))]
+    #[error("{}", wsgate::describe_validation(.0))]
     Validation(#[from] ValidationErrors),
     /// 500: the database failed.
     #[error(transparent)]
@@ -122,61 +120,6 @@ impl IntoResponse for AppError {
     }
 }
 
-/// One line for all validation failures: a rule's own message as it is, otherwise
-/// `field: code.` with the field named as in the JSON (camelCase).
-fn describe(errors: &ValidationErrors) -> String {
-    let mut out = String::new();
-    collect(errors, "", &mut out);
-    out
-}
-
-fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
-    let mut fields: Vec<_> = errors.errors().iter().collect();
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    for (field, kind) in fields {
-        let field = camel_case(field);
-        let name = if prefix.is_empty() { field } else { format!("{prefix}.{field}") };
-        match kind {
-            ValidationErrorsKind::Field(list) => {
-                for err in list {
-                    if !out.is_empty() {
-                        out.push(' ');
-                    }
-                    match &err.message {
-                        Some(m) => out.push_str(m),
-                        None => {
-                            let _ = write!(out, "{name}: {}.", err.code);
-                        }
-                    }
-                }
-            }
-            ValidationErrorsKind::Struct(inner) => collect(inner, &name, out),
-            ValidationErrorsKind::List(items) => {
-                for (i, inner) in items {
-                    collect(inner, &format!("{name}[{i}]"), out);
-                }
-            }
-        }
-    }
-}
-
-/// `first_name` → `firstName`: validator names Rust fields, clients know the JSON ones.
-fn camel_case(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut upper = false;
-    for c in field.chars() {
-        match (c, upper) {
-            ('_', _) => upper = !out.is_empty(),
-            (c, true) => {
-                out.extend(c.to_uppercase());
-                upper = false;
-            }
-            (c, false) => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use validator::Validate;
@@ -200,8 +143,6 @@ mod tests {
             err.message(),
             "firstName: length. password must be at least 8 characters long."
         );
-        assert_eq!(camel_case("entry_id"), "entryId");
-        assert_eq!(camel_case("body"), "body");
     }
 
     #[test]

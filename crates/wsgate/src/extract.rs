@@ -118,7 +118,7 @@ pub struct Valid<T>(pub T);
 impl<T: DeserializeOwned + Validate> FromMessage for Valid<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
         let value: T = parse(&ctx.data)?;
-        value.validate().map_err(|e| WsException::new(describe(&e)))?;
+        value.validate().map_err(|e| WsException::new(describe_validation(&e)))?;
         Ok(Valid(value))
     }
 }
@@ -174,8 +174,11 @@ fn without_position(e: &serde_json::Error) -> Cow<'static, str> {
     }
 }
 
-/// One line for all validation failures: custom messages as they are, others as `field: code`.
-fn describe(errors: &ValidationErrors) -> String {
+/// One line for all validation failures: a rule's own message as it is, others as
+/// `field: code.`, with the field named as JSON clients write it (`first_name` → `firstName`).
+///
+/// [`Valid`] answers with it; a REST API can use it too, so that both speak alike.
+pub fn describe_validation(errors: &ValidationErrors) -> String {
     let mut out = String::new();
     collect(errors, "", &mut out);
     out
@@ -185,7 +188,8 @@ fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
     let mut fields: Vec<_> = errors.errors().iter().collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
     for (field, kind) in fields {
-        let name = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+        let field = camel_case(field);
+        let name = if prefix.is_empty() { field } else { format!("{prefix}.{field}") };
         match kind {
             ValidationErrorsKind::Field(list) => {
                 for err in list {
@@ -208,6 +212,23 @@ fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
             }
         }
     }
+}
+
+fn camel_case(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut upper = false;
+    for c in field.chars() {
+        match (c, upper) {
+            ('_', _) if out.chars().all(|c| c == '_') => out.push('_'),
+            ('_', _) => upper = true,
+            (c, true) => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -263,10 +284,20 @@ mod tests {
     #[test]
     fn validation_uses_custom_messages_then_field_codes() {
         let v = ShowComment { entry_id: Some(1), comment_id: None };
-        assert_eq!(describe(&v.validate().unwrap_err()), "Missing comment id.");
+        assert_eq!(describe_validation(&v.validate().unwrap_err()), "Missing comment id.");
         let v = ShowComment { entry_id: None, comment_id: None };
-        assert_eq!(describe(&v.validate().unwrap_err()), "Missing comment id. Missing entry id.");
+        assert_eq!(
+            describe_validation(&v.validate().unwrap_err()),
+            "Missing comment id. Missing entry id."
+        );
         let b = Body { body: String::new() };
-        assert_eq!(describe(&b.validate().unwrap_err()), "body: length.");
+        assert_eq!(describe_validation(&b.validate().unwrap_err()), "body: length.");
+    }
+
+    #[test]
+    fn fields_are_named_as_json_clients_write_them() {
+        assert_eq!(camel_case("entry_id"), "entryId");
+        assert_eq!(camel_case("_private_field"), "_privateField");
+        assert_eq!(camel_case("body"), "body");
     }
 }
