@@ -82,13 +82,13 @@ impl Default for WsAdapter {
 }
 
 impl WsAdapter {
-    /// The adapter with its defaults: 64 KiB messages, 1 KiB read buffer, 16 handlers in
+    /// The adapter with its defaults: 64 KiB messages, 512-byte read buffer, 16 handlers in
     /// flight per connection.
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
                 max_message_size: 64 * 1024,
-                read_buffer_size: 1024,
+                read_buffer_size: 512,
                 max_in_flight: 16,
                 close_timeout: Duration::from_secs(2),
             }),
@@ -107,7 +107,8 @@ impl WsAdapter {
     }
 
     /// The size of each connection's read buffer, kept while the connection is idle. Larger
-    /// messages are read in several steps. Default 1 KiB, which keeps idle connections small.
+    /// messages are read in several steps. Default 512 bytes, which keeps idle connections
+    /// small; raise it for traffic of large messages.
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config_mut().read_buffer_size = bytes.max(64);
