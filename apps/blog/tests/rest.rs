@@ -43,7 +43,7 @@ async fn register_returns_a_token_and_the_user_once_per_email() {
     assert_eq!(user["email"], "ada@example.com");
     assert_eq!((&user["firstName"], &user["lastName"]), (&json!("Ada"), &json!("Lovelace")));
     let fields: Vec<&str> = user.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, ["createdAt", "email", "firstName", "id", "lastName"]);
+    assert_eq!(fields, ["id", "email", "firstName", "lastName", "createdAt"]);
     assert!(user["createdAt"].as_str().unwrap().ends_with('Z'));
 
     let claims = app.state.jwt.verify(created["token"].as_str().unwrap()).unwrap();
