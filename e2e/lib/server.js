@@ -13,20 +13,39 @@ export function blogBinary() {
   return process.env.BLOG_BIN ?? join(root, 'target', 'debug', 'blog');
 }
 
+/** An example server of the workspace, from the same debug build. */
+export function exampleBinary(name) {
+  return join(root, 'target', 'debug', 'examples', name);
+}
+
 /**
- * Starts `blog serve` on port 0 and resolves once it logs its address.
+ * Starts `blog serve` on port 0 with a fresh SQLite database and resolves once it logs its
+ * address.
  * @returns {Promise<{url: string, port: number, stop: () => Promise<void>, logs: string[]}>}
  */
 export async function startBlog(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'wsgate-e2e-'));
+  const server = await startServer(blogBinary(), ['serve'], {
+    HOST: '127.0.0.1',
+    DATABASE_URL: `sqlite://${join(dir, 'blog.db')}`,
+    JWT_SECRET: 'e2e-secret-e2e-secret-e2e-secret-e2e',
+    ...env,
+  });
+  const stop = server.stop;
+  server.stop = async () => {
+    await stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return server;
+}
+
+/** Starts a server binary on port 0 and resolves once it prints `listening on http://…`. */
+export async function startServer(binary, args = [], env = {}) {
   const logs = [];
-  const child = spawn(blogBinary(), ['serve'], {
+  const child = spawn(binary, args, {
     env: {
       ...process.env,
       PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: `sqlite://${join(dir, 'blog.db')}`,
-      JWT_SECRET: 'e2e-secret-e2e-secret-e2e-secret-e2e',
       RUST_LOG: process.env.RUST_LOG ?? 'info',
       NO_COLOR: '1',
       ...env,
@@ -34,7 +53,7 @@ export async function startBlog(env = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`blog did not start:\n${logs.join('')}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${binary} did not start:\n${logs.join('')}`)), 30_000);
     const onData = (chunk) => {
       const text = chunk.toString();
       logs.push(text);
@@ -48,7 +67,7 @@ export async function startBlog(env = {}) {
     child.stderr.on('data', onData);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`blog exited with ${code}:\n${logs.join('')}`));
+      reject(new Error(`${binary} exited with ${code}:\n${logs.join('')}`));
     });
   });
   const stop = async () => {
@@ -57,7 +76,6 @@ export async function startBlog(env = {}) {
       child.kill('SIGTERM');
       await exited;
     }
-    rmSync(dir, { recursive: true, force: true });
   };
   return { url: `http://127.0.0.1:${port}`, port, stop, logs };
 }

@@ -72,10 +72,11 @@ pub fn rest_router(state: AppState) -> Router {
 }
 
 /// The whole HTTP service: the REST API and, on the same port, the gateways over plain
-/// WebSocket (`/` and `/ws`).
+/// WebSocket (`/` and `/ws`) and Socket.IO (`/socket.io/`).
 pub async fn router(state: AppState) -> anyhow::Result<Router> {
     let app = gateways::app(&state).await?;
-    Ok(app.mount(rest_router(state), wsgate_ws::WsAdapter::new()))
+    let router = app.mount(rest_router(state), wsgate_ws::WsAdapter::new());
+    Ok(app.mount(router, wsgate_socketio::SocketIoAdapter::new()))
 }
 
 /// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -16,7 +16,7 @@ use crate::gateway::{DynGateway, Gateway, Routes};
 use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
-use crate::message::{Direct, Inbound, Outbound, to_payload};
+use crate::message::{Direct, Inbound, Outbound, Payload, to_payload};
 use crate::names::{EventName, Namespace};
 use crate::reply::Reply;
 use crate::server::Server;
@@ -175,7 +175,7 @@ impl AppBuilder {
 }
 
 /// A handshake that passed every middleware; [`Accepted::open`] makes it a connection.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Accepted {
     app: App,
     namespace: Namespace,
@@ -261,6 +261,18 @@ impl App {
     /// Replies are queued on the connection, waiting for room: they are never dropped. A
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
+        let id = message.ack.clone();
+        if let (Some(data), Some(id)) = (self.dispatch_for_ack(conn, message).await, id) {
+            // A closed connection has nobody to acknowledge.
+            let _ = conn.reply(Direct::Ack { id, data }).await;
+        }
+    }
+
+    /// Routes one message as [`App::dispatch`] does, but hands an acknowledgement back to the
+    /// caller instead of queueing it: for transports whose acks are bound to the message, such
+    /// as Socket.IO's ack callbacks. Returns `None` when there is nothing to acknowledge (no
+    /// ack asked for, or the handler emitted an event, sent nothing, or failed).
+    pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
         let Inbound { event, data, ack, binary } = message;
         let route = self
             .inner
@@ -278,21 +290,19 @@ impl App {
             },
         };
         let filters = route.map_or(&[][..], |r| &r.filters[..]);
-        self.deliver(&ctx, filters, reply).await;
+        self.deliver(&ctx, filters, reply).await
     }
 
+    /// Queues events and exceptions; returns an ack's data for the caller to send.
     async fn deliver(
         &self,
         ctx: &MessageContext,
         filters: &[Arc<dyn ExceptionFilter>],
         reply: Reply,
-    ) {
+    ) -> Option<Payload> {
         let sent = match reply {
             Reply::Nothing => Ok(()),
-            Reply::Ack(data) => match &ctx.ack {
-                Some(id) => ctx.conn.reply(Direct::Ack { id: id.clone(), data }).await,
-                None => Ok(()),
-            },
+            Reply::Ack(data) => return ctx.ack.is_some().then_some(data),
             Reply::Event(emission) => ctx.conn.send(Outbound::Event(emission)).await,
             Reply::Error(error) => {
                 let chain: Vec<&dyn ExceptionFilter> =
@@ -305,6 +315,7 @@ impl App {
         if sent.is_err() {
             tracing::debug!(conn = %ctx.conn.id(), event = %ctx.event, "reply dropped: connection closed");
         }
+        None
     }
 
     /// Sends an `exception` `{status:"error", message}` about a message that could not be

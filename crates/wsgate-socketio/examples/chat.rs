@@ -1,0 +1,129 @@
+//! A chat gateway on the namespace `/chat`, reachable over Socket.IO and plain WebSocket at
+//! once. It shows a custom connection middleware, rooms, broadcasts from the server handle,
+//! binary attachments and the lifecycle hooks; the e2e suite drives it.
+//!
+//! Run it with `cargo run -p wsgate-socketio --example chat` (`PORT` picks the port, 3400 by
+//! default; 0 for any), then:
+//!
+//! ```js
+//! const socket = io('http://127.0.0.1:3400/chat', { auth: { name: 'ada' } });
+//! socket.emit('join', { room: 'lobby' }, (ok) => socket.emit('say', { room: 'lobby', text: 'hi' }));
+//! socket.on('said', (m) => console.log(m)); // { from: 'ada', text: 'hi' }
+//! ```
+//!
+//! or `new WebSocket('ws://127.0.0.1:3400/ws/chat?name=bob')`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wsgate::{
+    App, Binary, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server, WsException,
+    gateway,
+};
+use wsgate_socketio::SocketIoAdapter;
+use wsgate_ws::WsAdapter;
+
+/// Who is talking: from the Socket.IO `auth` payload or the `name` query parameter.
+#[derive(Clone, Debug)]
+struct Name(String);
+
+/// Refuses connections without a name.
+struct RequireName;
+
+impl ConnectMiddleware for RequireName {
+    async fn handle(&self, hs: &mut Handshake) -> Result<(), Refusal> {
+        let from_auth = hs.auth.as_ref().and_then(|a| a.get("name")).and_then(Value::as_str);
+        let name = match from_auth {
+            Some(name) => name.to_owned(),
+            None => hs.query_param("name").map(|n| n.into_owned()).unwrap_or_default(),
+        };
+        if name.is_empty() {
+            return Err(Refusal::unauthorized("A name is required."));
+        }
+        hs.extensions.insert(Name(name));
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Room {
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct Say {
+    room: String,
+    text: String,
+}
+
+struct ChatGateway {
+    server: Server,
+}
+
+#[gateway(namespace = "/chat")]
+impl ChatGateway {
+    #[subscribe_message("join")]
+    async fn join(&self, conn: Connection, Data(Room { room }): Data<Room>) -> bool {
+        conn.join(room);
+        true
+    }
+
+    #[subscribe_message("say")]
+    async fn say(
+        &self,
+        Ext(Name(from)): Ext<Name>,
+        Data(say): Data<Say>,
+    ) -> Result<(), WsException> {
+        if say.text.is_empty() {
+            return Err(WsException::new("Nothing to say."));
+        }
+        let message = json!({ "from": from, "text": say.text });
+        // To everyone in the room, whichever transport they use; serialised once.
+        let _ = self.server.of("/chat").to(say.room).emit("said", &message);
+        Ok(())
+    }
+
+    #[subscribe_message("upload")]
+    async fn upload(&self, Data(meta): Data<Value>, Binary(files): Binary) -> Value {
+        let sizes: Vec<usize> = files.iter().map(|f| f.len()).collect();
+        json!({ "name": meta["name"], "sizes": sizes })
+    }
+
+    #[on_connect]
+    async fn welcome(&self, conn: &Connection) {
+        if let Some(Name(name)) = conn.extension::<Name>() {
+            let _ = conn.emit("welcome", &format!("Hello, {name}!"));
+        }
+    }
+
+    #[on_disconnect]
+    async fn left(&self, conn: &Connection) {
+        if let Some(Name(name)) = conn.extension::<Name>() {
+            let _ = self.server.of("/chat").emit("left", name);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3400);
+    let server = Server::new();
+    let app = App::builder()
+        .server(server.clone())
+        .middleware(RequireName)
+        .gateway(ChatGateway { server })
+        .build()
+        .await?;
+    let router = app.mount(Router::new(), WsAdapter::new());
+    let router = app.mount(router, SocketIoAdapter::new());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+// The chapter's Socket.IO client, run with the real socket.io-client 4.x against the blog.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+import { startBlog, api, register } from '../lib/server.js';
+
+let blog;
+let alice;
+let bob;
+let entryId;
+let commentId;
+
+before(async () => {
+  blog = await startBlog();
+  alice = await register(blog.url, 'alice');
+  bob = await register(blog.url, 'bob');
+  const entry = await api(blog.url, 'POST', '/entries', {
+    token: alice.token,
+    body: { title: 'Socket.IO', content: 'Same gateways.' },
+  });
+  entryId = entry.body.id;
+  const comment = await api(blog.url, 'POST', `/entries/${entryId}/comments`, {
+    token: bob.token,
+    body: { body: 'First!' },
+  });
+  commentId = comment.body.id;
+});
+
+after(async () => {
+  await blog?.stop();
+});
+
+/** Resolves with the first `event` the socket receives. */
+function once(socket, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
+    socket.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args.length > 1 ? args : args[0]);
+    });
+  });
+}
+
+/** A client that never reconnects on its own, so that failures show. */
+function connect(url, options = {}) {
+  return io(url, { reconnection: false, forceNew: true, ...options });
+}
+
+test('the chapter client: query auth_token, showUser, indexComment, showComment, exception', async () => {
+  // As in the chapter: the token in the query string, then three emits on connect.
+  const socket = connect(`http://localhost:${blog.port}`, { query: 'auth_token=' + alice.token });
+  const received = {};
+  const all = Promise.all(
+    ['showUser', 'indexComment', 'showComment', 'exception'].map((event) =>
+      once(socket, event).then((data) => {
+        received[event] = data;
+      }),
+    ),
+  );
+  socket.on('connect', () => {
+    socket.emit('showUser', { userId: alice.user.id });
+    socket.emit('indexComment', { entryId });
+    socket.emit('showComment', { entryId, commentId });
+    socket.emit('showComment', { entryId });
+  });
+  await all;
+  assert.equal(received.showUser.email, alice.user.email);
+  assert.deepEqual(received.indexComment.map((c) => c.id), [commentId]);
+  assert.equal(received.showComment.body, 'First!');
+  assert.deepEqual(received.exception, {
+    status: 'error',
+    message: 'Missing comment id.',
+    cause: { pattern: 'showComment', data: { entryId } },
+  });
+  socket.disconnect();
+});
+
+test('auth: {token} and the Forbidden exception for another user', async () => {
+  const socket = connect(blog.url, { auth: { token: alice.token } });
+  await once(socket, 'connect');
+  socket.emit('showUser', { userId: bob.user.id });
+  const exception = await once(socket, 'exception');
+  assert.equal(exception.message, 'Forbidden.');
+  assert.equal(exception.cause.pattern, 'showUser');
+  socket.disconnect();
+});
+
+for (const [name, options, expected] of [
+  ['polling only', { transports: ['polling'] }, 'polling'],
+  ['websocket only', { transports: ['websocket'] }, 'websocket'],
+]) {
+  test(`${name}`, async () => {
+    const socket = connect(blog.url, { auth: { token: alice.token }, ...options });
+    await once(socket, 'connect');
+    assert.equal(socket.io.engine.transport.name, expected);
+    socket.emit('indexComment', { entryId });
+    assert.equal((await once(socket, 'indexComment')).length, 1);
+    socket.disconnect();
+  });
+}
+
+test('polling then upgrade to websocket', async () => {
+  const socket = connect(blog.url, { auth: { token: alice.token } });
+  await once(socket, 'connect');
+  assert.equal(socket.io.engine.transport.name, 'polling');
+  await once(socket.io.engine, 'upgrade');
+  assert.equal(socket.io.engine.transport.name, 'websocket');
+  socket.emit('showComment', { entryId, commentId });
+  assert.equal((await once(socket, 'showComment')).id, commentId);
+  socket.disconnect();
+});
+
+test('a missing or bad token is a connect_error with the reason', async () => {
+  for (const [options, message] of [
+    [{}, 'Missing authentication token.'],
+    [{ auth: { token: 'not-a-jwt' } }, 'Invalid token.'],
+    [{ query: { auth_token: 'not-a-jwt' } }, 'Invalid token.'],
+  ]) {
+    const socket = connect(blog.url, options);
+    const error = await once(socket, 'connect_error');
+    assert.equal(error.message, message);
+    assert.equal(socket.connected, false);
+    socket.close();
+  }
+});
+
+test('plain values go to the ack: emitWithAck resolves with them', async () => {
+  const socket = connect(blog.url, { auth: { token: alice.token } });
+  await once(socket, 'connect');
+  const ack = await socket.timeout(5000).emitWithAck('subscribeEntry', { entryId });
+  assert.deepEqual(ack, { entryId, subscribed: true });
+  const left = await socket.timeout(5000).emitWithAck('unsubscribeEntry', { entryId });
+  assert.deepEqual(left, { entryId, subscribed: false });
+  socket.disconnect();
+});
+
+test('one broadcast reaches a Socket.IO and a plain WebSocket client in the same room, once', async () => {
+  const socket = connect(blog.url, { auth: { token: alice.token } });
+  await once(socket, 'connect');
+  await socket.timeout(5000).emitWithAck('subscribeEntry', { entryId });
+
+  const ws = new WebSocket(`ws://127.0.0.1:${blog.port}/?token=${bob.token}`);
+  const wsInbox = [];
+  ws.on('message', (data) => wsInbox.push(JSON.parse(data)));
+  await new Promise((resolve, reject) => {
+    ws.on('open', resolve);
+    ws.on('error', reject);
+  });
+  ws.send(JSON.stringify({ type: 'subscribeEntry', entryId, id: 1 }));
+  await waitFor(() => wsInbox.some((m) => m.event === 'ack' && m.id === 1));
+
+  const sioInbox = [];
+  socket.on('commentCreated', (c) => sioInbox.push(c));
+  const created = await api(blog.url, 'POST', `/entries/${entryId}/comments`, {
+    token: bob.token,
+    body: { body: 'Live over both transports' },
+  });
+  assert.equal(created.status, 201);
+  await waitFor(() => sioInbox.length >= 1 && wsInbox.some((m) => m.event === 'commentCreated'));
+  // Give a duplicate the time to show up, then count.
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(sioInbox, [created.body]);
+  assert.deepEqual(
+    wsInbox.filter((m) => m.event === 'commentCreated'),
+    [{ event: 'commentCreated', data: created.body }],
+  );
+  socket.disconnect();
+  ws.close();
+});
+
+async function waitFor(check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
