@@ -1,0 +1,128 @@
+// A gateway on a namespace (`/chat`), served over Socket.IO and plain WebSocket at once: the
+// `chat` example of wsgate-socketio, driven by the real socket.io-client and ws.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+import { startServer, exampleBinary } from '../lib/server.js';
+
+let chat;
+
+before(async () => {
+  chat = await startServer(exampleBinary('chat'));
+});
+
+after(async () => {
+  await chat?.stop();
+});
+
+function once(socket, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
+    socket.once(event, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+function connect(path, options = {}) {
+  return io(chat.url + path, { reconnection: false, forceNew: true, ...options });
+}
+
+async function wsClient(path) {
+  const ws = new WebSocket(`ws://127.0.0.1:${chat.port}${path}`);
+  const inbox = [];
+  ws.on('message', (data) => inbox.push(JSON.parse(data)));
+  await new Promise((resolve, reject) => {
+    ws.on('open', resolve);
+    ws.on('error', reject);
+  });
+  return { ws, inbox };
+}
+
+async function waitFor(check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('a namespaced gateway greets on connect (on_connect hook)', async () => {
+  const socket = connect('/chat', { auth: { name: 'ada' } });
+  assert.equal(await once(socket, 'welcome'), 'Hello, ada!');
+  socket.disconnect();
+});
+
+test('its middleware refuses, and unknown namespaces are refused', async () => {
+  const nameless = connect('/chat');
+  assert.equal((await once(nameless, 'connect_error')).message, 'A name is required.');
+  nameless.close();
+  const lost = connect('/nowhere', { auth: { name: 'ada' } });
+  assert.equal((await once(lost, 'connect_error')).message, 'Invalid namespace');
+  lost.close();
+  // The root namespace has no gateway in this server either.
+  const root = connect('/', { auth: { name: 'ada' } });
+  assert.equal((await once(root, 'connect_error')).message, 'Invalid namespace');
+  root.close();
+});
+
+test('a room spans both transports: one say, one said each', async () => {
+  const ada = connect('/chat', { auth: { name: 'ada' } });
+  await once(ada, 'connect');
+  assert.equal(await ada.timeout(5000).emitWithAck('join', { room: 'lobby' }), true);
+  const bob = await wsClient('/ws/chat?name=bob');
+  bob.ws.send(JSON.stringify({ event: 'join', data: { room: 'lobby' }, id: 1 }));
+  await waitFor(() => bob.inbox.some((m) => m.event === 'ack' && m.id === 1));
+
+  const heard = [];
+  ada.on('said', (m) => heard.push(m));
+  ada.emit('say', { room: 'lobby', text: 'hi' });
+  await waitFor(() => heard.length === 1 && bob.inbox.some((m) => m.event === 'said'));
+  bob.ws.send(JSON.stringify({ event: 'say', data: { room: 'lobby', text: 'hello' } }));
+  await waitFor(() => heard.length === 2);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(heard, [
+    { from: 'ada', text: 'hi' },
+    { from: 'bob', text: 'hello' },
+  ]);
+  assert.deepEqual(
+    bob.inbox.filter((m) => m.event === 'said').map((m) => m.data),
+    [
+      { from: 'ada', text: 'hi' },
+      { from: 'bob', text: 'hello' },
+    ],
+  );
+
+  ada.emit('say', { room: 'lobby', text: '' });
+  const exception = await once(ada, 'exception');
+  assert.deepEqual(exception, {
+    status: 'error',
+    message: 'Nothing to say.',
+    cause: { pattern: 'say', data: { room: 'lobby', text: '' } },
+  });
+  ada.disconnect();
+  bob.ws.close();
+});
+
+test('binary attachments reach the handler as bytes', async () => {
+  const socket = connect('/chat', { auth: { name: 'ada' } });
+  await once(socket, 'connect');
+  const reply = await socket
+    .timeout(5000)
+    .emitWithAck('upload', { name: 'photos', first: Buffer.from([1, 2, 3]), second: Buffer.alloc(10) });
+  assert.deepEqual(reply, { name: 'photos', sizes: [3, 10] });
+  socket.disconnect();
+});
+
+test('a disconnect runs the on_disconnect hook', async () => {
+  const ada = connect('/chat', { auth: { name: 'ada' } });
+  await once(ada, 'connect');
+  const cy = connect('/chat', { auth: { name: 'cy' } });
+  await once(cy, 'connect');
+  const left = once(ada, 'left');
+  cy.disconnect();
+  assert.equal(await left, 'cy');
+  ada.disconnect();
+});
