@@ -76,6 +76,21 @@ test('the chapter client: query auth_token, showUser, indexComment, showComment,
   socket.disconnect();
 });
 
+test('events emitted on connect are never lost, even with many clients connecting at once', async () => {
+  const clients = Array.from({ length: 50 }, () =>
+    connect(blog.url, { auth: { token: alice.token }, transports: ['websocket'] }),
+  );
+  const replies = clients.map((socket) => {
+    const reply = once(socket, 'indexComment', 10_000);
+    socket.on('connect', () => socket.emit('indexComment', { entryId }));
+    return reply;
+  });
+  for (const comments of await Promise.all(replies)) {
+    assert.ok(comments.some((c) => c.id === commentId));
+  }
+  for (const socket of clients) socket.disconnect();
+});
+
 test('auth: {token} and the Forbidden exception for another user', async () => {
   const socket = connect(blog.url, { auth: { token: alice.token } });
   await once(socket, 'connect');
@@ -102,9 +117,15 @@ for (const [name, options, expected] of [
 
 test('polling then upgrade to websocket', async () => {
   const socket = connect(blog.url, { auth: { token: alice.token } });
+  // Read the transports as the engine opens and upgrades, whatever the timing of `connect`.
+  const transports = new Promise((resolve) => {
+    socket.io.on('open', () => {
+      const first = socket.io.engine.transport.name;
+      socket.io.engine.on('upgrade', (transport) => resolve([first, transport.name]));
+    });
+  });
   await once(socket, 'connect');
-  assert.equal(socket.io.engine.transport.name, 'polling');
-  await once(socket.io.engine, 'upgrade');
+  assert.deepEqual(await transports, ['polling', 'websocket']);
   assert.equal(socket.io.engine.transport.name, 'websocket');
   socket.emit('showComment', { entryId, commentId });
   assert.equal((await once(socket, 'showComment')).id, commentId);

@@ -9,6 +9,7 @@ use axum::extract::ConnectInfo;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::socket::DisconnectReason;
+use tokio::sync::watch;
 use wsgate::{
     Accepted, App, CloseReason, Connection, Direct, Handshake, Namespace, Outbound, OutboundRx,
 };
@@ -28,8 +29,20 @@ impl fmt::Display for Refused {
     }
 }
 
-/// The connect middleware: runs wsgate's handshake and keeps the accepted connection on the
-/// socket until the connect handler opens it.
+/// What the middleware leaves on the socket for the connect handler.
+#[derive(Clone)]
+struct Pending {
+    accepted: Accepted,
+    /// Publishes the connection to the message handler once it is open.
+    opened: watch::Sender<Option<Connection>>,
+}
+
+/// The connect middleware: runs wsgate's handshake and registers the message handler.
+///
+/// The handler is registered here, before socketioxide acknowledges the connect: its connect
+/// handler runs as a separate task after the acknowledgement, and a client that emits on
+/// `connect` (as the chapter's client does) would otherwise race it and lose events. Messages
+/// that arrive before the connection is open wait for it.
 pub(crate) fn middleware(
     app: App,
     namespace: Namespace,
@@ -43,21 +56,38 @@ pub(crate) fn middleware(
             handshake.query = parts.uri.query().map(str::to_owned);
             handshake.peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
             handshake.auth = Some(auth);
-            match app.handshake(handshake).await {
-                Ok(accepted) => {
-                    socket.extensions.insert(accepted);
-                    Ok(())
-                }
+            let accepted = match app.handshake(handshake).await {
+                Ok(accepted) => accepted,
                 Err(refusal) => {
                     tracing::debug!(status = %refusal.status, reason = %refusal.message, "socket.io handshake refused");
-                    Err(Refused(refusal.message))
+                    return Err(Refused(refusal.message));
                 }
-            }
+            };
+            let (opened, connection) = watch::channel(None::<Connection>);
+            socket.on_fallback(move |RawMessage(inbound): RawMessage, ack: AckSender| {
+                let (app, mut connection) = (app.clone(), connection.clone());
+                async move {
+                    let conn = match connection.wait_for(Option::is_some).await {
+                        Ok(conn) => conn.clone(),
+                        // The connection never opened: nobody to answer.
+                        Err(_) => return,
+                    };
+                    let Some(conn) = conn else { return };
+                    // `Some` only when the client asked for an ack.
+                    if let Some(data) = app.dispatch_for_ack(&conn, inbound).await {
+                        // The client may have gone; its ack has nowhere to go then.
+                        let _ = ack.send(&*data);
+                    }
+                }
+            });
+            socket.extensions.insert(Pending { accepted, opened });
+            Ok(())
         })
     }
 }
 
-/// The connect handler: opens the connection, routes its events, and starts its writer.
+/// The connect handler: opens the connection (running the `on_connect` hooks), lets waiting
+/// messages through, and writes the outbound queue to the socket until either side closes.
 pub(crate) fn on_connect(
     app: App,
 ) -> impl FnOnce(SocketRef) -> BoxFuture<()> + Clone + Send + Sync + 'static {
@@ -65,7 +95,7 @@ pub(crate) fn on_connect(
 }
 
 async fn connected(app: App, socket: SocketRef) {
-    let Some(accepted) = socket.extensions.remove::<Accepted>() else {
+    let Some(Pending { accepted, opened }) = socket.extensions.remove::<Pending>() else {
         // Only the middleware above lets sockets through, and it always leaves this.
         tracing::error!("socket.io connection without a handshake");
         let _ = socket.disconnect();
@@ -73,34 +103,30 @@ async fn connected(app: App, socket: SocketRef) {
     };
     let (conn, rx) = accepted.open().await;
     tracing::debug!(conn = %conn.id(), sid = %socket.id, ns = %conn.namespace(), "socket.io connected");
-
-    socket.on_fallback({
-        let (app, conn) = (app.clone(), conn.clone());
-        move |RawMessage(inbound): RawMessage, ack: AckSender| async move {
-            // `Some` only when the client asked for an ack.
-            if let Some(data) = app.dispatch_for_ack(&conn, inbound).await {
-                // The client may have gone; its ack has nowhere to go then.
-                let _ = ack.send(&*data);
-            }
-        }
-    });
     socket.on_disconnect({
-        let (app, conn) = (app.clone(), conn.clone());
+        let conn = conn.clone();
         move |reason: DisconnectReason| async move {
             tracing::debug!(conn = %conn.id(), ?reason, "socket.io disconnected");
             conn.close(CloseReason::Normal);
-            app.disconnect(&conn).await;
         }
     });
-    tokio::spawn(write(socket, conn, rx));
+    if !socket.connected() {
+        // It went away before the disconnect handler was in place.
+        conn.close(CloseReason::Normal);
+    }
+    opened.send_replace(Some(conn.clone()));
+    write(&socket, &conn, rx).await;
+    app.disconnect(&conn).await;
+    // Ends the namespace connection if the server closed it; harmless if the client did.
+    let _ = socket.disconnect();
 }
 
 /// Writes the connection's outbound queue to the socket until either side closes.
-async fn write(socket: SocketRef, conn: Connection, mut rx: OutboundRx) {
+async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx) {
     loop {
         let item = tokio::select! {
             biased;
-            _ = conn.closed() => break,
+            _ = conn.closed() => return,
             item = rx.recv() => item,
         };
         let sent = match item {
@@ -110,13 +136,11 @@ async fn write(socket: SocketRef, conn: Connection, mut rx: OutboundRx) {
                 // Socket.IO acks go straight to the message's callback (`dispatch_for_ack`).
                 Direct::Ack { .. } => Ok(()),
             },
-            Outbound::Close(_) => break,
+            Outbound::Close(_) => return,
         };
         if let Err(e) = sent {
             tracing::debug!(conn = %conn.id(), error = %e, "socket.io emit failed, disconnecting");
-            break;
+            return;
         }
     }
-    // Ends the namespace connection; its disconnect handler unregisters it.
-    let _ = socket.disconnect();
 }
