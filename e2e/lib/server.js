@@ -105,3 +105,23 @@ export async function register(base, name = 'user') {
   if (res.status !== 201) throw new Error(`register failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body;
 }
+
+/**
+ * A blog with two users, an entry of Alice's and a comment of Bob's on it: the world of the
+ * chapter's client code.
+ */
+export async function seedBlog(blog, title = 'Gateways') {
+  const alice = await register(blog.url, 'alice');
+  const bob = await register(blog.url, 'bob');
+  const entry = await api(blog.url, 'POST', '/entries', {
+    token: alice.token,
+    body: { title, content: 'Real-time in Rust.' },
+  });
+  if (entry.status !== 201) throw new Error(`entry: ${entry.status} ${JSON.stringify(entry.body)}`);
+  const comment = await api(blog.url, 'POST', `/entries/${entry.body.id}/comments`, {
+    token: bob.token,
+    body: { body: 'First!' },
+  });
+  if (comment.status !== 201) throw new Error(`comment: ${comment.status} ${JSON.stringify(comment.body)}`);
+  return { alice, bob, entryId: entry.body.id, commentId: comment.body.id };
+}

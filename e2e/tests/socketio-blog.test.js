@@ -3,7 +3,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
-import { startBlog, api, register } from '../lib/server.js';
+import { startBlog, api, seedBlog } from '../lib/server.js';
+import { once, waitFor } from '../lib/wait.js';
 
 let blog;
 let alice;
@@ -13,34 +14,12 @@ let commentId;
 
 before(async () => {
   blog = await startBlog();
-  alice = await register(blog.url, 'alice');
-  bob = await register(blog.url, 'bob');
-  const entry = await api(blog.url, 'POST', '/entries', {
-    token: alice.token,
-    body: { title: 'Socket.IO', content: 'Same gateways.' },
-  });
-  entryId = entry.body.id;
-  const comment = await api(blog.url, 'POST', `/entries/${entryId}/comments`, {
-    token: bob.token,
-    body: { body: 'First!' },
-  });
-  commentId = comment.body.id;
+  ({ alice, bob, entryId, commentId } = await seedBlog(blog, 'Socket.IO'));
 });
 
 after(async () => {
   await blog?.stop();
 });
-
-/** Resolves with the first `event` the socket receives. */
-function once(socket, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
-    socket.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args.length > 1 ? args : args[0]);
-    });
-  });
-}
 
 /** A client that never reconnects on its own, so that failures show. */
 function connect(url, options = {}) {
@@ -189,11 +168,3 @@ test('one broadcast reaches a Socket.IO and a plain WebSocket client in the same
   socket.disconnect();
   ws.close();
 });
-
-async function waitFor(check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

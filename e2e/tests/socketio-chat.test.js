@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { startServer, exampleBinary } from '../lib/server.js';
+import { once, waitFor } from '../lib/wait.js';
 
 let chat;
 
@@ -15,16 +16,6 @@ before(async () => {
 after(async () => {
   await chat?.stop();
 });
-
-function once(socket, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
-    socket.once(event, (data) => {
-      clearTimeout(timer);
-      resolve(data);
-    });
-  });
-}
 
 function connect(path, options = {}) {
   return io(chat.url + path, { reconnection: false, forceNew: true, ...options });
@@ -39,14 +30,6 @@ async function wsClient(path) {
     ws.on('error', reject);
   });
   return { ws, inbox };
-}
-
-async function waitFor(check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('a namespaced gateway greets on connect (on_connect hook)', async () => {

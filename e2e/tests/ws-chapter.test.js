@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startBlog, api, register } from '../lib/server.js';
+import { startBlog, api, seedBlog } from '../lib/server.js';
 
 let blog;
 let alice;
@@ -12,20 +12,7 @@ let commentId;
 
 before(async () => {
   blog = await startBlog();
-  alice = await register(blog.url, 'alice');
-  bob = await register(blog.url, 'bob');
-  const entry = await api(blog.url, 'POST', '/entries', {
-    token: alice.token,
-    body: { title: 'Gateways', content: 'Real-time in Rust.' },
-  });
-  assert.equal(entry.status, 201, JSON.stringify(entry.body));
-  entryId = entry.body.id;
-  const comment = await api(blog.url, 'POST', `/entries/${entryId}/comments`, {
-    token: bob.token,
-    body: { body: 'First!' },
-  });
-  assert.equal(comment.status, 201, JSON.stringify(comment.body));
-  commentId = comment.body.id;
+  ({ alice, bob, entryId, commentId } = await seedBlog(blog, 'Gateways'));
 });
 
 after(async () => {
