@@ -7,8 +7,9 @@
 //!   `connect_error` with the reason as its message.
 //! - **Namespaces.** Each gateway namespace is a Socket.IO namespace; others are refused with
 //!   socketioxide's `Invalid namespace`.
-//! - **Messages.** `socket.emit("indexComment", data)` calls the handler with the first
-//!   argument as its data and binary attachments as [`wsgate::Binary`]. A `WsResponse` is
+//! - **Messages.** `socket.emit("indexComment", data)` calls the handler with `data` (with
+//!   several arguments, their array, as Nest's `IoAdapter` does) and binary attachments as
+//!   [`wsgate::Binary`]. A `WsResponse` is
 //!   emitted as its event; a plain value goes to the client's ack callback
 //!   (`emitWithAck` resolves with it); errors are `exception` events, as in Nest's `IoAdapter`.
 //! - **Server handle.** Emits to connections, rooms and everyone reach Socket.IO clients and
@@ -64,6 +65,7 @@ pub struct SocketIoAdapter {
     ping_timeout: Duration,
     max_payload: u64,
     ws_read_buffer_size: usize,
+    connect_timeout: Duration,
 }
 
 impl Default for SocketIoAdapter {
@@ -81,6 +83,7 @@ impl SocketIoAdapter {
             ping_timeout: Duration::from_secs(20),
             max_payload: 64 * 1024,
             ws_read_buffer_size: 512,
+            connect_timeout: Duration::from_secs(45),
         }
     }
 
@@ -112,6 +115,13 @@ impl SocketIoAdapter {
         self
     }
 
+    /// How long a client has to connect to a namespace once its transport is open.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Builds the socketioxide instance serving `app`'s namespaces.
     fn build(&self, app: &App) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
         let (layer, io) = SocketIo::builder()
@@ -119,6 +129,7 @@ impl SocketIoAdapter {
             .ping_timeout(self.ping_timeout)
             .max_payload(self.max_payload)
             .ws_read_buffer_size(self.ws_read_buffer_size)
+            .connect_timeout(self.connect_timeout)
             .build_layer();
         for namespace in app.namespaces() {
             let on_connect = session::on_connect(app.clone());

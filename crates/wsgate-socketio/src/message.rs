@@ -37,15 +37,23 @@ impl<A: Adapter> FromMessageParts<A> for RawMessage {
     }
 }
 
-/// `["event", data, …]` → the event and its first argument; further arguments are ignored,
-/// as Nest does.
+/// `["event", args…]` → the event and its data, as Nest's `IoAdapter` maps them: no argument
+/// is `null`, one argument is the data, several are the data as an array.
 fn decode(text: &str) -> Result<Inbound, Unreadable> {
     let parts: Vec<&RawValue> =
         serde_json::from_str(text).map_err(|e| Unreadable(e.to_string()))?;
-    let event = parts.first().ok_or_else(|| Unreadable("no event name".into()))?;
+    let (event, args) = parts.split_first().ok_or_else(|| Unreadable("no event name".into()))?;
     let event: String = serde_json::from_str(event.get())
         .map_err(|_| Unreadable("event is not a string".into()))?;
-    let data = parts.get(1).map_or_else(wsgate::null_payload, |d| (*d).to_owned());
+    let data = match args {
+        [] => wsgate::null_payload(),
+        [one] => (*one).to_owned(),
+        many => {
+            let items: Vec<&str> = many.iter().map(|a| a.get()).collect();
+            RawValue::from_string(format!("[{}]", items.join(",")))
+                .map_err(|e| Unreadable(e.to_string()))?
+        }
+    };
     Ok(Inbound::new(EventName::from(event), data))
 }
 
@@ -54,10 +62,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_and_first_argument() {
-        let m = decode(r#"["indexComment",{"entryId":2},"ignored"]"#).unwrap();
+    fn event_and_arguments_as_nest_maps_them() {
+        let m = decode(r#"["indexComment",{"entryId":2}]"#).unwrap();
         assert_eq!(m.event.as_str(), "indexComment");
         assert_eq!(m.data.get(), r#"{"entryId":2}"#);
+        let m = decode(r#"["message",1,"2",{"3":[true]}]"#).unwrap();
+        assert_eq!(m.data.get(), r#"[1,"2",{"3":[true]}]"#);
         let m = decode(r#"["ping"]"#).unwrap();
         assert_eq!(m.data.get(), "null");
         assert!(decode("[]").is_err());
