@@ -149,5 +149,5 @@ test('a missing or bad token is refused with 401 at the handshake', async () => 
 test('plain HTTP GET / is still HTTP', async () => {
   const res = await fetch(`${blog.url}/`);
   assert.equal(res.status, 200);
-  assert.match(await res.text(), /ws:\/\//);
+  assert.match(await res.text(), /<title>wsgate blog<\/title>/);
 });

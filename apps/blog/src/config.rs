@@ -32,6 +32,8 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Migrate, then add demo users (password `correct horse battery`), entries and comments.
+    Seed,
 }
 
 /// Settings of the application; each flag can also be given by its environment variable.

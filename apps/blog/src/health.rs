@@ -1,4 +1,4 @@
-//! `GET /healthz`: the process answers and the database does too; `GET /`: what is served here.
+//! `GET /healthz`: the process answers and the database does too.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -10,16 +10,7 @@ use crate::error::AppError;
 
 /// The health check route.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/", get(home)).route("/healthz", get(healthz))
-}
-
-/// A plain-text map of the server for whoever opens it in a browser.
-async fn home() -> &'static str {
-    "wsgate blog\n\n\
-     REST:      POST /auth/register, POST /auth/login, POST /entries, POST /entries/{entryId}/comments\n\
-     WebSocket: ws://<this host>/?token=<JWT> (also /ws), JSON frames such as\n\
-     \x20          {\"type\":\"showComment\",\"entryId\":1,\"commentId\":1}\n\
-     Health:    GET /healthz\n"
+    Router::new().route("/healthz", get(healthz))
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {

@@ -27,7 +27,9 @@ mod health;
 pub mod models;
 mod password;
 mod secret;
+pub mod seed;
 pub mod store;
+mod web;
 
 pub use auth::AuthUser;
 pub use config::{Cli, Command, Config};
@@ -63,6 +65,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
 pub fn rest_router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(web::router())
         .merge(auth::router())
         .merge(entries::router())
         .merge(comments::router())

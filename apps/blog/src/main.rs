@@ -1,4 +1,5 @@
-//! `blog`: serve the reference application, or migrate its database. See `blog --help`.
+//! `blog`: serve the reference application, migrate its database, or seed it with demo data.
+//! See `blog --help`.
 
 use clap::Parser;
 
@@ -11,5 +12,23 @@ async fn main() -> anyhow::Result<()> {
     match cli.subcommand() {
         Command::Serve => blog::serve(cli.config).await,
         Command::Migrate => blog::migrate(&cli.config).await,
+        Command::Seed => seed(&cli.config).await,
     }
+}
+
+async fn seed(config: &blog::Config) -> anyhow::Result<()> {
+    let state = blog::open(config).await?;
+    let seeded = blog::seed::run(&state.store).await?;
+    if seeded.users == 0 {
+        println!("The demo users exist already; nothing added.");
+    } else {
+        println!(
+            "Added {} users, {} entries and {} comments.",
+            seeded.users, seeded.entries, seeded.comments
+        );
+    }
+    for (email, first_name, _) in blog::seed::USERS {
+        println!("  {first_name}: {email} / {}", blog::seed::PASSWORD);
+    }
+    Ok(())
 }

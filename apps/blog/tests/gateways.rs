@@ -200,5 +200,47 @@ async fn plain_get_root_is_still_http() {
     let w = world().await;
     let res = w.app.client.get(w.app.url("/")).send().await.expect("GET /");
     assert_eq!(res.status(), 200);
-    assert!(res.text().await.expect("body").contains("ws://"));
+    assert!(res.text().await.expect("body").contains("<title>wsgate blog</title>"));
+}
+
+#[tokio::test]
+async fn comments_created_over_a_gateway_are_acked_and_pushed_to_the_room() {
+    let w = world().await;
+    let mut alice = connect(&w.app, &w.alice.0).await;
+    let mut bob = connect(&w.app, &w.bob.0).await;
+    send(&mut alice, json!({ "type": "subscribeEntry", "entryId": w.entry_id, "id": 1 })).await;
+    assert_eq!(recv(&mut alice).await["event"], "ack");
+
+    send(
+        &mut bob,
+        json!({ "type": "createComment", "entryId": w.entry_id, "body": "Via a gateway", "id": 7 }),
+    )
+    .await;
+    let ack = recv(&mut bob).await;
+    assert_eq!(ack["event"], "ack");
+    assert_eq!(ack["id"], 7);
+    assert_eq!(ack["data"]["body"], "Via a gateway");
+    assert_eq!(ack["data"]["userId"], w.bob.1["id"]);
+    assert_eq!(recv(&mut alice).await, json!({ "event": "commentCreated", "data": ack["data"] }));
+
+    // Stored: REST and the gateway see it.
+    send(&mut bob, json!({ "type": "indexComment", "entryId": w.entry_id })).await;
+    assert_eq!(recv(&mut bob).await["data"].as_array().expect("a list").len(), 2);
+
+    let cases = [
+        (json!({ "type": "createComment", "body": "x" }), "Missing entry id."),
+        (
+            json!({ "type": "createComment", "entryId": w.entry_id }),
+            "body must be between 1 and 10000 characters long.",
+        ),
+        (
+            json!({ "type": "createComment", "entryId": w.entry_id, "body": "" }),
+            "body must be between 1 and 10000 characters long.",
+        ),
+        (json!({ "type": "createComment", "entryId": 999, "body": "x" }), "Entry not found."),
+    ];
+    for (message, expected) in cases {
+        send(&mut bob, message.clone()).await;
+        assert_eq!(recv(&mut bob).await["data"]["message"], expected, "{message}");
+    }
 }

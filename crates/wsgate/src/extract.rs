@@ -89,6 +89,8 @@ impl FromMessage for EventName {
     }
 }
 
+/// `None` when `T` cannot be extracted, instead of an exception: for optional extensions or
+/// data. Use `Data<Option<T>>` to accept a missing payload but still refuse a malformed one.
 impl<T: FromMessage> FromMessage for Option<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
         Ok(T::from_message(ctx).ok())

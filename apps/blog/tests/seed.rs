@@ -1,0 +1,26 @@
+//! `blog seed` on a real SQLite file: demo data once, then nothing more; the demo users can log in.
+
+mod common;
+
+use blog::seed::{self, Seeded};
+use common::spawn;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn seeding_adds_demo_data_once_and_its_users_can_log_in() {
+    let app = spawn().await;
+    let first = seed::run(&app.state.store).await.expect("seed");
+    assert_eq!(first, Seeded { users: 2, entries: 2, comments: 4 });
+    let again = seed::run(&app.state.store).await.expect("seed again");
+    assert_eq!(again, Seeded::default());
+
+    for (email, first_name, _) in seed::USERS {
+        let body = json!({ "email": email, "password": seed::PASSWORD });
+        let (status, login) = app.post("/auth/login", None, &body).await;
+        assert_eq!(status, StatusCode::OK, "{email}: {login}");
+        assert_eq!(login["user"]["firstName"], first_name);
+    }
+    let entry = app.state.store.entry(1).await.expect("query").expect("entry 1");
+    assert_eq!(app.state.store.comments(entry.id).await.expect("query").len(), 2);
+}
