@@ -137,6 +137,14 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+impl AuthUser {
+    /// `Ok` when this user wrote the thing owned by `owner_id`, else 403 `Forbidden.`: writes
+    /// are the owner's only.
+    pub fn ensure_owner(&self, owner_id: i64) -> Result<(), AppError> {
+        if self.0.id == owner_id { Ok(()) } else { Err(AppError::forbidden()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The one error type of the REST API, answered as JSON `{statusCode, message}`.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -12,6 +12,9 @@ use crate::store::StoreError;
 
 /// The message sent for every server-side failure; the detail goes to the log only.
 pub const INTERNAL_SERVER_ERROR: &str = "Internal server error";
+
+/// The message of every 403: the user is known but may not do this.
+pub const FORBIDDEN: &str = "Forbidden.";
 
 /// A failed request: a status code and a message for the client.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub enum AppError {
     /// A path parameter is not of the expected type (`/entries/abc`).
     #[error(transparent)]
     Path(#[from] PathRejection),
+    /// The query string does not fit (`?limit=abc`); the message names the field.
+    #[error(transparent)]
+    Query(#[from] QueryRejection),
     /// The body's fields break validation rules.
     #[error("{}", wsgate::describe_validation(.0))]
     Validation(#[from] ValidationErrors),
@@ -68,6 +74,7 @@ impl AppError {
             }
             Self::Json(rejection) => rejection.status(),
             Self::Path(rejection) => rejection.status(),
+            Self::Query(rejection) => rejection.status(),
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,8 +85,16 @@ impl AppError {
             _ if self.status_code().is_server_error() => INTERNAL_SERVER_ERROR.to_owned(),
             Self::Json(rejection) => rejection.body_text(),
             Self::Path(rejection) => rejection.body_text(),
+            Self::Query(rejection) => rejection.body_text(),
             other => other.to_string(),
         }
+    }
+}
+
+impl AppError {
+    /// 403 [`FORBIDDEN`].
+    pub fn forbidden() -> Self {
+        Self::Forbidden(FORBIDDEN.into())
     }
 }
 

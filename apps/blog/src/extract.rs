@@ -2,6 +2,7 @@
 //! cause is answered as JSON `{statusCode, message}`.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use validator::Validate;
 
@@ -25,6 +26,30 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
+        value.validate()?;
+        Ok(Self(value))
+    }
+}
+
+/// A query string (`?limit=20`). One that doesn't fit the type is a 400 naming the field.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub(crate) struct Query<T>(pub T);
+
+/// A query string checked with `validator`; a broken rule is a 400 naming the field
+/// (`limit: range.`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ValidQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ValidQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         value.validate()?;
         Ok(Self(value))
     }

@@ -29,6 +29,7 @@ mod password;
 mod secret;
 pub mod seed;
 pub mod store;
+mod users;
 mod web;
 
 pub use auth::AuthUser;
@@ -69,6 +70,7 @@ pub fn rest_router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(entries::router())
         .merge(comments::router())
+        .merge(users::router())
         .fallback(|| async { AppError::NotFound("Not found.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
+use validator::Validate;
 
 /// A registered user. Never carries the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -63,6 +64,32 @@ pub struct Comment {
     /// When the comment was last changed.
     #[sqlx(try_from = "String")]
     pub updated_at: Timestamp,
+}
+
+/// A slice of a list: `?limit=&offset=` over REST. Missing fields take their defaults
+/// (the first [`Page::DEFAULT_LIMIT`] items); [`Validate`] checks the bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
+#[serde(default)]
+pub struct Page {
+    /// How many items at most, 1 to [`Page::MAX_LIMIT`].
+    #[validate(range(min = 1, max = Page::MAX_LIMIT))]
+    pub limit: i64,
+    /// How many items to skip, 0 or more.
+    #[validate(range(min = 0))]
+    pub offset: i64,
+}
+
+impl Page {
+    /// The limit when none is given.
+    pub const DEFAULT_LIMIT: i64 = 20;
+    /// The largest limit a client may ask for.
+    pub const MAX_LIMIT: i64 = 100;
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self { limit: Self::DEFAULT_LIMIT, offset: 0 }
+    }
 }
 
 /// A point in time, UTC, with millisecond precision.
@@ -149,6 +176,20 @@ mod tests {
         );
         assert_eq!("2024-05-01T14:00:00.123+02:00".parse::<Timestamp>().ok(), Some(t));
         assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn pages_default_and_check_their_bounds() {
+        let page: Option<Page> = serde_json::from_value(json!({})).ok();
+        assert_eq!(page, Some(Page { limit: 20, offset: 0 }));
+        let page: Option<Page> = serde_json::from_value(json!({ "offset": 5 })).ok();
+        assert_eq!(page, Some(Page { limit: 20, offset: 5 }));
+        assert!(Page { limit: 1, offset: 0 }.validate().is_ok());
+        assert!(Page { limit: 100, offset: 1_000 }.validate().is_ok());
+        let message = |page: Page| page.validate().map_err(|e| wsgate::describe_validation(&e));
+        assert_eq!(message(Page { limit: 0, offset: 0 }), Err("limit: range.".into()));
+        assert_eq!(message(Page { limit: 101, offset: 0 }), Err("limit: range.".into()));
+        assert_eq!(message(Page { limit: 10, offset: -1 }), Err("offset: range.".into()));
     }
 
     #[test]

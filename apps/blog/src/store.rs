@@ -5,7 +5,7 @@ use std::fmt;
 
 use sqlx::AnyPool;
 
-pub use crate::models::{Comment, Entry, Timestamp, User};
+pub use crate::models::{Comment, Entry, Page, Timestamp, User};
 
 const USER_COLUMNS: &str = "id, email, first_name, last_name, created_at";
 const ENTRY_COLUMNS: &str = "id, title, content, user_id, created_at, updated_at";
@@ -137,6 +137,41 @@ impl Store {
         Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
     }
 
+    /// Up to `limit` entries after skipping `offset`, newest first (by id). Negative numbers
+    /// count as 0; the REST API checks them against [`Page`] first.
+    pub async fn entries(&self, limit: i64, offset: i64) -> Result<Vec<Entry>, StoreError> {
+        let sql =
+            format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT $1 OFFSET $2");
+        let query = sqlx::query_as(&sql).bind(limit.max(0)).bind(offset.max(0));
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Replaces an entry's title and content and sets `updated_at` to now; `None` when there
+    /// is no such entry. Who may do so is the caller's rule.
+    pub async fn update_entry(
+        &self,
+        id: i64,
+        title: &str,
+        content: &str,
+    ) -> Result<Option<Entry>, StoreError> {
+        let sql = format!(
+            "UPDATE entries SET title = $1, content = $2, updated_at = $3 WHERE id = $4 \
+             RETURNING {ENTRY_COLUMNS}"
+        );
+        let now = Timestamp::now().to_string();
+        let query = sqlx::query_as(&sql).bind(title).bind(content).bind(now).bind(id);
+        Ok(query.fetch_optional(&self.pool).await?)
+    }
+
+    /// Deletes an entry and, by the schema's `ON DELETE CASCADE`, its comments, in one
+    /// statement; `false` when there was no such entry.
+    pub async fn delete_entry(&self, id: i64) -> Result<bool, StoreError> {
+        // SQLite enforces foreign keys (and so cascades) only with `PRAGMA foreign_keys = ON`
+        // on each connection, which sqlx's SQLite options set by default; a test guards it.
+        let done = sqlx::query("DELETE FROM entries WHERE id = $1").bind(id).execute(&self.pool);
+        Ok(done.await?.rows_affected() > 0)
+    }
+
     /// Writes a comment by `user_id` on entry `entry_id`; `None` when there is no such entry.
     pub async fn create_comment(
         &self,
@@ -156,10 +191,25 @@ impl Store {
         Ok(query.fetch_optional(&self.pool).await?)
     }
 
-    /// The comments on entry `entry_id`, oldest first (by id).
+    /// All the comments on entry `entry_id`, oldest first (by id).
     pub async fn comments(&self, entry_id: i64) -> Result<Vec<Comment>, StoreError> {
-        let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE entry_id = $1 ORDER BY id");
-        Ok(sqlx::query_as(&sql).bind(entry_id).fetch_all(&self.pool).await?)
+        self.comments_page(entry_id, i64::MAX, 0).await
+    }
+
+    /// Up to `limit` comments on entry `entry_id` after skipping `offset`, oldest first (by
+    /// id). Negative numbers count as 0.
+    pub async fn comments_page(
+        &self,
+        entry_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Comment>, StoreError> {
+        let sql = format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE entry_id = $1 ORDER BY id \
+             LIMIT $2 OFFSET $3"
+        );
+        let query = sqlx::query_as(&sql).bind(entry_id).bind(limit.max(0)).bind(offset.max(0));
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// The comment `comment_id` if it belongs to entry `entry_id`.
@@ -170,6 +220,32 @@ impl Store {
     ) -> Result<Option<Comment>, StoreError> {
         let sql = format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE entry_id = $1 AND id = $2");
         Ok(sqlx::query_as(&sql).bind(entry_id).bind(comment_id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Replaces the body of comment `comment_id` on entry `entry_id` and sets `updated_at`
+    /// to now; `None` when there is no such comment on that entry. Who may do so is the
+    /// caller's rule.
+    pub async fn update_comment(
+        &self,
+        entry_id: i64,
+        comment_id: i64,
+        body: &str,
+    ) -> Result<Option<Comment>, StoreError> {
+        let sql = format!(
+            "UPDATE comments SET body = $1, updated_at = $2 WHERE entry_id = $3 AND id = $4 \
+             RETURNING {COMMENT_COLUMNS}"
+        );
+        let now = Timestamp::now().to_string();
+        let query = sqlx::query_as(&sql).bind(body).bind(now).bind(entry_id).bind(comment_id);
+        Ok(query.fetch_optional(&self.pool).await?)
+    }
+
+    /// Deletes comment `comment_id` on entry `entry_id`; `false` when there was no such
+    /// comment on that entry.
+    pub async fn delete_comment(&self, entry_id: i64, comment_id: i64) -> Result<bool, StoreError> {
+        let sql = "DELETE FROM comments WHERE entry_id = $1 AND id = $2";
+        let done = sqlx::query(sql).bind(entry_id).bind(comment_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -224,6 +300,76 @@ mod tests {
         assert_eq!(store.comments(entry.id + 1).await?, vec![]);
         assert_eq!(store.comment(entry.id, first.id).await?, Some(first.clone()));
         assert_eq!(store.comment(entry.id + 1, first.id).await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pages_updates_and_deletes() -> Result<(), StoreError> {
+        let store = store().await;
+        let user = store.create_user(ada()).await?;
+        let mut entries = Vec::new();
+        for title in ["one", "two", "three"] {
+            entries.push(store.create_entry(user.id, title, "text").await?);
+        }
+        let titles = |page: Vec<Entry>| page.into_iter().map(|e| e.title).collect::<Vec<_>>();
+        assert_eq!(titles(store.entries(2, 0).await?), ["three", "two"]);
+        assert_eq!(titles(store.entries(2, 2).await?), ["one"]);
+        assert_eq!(titles(store.entries(2, 3).await?), Vec::<String>::new());
+        assert_eq!(titles(store.entries(-1, -1).await?), Vec::<String>::new());
+
+        let entry = &entries[0];
+        let updated = store.update_entry(entry.id, "One", "new text").await?;
+        let Some(updated) = updated else { panic!("entry not updated") };
+        assert_eq!((updated.title.as_str(), updated.content.as_str()), ("One", "new text"));
+        assert_eq!((updated.id, updated.created_at), (entry.id, entry.created_at));
+        assert!(updated.updated_at >= entry.updated_at);
+        assert_eq!(store.entry(entry.id).await?, Some(updated));
+        assert_eq!(store.update_entry(entries[2].id + 1, "x", "y").await?, None);
+
+        let mut comments = Vec::new();
+        for body in ["a", "b", "c"] {
+            let comment = store.create_comment(entry.id, user.id, body).await?;
+            comments.extend(comment);
+        }
+        assert_eq!(store.comments_page(entry.id, 2, 1).await?, comments[1..].to_vec());
+        assert_eq!(store.comments_page(entry.id, 1, 0).await?, comments[..1].to_vec());
+        let changed = store.update_comment(entry.id, comments[0].id, "A").await?;
+        assert_eq!(changed.as_ref().map(|c| c.body.as_str()), Some("A"));
+        assert_eq!(store.update_comment(entries[1].id, comments[0].id, "A").await?, None);
+        assert!(!store.delete_comment(entries[1].id, comments[0].id).await?);
+        assert!(store.delete_comment(entry.id, comments[0].id).await?);
+        assert!(!store.delete_comment(entry.id, comments[0].id).await?);
+        assert_eq!(store.comments(entry.id).await?, comments[1..].to_vec());
+
+        assert!(store.delete_entry(entry.id).await?);
+        assert!(!store.delete_entry(entry.id).await?);
+        assert_eq!(store.entry(entry.id).await?, None);
+        // The comments went with their entry (ON DELETE CASCADE).
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM comments WHERE entry_id = $1")
+            .bind(entry.id)
+            .fetch_one(store.pool())
+            .await?;
+        assert_eq!(left, 0);
+        assert_eq!(titles(store.entries(10, 0).await?), ["three", "two"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_enforce_foreign_keys() -> Result<(), StoreError> {
+        // Deleting an entry relies on ON DELETE CASCADE, which SQLite applies only on
+        // connections with `PRAGMA foreign_keys = ON`: every connection of a file pool.
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.into()))?;
+        let url = format!("sqlite://{}", dir.path().join("fk.db").display());
+        let pool = crate::db::connect(&url).await.ok();
+        let pool = pool.unwrap_or_else(|| panic!("SQLite file"));
+        let mut connections = Vec::new();
+        for _ in 0..3 {
+            connections.push(pool.acquire().await?);
+        }
+        for conn in &mut connections {
+            let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut **conn).await?;
+            assert_eq!(on, 1);
+        }
         Ok(())
     }
 }

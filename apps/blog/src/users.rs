@@ -1,0 +1,26 @@
+//! `GET /users/{id}`: one's own account.
+
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::AppError;
+use crate::extract::Path;
+use crate::store::User;
+
+/// The routes under `/users`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/users/{id}", get(show))
+}
+
+/// `GET /users/{id}`: the signed-in user's own account, and nobody else's.
+///
+/// The ownership check comes before any lookup: every other id is 403 `Forbidden.`,
+/// whether or not such a user exists, so that the route never tells who is registered.
+/// One's own id cannot be missing: the [`AuthUser`] extractor has just loaded that user (a
+/// token of a user who no longer exists is a 401 `Unknown user.`), so there is no 404 here.
+async fn show(me: AuthUser, Path(id): Path<i64>) -> Result<Json<User>, AppError> {
+    me.ensure_owner(id)?;
+    Ok(Json(me.0))
+}
