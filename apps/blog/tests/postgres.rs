@@ -1,5 +1,6 @@
-//! The same app on PostgreSQL: migrations and the REST round trip, in a database of its own.
-//! Skipped with a notice when no server listens at `TEST_POSTGRES_URL`, unless `CI=true`.
+//! The same app on PostgreSQL: migrations, the REST round trip, and the key flows of
+//! `common::flows` that `rest.rs` runs on SQLite, each in a database of its own. Skipped
+//! with a notice when no server listens at `TEST_POSTGRES_URL`, unless `CI=true`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use common::{PASSWORD, postgres_database, spawn_with};
+use common::{PASSWORD, TestApp, flows, postgres_database, spawn_with};
 
 #[tokio::test]
 async fn postgres_register_login_entry_comment() {
@@ -50,4 +51,35 @@ async fn postgres_register_login_entry_comment() {
         "edsger@example.com"
     );
     store.pool().close().await;
+}
+
+/// Runs `flow` on the app over a fresh PostgreSQL database named after `test`, or skips.
+async fn on_postgres<F: AsyncFnOnce(&TestApp)>(test: &str, flow: F) {
+    let Some(db) = postgres_database(test).await else {
+        return;
+    };
+    let app = spawn_with(&db.url).await;
+    flow(&app).await;
+    // Closed before the database is dropped with it.
+    app.state.store.pool().close().await;
+}
+
+#[tokio::test]
+async fn postgres_entry_crud() {
+    on_postgres("postgres_entry_crud", flows::entry_crud).await;
+}
+
+#[tokio::test]
+async fn postgres_comment_crud() {
+    on_postgres("postgres_comment_crud", flows::comment_crud).await;
+}
+
+#[tokio::test]
+async fn postgres_pagination() {
+    on_postgres("postgres_pagination", flows::pagination).await;
+}
+
+#[tokio::test]
+async fn postgres_users_self_only() {
+    on_postgres("postgres_users_self_only", flows::users_self_only).await;
 }

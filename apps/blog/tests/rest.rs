@@ -1,19 +1,20 @@
-//! The REST API of the real app over HTTP: accounts, tokens, entries, comments, errors.
+//! The REST API of the real app over HTTP: accounts, tokens, users, entries, comments,
+//! pagination, errors, and the live pushes of REST changes. The key flows live in
+//! `common::flows`, shared with `postgres.rs`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
 use wsgate::{Claims, JwtKeys};
 
-use common::{JWT_SECRET, PASSWORD, spawn};
-
-fn error(status: StatusCode, message: &str) -> (StatusCode, Value) {
-    (status, json!({ "statusCode": status.as_u16(), "message": message }))
-}
+use common::{JWT_SECRET, PASSWORD, error, flows, id, spawn};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -191,5 +192,147 @@ async fn comments_go_on_existing_entries() {
         app.post(&format!("/entries/{entry_id}/comments"), Some(&token), &json!({ "body": "" }))
             .await,
         error(StatusCode::BAD_REQUEST, "body must be between 1 and 10000 characters long.")
+    );
+}
+
+#[tokio::test]
+async fn users_answer_for_themselves_only() {
+    flows::users_self_only(&spawn().await).await;
+}
+
+#[tokio::test]
+async fn entries_are_read_by_all_and_written_by_their_author() {
+    flows::entry_crud(&spawn().await).await;
+}
+
+#[tokio::test]
+async fn comments_are_read_by_all_and_written_by_their_author() {
+    flows::comment_crud(&spawn().await).await;
+}
+
+#[tokio::test]
+async fn lists_are_paginated() {
+    flows::pagination(&spawn().await).await;
+}
+
+/// Every route but register, login and `/healthz`, whether or not the ids exist.
+const PROTECTED: [(Method, &str); 12] = [
+    (Method::GET, "/users/1"),
+    (Method::GET, "/entries"),
+    (Method::POST, "/entries"),
+    (Method::GET, "/entries/1"),
+    (Method::PUT, "/entries/1"),
+    (Method::DELETE, "/entries/1"),
+    (Method::GET, "/entries/1/comments"),
+    (Method::POST, "/entries/1/comments"),
+    (Method::GET, "/entries/1/comments/1"),
+    (Method::PUT, "/entries/1/comments/1"),
+    (Method::DELETE, "/entries/1/comments/1"),
+    (Method::GET, "/entries/999/comments/999"),
+];
+
+#[tokio::test]
+async fn every_route_but_register_login_and_healthz_needs_a_token() {
+    let app = spawn().await;
+    let (token, _) = app.register("owner@example.com").await;
+    let entry_id = id(&app.create_entry(&token, "Exists").await);
+    let comment = app.create_comment(&token, entry_id, "Exists").await;
+    assert_eq!((entry_id, id(&comment)), (1, 1), "the table's ids exist");
+    let nobody = JwtKeys::hs256(JWT_SECRET.as_bytes()).sign("4242", Duration::from_secs(60));
+    let nobody = nobody.unwrap();
+    let body = json!({ "title": "T", "content": "C", "body": "B" });
+    for (method, path) in PROTECTED {
+        let send = |token| app.request(method.clone(), path, token, Some(&body));
+        let missing = error(StatusCode::UNAUTHORIZED, "Missing authentication token.");
+        assert_eq!(send(None).await, missing, "{method} {path}");
+        let invalid = error(StatusCode::UNAUTHORIZED, "Invalid token.");
+        assert_eq!(send(Some("garbage")).await, invalid, "{method} {path}");
+        let unknown = error(StatusCode::UNAUTHORIZED, "Unknown user.");
+        assert_eq!(send(Some(&nobody)).await, unknown, "{method} {path}");
+    }
+    // Nothing changed on the way.
+    let (status, entry) = app.get("/entries/1", Some(&token)).await;
+    assert_eq!((status, &entry["title"]), (StatusCode::OK, &json!("Exists")));
+    assert_eq!(app.get("/entries/1/comments/1", Some(&token)).await, (StatusCode::OK, comment));
+}
+
+#[tokio::test]
+async fn bad_ids_and_bodies_are_bad_requests() {
+    let app = spawn().await;
+    let (token, _) = app.register("careless@example.com").await;
+    let entry_id = id(&app.create_entry(&token, "Target").await);
+    let comment_id = id(&app.create_comment(&token, entry_id, "Target").await);
+    let body = json!({ "title": "T", "content": "C", "body": "B" });
+    let bad_paths = [
+        (Method::GET, "/users/abc".to_owned()),
+        (Method::GET, "/entries/abc".to_owned()),
+        (Method::PUT, "/entries/abc".to_owned()),
+        (Method::DELETE, "/entries/1.5".to_owned()),
+        (Method::GET, "/entries/abc/comments".to_owned()),
+        (Method::GET, format!("/entries/{entry_id}/comments/abc")),
+        (Method::PUT, format!("/entries/abc/comments/{comment_id}")),
+        (Method::DELETE, format!("/entries/{entry_id}/comments/abc")),
+    ];
+    for (method, path) in bad_paths {
+        let (status, answer) = app.request(method.clone(), &path, Some(&token), Some(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
+        assert_eq!(answer["statusCode"], 400, "{method} {path}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains("parse"), "{path}: {answer}");
+    }
+
+    let entry = format!("/entries/{entry_id}");
+    let comment = format!("/entries/{entry_id}/comments/{comment_id}");
+    for path in [&entry, &comment] {
+        let (status, answer) = app.send_raw(Method::PUT, path, &token, "{\"title\": ").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains("JSON"), "{path}: {answer}");
+    }
+    let (status, answer) = app.put(&entry, Some(&token), &json!({ "title": "T" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("missing field `content`"), "{answer}");
+    let (status, answer) = app.put(&comment, Some(&token), &json!({ "body": 7 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("body: invalid type"), "{answer}");
+    let long = "x".repeat(100_001);
+    assert_eq!(
+        app.put(&entry, Some(&token), &json!({ "title": "T", "content": long })).await,
+        error(StatusCode::BAD_REQUEST, "content must be between 1 and 100000 characters long.")
+    );
+    let (status, answer) = app.get(&entry, Some(&token)).await;
+    assert_eq!((status, &answer["title"]), (StatusCode::OK, &json!("Target")), "unchanged");
+}
+
+#[tokio::test]
+async fn comment_changes_over_rest_reach_the_entrys_subscribers() {
+    let app = spawn().await;
+    let (alice, _) = app.register("alice@example.com").await;
+    let (bob, _) = app.register("bob@example.com").await;
+    let entry_id = id(&app.create_entry(&alice, "Live").await);
+    let comment = app.create_comment(&bob, entry_id, "Before").await;
+    let path = format!("/entries/{entry_id}/comments/{}", id(&comment));
+
+    let url = app.ws_url(&format!("/?token={alice}"));
+    let (mut ws, _) = connect_async(url).await.unwrap();
+    let subscribe = json!({ "event": "subscribeEntry", "id": 1, "data": { "entryId": entry_id } });
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    let mut recv = async || loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        if let Message::Text(text) = frame.unwrap().unwrap().unwrap() {
+            return serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(recv().await["data"]["subscribed"], true);
+
+    let (status, updated) = app.put(&path, Some(&bob), &json!({ "body": "After" })).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(recv().await, json!({ "event": "commentUpdated", "data": updated }));
+
+    // A refused change is not announced: the next push is the delete.
+    let (status, _) = app.put(&path, Some(&alice), &json!({ "body": "Hers" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(app.delete(&path, Some(&bob)).await, (StatusCode::NO_CONTENT, Value::Null));
+    assert_eq!(
+        recv().await,
+        json!({ "event": "commentDeleted", "data": { "id": comment["id"], "entryId": entry_id } })
     );
 }

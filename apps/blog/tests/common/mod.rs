@@ -4,13 +4,15 @@
 //! Each test binary uses a part of this module.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod flows;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blog::{AppState, Config};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::PgConnectOptions;
@@ -115,6 +117,46 @@ impl TestApp {
         answer(req).await
     }
 
+    /// PUTs `body` as JSON, with a bearer token if given.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// DELETEs `path`, with a bearer token if given; the answer is `null` when empty.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Any method, with a bearer token and a JSON body if given.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        answer(req).await
+    }
+
+    /// Sends a raw body declared as JSON (for malformed JSON) with a bearer token.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &'static str,
+    ) -> (StatusCode, Value) {
+        let req = self.client.request(method, self.url(path)).bearer_auth(token);
+        answer(req.header("content-type", "application/json").body(body)).await
+    }
+
     /// Registers `email` with [`PASSWORD`]; the token and the user.
     pub async fn register(&self, email: &str) -> (String, Value) {
         let body = json!({
@@ -141,6 +183,16 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "create comment: {comment}");
         comment
     }
+}
+
+/// The answer of a failed request: the status and `{statusCode, message}`.
+pub fn error(status: StatusCode, message: &str) -> (StatusCode, Value) {
+    (status, json!({ "statusCode": status.as_u16(), "message": message }))
+}
+
+/// The `id` of an entity's JSON.
+pub fn id(value: &Value) -> i64 {
+    value["id"].as_i64().unwrap_or_else(|| panic!("no id in {value}"))
 }
 
 async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
