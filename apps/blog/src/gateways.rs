@@ -18,7 +18,7 @@ use wsgate::{
 
 use crate::AppState;
 use crate::comments::{announce, entry_room};
-use crate::models::{Comment, Entry, User};
+use crate::models::{Comment, Entry, Page, User};
 use crate::store::Store;
 
 /// The blog's gateways behind [`auth_middleware`], sharing the state's server handle.
@@ -71,16 +71,6 @@ impl EntryQuery {
     fn comment_id(&self) -> Result<i64, WsException> {
         self.comment_id.ok_or_else(|| WsException::new("Missing comment id."))
     }
-}
-
-/// `indexEntry {limit?, offset?}`.
-#[derive(Debug, Default, Deserialize, Validate)]
-#[serde(default)]
-pub struct Page {
-    #[validate(range(min = 1, max = 100, message = "limit must be between 1 and 100."))]
-    limit: Option<i64>,
-    #[validate(range(min = 0, message = "offset must not be negative."))]
-    offset: Option<i64>,
 }
 
 /// `createComment {entryId, body}`.
@@ -151,6 +141,19 @@ impl EntryGateway {
 
 #[gateway]
 impl EntryGateway {
+    /// Entries, newest first: `{limit?, offset?}` as over REST (20 by default, 100 at most).
+    #[subscribe_message("indexEntry")]
+    async fn index_entry(
+        &self,
+        Data(page): Data<Option<Page>>,
+    ) -> Result<WsResponse<Vec<Entry>>, WsError> {
+        // No data at all means the first page.
+        let page = page.unwrap_or_default();
+        page.validate().map_err(|e| WsException::new(wsgate::describe_validation(&e)))?;
+        let entries = self.store.entries(page.limit, page.offset).await?;
+        Ok(WsResponse::new("indexEntry", entries))
+    }
+
     #[subscribe_message("showEntry")]
     async fn show_entry(
         &self,

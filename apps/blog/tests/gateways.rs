@@ -204,6 +204,37 @@ async fn plain_get_root_is_still_http() {
 }
 
 #[tokio::test]
+async fn entries_are_listed_and_shown() {
+    let w = world().await;
+    let second = w.app.create_entry(&w.bob.0, "Second").await;
+    let mut ws = connect(&w.app, &w.alice.0).await;
+
+    send(&mut ws, json!({ "type": "indexEntry" })).await;
+    let index = recv(&mut ws).await;
+    assert_eq!(index["event"], "indexEntry");
+    let ids: Vec<i64> = index["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&w.entry_id) && ids.contains(&second["id"].as_i64().expect("id")));
+
+    send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 1 } })).await;
+    assert_eq!(recv(&mut ws).await["data"].as_array().expect("a list").len(), 1);
+    send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 0 } })).await;
+    assert_eq!(recv(&mut ws).await["data"]["message"], "limit: range.");
+
+    send(&mut ws, json!({ "type": "showEntry", "entryId": second["id"] })).await;
+    assert_eq!(recv(&mut ws).await, json!({ "event": "showEntry", "data": second }));
+    send(&mut ws, json!({ "type": "showEntry" })).await;
+    assert_eq!(recv(&mut ws).await["data"]["message"], "Missing entry id.");
+    send(&mut ws, json!({ "type": "showEntry", "entryId": 999 })).await;
+    assert_eq!(recv(&mut ws).await["data"]["message"], "Entry not found.");
+}
+
+#[tokio::test]
 async fn comments_created_over_a_gateway_are_acked_and_pushed_to_the_room() {
     let w = world().await;
     let mut alice = connect(&w.app, &w.alice.0).await;
