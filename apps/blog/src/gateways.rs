@@ -149,7 +149,7 @@ impl EntryGateway {
     ) -> Result<WsResponse<Vec<Entry>>, WsError> {
         // No data at all means the first page.
         let page = page.unwrap_or_default();
-        page.validate().map_err(|e| WsException::new(wsgate::describe_validation(&e)))?;
+        page.validate().map_err(|e| WsException::invalid(&e))?;
         let entries = self.store.entries(page.limit, page.offset).await?;
         Ok(WsResponse::new("indexEntry", entries))
     }
@@ -213,7 +213,7 @@ impl CommentGateway {
     ) -> Result<Ack<Comment>, WsError> {
         // The chapter's message for a missing entry comes before the body's rules.
         let entry_id = new.entry_id.ok_or_else(|| WsException::new("Missing entry id."))?;
-        new.validate().map_err(|e| WsException::new(wsgate::describe_validation(&e)))?;
+        new.validate().map_err(|e| WsException::invalid(&e))?;
         let comment = self.state.store.create_comment(entry_id, me.id, &new.body).await?;
         let comment = comment.ok_or_else(|| WsException::new("Entry not found."))?;
         announce(&self.state, &comment);

@@ -81,7 +81,9 @@ pub(crate) fn decode(text: &str) -> Decoded {
     let fields = match serde_json::from_str::<Fields<'_>>(text) {
         Ok(Fields(Some(fields))) => fields,
         Ok(Fields(None)) => return invalid(NOT_AN_OBJECT, None),
-        Err(e) => return invalid(format!("Invalid JSON: {}", strip_position(&e)), None),
+        Err(e) => {
+            return invalid(format!("Invalid JSON: {}", wsgate::json_error_message(&e)), None);
+        }
     };
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
 
@@ -139,15 +141,6 @@ fn ack_id(raw: &RawValue) -> Result<Option<AckId>, ()> {
     match serde_json::from_str::<Option<AckId>>(raw.get()) {
         Ok(id) => Ok(id),
         Err(_) => Err(()),
-    }
-}
-
-/// serde_json's message without its `at line 1 column 5` suffix.
-fn strip_position(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
     }
 }
 

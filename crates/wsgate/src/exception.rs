@@ -22,6 +22,13 @@ impl WsException {
         Self { error: Value::String(message.into()) }
     }
 
+    /// The exception for data that failed validation, worded by [`describe_validation`].
+    ///
+    /// [`describe_validation`]: crate::describe_validation
+    pub fn invalid(errors: &validator::ValidationErrors) -> Self {
+        Self::new(crate::extract::describe_validation(errors))
+    }
+
     /// An exception with a structured error, sent as the payload's `message` field.
     pub fn with_error(error: Value) -> Self {
         Self { error }

@@ -1,6 +1,5 @@
 //! The message context and the extractors handlers take as arguments.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -120,7 +119,7 @@ pub struct Valid<T>(pub T);
 impl<T: DeserializeOwned + Validate> FromMessage for Valid<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
         let value: T = parse(&ctx.data)?;
-        value.validate().map_err(|e| WsException::new(describe_validation(&e)))?;
+        value.validate().map_err(|e| WsException::invalid(&e))?;
         Ok(Valid(value))
     }
 }
@@ -157,7 +156,7 @@ fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
     let mut de = serde_json::Deserializer::from_str(data.get());
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = without_position(e.inner());
+        let inner = json_error_message(e.inner());
         let message = if path == "." || inner.starts_with("missing field") {
             format!("Invalid data: {inner}")
         } else {
@@ -168,12 +167,14 @@ fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
 }
 
 /// serde_json's message without ` at line L column C`, which means nothing to a client.
-fn without_position(e: &serde_json::Error) -> Cow<'static, str> {
-    let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(at) => Cow::Owned(text[..at].to_owned()),
-        None => Cow::Owned(text),
+///
+/// The extractors word data errors with it; adapters can word undecodable frames alike.
+pub fn json_error_message(e: &serde_json::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
     }
+    text
 }
 
 /// One line for all validation failures: a rule's own message as it is, others as

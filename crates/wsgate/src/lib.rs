@@ -24,7 +24,9 @@ pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,
     WsException,
 };
-pub use extract::{Binary, Data, Ext, FromMessage, MessageContext, Valid, describe_validation};
+pub use extract::{
+    Binary, Data, Ext, FromMessage, MessageContext, Valid, describe_validation, json_error_message,
+};
 pub use gateway::{Gateway, GatewayOptions, Route, Routes};
 pub use guard::Guard;
 pub use handler::Handler;
