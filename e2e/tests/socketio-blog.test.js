@@ -111,11 +111,13 @@ test('polling then upgrade to websocket', async () => {
   socket.disconnect();
 });
 
-test('a missing or bad token is a connect_error with the reason', async () => {
+test('a missing or bad token, or a foreign origin, is a connect_error with the reason', async () => {
   for (const [options, message] of [
     [{}, 'Missing authentication token.'],
     [{ auth: { token: 'not-a-jwt' } }, 'Invalid token.'],
     [{ query: { auth_token: 'not-a-jwt' } }, 'Invalid token.'],
+    // A page of another site, even with a valid token (ALLOWED_ORIGINS is not set).
+    [{ auth: { token: alice.token }, extraHeaders: { Origin: 'http://evil.example' } }, 'Origin not allowed.'],
   ]) {
     const socket = connect(blog.url, options);
     const error = await once(socket, 'connect_error');

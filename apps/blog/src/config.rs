@@ -52,6 +52,11 @@ pub struct Config {
     /// kept in the data directory as `jwt-secret`.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// Comma-separated origins whose pages may use the API and the gateways
+    /// (`https://app.example.com,http://localhost:5173`), or `*` for any. The blog's own
+    /// origin, and clients that send no `Origin` (not browsers), are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "", global = true)]
+    pub allowed_origins: String,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Config {
             host: "127.0.0.1".into(),
             database_url: database_url.into(),
             jwt_secret: None,
+            allowed_origins: String::new(),
         }
     }
 }
@@ -74,6 +80,7 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("database_url", &redact_password(&self.database_url))
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("allowed_origins", &self.allowed_origins)
             .finish()
     }
 }

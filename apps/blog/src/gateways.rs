@@ -25,6 +25,8 @@ use crate::store::Store;
 pub async fn app(state: &AppState) -> Result<App, BuildError> {
     App::builder()
         .server(state.server.clone())
+        .observer(state.metrics.clone())
+        .middleware(state.origins.clone())
         .middleware(auth_middleware(state.jwt.clone(), state.store.clone()))
         .gateway(UserGateway::new(state.store.clone()))
         .gateway(EntryGateway::new(state.store.clone()))

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
-use wsgate::{CloseReason, JwtKeys, Server};
+use wsgate::{AllowedOrigins, CloseReason, JwtKeys, Server};
 
 pub mod auth;
 mod comments;
@@ -24,6 +25,7 @@ pub mod error;
 mod extract;
 pub mod gateways;
 mod health;
+pub mod metrics;
 pub mod models;
 mod password;
 mod secret;
@@ -35,6 +37,7 @@ mod web;
 pub use auth::AuthUser;
 pub use config::{Cli, Command, Config};
 pub use error::AppError;
+pub use metrics::Metrics;
 pub use store::{Comment, Entry, Store, StoreError, User};
 
 /// How long shutdown waits for live connections to close.
@@ -49,6 +52,10 @@ pub struct AppState {
     pub jwt: JwtKeys,
     /// The live connections: rooms and emits, e.g. `commentCreated` to `entry:{id}`.
     pub server: Server,
+    /// Prometheus metrics, served at `/metrics`.
+    pub metrics: Metrics,
+    /// Origins whose pages may use the API and the gateways besides the blog's own.
+    pub origins: AllowedOrigins,
 }
 
 /// Connects to the database, applies pending migrations and loads the JWT secret
@@ -58,7 +65,13 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     db::migrate(&pool, &config.database_url).await?;
     let data_dir = db::data_dir(&config.database_url);
     let secret = secret::jwt_secret(config.jwt_secret.as_deref(), &data_dir)?;
-    Ok(AppState { store: Store::new(pool), jwt: JwtKeys::hs256(&secret), server: Server::new() })
+    Ok(AppState {
+        store: Store::new(pool),
+        jwt: JwtKeys::hs256(&secret),
+        server: Server::new(),
+        metrics: Metrics::new(),
+        origins: AllowedOrigins::parse(&config.allowed_origins),
+    })
 }
 
 /// The REST API: every resource module's routes, merged here and nowhere else. Unknown
@@ -71,9 +84,26 @@ pub fn rest_router(state: AppState) -> Router {
         .merge(entries::router())
         .merge(comments::router())
         .merge(users::router())
+        .merge(metrics::router())
         .fallback(|| async { AppError::NotFound("Not found.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(cors(&state.origins))
         .with_state(state)
+}
+
+/// CORS for the REST API: the allowed origins may call it with a bearer token. With none
+/// configured, only the blog's own pages can (browsers need no CORS for those).
+fn cors(origins: &AllowedOrigins) -> CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    let allow_origin = match origins.origins() {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
 /// The whole HTTP service: the REST API and, on the same port, the gateways over plain
@@ -90,7 +120,11 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone()).await?.layer(TraceLayer::new_for_http());
+    // Request spans name the path only: query strings can carry tokens (`?token=`).
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+        tracing::info_span!("request", method = %request.method(), path = request.uri().path())
+    });
+    let app = router(state.clone()).await?.layer(trace);
     let addr = listener.local_addr().context("reading the listening address")?;
     tracing::info!("listening on http://{addr}");
     // Live connections are not HTTP requests in flight: close them (1001) first, then let

@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http::StatusCode;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::connection::{Connection, OutboundRx};
 use crate::exception::{ExceptionContext, ExceptionFilter, WsError, WsException, render};
@@ -18,6 +20,7 @@ use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
 use crate::message::{Direct, Inbound, Outbound, Payload, to_payload};
 use crate::names::{EventName, Namespace};
+use crate::observe::{Observer, Outcome};
 use crate::reply::Reply;
 use crate::server::Server;
 
@@ -59,6 +62,7 @@ struct Inner {
     config: AppConfig,
     middlewares: Vec<Arc<dyn DynMiddleware>>,
     filters: Vec<Arc<dyn ExceptionFilter>>,
+    observers: Vec<Arc<dyn Observer>>,
     namespaces: HashMap<Namespace, NamespaceEntry>,
 }
 
@@ -85,6 +89,7 @@ pub struct AppBuilder {
     config: AppConfig,
     middlewares: Vec<Arc<dyn DynMiddleware>>,
     filters: Vec<Arc<dyn ExceptionFilter>>,
+    observers: Vec<Arc<dyn Observer>>,
     registrations: Vec<Registration>,
 }
 
@@ -114,6 +119,13 @@ impl AppBuilder {
     #[must_use]
     pub fn filter(mut self, filter: impl ExceptionFilter) -> Self {
         self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// An observer of connections and messages, e.g. for metrics.
+    #[must_use]
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
         self
     }
 
@@ -162,6 +174,7 @@ impl AppBuilder {
                 config: self.config,
                 middlewares: self.middlewares,
                 filters: self.filters,
+                observers: self.observers,
                 namespaces,
             }),
         };
@@ -195,6 +208,9 @@ impl Accepted {
             inner.config.outbound_capacity,
         );
         tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), transport = conn.transport(), "connected");
+        for observer in &inner.observers {
+            observer.connection_opened(&conn);
+        }
         if let Some(entry) = inner.namespaces.get(conn.namespace()) {
             for gateway in &entry.gateways {
                 gateway.on_connect(&conn).await;
@@ -241,7 +257,18 @@ impl App {
     }
 
     /// Runs the connection middleware: server-wide, then the namespace's gateways'.
-    pub async fn handshake(&self, mut handshake: Handshake) -> Result<Accepted, Refusal> {
+    pub async fn handshake(&self, handshake: Handshake) -> Result<Accepted, Refusal> {
+        let transport = handshake.transport;
+        let accepted = self.run_middleware(handshake).await;
+        if let Err(refusal) = &accepted {
+            for observer in &self.inner.observers {
+                observer.handshake_refused(transport, refusal);
+            }
+        }
+        accepted
+    }
+
+    async fn run_middleware(&self, mut handshake: Handshake) -> Result<Accepted, Refusal> {
         let Some(entry) = self.inner.namespaces.get(&handshake.namespace) else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "Invalid namespace"));
         };
@@ -273,6 +300,7 @@ impl App {
     /// as Socket.IO's ack callbacks. Returns `None` when there is nothing to acknowledge (no
     /// ack asked for, or the handler emitted an event, sent nothing, or failed).
     pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
+        let started = (!self.inner.observers.is_empty()).then(Instant::now);
         let Inbound { event, data, ack, binary } = message;
         let route = self
             .inner
@@ -284,13 +312,30 @@ impl App {
             None => Reply::Error(
                 WsException::new(format!("There is no handler for event '{}'.", ctx.event)).into(),
             ),
-            Some(route) => match AssertUnwindSafe(run(route, &ctx)).catch_unwind().await {
+            Some(route) => match AssertUnwindSafe(run(route, &ctx))
+                .catch_unwind()
+                .instrument(tracing::debug_span!("message", conn = %conn.id(), event = %ctx.event))
+                .await
+            {
                 Ok(reply) => reply,
                 Err(_) => Reply::Error(WsError::internal("the handler panicked")),
             },
         };
         let filters = route.map_or(&[][..], |r| &r.filters[..]);
-        self.deliver(&ctx, filters, reply).await
+        let outcome = match (&reply, route) {
+            (_, None) => Outcome::Unrouted,
+            (Reply::Error(_), Some(_)) => Outcome::Error,
+            _ => Outcome::Ok,
+        };
+        let ack = self.deliver(&ctx, filters, reply).await;
+        if let Some(started) = started {
+            let event = route.is_some().then_some(&ctx.event);
+            let elapsed = started.elapsed();
+            for observer in &self.inner.observers {
+                observer.message(conn, event, outcome, elapsed);
+            }
+        }
+        ack
     }
 
     /// Queues events and exceptions; returns an ack's data for the caller to send.
@@ -325,12 +370,18 @@ impl App {
             .unwrap_or_else(|_| crate::message::null_payload());
         // A closed connection has nobody to tell.
         let _ = conn.reply(Direct::Exception { id: ack, data }).await;
+        for observer in &self.inner.observers {
+            observer.message(conn, None, Outcome::Undecodable, Duration::ZERO);
+        }
     }
 
     /// Ends a connection: it leaves its rooms and the `on_disconnect` hooks run.
     pub async fn disconnect(&self, conn: &Connection) {
         self.inner.server.unregister(conn);
         tracing::debug!(conn = %conn.id(), "disconnected");
+        for observer in &self.inner.observers {
+            observer.connection_closed(conn);
+        }
         if let Some(entry) = self.inner.namespaces.get(conn.namespace()) {
             for gateway in &entry.gateways {
                 gateway.on_disconnect(conn).await;

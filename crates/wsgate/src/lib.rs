@@ -13,6 +13,8 @@ mod handshake;
 mod jwt;
 mod message;
 mod names;
+mod observe;
+mod origin;
 mod queue;
 mod reply;
 mod server;
@@ -37,6 +39,8 @@ pub use message::{
     CloseReason, Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
 };
 pub use names::{AckId, ConnectionId, EventName, Namespace, RoomId};
+pub use observe::{Observer, Outcome};
+pub use origin::AllowedOrigins;
 pub use reply::{Ack, IntoReply, Reply, WsResponse};
 pub use server::{Broadcast, Server};
 

@@ -333,3 +333,62 @@ fn building_an_app_can_happen_on_any_thread() {
     let build = App::builder().middleware(QueryUser).gateway(ChatGateway).build();
     assert_send(&build);
 }
+
+/// Records what an observer is told, as `kind:detail` lines.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl wsgate::Observer for Recorder {
+    fn connection_opened(&self, conn: &Connection) {
+        self.0.lock().unwrap().push(format!("open:{}", conn.transport()));
+    }
+    fn connection_closed(&self, conn: &Connection) {
+        self.0.lock().unwrap().push(format!("close:{}", conn.transport()));
+    }
+    fn handshake_refused(&self, transport: &'static str, refusal: &Refusal) {
+        self.0.lock().unwrap().push(format!("refused:{transport}:{}", refusal.status.as_u16()));
+    }
+    fn message(
+        &self,
+        _conn: &Connection,
+        event: Option<&wsgate::EventName>,
+        outcome: wsgate::Outcome,
+        _elapsed: std::time::Duration,
+    ) {
+        let event = event.map_or("-", wsgate::EventName::as_str);
+        self.0.lock().unwrap().push(format!("message:{event}:{}", outcome.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn observers_see_connections_and_messages_but_not_invented_event_names() {
+    let recorder = Recorder::default();
+    let app = App::builder()
+        .middleware(QueryUser)
+        .observer(recorder.clone())
+        .gateway(EntryGateway { counters: Arc::default() })
+        .build()
+        .await
+        .unwrap();
+    assert!(app.handshake(Handshake::new("/", "test")).await.is_err());
+    let (conn, _rx) = connect(&app, "/", 1).await;
+    app.dispatch(&conn, msg("showEntry", json!({ "entryId": 2 }))).await;
+    app.dispatch(&conn, msg("showEntry", json!({}))).await;
+    app.dispatch(&conn, msg("panic", Value::Null)).await;
+    app.dispatch(&conn, msg("made-up-by-a-client", Value::Null)).await;
+    app.reject(&conn, "Invalid JSON.", None).await;
+    app.disconnect(&conn).await;
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            "refused:test:401",
+            "open:test",
+            "message:showEntry:ok",
+            "message:showEntry:error",
+            "message:panic:error",
+            "message:-:unrouted",
+            "message:-:undecodable",
+            "close:test",
+        ]
+    );
+}

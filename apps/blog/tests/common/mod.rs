@@ -42,18 +42,30 @@ pub struct TestApp {
 pub async fn spawn() -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("blog.db").display());
-    spawn_in(dir, &url).await
+    spawn_in(dir, &url, |_| {}).await
+}
+
+/// The blog over a new SQLite file, with settings changed by `configure`.
+pub async fn spawn_configured(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("blog.db").display());
+    spawn_in(dir, &url, configure).await
 }
 
 /// The blog over the database at `database_url` (migrated at start).
 pub async fn spawn_with(database_url: &str) -> TestApp {
-    spawn_in(tempfile::tempdir().expect("temporary directory"), database_url).await
+    spawn_in(tempfile::tempdir().expect("temporary directory"), database_url, |_| {}).await
 }
 
-async fn spawn_in(dir: TempDir, database_url: &str) -> TestApp {
+async fn spawn_in(
+    dir: TempDir,
+    database_url: &str,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     init_logging();
     let mut config = Config::new(database_url);
     config.jwt_secret = Some(JWT_SECRET.into());
+    configure(&mut config);
     let state = blog::open(&config).await.expect("open the app");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");

@@ -1,0 +1,247 @@
+//! `GET /metrics`: Prometheus metrics of the gateways and the REST API, in the OpenMetrics
+//! text format.
+//!
+//! Gateways (fed by a [`wsgate::Observer`]):
+//! - `wsgate_connections{transport}`: open connections (gauge);
+//! - `wsgate_connections_opened_total{transport}`: connections accepted;
+//! - `wsgate_handshakes_refused_total{transport,status}`: handshakes refused (bad token, ...);
+//! - `wsgate_messages_total{namespace,event,outcome}`: messages handled; `outcome` is `ok`,
+//!   `error`, `unrouted` or `undecodable`, and `event` is empty for the last two, so clients
+//!   cannot create series by inventing event names;
+//! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the reply queued.
+//!
+//! REST API:
+//! - `http_requests_total{method,route,status}` and
+//!   `http_request_duration_seconds{method,route}`, where `route` is the route's pattern
+//!   (`/entries/{id}`), or `unmatched`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use wsgate::{Connection, EventName, Namespace, Observer, Outcome, Refusal};
+
+use crate::AppState;
+
+/// The OpenMetrics text format's content type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The blog's metrics. Cheap to clone; every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    connections: Family<TransportLabels, Gauge>,
+    opened: Family<TransportLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+    messages: Family<MessageLabels, Counter>,
+    handler_seconds: Family<EventLabels, Histogram, fn() -> Histogram>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    transport: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    namespace: Label<Namespace>,
+    event: Option<Label<EventName>>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    namespace: Label<Namespace>,
+    event: Label<EventName>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// A shared name (namespace, event) as a label value, cloned without allocating.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Label<T>(T);
+
+impl<T: std::fmt::Display> EncodeLabelValue for Label<T> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        write!(encoder, "{}", self.0)
+    }
+}
+
+/// Latency buckets from 50 µs to about 1.6 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics, registered under their names.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let connections = Family::default();
+        registry.register("wsgate_connections", "Open gateway connections", connections.clone());
+        let opened = Family::default();
+        registry.register(
+            "wsgate_connections_opened",
+            "Gateway connections accepted",
+            opened.clone(),
+        );
+        let refused = Family::default();
+        registry.register(
+            "wsgate_handshakes_refused",
+            "Gateway handshakes refused by connection middleware",
+            refused.clone(),
+        );
+        let messages = Family::default();
+        registry.register("wsgate_messages", "Gateway messages handled", messages.clone());
+        let handler_seconds =
+            Family::<_, _, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "wsgate_handler_duration_seconds",
+            "Time from a message's dispatch to its reply queued",
+            handler_seconds.clone(),
+        );
+        let http_requests = Family::default();
+        registry.register("http_requests", "REST requests answered", http_requests.clone());
+        let http_seconds =
+            Family::<_, _, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a REST request",
+            http_seconds.clone(),
+        );
+        let inner = Inner {
+            registry,
+            connections,
+            opened,
+            refused,
+            messages,
+            handler_seconds,
+            http_requests,
+            http_seconds,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+
+    fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let labels = HttpLabels { method: method.to_owned(), route: route.to_owned(), status };
+        self.inner.http_requests.get_or_create(&labels).inc();
+        let labels = RouteLabels { method: labels.method, route: labels.route };
+        self.inner.http_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Observer for Metrics {
+    fn connection_opened(&self, conn: &Connection) {
+        let labels = TransportLabels { transport: conn.transport() };
+        self.inner.connections.get_or_create(&labels).inc();
+        self.inner.opened.get_or_create(&labels).inc();
+    }
+
+    fn connection_closed(&self, conn: &Connection) {
+        let labels = TransportLabels { transport: conn.transport() };
+        self.inner.connections.get_or_create(&labels).dec();
+    }
+
+    fn handshake_refused(&self, transport: &'static str, refusal: &Refusal) {
+        let labels = RefusedLabels { transport, status: refusal.status.as_u16() };
+        self.inner.refused.get_or_create(&labels).inc();
+    }
+
+    fn message(
+        &self,
+        conn: &Connection,
+        event: Option<&EventName>,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) {
+        let namespace = Label(conn.namespace().clone());
+        let event = event.map(|e| Label(e.clone()));
+        if let Some(event) = &event {
+            let labels = EventLabels { namespace: namespace.clone(), event: event.clone() };
+            self.inner.handler_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        }
+        let labels = MessageLabels { namespace, event, outcome: outcome.as_str() };
+        self.inner.messages.get_or_create(&labels).inc();
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// `GET /metrics`, public as `/healthz` is (bind to a private address or filter it at the
+/// proxy where that matters).
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+/// Middleware counting and timing REST requests by route pattern.
+pub(crate) async fn track(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    metrics.http_request(method.as_str(), route, response.status().as_u16(), started.elapsed());
+    response
+}
