@@ -2,6 +2,7 @@
 
 mod adapter;
 mod app;
+mod broker;
 mod connection;
 mod exception;
 mod extract;
@@ -21,6 +22,7 @@ mod server;
 
 pub use adapter::Adapter;
 pub use app::{Accepted, App, AppBuilder, AppConfig, BuildError};
+pub use broker::{Broker, BrokerStatus, Envelope, Inbox, MemoryBroker, NodeId, Recipients};
 pub use connection::{Connection, OutboundRx, SendError};
 pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,

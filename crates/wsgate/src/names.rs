@@ -41,6 +41,13 @@ macro_rules! shared_name {
                 s.serialize_str(&self.0)
             }
         }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Ok(Self::from(&*name))
+            }
+        }
     };
 }
 
@@ -94,8 +101,9 @@ impl<T: AsRef<str>> From<T> for Namespace {
     }
 }
 
-/// The id of one connection, unique within a server process.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+/// The id of one connection: a counter under a random per-server prefix, so that ids are
+/// unique across the instances of a deployment too (see [`crate::Broker`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct ConnectionId(pub u64);
 
 impl fmt::Display for ConnectionId {

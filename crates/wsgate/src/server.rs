@@ -1,36 +1,100 @@
 //! The server handle (Nest's `@WebSocketServer()`): the connection registry, rooms and emits.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::broker::{Broker, BrokerStatus, Envelope, Inbox, NodeId, Recipients};
 use crate::connection::{Connection, OutboundRx, SendError};
 use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 
-/// A handle on every connection of this server, over every transport. Cheap to clone.
+/// A handle on every connection of this server, over every transport, and through a
+/// [`Broker`] on every other instance too. Cheap to clone.
 ///
 /// Emits never wait: each recipient's outbound queue takes the message or, when full, the
 /// recipient is disconnected as too slow. A broadcast is serialised once.
 #[derive(Clone, Default)]
 pub struct Server {
-    inner: Arc<Inner>,
+    inner: Arc<ServerInner>,
 }
 
-#[derive(Default)]
-struct Inner {
+pub(crate) struct ServerInner {
+    node: NodeId,
     next_id: AtomicU64,
+    broker: Option<Arc<dyn Broker>>,
     connections: RwLock<HashMap<ConnectionId, Connection>>,
     rooms: RwLock<HashMap<(Namespace, RoomId), HashMap<ConnectionId, Connection>>>,
 }
 
+impl Default for ServerInner {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl ServerInner {
+    fn new(broker: Option<Arc<dyn Broker>>) -> Self {
+        // Connection ids count up under a random 31-bit prefix: unique across instances
+        // (barring a one-in-two-billion draw per pair), and within a process for 2^32 ids.
+        let prefix = random_u64() & 0x7FFF_FFFF;
+        Self {
+            node: NodeId(random_u64()),
+            next_id: AtomicU64::new(prefix << 32),
+            broker,
+            connections: RwLock::default(),
+            rooms: RwLock::default(),
+        }
+    }
+}
+
+/// A random number from the standard library's per-process hash keys (no extra dependency;
+/// uniqueness is all that is needed, not secrecy).
+fn random_u64() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
 impl Server {
-    /// A server with no connections.
+    /// A server with no connections, alone (no broker).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A server that shares its emits with other instances through `broker`, and delivers
+    /// theirs to its own connections.
+    pub fn with_broker(broker: impl Broker) -> Self {
+        let broker: Arc<dyn Broker> = Arc::new(broker);
+        let server = Self { inner: Arc::new(ServerInner::new(Some(broker.clone()))) };
+        broker.subscribe(Inbox::new(&server));
+        server
+    }
+
+    /// This instance's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// The broker's status, or `None` when the server has no broker.
+    pub fn broker_status(&self) -> Option<BrokerStatus> {
+        self.inner.broker.as_ref().map(|b| b.status())
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<ServerInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(inner: &Weak<ServerInner>) -> Option<Self> {
+        inner.upgrade().map(|inner| Self { inner })
     }
 
     pub(crate) fn open(
@@ -82,7 +146,8 @@ impl Server {
         read(&self.inner.connections).get(&id).cloned()
     }
 
-    /// Emits to the connection `id`. `Ok(false)` when no such connection is open.
+    /// Emits to the connection `id`: `Ok(true)` when it is open here. Otherwise `Ok(false)`,
+    /// and with a broker the emit goes to the other instances, where it may be open.
     pub fn emit_to<T: Serialize + ?Sized>(
         &self,
         id: ConnectionId,
@@ -91,7 +156,17 @@ impl Server {
     ) -> Result<bool, SendError> {
         match self.connection(id) {
             Some(conn) => conn.emit(event, data).map(|()| true),
-            None => Ok(false),
+            None => {
+                if let Some(broker) = &self.inner.broker {
+                    broker.publish(Envelope {
+                        origin: self.inner.node,
+                        recipients: Recipients::Connection { id },
+                        event: event.into(),
+                        data: crate::message::to_payload(data)?,
+                    });
+                }
+                Ok(false)
+            }
         }
     }
 
@@ -138,14 +213,46 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// Delivers to this instance's recipients, then hands the emit to the broker.
     fn deliver(&self, target: &Broadcast<'_>, emission: &Arc<Emission>) -> usize {
+        let recipients = Recipients::Broadcast {
+            namespace: target.namespace.clone(),
+            room: target.room.clone(),
+            except: target.except,
+        };
+        let delivered = self.deliver_local(&recipients, emission);
+        if let Some(broker) = &self.inner.broker {
+            broker.publish(Envelope {
+                origin: self.inner.node,
+                recipients,
+                event: emission.event().clone(),
+                data: emission.data().to_owned(),
+            });
+        }
+        delivered
+    }
+
+    /// Delivers an emit of another instance to this one's recipients.
+    pub(crate) fn deliver_remote(&self, recipients: &Recipients, emission: &Arc<Emission>) {
+        self.deliver_local(recipients, emission);
+    }
+
+    fn deliver_local(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
+        let (namespace, room, except) = match recipients {
+            Recipients::Connection { id } => {
+                return self.connection(*id).map_or(0, |conn| {
+                    usize::from(conn.push(Outbound::Event(emission.clone())).is_ok())
+                });
+            }
+            Recipients::Broadcast { namespace, room, except } => (namespace, room, *except),
+        };
         let send = |conn: &Connection| {
-            if target.except == Some(conn.id()) {
+            if except == Some(conn.id()) {
                 return 0;
             }
             usize::from(conn.push(Outbound::Event(emission.clone())).is_ok())
         };
-        match (&target.namespace, &target.room) {
+        match (namespace, room) {
             (Some(ns), Some(room)) => read(&self.inner.rooms)
                 .get(&(ns.clone(), room.clone()))
                 .map_or(0, |members| members.values().map(send).sum()),
@@ -188,7 +295,8 @@ impl Broadcast<'_> {
         self
     }
 
-    /// Emits `event` with `data`, serialised once. Returns how many connections received it.
+    /// Emits `event` with `data`, serialised once. Returns how many connections of this
+    /// instance received it (with a broker, the other instances deliver it too).
     pub fn emit<T: Serialize + ?Sized>(
         self,
         event: impl Into<EventName>,
@@ -198,7 +306,8 @@ impl Broadcast<'_> {
         Ok(self.server.deliver(&self, &emission))
     }
 
-    /// Emits an already-built emission. Returns how many connections received it.
+    /// Emits an already-built emission. Returns how many connections of this instance
+    /// received it.
     pub fn emit_shared(self, emission: &Arc<Emission>) -> usize {
         self.server.deliver(&self, emission)
     }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wsgate::{
-    AckId, App, ConnectMiddleware, Connection, Data, Direct, ExceptionContext, Ext, Gateway,
-    GatewayOptions, Handshake, Inbound, MessageContext, Outbound, OutboundRx, Refusal, Routes,
-    Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
+    AckId, App, Broker, ConnectMiddleware, Connection, Data, Direct, ExceptionContext, Ext,
+    Gateway, GatewayOptions, Handshake, Inbound, MessageContext, Outbound, OutboundRx, Refusal,
+    Routes, Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -391,4 +391,69 @@ async fn observers_see_connections_and_messages_but_not_invented_event_names() {
             "close:test",
         ]
     );
+}
+
+/// Two instances linked by a [`wsgate::MemoryBroker`], each with its own server and clients.
+async fn linked_apps() -> (App, App, wsgate::MemoryBroker) {
+    let broker = wsgate::MemoryBroker::new();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let app = App::builder()
+            .server(Server::with_broker(broker.clone()))
+            .middleware(QueryUser)
+            .gateway(EntryGateway { counters: Arc::default() })
+            .gateway(ChatGateway)
+            .build()
+            .await
+            .unwrap();
+        apps.push(app);
+    }
+    let b = apps.pop().unwrap();
+    (apps.pop().unwrap(), b, broker)
+}
+
+#[tokio::test]
+async fn a_broker_carries_broadcasts_to_other_instances_once() {
+    let (one, two, broker) = linked_apps().await;
+    assert_ne!(one.server().node(), two.server().node());
+    let (a, mut a_rx) = connect(&one, "/", 1).await;
+    let (b, mut b_rx) = connect(&two, "/", 2).await;
+    let (_c, mut c_rx) = connect(&two, "/", 3).await;
+    let (_chat, mut chat_rx) = connect(&two, "/chat", 4).await;
+    assert_ne!(a.id(), b.id(), "connection ids are unique across instances");
+    one.dispatch(&a, msg("join", json!("entry:1"))).await;
+    two.dispatch(&b, msg("join", json!("entry:1"))).await;
+
+    // A room broadcast from instance one reaches the member on each instance, once.
+    let local = one.server().to("entry:1").emit("commentCreated", &json!({ "id": 7 })).unwrap();
+    assert_eq!(local, 1, "the count is of this instance's recipients");
+    for rx in [&mut a_rx, &mut b_rx] {
+        assert_eq!(next(rx), json!({ "event": "commentCreated", "data": { "id": 7 } }));
+        assert!(rx.try_recv().is_none(), "delivered once");
+    }
+    assert!(c_rx.try_recv().is_none(), "not a member");
+
+    // `except` names a connection of another instance.
+    two.server().to("entry:1").except(a.id()).emit("x", &1).unwrap();
+    assert!(a_rx.try_recv().is_none());
+    assert_eq!(next(&mut b_rx)["event"], "x");
+
+    // Namespaces hold across instances; `emit` reaches everyone everywhere.
+    one.server().of("/chat").emit("chat", &"hi").unwrap();
+    assert_eq!(next(&mut chat_rx), json!({ "event": "chat", "data": "hi" }));
+    assert!(b_rx.try_recv().is_none() && a_rx.try_recv().is_none());
+    one.server().emit("all", &1).unwrap();
+    for rx in [&mut a_rx, &mut b_rx, &mut c_rx, &mut chat_rx] {
+        assert_eq!(next(rx)["event"], "all");
+        assert!(rx.try_recv().is_none());
+    }
+
+    // An emit to a connection of the other instance finds it there.
+    assert!(!one.server().emit_to(b.id(), "direct", &json!({ "to": "b" })).unwrap());
+    assert_eq!(next(&mut b_rx), json!({ "event": "direct", "data": { "to": "b" } }));
+    assert!(a_rx.try_recv().is_none() && c_rx.try_recv().is_none());
+
+    let status = broker.status();
+    assert!(status.connected);
+    assert_eq!((status.published, status.received), (5, 5));
 }

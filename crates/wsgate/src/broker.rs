@@ -1,0 +1,196 @@
+//! Brokers: room broadcasts and emits carried between server instances.
+//!
+//! A [`Server`] delivers every emit to its own connections at once. With a broker
+//! ([`Server::with_broker`]) it also publishes the emit as an [`Envelope`], which the broker
+//! hands to every *other* instance's [`Inbox`]; each of them delivers it to its own
+//! connections. Every instance thus reaches its own clients once, and no client twice.
+//!
+//! Without a broker a server is alone: that is the in-process default. [`MemoryBroker`] links
+//! several servers of one process (tests, or several apps in one binary); `wsgate-redis`
+//! links processes through Redis pub/sub.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Emission, Payload};
+use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::server::{Server, ServerInner};
+
+/// Identifies one server instance; random, chosen when the server is made.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Who an [`Envelope`] is for.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "camelCase")]
+pub enum Recipients {
+    /// The connections of a namespace (every namespace when `None`), optionally narrowed to a
+    /// room, optionally leaving one connection out.
+    Broadcast {
+        /// The namespace; `None` for every namespace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<Namespace>,
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomId>,
+        /// A connection left out, typically the sender.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<ConnectionId>,
+    },
+    /// One connection, open on some instance.
+    Connection {
+        /// Its id (unique across instances).
+        id: ConnectionId,
+    },
+}
+
+/// An emit travelling between instances: where it came from, who it is for, and the event.
+///
+/// [`Envelope::to_json`] and [`Envelope::from_json`] give brokers a wire format; the data is
+/// copied as JSON text, never re-serialised.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The instance that published it (instances ignore their own).
+    pub origin: NodeId,
+    /// Who receives it.
+    #[serde(flatten)]
+    pub recipients: Recipients,
+    /// The event.
+    pub event: EventName,
+    /// Its data.
+    pub data: Payload,
+}
+
+impl Envelope {
+    /// The envelope as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Every field is a string, a number or already-valid JSON.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// An envelope from JSON bytes, as [`Envelope::to_json`] wrote them.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Whether a broker currently reaches the other instances, and what it has carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// `true` while envelopes can be published and received.
+    pub connected: bool,
+    /// Envelopes published to other instances.
+    pub published: u64,
+    /// Envelopes received from other instances.
+    pub received: u64,
+    /// Envelopes that could not be published (the broker was down).
+    pub dropped: u64,
+    /// Times the broker lost its connection and made a new one.
+    pub reconnects: u64,
+}
+
+/// Carries envelopes between server instances.
+///
+/// [`Broker::publish`] is called on the emitting task and must not block: queue the envelope
+/// and send it from a task of your own. Delivery is at most once: an envelope published while
+/// the broker is down may be dropped (count it in [`BrokerStatus::dropped`]); each instance
+/// keeps serving its own connections meanwhile.
+pub trait Broker: Send + Sync + 'static {
+    /// Sends `envelope` to every other instance.
+    fn publish(&self, envelope: Envelope);
+
+    /// Starts handing envelopes of other instances to `inbox`. Called once, when the broker
+    /// is given to a server; [`Inbox::deliver`] returns `false` once that server is gone.
+    fn subscribe(&self, inbox: Inbox);
+
+    /// Whether the broker is connected, and its counters.
+    fn status(&self) -> BrokerStatus;
+}
+
+/// Where a broker delivers envelopes from other instances: a weak handle on one server.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    server: Weak<ServerInner>,
+    node: NodeId,
+}
+
+impl Inbox {
+    pub(crate) fn new(server: &Server) -> Self {
+        Self { server: server.downgrade(), node: server.node() }
+    }
+
+    /// The instance this inbox belongs to: envelopes from it are its own, and skipped.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Delivers `envelope` to this instance's connections (nothing when it came from this
+    /// instance). Returns `false` when the server no longer exists: stop delivering.
+    pub fn deliver(&self, envelope: Envelope) -> bool {
+        let Some(server) = Server::upgrade(&self.server) else { return false };
+        if envelope.origin != self.node {
+            let emission = Emission::new(envelope.event, envelope.data);
+            server.deliver_remote(&envelope.recipients, &emission);
+        }
+        true
+    }
+
+    /// Whether the server still exists.
+    pub fn is_open(&self) -> bool {
+        self.server.strong_count() > 0
+    }
+}
+
+/// Links the servers of one process: what one publishes, the others deliver. Cheap to clone;
+/// give a clone to each server.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBroker {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    inboxes: Vec<Inbox>,
+    status: BrokerStatus,
+}
+
+impl MemoryBroker {
+    /// A broker with no servers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, envelope: Envelope) {
+        let inboxes = {
+            let mut inner = crate::connection::lock(&self.inner);
+            inner.inboxes.retain(Inbox::is_open);
+            inner.status.published += 1;
+            inner.inboxes.clone()
+        };
+        // As a network broker would: each instance gets its own copy of the bytes.
+        let bytes = envelope.to_json();
+        for inbox in inboxes.iter().filter(|i| i.node() != envelope.origin) {
+            if let Ok(copy) = Envelope::from_json(&bytes) {
+                inbox.deliver(copy);
+                crate::connection::lock(&self.inner).status.received += 1;
+            }
+        }
+    }
+
+    fn subscribe(&self, inbox: Inbox) {
+        crate::connection::lock(&self.inner).inboxes.push(inbox);
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus { connected: true, ..crate::connection::lock(&self.inner).status }
+    }
+}
