@@ -52,6 +52,10 @@ pub struct Config {
     /// kept in the data directory as `jwt-secret`.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// `redis://host:port` to share rooms and broadcasts with the other instances of the blog
+    /// (run several behind a load balancer); one instance alone needs none.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
     /// Comma-separated origins whose pages may use the API and the gateways
     /// (`https://app.example.com,http://localhost:5173`), or `*` for any. The blog's own
     /// origin, and clients that send no `Origin` (not browsers), are always allowed.
@@ -67,6 +71,7 @@ impl Config {
             host: "127.0.0.1".into(),
             database_url: database_url.into(),
             jwt_secret: None,
+            redis_url: None,
             allowed_origins: String::new(),
         }
     }
@@ -80,6 +85,7 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("database_url", &redact_password(&self.database_url))
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("allowed_origins", &self.allowed_origins)
             .finish()
     }

@@ -1,19 +1,36 @@
-//! `GET /healthz`: the process answers and the database does too.
+//! `GET /healthz`: the process answers, the database does too, and, with `REDIS_URL`, whether
+//! the instance reaches the others through Redis.
+//!
+//! Answers 200 `{"status":"ok","database":"up"}`, with `"redis":"up"` when a broker is
+//! configured. While Redis is down the instance still serves its own clients, so it stays in
+//! the load balancer: 200 with `"status":"degraded","redis":"down"`. A database that does not
+//! answer is 503.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::AppError;
 
 /// The health check route.
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz))
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    state.store.ping().await?;
-    Ok(Json(json!({ "status": "ok" })))
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "health check: the database does not answer");
+        let health = json!({ "status": "error", "database": "down" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(health));
+    }
+    let mut health = json!({ "status": "ok", "database": "up" });
+    if let Some(broker) = state.server.broker_status() {
+        health["redis"] = json!(if broker.connected { "up" } else { "down" });
+        if !broker.connected {
+            health["status"] = json!("degraded");
+        }
+    }
+    (StatusCode::OK, Json(health))
 }

@@ -40,6 +40,9 @@ pub use error::AppError;
 pub use metrics::Metrics;
 pub use store::{Comment, Entry, Store, StoreError, User};
 
+/// The Redis channel the blog's instances share.
+const REDIS_CHANNEL: &str = "blog";
+
 /// How long shutdown waits for live connections to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,11 +68,19 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     db::migrate(&pool, &config.database_url).await?;
     let data_dir = db::data_dir(&config.database_url);
     let secret = secret::jwt_secret(config.jwt_secret.as_deref(), &data_dir)?;
+    let server = match &config.redis_url {
+        None => Server::new(),
+        Some(url) => {
+            let broker = wsgate_redis::RedisBroker::connect_with(url, REDIS_CHANNEL).await?;
+            tracing::info!(channel = REDIS_CHANNEL, "sharing rooms and broadcasts through Redis");
+            Server::with_broker(broker)
+        }
+    };
     Ok(AppState {
         store: Store::new(pool),
         jwt: JwtKeys::hs256(&secret),
-        server: Server::new(),
-        metrics: Metrics::new(),
+        metrics: Metrics::new(&server),
+        server,
         origins: AllowedOrigins::parse(&config.allowed_origins),
     })
 }

@@ -10,6 +10,9 @@
 //!   cannot create series by inventing event names;
 //! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the reply queued.
 //!
+//! Broker (with `REDIS_URL`): `wsgate_broker_connected` (1 or 0), and
+//! `wsgate_broker_{published,received,dropped,reconnects}_total`.
+//!
 //! REST API:
 //! - `http_requests_total{method,route,status}` and
 //!   `http_request_duration_seconds{method,route}`, where `route` is the route's pattern
@@ -25,13 +28,16 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use wsgate::{Connection, EventName, Namespace, Observer, Outcome, Refusal};
+use wsgate::{Connection, EventName, Namespace, Observer, Outcome, Refusal, Server};
 
 use crate::AppState;
 
@@ -107,16 +113,45 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// The broker's status, read at each scrape.
+#[derive(Debug)]
+struct BrokerCollector {
+    server: Server,
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(status) = self.server.broker_status() else { return Ok(()) };
+        let connected = ConstGauge::new(i64::from(status.connected));
+        let help = "Whether the broker (Redis) links this instance to the others";
+        let metric = encoder.encode_descriptor(
+            "wsgate_broker_connected",
+            help,
+            None,
+            connected.metric_type(),
+        )?;
+        connected.encode(metric)?;
+        let counters = [
+            ("wsgate_broker_published", "Envelopes published to other instances", status.published),
+            ("wsgate_broker_received", "Envelopes received from other instances", status.received),
+            ("wsgate_broker_dropped", "Envelopes lost while the broker was down", status.dropped),
+            ("wsgate_broker_reconnects", "Times the broker reconnected", status.reconnects),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
     }
 }
 
 impl Metrics {
-    /// Empty metrics, registered under their names.
-    pub fn new() -> Self {
+    /// Empty metrics, registered under their names; the broker's status (if `server` has a
+    /// broker) is read from `server` at each scrape.
+    pub fn new(server: &Server) -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(BrokerCollector { server: server.clone() }));
         let connections = Family::default();
         registry.register("wsgate_connections", "Open gateway connections", connections.clone());
         let opened = Family::default();
