@@ -45,8 +45,26 @@ impl Dialect {
     }
 }
 
-/// Opens a pool on `url`. A SQLite file and its directory are created when missing, and the
-/// file is switched to WAL mode so that readers don't wait for the writer.
+/// Creates the PostgreSQL database of `url` if it does not exist (the server must let the user
+/// create databases), as the SQLite file is created: a first run needs no manual step.
+async fn create_postgres_database(url: &str) -> anyhow::Result<()> {
+    let exists = sqlx::Any::database_exists(url).await.context("connecting to PostgreSQL")?;
+    if !exists {
+        if let Err(e) = sqlx::Any::create_database(url).await {
+            // Another instance starting at the same moment may have won the race.
+            if !sqlx::Any::database_exists(url).await.unwrap_or(false) {
+                return Err(e).context("creating the PostgreSQL database");
+            }
+        } else {
+            tracing::info!("created the PostgreSQL database");
+        }
+    }
+    Ok(())
+}
+
+/// Opens a pool on `url`. A PostgreSQL database, or a SQLite file and its directory, are
+/// created when missing; a SQLite file is switched to WAL mode so that readers don't wait for
+/// the writer.
 pub async fn connect(url: &str) -> anyhow::Result<AnyPool> {
     sqlx::any::install_default_drivers();
     let dialect = Dialect::of(url)?;
@@ -71,6 +89,9 @@ pub async fn connect(url: &str) -> anyhow::Result<AnyPool> {
                 tracing::info!(path = %path.display(), "created SQLite database");
             }
         }
+    }
+    if dialect == Dialect::Postgres {
+        create_postgres_database(url).await?;
     }
     let pool = options.connect(url).await.context("connecting to the database")?;
     if sqlite_file {

@@ -68,7 +68,8 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     db::migrate(&pool, &config.database_url).await?;
     let data_dir = db::data_dir(&config.database_url);
     let secret = secret::jwt_secret(config.jwt_secret.as_deref(), &data_dir)?;
-    let server = match &config.redis_url {
+    // An empty REDIS_URL (as `REDIS_URL= blog`) means none.
+    let server = match config.redis_url.as_deref().filter(|url| !url.trim().is_empty()) {
         None => Server::new(),
         Some(url) => {
             let broker = wsgate_redis::RedisBroker::connect_with(url, REDIS_CHANNEL).await?;

@@ -10,6 +10,13 @@
 //! root namespace with `--auth` as its auth payload, emits `--hello` as an event array and waits
 //! for an event back, and answers the server's pings while it waits.
 //!
+//! `wsgate-bench fanout --url ws://127.0.0.1:3000/?token=… [--url ws://127.0.0.1:3001/?token=…]
+//! -n 10000 --subscribe '{"type":"subscribeEntry","entryId":1,"id":1}' --trigger-url
+//! http://127.0.0.1:3000/entries/1/comments --trigger-token …` opens `n` plain WebSocket
+//! connections spread over the URLs (several server instances), subscribes each, then, round
+//! after round, POSTs the trigger request (which makes the server broadcast one event to every
+//! subscriber) and times until every connection has received it: deliveries per second.
+//!
 //! `wsgate-bench axum-echo --port 3100` serves a hand-written axum WebSocket echo with axum's
 //! default buffers: the peer that wsgate's per-connection memory is compared with.
 
@@ -65,6 +72,37 @@ enum Command {
         #[arg(long, default_value = "{}")]
         auth: String,
     },
+    /// Times the broadcast of one event to many subscribers, over one or several instances.
+    Fanout {
+        /// WebSocket URL, token included; repeat it for several instances (connections are
+        /// spread evenly).
+        #[arg(long, required = true)]
+        url: Vec<String>,
+        /// Number of subscribers.
+        #[arg(short = 'n', long, default_value_t = 10_000)]
+        connections: usize,
+        /// Connections opened at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Text each connection sends to subscribe; it is subscribed when a reply arrives.
+        #[arg(long)]
+        subscribe: String,
+        /// URL POSTed to make the server broadcast once (e.g. a comment's creation).
+        #[arg(long)]
+        trigger_url: String,
+        /// Bearer token of the trigger request.
+        #[arg(long)]
+        trigger_token: Option<String>,
+        /// JSON body of the trigger request.
+        #[arg(long, default_value = r#"{"body":"fan-out"}"#)]
+        trigger_body: String,
+        /// The event every subscriber receives.
+        #[arg(long, default_value = "commentCreated")]
+        event: String,
+        /// Broadcasts to time.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Serves a plain axum WebSocket echo with default settings (the comparison peer).
     AxumEcho {
         /// Port on 127.0.0.1.
@@ -88,6 +126,22 @@ fn main() -> anyhow::Result<()> {
             Command::Idle { url, connections, concurrency, hello, pid, settle, protocol, auth } => {
                 let client = Client { url, hello, protocol, auth };
                 idle(client, connections, concurrency, pid, settle).await
+            }
+            Command::Fanout {
+                url,
+                connections,
+                concurrency,
+                subscribe,
+                trigger_url,
+                trigger_token,
+                trigger_body,
+                event,
+                rounds,
+            } => {
+                let trigger =
+                    Trigger { url: trigger_url, token: trigger_token, body: trigger_body };
+                let setup = Fanout { urls: url, connections, concurrency, subscribe, event };
+                fanout(setup, trigger, rounds).await
             }
             Command::AxumEcho { port } => axum_echo(port).await,
             Command::SocketioxideEcho { port } => socketioxide_echo(port).await,
@@ -237,6 +291,125 @@ async fn next_text(ws: &mut Socket, wanted: impl Fn(&str) -> bool) -> anyhow::Re
             None => bail!("closed before replying"),
         }
     }
+}
+
+/// The subscribers of a fan-out run.
+struct Fanout {
+    urls: Vec<String>,
+    connections: usize,
+    concurrency: usize,
+    subscribe: String,
+    event: String,
+}
+
+/// The request that makes the server broadcast.
+struct Trigger {
+    url: String,
+    token: Option<String>,
+    body: String,
+}
+
+/// Deliveries counted across every subscriber, and a signal when a round is complete.
+#[derive(Default)]
+struct Tally {
+    received: std::sync::atomic::AtomicUsize,
+    target: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let n = setup.connections;
+    let tally = Arc::new(Tally::default());
+    let needle = Arc::new(format!(r#""event":"{}""#, setup.event));
+    let started = Instant::now();
+    let opened: Vec<_> = stream::iter(0..n)
+        .map(|i| {
+            let client = Client {
+                url: setup.urls[i % setup.urls.len()].clone(),
+                hello: setup.subscribe.clone(),
+                protocol: Protocol::Ws,
+                auth: String::new(),
+            };
+            async move {
+                let phase = std::sync::Mutex::new("connecting");
+                tokio::time::timeout(Duration::from_secs(15), open(&client, &phase))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("subscriber not set up within 15 s"))?
+            }
+        })
+        .buffer_unordered(setup.concurrency.max(1))
+        .collect()
+        .await;
+    let mut tasks = Vec::with_capacity(n);
+    for ws in opened {
+        let (ws, tally, needle) = (ws?, tally.clone(), needle.clone());
+        tasks.push(tokio::spawn(async move {
+            let (_sink, mut frames) = ws.split();
+            while let Some(Ok(frame)) = frames.next().await {
+                if let Message::Text(text) = frame
+                    && text.as_str().contains(needle.as_str())
+                {
+                    let now = tally.received.fetch_add(1, Ordering::AcqRel) + 1;
+                    if now == tally.target.load(Ordering::Acquire) {
+                        tally.done.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    println!(
+        "{n} subscribers over {} instance(s), set up in {:.2?}",
+        setup.urls.len(),
+        started.elapsed()
+    );
+    let http = reqwest::Client::new();
+    let mut rates = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        tally.target.store(n * round, Ordering::Release);
+        let mut request = http
+            .post(&trigger.url)
+            .header("content-type", "application/json")
+            .body(trigger.body.clone());
+        if let Some(token) = &trigger.token {
+            request = request.bearer_auth(token);
+        }
+        let sent = Instant::now();
+        let done = tally.done.notified();
+        let response = request.send().await.context("trigger request")?;
+        if !response.status().is_success() {
+            bail!("trigger answered {}: {}", response.status(), response.text().await?);
+        }
+        if tally.received.load(Ordering::Acquire) < n * round {
+            tokio::time::timeout(Duration::from_secs(30), done).await.with_context(|| {
+                let got = tally.received.load(Ordering::Acquire) - n * (round - 1);
+                format!("round {round}: {got} of {n} deliveries within 30 s")
+            })?;
+        }
+        let elapsed = sent.elapsed();
+        let rate = n as f64 / elapsed.as_secs_f64();
+        println!("round {round:>3}: {n} deliveries in {elapsed:>9.2?}  {rate:>12.0} deliveries/s");
+        rates.push(rate);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Late duplicates would show up now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = tally.received.load(Ordering::Acquire);
+    if total != n * rounds {
+        bail!("{total} deliveries for {rounds} broadcasts to {n} subscribers: some doubled");
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let best = rates[rates.len() - 1];
+    println!(
+        "median {median:.0} deliveries/s, best {best:.0} (from the trigger request sent to the \
+         last subscriber's receipt; {total} deliveries in all, none missing, none doubled)"
+    );
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
 }
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
