@@ -102,6 +102,10 @@ enum Command {
         /// Broadcasts to time.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// Process ids of the servers (repeat for several), to report their CPU time per
+        /// delivery, read from `/proc`.
+        #[arg(long)]
+        pid: Vec<u32>,
     },
     /// Serves a plain axum WebSocket echo with default settings (the comparison peer).
     AxumEcho {
@@ -137,10 +141,12 @@ fn main() -> anyhow::Result<()> {
                 trigger_body,
                 event,
                 rounds,
+                pid,
             } => {
                 let trigger =
                     Trigger { url: trigger_url, token: trigger_token, body: trigger_body };
-                let setup = Fanout { urls: url, connections, concurrency, subscribe, event };
+                let pids = pid;
+                let setup = Fanout { urls: url, connections, concurrency, subscribe, event, pids };
                 fanout(setup, trigger, rounds).await
             }
             Command::AxumEcho { port } => axum_echo(port).await,
@@ -300,6 +306,7 @@ struct Fanout {
     concurrency: usize,
     subscribe: String,
     event: String,
+    pids: Vec<u32>,
 }
 
 /// The request that makes the server broadcast.
@@ -366,6 +373,7 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
     );
     let http = reqwest::Client::new();
     let mut rates = Vec::with_capacity(rounds);
+    let cpu_before = setup.pids.iter().map(|&p| cpu_micros(p)).sum::<anyhow::Result<u64>>()?;
     for round in 1..=rounds {
         tally.target.store(n * round, Ordering::Release);
         let mut request = http
@@ -393,6 +401,7 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
         rates.push(rate);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu = setup.pids.iter().map(|&p| cpu_micros(p)).sum::<anyhow::Result<u64>>()? - cpu_before;
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = tally.received.load(Ordering::Acquire);
@@ -406,10 +415,28 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
         "median {median:.0} deliveries/s, best {best:.0} (from the trigger request sent to the \
          last subscriber's receipt; {total} deliveries in all, none missing, none doubled)"
     );
+    if !setup.pids.is_empty() {
+        // Includes each round's REST request and database write, and the 100 ms pauses.
+        let per = cpu as f64 / total as f64;
+        println!("server CPU: {per:.2} us per delivery ({} ms in all)", cpu / 1000);
+    }
     for task in tasks {
         task.abort();
     }
     Ok(())
+}
+
+/// User and system CPU time of a process in microseconds, from `/proc/<pid>/stat`.
+fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // Linux reports in clock ticks of USER_HZ, 100 per second on every mainstream platform.
+    Ok(ticks * 10_000)
 }
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
