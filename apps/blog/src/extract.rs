@@ -37,7 +37,7 @@ where
 pub(crate) struct Query<T>(pub T);
 
 /// A query string checked with `validator`; a broken rule is a 400 naming the field
-/// (`limit: range.`).
+/// (`limit must be between 1 and 100.`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ValidQuery<T>(pub T);
 

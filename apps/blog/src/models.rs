@@ -187,9 +187,18 @@ mod tests {
         assert!(Page { limit: 1, offset: 0 }.validate().is_ok());
         assert!(Page { limit: 100, offset: 1_000 }.validate().is_ok());
         let message = |page: Page| page.validate().map_err(|e| wsgate::describe_validation(&e));
-        assert_eq!(message(Page { limit: 0, offset: 0 }), Err("limit: range.".into()));
-        assert_eq!(message(Page { limit: 101, offset: 0 }), Err("limit: range.".into()));
-        assert_eq!(message(Page { limit: 10, offset: -1 }), Err("offset: range.".into()));
+        assert_eq!(
+            message(Page { limit: 0, offset: 0 }),
+            Err("limit must be between 1 and 100.".into())
+        );
+        assert_eq!(
+            message(Page { limit: 101, offset: 0 }),
+            Err("limit must be between 1 and 100.".into())
+        );
+        assert_eq!(
+            message(Page { limit: 10, offset: -1 }),
+            Err("offset must be at least 0.".into())
+        );
     }
 
     #[test]

@@ -96,6 +96,12 @@ async fn missing_and_mistyped_fields_get_the_chapters_messages() {
             "Invalid entryId: invalid type: string \"two\", expected i64",
         ),
         (json!({ "type": "showUser" }), "Missing user id."),
+        (json!({ "type": "showEntry", "entryId": -3 }), "Entry not found."),
+        (json!({ "type": "subscribeEntry" }), "Missing entry id."),
+        (json!({ "type": "subscribeEntry", "entryId": 999 }), "Entry not found."),
+        (json!({ "type": "unsubscribeEntry" }), "Missing entry id."),
+        (json!({ "type": "indexEntry", "limit": 101 }), "limit must be between 1 and 100."),
+        (json!({ "type": "indexEntry", "offset": -1 }), "offset must be at least 0."),
     ];
     for (message, expected) in cases {
         send(&mut ws, message.clone()).await;
@@ -224,7 +230,7 @@ async fn entries_are_listed_and_shown() {
     send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 1 } })).await;
     assert_eq!(recv(&mut ws).await["data"].as_array().expect("a list").len(), 1);
     send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 0 } })).await;
-    assert_eq!(recv(&mut ws).await["data"]["message"], "limit: range.");
+    assert_eq!(recv(&mut ws).await["data"]["message"], "limit must be between 1 and 100.");
 
     send(&mut ws, json!({ "type": "showEntry", "entryId": second["id"] })).await;
     assert_eq!(recv(&mut ws).await, json!({ "event": "showEntry", "data": second }));

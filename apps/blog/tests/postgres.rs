@@ -16,7 +16,10 @@ async fn postgres_register_login_entry_comment() {
         return;
     };
     let app = spawn_with(&db.url).await;
-    assert_eq!(app.get("/healthz", None).await, (StatusCode::OK, json!({ "status": "ok", "database": "up" })));
+    assert_eq!(
+        app.get("/healthz", None).await,
+        (StatusCode::OK, json!({ "status": "ok", "database": "up" }))
+    );
 
     let (_, user) = app.register("edsger@example.com").await;
     let again = json!({

@@ -19,7 +19,10 @@ use common::{JWT_SECRET, PASSWORD, error, flows, id, spawn};
 #[tokio::test]
 async fn healthz_answers_ok() {
     let app = spawn().await;
-    assert_eq!(app.get("/healthz", None).await, (StatusCode::OK, json!({ "status": "ok", "database": "up" })));
+    assert_eq!(
+        app.get("/healthz", None).await,
+        (StatusCode::OK, json!({ "status": "ok", "database": "up" }))
+    );
 }
 
 #[tokio::test]

@@ -187,6 +187,26 @@ pub fn describe_validation(errors: &ValidationErrors) -> String {
     out
 }
 
+/// A sentence for a validation error that carries no message of its own: the bounds of
+/// `range` and `length`, else the rule's code.
+fn describe_error(name: &str, err: &validator::ValidationError, out: &mut String) {
+    let param = |key: &str| err.params.get(key).map(ToString::to_string);
+    let (min, max) = (param("min"), param("max"));
+    let _ = match (err.code.as_ref(), min, max) {
+        ("range", Some(min), Some(max)) => write!(out, "{name} must be between {min} and {max}."),
+        ("range", Some(min), None) => write!(out, "{name} must be at least {min}."),
+        ("range", None, Some(max)) => write!(out, "{name} must be at most {max}."),
+        ("length", Some(min), Some(max)) => {
+            write!(out, "{name} must be between {min} and {max} characters long.")
+        }
+        ("length", Some(min), None) => {
+            write!(out, "{name} must be at least {min} characters long.")
+        }
+        ("length", None, Some(max)) => write!(out, "{name} must be at most {max} characters long."),
+        (code, _, _) => write!(out, "{name}: {code}."),
+    };
+}
+
 fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
     let mut fields: Vec<_> = errors.errors().iter().collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
@@ -201,9 +221,7 @@ fn collect(errors: &ValidationErrors, prefix: &str, out: &mut String) {
                     }
                     match &err.message {
                         Some(m) => out.push_str(m),
-                        None => {
-                            let _ = write!(out, "{name}: {}.", err.code);
-                        }
+                        None => describe_error(&name, err, out),
                     }
                 }
             }

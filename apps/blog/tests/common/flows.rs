@@ -154,10 +154,10 @@ pub async fn pagination(app: &TestApp) {
     assert_eq!(app.get("/entries?offset=1000000", token).await, (StatusCode::OK, json!([])));
 
     let bad = |message: &str| error(StatusCode::BAD_REQUEST, message);
-    assert_eq!(app.get("/entries?limit=0", token).await, bad("limit: range."));
-    assert_eq!(app.get("/entries?limit=101", token).await, bad("limit: range."));
-    assert_eq!(app.get("/entries?limit=-5", token).await, bad("limit: range."));
-    assert_eq!(app.get("/entries?offset=-1", token).await, bad("offset: range."));
+    assert_eq!(app.get("/entries?limit=0", token).await, bad("limit must be between 1 and 100."));
+    assert_eq!(app.get("/entries?limit=101", token).await, bad("limit must be between 1 and 100."));
+    assert_eq!(app.get("/entries?limit=-5", token).await, bad("limit must be between 1 and 100."));
+    assert_eq!(app.get("/entries?offset=-1", token).await, bad("offset must be at least 0."));
     for query in ["limit=abc", "limit=", "offset=1.5"] {
         let (status, body) = app.get(&format!("/entries?{query}"), token).await;
         assert_eq!(
@@ -182,8 +182,14 @@ pub async fn pagination(app: &TestApp) {
     assert_eq!((status, body), (StatusCode::OK, json!(comments[1..3])));
     let (status, body) = app.get(&format!("{path}?offset=4"), token).await;
     assert_eq!((status, body), (StatusCode::OK, json!(comments[4..])));
-    assert_eq!(app.get(&format!("{path}?limit=101"), token).await, bad("limit: range."));
-    assert_eq!(app.get(&format!("{path}?offset=-1"), token).await, bad("offset: range."));
+    assert_eq!(
+        app.get(&format!("{path}?limit=101"), token).await,
+        bad("limit must be between 1 and 100.")
+    );
+    assert_eq!(
+        app.get(&format!("{path}?offset=-1"), token).await,
+        bad("offset must be at least 0.")
+    );
     let empty = format!("/entries/{}/comments", id(&entries[1]));
     assert_eq!(app.get(&empty, token).await, (StatusCode::OK, json!([])));
     let missing = format!("/entries/{}/comments?limit=5", entry_id + 1000);
