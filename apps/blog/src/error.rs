@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(
             err.message(),
-            "firstName: length. password must be at least 8 characters long."
+            "firstName must not be empty. password must be at least 8 characters long."
         );
     }
 

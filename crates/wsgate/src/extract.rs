@@ -112,7 +112,7 @@ impl<T: DeserializeOwned> FromMessage for Data<T> {
 /// The message's data, deserialised and validated with `validator` (Nest's `ValidationPipe`).
 ///
 /// A rule's own `message` is sent as it is (`Missing entry id.`); a rule without one names the
-/// field (`body: length`).
+/// field (`body must not be empty.`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Valid<T>(pub T);
 
@@ -199,6 +199,7 @@ fn describe_error(name: &str, err: &validator::ValidationError, out: &mut String
         ("length", Some(min), Some(max)) => {
             write!(out, "{name} must be between {min} and {max} characters long.")
         }
+        ("length", Some(min), None) if min == "1" => write!(out, "{name} must not be empty."),
         ("length", Some(min), None) => {
             write!(out, "{name} must be at least {min} characters long.")
         }
@@ -312,7 +313,7 @@ mod tests {
             "Missing comment id. Missing entry id."
         );
         let b = Body { body: String::new() };
-        assert_eq!(describe_validation(&b.validate().unwrap_err()), "body: length.");
+        assert_eq!(describe_validation(&b.validate().unwrap_err()), "body must not be empty.");
     }
 
     #[test]
