@@ -1,0 +1,145 @@
+// The machine's services for the scale-out suite: a PostgreSQL database of the test's own, the
+// machine's Redis, or a redis-server the test starts (and stops) itself.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import pg from 'pg';
+import { startBlog } from './server.js';
+
+/**
+ * A service the test needs is missing: fail under CI=true, else skip the test loudly.
+ * @returns {null}
+ */
+function unavailable(t, message) {
+  if (process.env.CI === 'true') throw new Error(message);
+  const rule = '='.repeat(78);
+  process.stderr.write(`\n${rule}\nSKIPPED ${t.name}: ${message}\n${rule}\n\n`);
+  t.skip(message);
+  return null;
+}
+
+/** Whether something accepts TCP connections at host:port. */
+function reachable(host, port, ms = 2000) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(ms, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+let databases = 0;
+
+/**
+ * A new, uniquely named PostgreSQL database on the server of TEST_POSTGRES_URL, else of
+ * DATABASE_URL if it is postgres://, else postgres://postgres@127.0.0.1:5432/test.
+ * @returns {Promise<{url: string, drop: () => Promise<void>} | null>}
+ */
+export async function postgresDatabase(t) {
+  const base =
+    process.env.TEST_POSTGRES_URL ??
+    (process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : null) ??
+    'postgres://postgres@127.0.0.1:5432/test';
+  const url = new URL(base);
+  if (!(await reachable(url.hostname, Number(url.port || 5432)))) {
+    return unavailable(
+      t,
+      `PostgreSQL is not reachable at ${url.host}. Start one (e.g. ` +
+        '`pg_ctlcluster --skip-systemctl-redirect 15 main start`, or `docker run -d -p 5432:5432 ' +
+        '-e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`) or set TEST_POSTGRES_URL.',
+    );
+  }
+  databases += 1;
+  const name = `wsgate_e2e_${process.pid}_${databases}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const own = new URL(base);
+  own.pathname = `/${name}`;
+  return {
+    url: own.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: base });
+      await client.connect();
+      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
+      await client.query(`DROP DATABASE IF EXISTS ${name}`);
+      await client.end();
+    },
+  };
+}
+
+/** The machine's Redis: REDIS_URL, else redis://127.0.0.1:6379, if it answers. */
+export async function redisUrl(t) {
+  const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const { hostname, port } = new URL(url);
+  if (!(await reachable(hostname, Number(port || 6379)))) {
+    return unavailable(
+      t,
+      `Redis is not reachable at ${url}. Start one (\`redis-server --daemonize yes\`, or ` +
+        '`docker run -d -p 6379:6379 redis:7`) or set REDIS_URL.',
+    );
+  }
+  return url;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A redis-server of the test's own on a free port, keeping nothing on disk: stop() kills it
+ * (as a crash would), start() brings it back on the same port.
+ */
+export async function startRedis(t) {
+  const port = await freePort();
+  let child = null;
+  const start = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    const failed = new Promise((resolve) => child.once('error', resolve));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const error = await Promise.race([failed, new Promise((r) => setTimeout(() => r(null), 50))]);
+      if (error) throw error;
+      if (await reachable('127.0.0.1', port, 200)) return;
+      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
+    }
+  };
+  const stop = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  try {
+    await start();
+  } catch (e) {
+    if (e.code === 'ENOENT') {
+      return unavailable(t, 'redis-server is not installed (`apt-get install redis-server`).');
+    }
+    throw e;
+  }
+  return { url: `redis://127.0.0.1:${port}`, port, start, stop };
+}
+
+/** `count` blogs on one database and one Redis, started one after the other. */
+export async function startInstances({ databaseUrl, redisUrl: redis, count = 2 }) {
+  const instances = [];
+  for (let i = 0; i < count; i += 1) {
+    instances.push(await startBlog({ DATABASE_URL: databaseUrl, REDIS_URL: redis }));
+  }
+  return instances;
+}

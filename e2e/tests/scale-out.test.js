@@ -1,0 +1,216 @@
+// Two real blog processes on one PostgreSQL database and one Redis act as one server: what is
+// written through one reaches the subscribers of both, over Socket.IO and plain WebSocket,
+// exactly once; and when Redis goes away each keeps serving its own clients, says so, and
+// resumes when it is back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+import { api, register } from '../lib/server.js';
+import { postgresDatabase, redisUrl, startInstances, startRedis } from '../lib/services.js';
+import { once, waitFor } from '../lib/wait.js';
+
+const EVENTS = ['commentCreated', 'commentUpdated', 'commentDeleted'];
+
+/** A Socket.IO subscriber of the entry's room on `blog`; `inbox` collects [event, data]. */
+async function socketIoSubscriber(blog, token, entryId) {
+  const socket = io(blog.url, { auth: { token }, reconnection: false, forceNew: true });
+  const inbox = [];
+  for (const event of EVENTS) socket.on(event, (data) => inbox.push([event, data]));
+  await once(socket, 'connect');
+  const ack = await socket.timeout(5000).emitWithAck('subscribeEntry', { entryId });
+  assert.deepEqual(ack, { entryId, subscribed: true });
+  return { name: `socket.io@${blog.port}`, inbox, socket, close: () => socket.close() };
+}
+
+/** A plain WebSocket subscriber of the entry's room on `blog`. */
+async function wsSubscriber(blog, token, entryId) {
+  const ws = new WebSocket(`ws://127.0.0.1:${blog.port}/?token=${token}`);
+  const inbox = [];
+  const acks = new Map();
+  ws.on('message', (raw) => {
+    const frame = JSON.parse(raw);
+    if (frame.event === 'ack') acks.set(frame.id, frame.data);
+    else if (EVENTS.includes(frame.event)) inbox.push([frame.event, frame.data]);
+  });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  let nextId = 0;
+  const request = async (type, data) => {
+    nextId += 1;
+    const id = nextId;
+    ws.send(JSON.stringify({ type, ...data, id }));
+    await waitFor(() => acks.has(id));
+    return acks.get(id);
+  };
+  assert.deepEqual(await request('subscribeEntry', { entryId }), { entryId, subscribed: true });
+  return { name: `ws@${blog.port}`, inbox, request, close: () => ws.close() };
+}
+
+/** Every subscriber receives [event, data] once, and nothing else. */
+async function receivedOnce(subscribers, event, data) {
+  await waitFor(() => subscribers.every((s) => s.inbox.length >= 1), 5000).catch(() => {});
+  // Give a duplicate, or a late delivery through Redis, the time to show up.
+  await new Promise((r) => setTimeout(r, 300));
+  for (const s of subscribers) {
+    assert.deepEqual(s.inbox, [[event, data]], `${s.name} received ${event} once`);
+    s.inbox.length = 0;
+  }
+}
+
+async function health(blog) {
+  return (await api(blog.url, 'GET', '/healthz')).body;
+}
+
+async function metric(blog, name) {
+  const text = await (await fetch(`${blog.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
+/** Runs `body` with everything it opens closed afterwards, pass or fail. */
+async function withCleanup(body) {
+  const cleanups = [];
+  try {
+    await body((fn) => cleanups.push(fn));
+  } finally {
+    for (const fn of cleanups.reverse()) {
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => {});
+    }
+  }
+}
+
+test('a comment written on one instance reaches subscribers on every instance, over both transports, exactly once', async (t) => {
+  const redis = await redisUrl(t);
+  if (!redis) return;
+  const db = await postgresDatabase(t);
+  if (!db) return;
+  await withCleanup(async (defer) => {
+    defer(() => db.drop());
+    const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis });
+    defer(() => a.stop());
+    defer(() => b.stop());
+    assert.deepEqual(await health(a), { status: 'ok', database: 'up', redis: 'up' });
+
+    // Users registered on A sign in on B too: one database, one secret.
+    const alice = await register(a.url, 'alice');
+    const bob = await register(a.url, 'bob');
+    const entry = await api(b.url, 'POST', '/entries', {
+      token: alice.token,
+      body: { title: 'Scale-out', content: 'Two instances, one room.' },
+    });
+    assert.equal(entry.status, 201);
+    const entryId = entry.body.id;
+
+    const subscribers = [
+      await socketIoSubscriber(a, alice.token, entryId),
+      await wsSubscriber(a, bob.token, entryId),
+      await socketIoSubscriber(b, bob.token, entryId),
+      await wsSubscriber(b, alice.token, entryId),
+    ];
+    for (const s of subscribers) defer(() => s.close());
+    const wsOnA = subscribers[1];
+    const socketIoOnB = subscribers[2];
+
+    // Over REST on B.
+    const viaRest = await api(b.url, 'POST', `/entries/${entryId}/comments`, {
+      token: bob.token,
+      body: { body: 'Posted over REST on B' },
+    });
+    assert.equal(viaRest.status, 201);
+    await receivedOnce(subscribers, 'commentCreated', viaRest.body);
+
+    // Over Socket.IO on B: the ack is the stored comment, and the room gets it.
+    const viaSocketIo = await socketIoOnB.socket
+      .timeout(5000)
+      .emitWithAck('createComment', { entryId, body: 'Sent over Socket.IO on B' });
+    assert.equal(viaSocketIo.body, 'Sent over Socket.IO on B');
+    await receivedOnce(subscribers, 'commentCreated', viaSocketIo);
+
+    // Over plain WebSocket on A.
+    const viaWs = await wsOnA.request('createComment', { entryId, body: 'Sent over WebSocket on A' });
+    assert.equal(viaWs.body, 'Sent over WebSocket on A');
+    await receivedOnce(subscribers, 'commentCreated', viaWs);
+
+    // Changes over REST on B.
+    const path = `/entries/${entryId}/comments/${viaRest.body.id}`;
+    const updated = await api(b.url, 'PUT', path, { token: bob.token, body: { body: 'Edited on B' } });
+    assert.equal(updated.status, 200);
+    await receivedOnce(subscribers, 'commentUpdated', updated.body);
+    assert.equal((await api(b.url, 'DELETE', path, { token: bob.token })).status, 204);
+    await receivedOnce(subscribers, 'commentDeleted', { id: viaRest.body.id, entryId });
+  });
+});
+
+test('when Redis goes away each instance serves its own clients, reports it, and resumes when it is back', async (t) => {
+  const db = await postgresDatabase(t);
+  if (!db) return;
+  await withCleanup(async (defer) => {
+    defer(() => db.drop());
+    const redis = await startRedis(t);
+    if (!redis) return;
+    defer(() => redis.stop());
+    const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
+    defer(() => a.stop());
+    defer(() => b.stop());
+
+    const alice = await register(a.url, 'alice');
+    const entry = await api(a.url, 'POST', '/entries', {
+      token: alice.token,
+      body: { title: 'Outage', content: 'Redis goes away.' },
+    });
+    const entryId = entry.body.id;
+    const onA = await wsSubscriber(a, alice.token, entryId);
+    defer(() => onA.close());
+    const onB = await socketIoSubscriber(b, alice.token, entryId);
+    defer(() => onB.close());
+    for (const blog of [a, b]) assert.equal((await health(blog)).redis, 'up');
+    const comment = async (blog, body) =>
+      (await api(blog.url, 'POST', `/entries/${entryId}/comments`, { token: alice.token, body: { body } })).body;
+
+    await redis.stop();
+    for (const blog of [a, b]) {
+      let last;
+      const poll = async () => {
+        const deadline = Date.now() + 10_000;
+        while (Date.now() < deadline) {
+          last = await health(blog);
+          if (last.status === 'degraded') return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      await poll();
+      assert.deepEqual(last, { status: 'degraded', database: 'up', redis: 'down' });
+    }
+    assert.equal(await metric(a, 'wsgate_broker_connected'), 0);
+    assert.match(a.logs.join(''), /connection lost/);
+
+    // Each instance still serves its own subscribers, and only those.
+    const onlyA = await comment(a, 'Written on A during the outage');
+    await receivedOnce([onA], 'commentCreated', onlyA);
+    const onlyB = await comment(b, 'Written on B during the outage');
+    await receivedOnce([onB], 'commentCreated', onlyB);
+    assert.deepEqual(onA.inbox, []);
+
+    // Redis is back: both reconnect (backoff at most 5 s) and broadcasts resume.
+    await redis.start();
+    for (const blog of [a, b]) {
+      const deadline = Date.now() + 15_000;
+      let last = await health(blog);
+      while (last.status !== 'ok' && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        last = await health(blog);
+      }
+      assert.deepEqual(last, { status: 'ok', database: 'up', redis: 'up' });
+    }
+    const again = await comment(b, 'Written on B after the outage');
+    await receivedOnce([onA, onB], 'commentCreated', again);
+    assert.ok((await metric(a, 'wsgate_broker_reconnects_total')) >= 1);
+    // A's comment during the outage could not be published: counted, not queued.
+    assert.ok((await metric(a, 'wsgate_broker_dropped_total')) >= 1);
+  });
+});
