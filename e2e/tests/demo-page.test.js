@@ -88,3 +88,24 @@ for (const [transport, label] of [
     }
   });
 }
+
+test('the API docs page renders every operation of /openapi.json, offline', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const outside = [];
+  page.on('request', (req) => {
+    if (!req.url().startsWith(blog.url)) outside.push(req.url());
+  });
+  try {
+    await page.goto(`${blog.url}/docs`);
+    const login = page.locator('details.op', { hasText: '/auth/login' });
+    await login.locator('summary').click();
+    await login.locator('td code', { hasText: '401' }).waitFor();
+    assert.equal(await page.locator('details.op').count(), 15, 'one block per operation');
+    assert.equal(await page.locator('details.op .lock').count(), 11, 'the protected ones are marked');
+    assert.deepEqual(outside, [], 'nothing is fetched from another origin');
+    await page.screenshot({ path: join(artifacts, 'api-docs.png'), fullPage: true });
+  } finally {
+    await context.close();
+  }
+});

@@ -30,9 +30,10 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/auth/register", post(register)).route("/auth/login", post(login))
 }
 
-#[derive(Deserialize, Validate)]
+/// The body of `POST /auth/register`.
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     #[validate(
         email(message = "email must be a valid email address."),
         length(max = 254, message = "email must be at most 254 characters long.")
@@ -58,19 +59,22 @@ struct RegisterRequest {
     last_name: String,
 }
 
-#[derive(Deserialize)]
-struct LoginRequest {
+/// The body of `POST /auth/login`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct LoginRequest {
     email: String,
     password: String,
 }
 
 /// What register and login answer: a token for the REST API and the gateways, and the user.
-#[derive(Serialize)]
-struct AuthResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuthResponse {
     token: String,
     user: User,
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, description = "Registered: a token and the user", body = AuthResponse), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 409, description = "Email taken", body = crate::openapi::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ValidJson(req): ValidJson<RegisterRequest>,
@@ -89,6 +93,8 @@ async fn register(
     Ok((StatusCode::CREATED, Json(AuthResponse { token, user })))
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "A token and the user", body = AuthResponse), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "Invalid email or password.", body = crate::openapi::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     extract::Json(req): extract::Json<LoginRequest>,

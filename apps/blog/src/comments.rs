@@ -82,8 +82,8 @@ pub(crate) fn announce_deleted(state: &AppState, entry_id: i64, comment_id: i64)
 }
 
 /// The body of `POST` and `PUT`.
-#[derive(Deserialize, Validate)]
-struct CommentBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(crate) struct CommentBody {
     #[validate(length(
         min = 1,
         max = 10_000,
@@ -94,6 +94,9 @@ struct CommentBody {
 
 /// `GET /entries/{entryId}/comments?limit=&offset=`: oldest first; 404 when the entry
 /// doesn't exist (rather than an empty list).
+#[utoipa::path(get, path = "/entries/{entry_id}/comments", tag = "comments", security(("bearer" = [])),
+    params(("entry_id" = i64, Path, description = "The entry's id"), crate::models::Page),
+    responses((status = 200, description = "The entry's comments, oldest first", body = [crate::models::Comment]), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn index(
     State(state): State<AppState>,
     _: AuthUser,
@@ -106,6 +109,8 @@ async fn index(
     Ok(Json(state.store.comments_page(entry_id, page.limit, page.offset).await?))
 }
 
+#[utoipa::path(post, path = "/entries/{entry_id}/comments", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")), request_body = CommentBody,
+    responses((status = 201, description = "The new comment, also pushed as `commentCreated` to the room `entry:{entry_id}`", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -134,6 +139,8 @@ fn comment_not_found() -> AppError {
     AppError::NotFound(COMMENT_NOT_FOUND.into())
 }
 
+#[utoipa::path(get, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
+    responses((status = 200, description = "The comment", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     _: AuthUser,
@@ -143,6 +150,8 @@ async fn show(
 }
 
 /// `PUT`: the author replaces the body; the room receives `commentUpdated`.
+#[utoipa::path(put, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")), request_body = CommentBody,
+    responses((status = 200, description = "The changed comment, also pushed as `commentUpdated`", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -159,6 +168,8 @@ async fn update(
 }
 
 /// `DELETE`: the author deletes the comment; the room receives `commentDeleted`.
+#[utoipa::path(delete, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
+    responses((status = 204, description = "Deleted; `commentDeleted` {id, entryId} goes to the room"), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     user: AuthUser,

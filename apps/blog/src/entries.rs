@@ -32,8 +32,8 @@ pub(crate) fn entry_not_found() -> AppError {
 }
 
 /// The body of `POST /entries` and `PUT /entries/{id}`: both fields, always.
-#[derive(Deserialize, Validate)]
-struct EntryBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(crate) struct EntryBody {
     #[validate(length(
         min = 1,
         max = 200,
@@ -49,6 +49,8 @@ struct EntryBody {
 }
 
 /// `GET /entries?limit=&offset=`: newest first.
+#[utoipa::path(get, path = "/entries", tag = "entries", security(("bearer" = [])), params(crate::models::Page),
+    responses((status = 200, description = "Entries, newest first", body = [crate::models::Entry]), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 async fn index(
     State(state): State<AppState>,
     _: AuthUser,
@@ -57,6 +59,8 @@ async fn index(
     Ok(Json(state.store.entries(page.limit, page.offset).await?))
 }
 
+#[utoipa::path(post, path = "/entries", tag = "entries", security(("bearer" = [])), request_body = EntryBody,
+    responses((status = 201, description = "The new entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -66,6 +70,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
+#[utoipa::path(get, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")),
+    responses((status = 200, description = "The entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     _: AuthUser,
@@ -83,6 +89,8 @@ async fn owned_entry(state: &AppState, user: &AuthUser, id: i64) -> Result<Entry
 }
 
 /// `PUT /entries/{id}`: the author replaces title and content.
+#[utoipa::path(put, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")), request_body = EntryBody,
+    responses((status = 200, description = "The changed entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -97,6 +105,8 @@ async fn update(
 }
 
 /// `DELETE /entries/{id}`: the author deletes the entry and its comments.
+#[utoipa::path(delete, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")),
+    responses((status = 204, description = "Deleted, with its comments"), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     user: AuthUser,

@@ -27,6 +27,7 @@ pub mod gateways;
 mod health;
 pub mod metrics;
 pub mod models;
+pub mod openapi;
 mod password;
 mod secret;
 pub mod seed;
@@ -97,6 +98,7 @@ pub fn rest_router(state: AppState) -> Router {
         .merge(comments::router())
         .merge(users::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("Not found.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))

@@ -10,7 +10,7 @@ use time::{OffsetDateTime, UtcOffset};
 use validator::Validate;
 
 /// A registered user. Never carries the password hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     /// The user's id.
@@ -23,11 +23,12 @@ pub struct User {
     pub last_name: String,
     /// When the user registered.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
 /// A blog entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     /// The entry's id.
@@ -40,14 +41,16 @@ pub struct Entry {
     pub user_id: i64,
     /// When the entry was written.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When the entry was last changed.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
 /// A comment on an entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Comment {
     /// The comment's id.
@@ -60,22 +63,27 @@ pub struct Comment {
     pub user_id: i64,
     /// When the comment was written.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When the comment was last changed.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
 /// A slice of a list: `?limit=&offset=` over REST. Missing fields take their defaults
 /// (the first [`Page::DEFAULT_LIMIT`] items); [`Validate`] checks the bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// How many items at most, 1 to [`Page::MAX_LIMIT`].
     #[validate(range(min = 1, max = Page::MAX_LIMIT))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: i64,
     /// How many items to skip, 0 or more.
     #[validate(range(min = 0))]
+    #[param(minimum = 0, default = 0)]
     pub offset: i64,
 }
 

@@ -20,6 +20,9 @@ pub(crate) fn router() -> Router<AppState> {
 /// whether or not such a user exists, so that the route never tells who is registered.
 /// One's own id cannot be missing: the [`AuthUser`] extractor has just loaded that user (a
 /// token of a user who no longer exists is a 401 `Unknown user.`), so there is no 404 here.
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Your own user id")),
+    responses((status = 200, description = "Your account", body = crate::models::User), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody)))]
 async fn show(me: AuthUser, Path(id): Path<i64>) -> Result<Json<User>, AppError> {
     me.ensure_owner(id)?;
     Ok(Json(me.0))
