@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{JWT_SECRET, TestApp, spawn};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -24,16 +24,7 @@ async fn send(ws: &mut Client, value: Value) {
 }
 
 async fn recv(ws: &mut Client) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("connection open")
-            .expect("a frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(&text).expect("JSON");
-        }
-    }
+    common::recv_json(ws).await
 }
 
 /// Two users, an entry of the first and a comment of the second on it.

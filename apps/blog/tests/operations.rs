@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestApp, spawn, spawn_configured};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
@@ -43,22 +43,7 @@ async fn eventually(app: &TestApp, series: &str, expected: f64) -> String {
     panic!("{series} never reached {expected}:\n{text}");
 }
 
-async fn recv(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    >,
-) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("connection open")
-            .expect("a frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(&text).expect("JSON");
-        }
-    }
-}
+use common::recv_json as recv;
 
 #[tokio::test]
 async fn metrics_count_connections_messages_and_requests() {

@@ -288,3 +288,21 @@ fn with_database(url: &str, name: &str) -> String {
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     format!("{}/{name}{query}", &base[..path])
 }
+
+/// The next text frame of a WebSocket client, as JSON; fails after 5 s.
+pub async fn recv_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt as _;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("connection open")
+            .expect("a frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
