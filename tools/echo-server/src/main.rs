@@ -1,0 +1,56 @@
+//! `echo-server`: the server the benchmarks measure. One `echo` gateway that answers
+//! `{event: "echo", data}` with the data it was sent, over plain WebSocket (`/ws`, JSON frames)
+//! and Socket.IO (`/socket.io/`) on one port, behind `JwtAuth` (HS256, signature and `exp`
+//! checked) as the blog's gateways are.
+//!
+//! `JWT_SECRET` (required) signs the tokens; `PORT` (default 3000) and `HOST` (default
+//! 127.0.0.1) say where to listen. A token's subject becomes the connection's user; no
+//! database is involved, so the figures are the framework's own.
+
+use anyhow::Context;
+use axum::Router;
+use serde_json::value::RawValue;
+use wsgate::{App, Claims, Data, JwtAuth, JwtKeys, WsResponse, gateway};
+
+struct EchoGateway;
+
+#[gateway]
+impl EchoGateway {
+    #[subscribe_message("echo")]
+    async fn echo(&self, Data(data): Data<Box<RawValue>>) -> WsResponse<Box<RawValue>> {
+        WsResponse::new("echo", data)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let secret = std::env::var("JWT_SECRET").context("JWT_SECRET must be set")?;
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse().context("PORT must be a port number")?,
+        Err(_) => 3000,
+    };
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let auth = JwtAuth::new(JwtKeys::hs256(secret.as_bytes()), |claims: Claims| async move {
+        // The subject is the connection's user: no database to ask.
+        Ok::<_, std::convert::Infallible>(Some(claims.sub))
+    });
+    let app = App::builder().middleware(auth).gateway(EchoGateway).build().await?;
+    let router = app.mount(Router::new(), wsgate_ws::WsAdapter::new());
+    let router = app.mount(router, wsgate_socketio::SocketIoAdapter::new());
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("binding {host}:{port}"))?;
+    println!("echo-server listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
