@@ -10,6 +10,12 @@
 //! root namespace with `--auth` as its auth payload, emits `--hello` as an event array and waits
 //! for an event back, and answers the server's pings while it waits.
 //!
+//! `wsgate-bench echo --url ws://127.0.0.1:3000/ws?token=… -c 64 -w 8 -d 10 --pid <server>`
+//! keeps `w` `echo` messages in flight on each of `c` connections (plain WebSocket, or
+//! `--protocol socketio`), optionally paced by `--rate`, spread over `--sources` loopback
+//! addresses, with a live progress bar; it prints replies/s, latency percentiles from an HDR
+//! histogram and the server's CPU microseconds per reply (`--json` writes the same).
+//!
 //! `wsgate-bench fanout --url ws://127.0.0.1:3000/?token=… [--url ws://127.0.0.1:3001/?token=…]
 //! -n 10000 --subscribe '{"type":"subscribeEntry","entryId":1,"id":1}' --trigger-url
 //! http://127.0.0.1:3000/entries/1/comments --trigger-token …` opens `n` plain WebSocket
@@ -26,6 +32,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio_tungstenite::tungstenite::Message;
+
+mod echo;
 
 #[derive(Parser)]
 #[command(about = "Load generator for wsgate servers")]
@@ -71,6 +79,50 @@ enum Command {
         /// Socket.IO only: the auth payload of the namespace connect, as JSON.
         #[arg(long, default_value = "{}")]
         auth: String,
+    },
+    /// Echo throughput and latency: each connection keeps `window` `echo` messages in flight
+    /// for `duration` seconds (after a warm-up); prints replies/s, latency percentiles (HDR
+    /// histogram) and, with `--pid`, the server's CPU time per reply.
+    Echo {
+        /// WebSocket URL, token included (Socket.IO: `ws://host/socket.io/?EIO=4&transport=websocket`).
+        #[arg(long)]
+        url: String,
+        /// The protocol spoken on each connection.
+        #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+        protocol: Protocol,
+        /// Socket.IO only: the auth payload of the namespace connect, as JSON.
+        #[arg(long, default_value = "{}")]
+        auth: String,
+        /// Connections.
+        #[arg(short = 'c', long, default_value_t = 64)]
+        connections: usize,
+        /// Messages in flight per connection.
+        #[arg(short = 'w', long, default_value_t = 8)]
+        window: usize,
+        /// Seconds measured.
+        #[arg(short = 'd', long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds of warm-up before measuring.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Bytes of padding in each message's data.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+        /// Total messages per second over all connections (open loop); unlimited when absent.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Spread the connections over 127.0.0.1 … 127.0.0.N.
+        #[arg(long, default_value_t = 1)]
+        sources: u8,
+        /// Server process ids (repeatable), for CPU time per reply from /proc.
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// A name for the report's row.
+        #[arg(long, default_value = "server")]
+        label: String,
     },
     /// Times the broadcast of one event to many subscribers, over one or several instances.
     Fanout {
@@ -148,6 +200,38 @@ fn main() -> anyhow::Result<()> {
                 let pids = pid;
                 let setup = Fanout { urls: url, connections, concurrency, subscribe, event, pids };
                 fanout(setup, trigger, rounds).await
+            }
+            Command::Echo {
+                url,
+                protocol,
+                auth,
+                connections,
+                window,
+                duration,
+                warmup,
+                payload,
+                rate,
+                sources,
+                pid,
+                json,
+                label,
+            } => {
+                let setup = echo::EchoSetup {
+                    url,
+                    protocol,
+                    auth,
+                    connections,
+                    window,
+                    duration: Duration::from_secs(duration),
+                    warmup: Duration::from_secs(warmup),
+                    payload,
+                    rate,
+                    sources,
+                    pids: pid,
+                    json,
+                    label,
+                };
+                echo::run(setup).await.map(|_| ())
             }
             Command::AxumEcho { port } => axum_echo(port).await,
             Command::SocketioxideEcho { port } => socketioxide_echo(port).await,
@@ -427,7 +511,7 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
 }
 
 /// User and system CPU time of a process in microseconds, from `/proc/<pid>/stat`.
-fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.

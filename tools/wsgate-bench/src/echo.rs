@@ -1,0 +1,362 @@
+//! `wsgate-bench echo`: request/reply throughput and latency against an `echo` gateway, over
+//! plain WebSocket or Socket.IO, with the server's CPU time per reply.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt, stream};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Protocol;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub(crate) struct EchoSetup {
+    pub(crate) url: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) auth: String,
+    pub(crate) connections: usize,
+    pub(crate) window: usize,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) payload: usize,
+    pub(crate) rate: Option<u64>,
+    pub(crate) sources: u8,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) json: Option<std::path::PathBuf>,
+    pub(crate) label: String,
+}
+
+/// The outcome, as printed and as JSON.
+#[derive(Debug, Serialize)]
+pub(crate) struct EchoReport {
+    label: String,
+    protocol: String,
+    connections: usize,
+    window: usize,
+    payload_bytes: usize,
+    seconds: f64,
+    replies: u64,
+    replies_per_sec: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    server_cpu_us_per_reply: Option<f64>,
+    errors: u64,
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket to `url` from the source address `source`.
+pub(crate) async fn connect_from(url: &str, source: IpAddr) -> anyhow::Result<Socket> {
+    let uri: http::Uri = url.parse().context("parsing the URL")?;
+    let host = uri.host().context("the URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let addr: SocketAddr = tokio::net::lookup_host((host, port))
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .context("no IPv4 address for the host")?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0)).context("binding the source address")?;
+    let stream = socket.connect(addr).await.context("connecting")?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.context("upgrading")?;
+    Ok(ws)
+}
+
+/// Connection `i`'s source address: 127.0.0.1, 127.0.0.2, … up to `sources`, so that more
+/// connections fit than one source address has ports.
+pub(crate) fn source(i: usize, sources: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(sources.max(1))) as u8))
+}
+
+/// Socket.IO: the Engine.IO open packet, then the namespace connect with `auth`.
+async fn socketio_handshake(ws: &mut Socket, auth: &str) -> anyhow::Result<()> {
+    next_text(ws, |t| t.starts_with('0')).await.context("engine.io open")?;
+    ws.send(Message::text(format!("40{auth}"))).await?;
+    let reply = next_text(ws, |t| t.starts_with("40") || t.starts_with("44")).await?;
+    if reply.starts_with("44") {
+        bail!("namespace connect refused: {reply}");
+    }
+    Ok(())
+}
+
+async fn next_text(ws: &mut Socket, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws.send(Message::text("3")).await?,
+            Some(Ok(Message::Text(t))) if wanted(t.as_str()) => return Ok(t.as_str().to_owned()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("closed during the handshake"),
+        }
+    }
+}
+
+/// Shared counters, read by the progress display.
+#[derive(Default)]
+struct Progress {
+    replies: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs the benchmark and prints (and optionally writes) its report.
+pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
+    let setup = Arc::new(setup);
+    let progress = Arc::new(Progress::default());
+    let opened = Instant::now();
+    let sockets: Vec<anyhow::Result<Socket>> = stream::iter(0..setup.connections)
+        .map(|i| {
+            let setup = setup.clone();
+            async move {
+                let mut ws = connect_from(&setup.url, source(i, setup.sources)).await?;
+                if matches!(setup.protocol, Protocol::Socketio) {
+                    socketio_handshake(&mut ws, &setup.auth).await?;
+                }
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let sockets = sockets.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    eprintln!("{} connections open in {:.2?}", sockets.len(), opened.elapsed());
+
+    let start = Instant::now();
+    let measure_from = start + setup.warmup;
+    let end = measure_from + setup.duration;
+    let cpu_at = Arc::new(tokio::sync::Mutex::new(None::<u64>));
+    {
+        // The server's CPU time is read when the warm-up ends.
+        let (pids, cpu_at) = (setup.pids.clone(), cpu_at.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            *cpu_at.lock().await = cpu_sum(&pids).ok();
+        });
+    }
+    let bar = progress_bar(setup.warmup + setup.duration);
+    let ticker = {
+        let (progress, bar) = (progress.clone(), bar.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = progress.replies.load(Ordering::Relaxed);
+                bar.set_message(format!("{} replies/s", now - last));
+                bar.set_position(start.elapsed().as_millis() as u64);
+                last = now;
+            }
+        })
+    };
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let (setup, progress) = (setup.clone(), progress.clone());
+            tokio::spawn(async move { drive(ws, i, &setup, &progress, measure_from, end).await })
+        })
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut replies = 0;
+    for task in tasks {
+        let (h, n) = task.await??;
+        histogram.add(&h)?;
+        replies += n;
+    }
+    let cpu_after = cpu_sum(&setup.pids).ok();
+    ticker.abort();
+    bar.finish_and_clear();
+    let seconds = setup.duration.as_secs_f64();
+    let cpu = match (*cpu_at.lock().await, cpu_after) {
+        (Some(before), Some(after)) if replies > 0 && !setup.pids.is_empty() => {
+            Some((after - before) as f64 / replies as f64)
+        }
+        _ => None,
+    };
+    let report = EchoReport {
+        label: setup.label.clone(),
+        protocol: format!("{:?}", setup.protocol).to_lowercase(),
+        connections: setup.connections,
+        window: setup.window,
+        payload_bytes: setup.payload,
+        seconds,
+        replies,
+        replies_per_sec: replies as f64 / seconds,
+        p50_us: histogram.value_at_quantile(0.50),
+        p90_us: histogram.value_at_quantile(0.90),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        max_us: histogram.max(),
+        server_cpu_us_per_reply: cpu,
+        errors: progress.errors.load(Ordering::Relaxed),
+    };
+    print_report(&report);
+    if let Some(path) = &setup.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+fn progress_bar(total: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(2));
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:40}] {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// One connection: keeps `window` echoes in flight (paced by `rate` if set) until `end`;
+/// returns the latencies of the replies received after `measure_from`.
+async fn drive(
+    ws: Socket,
+    index: usize,
+    setup: &EchoSetup,
+    progress: &Progress,
+    measure_from: Instant,
+    end: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut sink, mut frames) = ws.split();
+    let padding = "x".repeat(setup.payload);
+    // Send times by sequence number modulo the window; replies name their sequence number.
+    let window = setup.window.max(1);
+    let mut sent_at = vec![start_marker(); window];
+    let mut next_seq: u64 = 0;
+    let mut in_flight = 0usize;
+    let mut measured = 0u64;
+    let per_connection_rate = setup.rate.map(|r| (r as f64 / setup.connections as f64).max(0.001));
+    let mut pace = per_connection_rate.map(|r| {
+        // Stagger the connections so their sends do not land together.
+        let period = Duration::from_secs_f64(1.0 / r);
+        let offset = period.mul_f64((index % 97) as f64 / 97.0);
+        tokio::time::interval_at((Instant::now() + offset).into(), period)
+    });
+    let frame = |seq: u64| match setup.protocol {
+        Protocol::Ws => format!(r#"{{"event":"echo","data":"{seq}:{padding}"}}"#),
+        Protocol::Socketio => format!(r#"42["echo","{seq}:{padding}"]"#),
+    };
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let may_send = in_flight < window;
+        tokio::select! {
+            biased;
+            reply = frames.next() => {
+                let text = match reply {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                    None => bail!("the server closed the connection"),
+                };
+                if text.as_str() == "2" {
+                    sink.send(Message::text("3")).await?;
+                    continue;
+                }
+                let Some(seq) = sequence(text.as_str()) else {
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                in_flight = in_flight.saturating_sub(1);
+                let sent = sent_at[(seq % window as u64) as usize];
+                let received = Instant::now();
+                progress.replies.fetch_add(1, Ordering::Relaxed);
+                if sent >= measure_from && received <= end {
+                    let micros = received.duration_since(sent).as_micros() as u64;
+                    histogram.record(micros.max(1))?;
+                    measured += 1;
+                }
+            }
+            _ = async {
+                if let Some(interval) = pace.as_mut() {
+                    interval.tick().await;
+                }
+            }, if may_send => {
+                sent_at[(next_seq % window as u64) as usize] = Instant::now();
+                sink.send(Message::text(frame(next_seq))).await?;
+                next_seq += 1;
+                in_flight += 1;
+            }
+            () = tokio::time::sleep_until(end.into()) => break,
+        }
+    }
+    let _ = sink.close().await;
+    Ok((histogram, measured))
+}
+
+fn start_marker() -> Instant {
+    Instant::now()
+}
+
+/// The sequence number of an echo reply: the digits after the data's opening quote.
+fn sequence(text: &str) -> Option<u64> {
+    let data = match text.find(r#""data":""#) {
+        Some(at) => &text[at + 8..],
+        None => &text[text.find(r#"",""#)? + 3..],
+    };
+    let digits = data.split(':').next()?;
+    digits.parse().ok()
+}
+
+fn cpu_sum(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&p| crate::cpu_micros(p)).sum()
+}
+
+fn print_report(r: &EchoReport) {
+    let cpu = r.server_cpu_us_per_reply.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
+    println!(
+        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12} | {:>8} | {:>8} | {:>8} | {:>14} | {:>6} |",
+        "label",
+        "protocol",
+        "conns",
+        "window",
+        "replies/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "CPU us/reply",
+        "errors"
+    );
+    println!(
+        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12.0} | {:>8} | {:>8} | {:>8} | {:>14} | {:>6} |",
+        r.label,
+        r.protocol,
+        r.connections,
+        r.window,
+        r.replies_per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.max_us,
+        cpu,
+        r.errors
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence;
+
+    #[test]
+    fn sequence_numbers_are_read_from_both_formats() {
+        assert_eq!(sequence(r#"{"event":"echo","data":"42:xxxx"}"#), Some(42));
+        assert_eq!(sequence(r#"42["echo","7:xx"]"#), Some(7));
+        assert_eq!(sequence(r#"{"event":"exception","data":{}}"#), None);
+    }
+}
