@@ -159,6 +159,22 @@ enum Command {
         #[arg(long)]
         pid: Vec<u32>,
     },
+    /// Prints an HS256 token for `sub`, valid `ttl` seconds, signed with `JWT_SECRET`.
+    Token {
+        /// The subject.
+        #[arg(long, default_value = "bench")]
+        sub: String,
+        /// Seconds of validity.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Serves a bare tokio-tungstenite echo with default settings: every text frame is sent
+    /// back as it came (the floor a plain WebSocket framework is compared with).
+    TungsteniteEcho {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 3102)]
+        port: u16,
+    },
     /// Serves a plain axum WebSocket echo with default settings (the comparison peer).
     AxumEcho {
         /// Port on 127.0.0.1.
@@ -234,6 +250,13 @@ fn main() -> anyhow::Result<()> {
                 echo::run(setup).await.map(|_| ())
             }
             Command::AxumEcho { port } => axum_echo(port).await,
+            Command::Token { sub, ttl } => {
+                let secret = std::env::var("JWT_SECRET").context("JWT_SECRET must be set")?;
+                let keys = wsgate::JwtKeys::hs256(secret.as_bytes());
+                println!("{}", keys.sign(sub, Duration::from_secs(ttl))?);
+                Ok(())
+            }
+            Command::TungsteniteEcho { port } => tungstenite_echo(port).await,
             Command::SocketioxideEcho { port } => socketioxide_echo(port).await,
         }
     })
@@ -530,6 +553,23 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
     let kib = line.split_whitespace().nth(1).context("malformed VmRSS line")?;
     Ok(kib.parse()?)
+}
+
+async fn tungstenite_echo(port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("tokio-tungstenite echo on ws://127.0.0.1:{port}/");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
 }
 
 async fn axum_echo(port: u16) -> anyhow::Result<()> {
