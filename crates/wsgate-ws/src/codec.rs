@@ -26,7 +26,7 @@ impl WireFormat for JsonFrames {
 
 /// Encodes an ack (`{"event":"ack","id":…,"data":…}`) or an exception
 /// (`{"event":"exception","id":…,"data":…}`, `id` only when the message had one).
-pub(crate) fn encode_direct(direct: &Direct) -> Bytes {
+pub fn encode_direct(direct: &Direct) -> Bytes {
     let (event, id, data) = match direct {
         Direct::Ack { id, data } => ("ack", Some(id), data),
         Direct::Exception { id, data } => ("exception", id.as_ref(), data),
@@ -55,7 +55,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 /// What a text frame decoded to.
 #[derive(Debug)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// A message for the router.
     Message(Inbound),
     /// A frame that is not a message; the client gets an `exception` with this text.
@@ -77,7 +77,7 @@ fn invalid(message: impl Into<String>, ack: Option<AckId>) -> Decoded {
 ///   is the data.
 ///
 /// In both, an `"id"` (number or string) asks for an acknowledgement.
-pub(crate) fn decode(text: &str) -> Decoded {
+pub fn decode(text: &str) -> Decoded {
     let fields = match serde_json::from_str::<Fields<'_>>(text) {
         Ok(Fields(Some(fields))) => fields,
         Ok(Fields(None)) => return invalid(NOT_AN_OBJECT, None),

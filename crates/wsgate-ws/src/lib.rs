@@ -45,7 +45,7 @@
 //! replies are never dropped. Past that number the adapter stops reading the socket until a
 //! handler finishes, so a flooding client is slowed by TCP backpressure, not buffered.
 
-mod codec;
+pub mod codec;
 mod session;
 mod upgrade;
 
