@@ -60,11 +60,14 @@ async fn drive(
 ) -> End {
     // Created on the first message and dropped when it drains: an idle connection holds none.
     let mut in_flight = None::<FuturesUnordered<_>>;
+    // Made once: re-creating it every turn would register and drop a waiter per message.
+    let closed = conn.closed();
+    tokio::pin!(closed);
     loop {
         let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
             biased;
-            reason = conn.closed() => return End::Close(reason),
+            reason = &mut closed => return End::Close(reason),
             item = rx.recv() => {
                 if let Err(end) = write(ws, item, rx).await {
                     return end;
