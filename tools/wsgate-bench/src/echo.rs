@@ -80,7 +80,7 @@ pub(crate) fn source(i: usize, sources: u8) -> IpAddr {
 }
 
 /// Socket.IO: the Engine.IO open packet, then the namespace connect with `auth`.
-async fn socketio_handshake(ws: &mut Socket, auth: &str) -> anyhow::Result<()> {
+pub(crate) async fn socketio_handshake(ws: &mut Socket, auth: &str) -> anyhow::Result<()> {
     next_text(ws, |t| t.starts_with('0')).await.context("engine.io open")?;
     ws.send(Message::text(format!("40{auth}"))).await?;
     let reply = next_text(ws, |t| t.starts_with("40") || t.starts_with("44")).await?;

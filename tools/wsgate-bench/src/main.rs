@@ -33,6 +33,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio_tungstenite::tungstenite::Message;
 
+mod connect;
 mod echo;
 
 #[derive(Parser)]
@@ -115,6 +116,38 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         sources: u8,
         /// Server process ids (repeatable), for CPU time per reply from /proc.
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// A name for the report's row.
+        #[arg(long, default_value = "server")]
+        label: String,
+    },
+    /// Connect rate: opens `n` authenticated connections, `concurrency` at a time, each set
+    /// up (upgrade with the token; Socket.IO: namespace connect with `--auth`) then closed;
+    /// prints connects/s, set-up latency and the server's CPU per connect.
+    Connect {
+        /// WebSocket URL, token included.
+        #[arg(long)]
+        url: String,
+        /// The protocol spoken on each connection.
+        #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+        protocol: Protocol,
+        /// Socket.IO only: the auth payload of the namespace connect, as JSON.
+        #[arg(long, default_value = "{}")]
+        auth: String,
+        /// Connections in all.
+        #[arg(short = 'n', long, default_value_t = 10_000)]
+        connections: usize,
+        /// Connections being set up at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Spread the connections over 127.0.0.1 … 127.0.0.N.
+        #[arg(long, default_value_t = 4)]
+        sources: u8,
+        /// Server process ids (repeatable), for CPU time per connect.
         #[arg(long)]
         pid: Vec<u32>,
         /// Also write the report as JSON to this file.
@@ -250,6 +283,30 @@ fn main() -> anyhow::Result<()> {
                 echo::run(setup).await.map(|_| ())
             }
             Command::AxumEcho { port } => axum_echo(port).await,
+            Command::Connect {
+                url,
+                protocol,
+                auth,
+                connections,
+                concurrency,
+                sources,
+                pid,
+                json,
+                label,
+            } => {
+                let setup = connect::ConnectSetup {
+                    url,
+                    protocol,
+                    auth,
+                    connections,
+                    concurrency,
+                    sources,
+                    pids: pid,
+                    json,
+                    label,
+                };
+                connect::run(setup).await
+            }
             Command::Token { sub, ttl } => {
                 let secret = std::env::var("JWT_SECRET").context("JWT_SECRET must be set")?;
                 let keys = wsgate::JwtKeys::hs256(secret.as_bytes());
