@@ -81,25 +81,13 @@ pub(crate) fn source(i: usize, sources: u8) -> IpAddr {
 
 /// Socket.IO: the Engine.IO open packet, then the namespace connect with `auth`.
 pub(crate) async fn socketio_handshake(ws: &mut Socket, auth: &str) -> anyhow::Result<()> {
-    next_text(ws, |t| t.starts_with('0')).await.context("engine.io open")?;
+    crate::next_text(ws, |t| t.starts_with('0')).await.context("engine.io open")?;
     ws.send(Message::text(format!("40{auth}"))).await?;
-    let reply = next_text(ws, |t| t.starts_with("40") || t.starts_with("44")).await?;
+    let reply = crate::next_text(ws, |t| t.starts_with("40") || t.starts_with("44")).await?;
     if reply.starts_with("44") {
         bail!("namespace connect refused: {reply}");
     }
     Ok(())
-}
-
-async fn next_text(ws: &mut Socket, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws.send(Message::text("3")).await?,
-            Some(Ok(Message::Text(t))) if wanted(t.as_str()) => return Ok(t.as_str().to_owned()),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => bail!("closed during the handshake"),
-        }
-    }
 }
 
 /// Shared counters, read by the progress display.

@@ -451,7 +451,13 @@ async fn open(client: &Client, phase: &std::sync::Mutex<&'static str>) -> anyhow
 }
 
 /// The next text frame that `wanted` accepts; Engine.IO pings on the way are answered.
-async fn next_text(ws: &mut Socket, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+pub(crate) async fn next_text<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws.send(Message::text("3")).await?,
