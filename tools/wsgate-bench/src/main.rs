@@ -52,6 +52,34 @@ enum Protocol {
     Socketio,
 }
 
+/// Where each connection goes and what it speaks.
+#[derive(clap::Args, Clone, Debug)]
+struct Target {
+    /// WebSocket URL, token included (Socket.IO: `ws://host/socket.io/?EIO=4&transport=websocket`).
+    #[arg(long)]
+    url: String,
+    /// The protocol spoken on each connection.
+    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    protocol: Protocol,
+    /// Socket.IO only: the auth payload of the namespace connect, as JSON.
+    #[arg(long, default_value = "{}")]
+    auth: String,
+}
+
+/// How a run reports.
+#[derive(clap::Args, Clone, Debug)]
+struct ReportArgs {
+    /// Server process ids (repeatable), for the server's CPU time from /proc.
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// A name for the report's row.
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Opens many idle connections and reports the server's memory per connection.
@@ -85,15 +113,8 @@ enum Command {
     /// for `duration` seconds (after a warm-up); prints replies/s, latency percentiles (HDR
     /// histogram) and, with `--pid`, the server's CPU time per reply.
     Echo {
-        /// WebSocket URL, token included (Socket.IO: `ws://host/socket.io/?EIO=4&transport=websocket`).
-        #[arg(long)]
-        url: String,
-        /// The protocol spoken on each connection.
-        #[arg(long, value_enum, default_value_t = Protocol::Ws)]
-        protocol: Protocol,
-        /// Socket.IO only: the auth payload of the namespace connect, as JSON.
-        #[arg(long, default_value = "{}")]
-        auth: String,
+        #[command(flatten)]
+        target: Target,
         /// Connections.
         #[arg(short = 'c', long, default_value_t = 64)]
         connections: usize,
@@ -115,29 +136,15 @@ enum Command {
         /// Spread the connections over 127.0.0.1 … 127.0.0.N.
         #[arg(long, default_value_t = 1)]
         sources: u8,
-        /// Server process ids (repeatable), for CPU time per reply from /proc.
-        #[arg(long)]
-        pid: Vec<u32>,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// A name for the report's row.
-        #[arg(long, default_value = "server")]
-        label: String,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Connect rate: opens `n` authenticated connections, `concurrency` at a time, each set
     /// up (upgrade with the token; Socket.IO: namespace connect with `--auth`) then closed;
     /// prints connects/s, set-up latency and the server's CPU per connect.
     Connect {
-        /// WebSocket URL, token included.
-        #[arg(long)]
-        url: String,
-        /// The protocol spoken on each connection.
-        #[arg(long, value_enum, default_value_t = Protocol::Ws)]
-        protocol: Protocol,
-        /// Socket.IO only: the auth payload of the namespace connect, as JSON.
-        #[arg(long, default_value = "{}")]
-        auth: String,
+        #[command(flatten)]
+        target: Target,
         /// Connections in all.
         #[arg(short = 'n', long, default_value_t = 10_000)]
         connections: usize,
@@ -147,15 +154,8 @@ enum Command {
         /// Spread the connections over 127.0.0.1 … 127.0.0.N.
         #[arg(long, default_value_t = 4)]
         sources: u8,
-        /// Server process ids (repeatable), for CPU time per connect.
-        #[arg(long)]
-        pid: Vec<u32>,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// A name for the report's row.
-        #[arg(long, default_value = "server")]
-        label: String,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Times the broadcast of one event to many subscribers, over one or several instances.
     Fanout {
@@ -251,9 +251,7 @@ fn main() -> anyhow::Result<()> {
                 fanout(setup, trigger, rounds).await
             }
             Command::Echo {
-                url,
-                protocol,
-                auth,
+                target: Target { url, protocol, auth },
                 connections,
                 window,
                 duration,
@@ -261,9 +259,7 @@ fn main() -> anyhow::Result<()> {
                 payload,
                 rate,
                 sources,
-                pid,
-                json,
-                label,
+                report: ReportArgs { pid, json, label },
             } => {
                 let setup = echo::EchoSetup {
                     url,
@@ -284,15 +280,11 @@ fn main() -> anyhow::Result<()> {
             }
             Command::AxumEcho { port } => axum_echo(port).await,
             Command::Connect {
-                url,
-                protocol,
-                auth,
+                target: Target { url, protocol, auth },
                 connections,
                 concurrency,
                 sources,
-                pid,
-                json,
-                label,
+                report: ReportArgs { pid, json, label },
             } => {
                 let setup = connect::ConnectSetup {
                     url,
