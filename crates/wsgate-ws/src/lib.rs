@@ -73,6 +73,8 @@ pub(crate) struct WsConfig {
     pub(crate) read_buffer_size: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for WsAdapter {
@@ -83,7 +85,7 @@ impl Default for WsAdapter {
 
 impl WsAdapter {
     /// The adapter with its defaults: 64 KiB messages, 512-byte read buffer, 16 handlers in
-    /// flight per connection.
+    /// flight per connection, a ping every 25 s and a 60 s idle timeout.
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
@@ -91,6 +93,8 @@ impl WsAdapter {
                 read_buffer_size: 512,
                 max_in_flight: 16,
                 close_timeout: Duration::from_secs(2),
+                ping_interval: Duration::from_secs(25),
+                idle_timeout: Duration::from_secs(60),
             }),
         }
     }
@@ -127,6 +131,25 @@ impl WsAdapter {
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config_mut().close_timeout = timeout;
+        self
+    }
+
+    /// How often the server pings each connection. Default 25 s (as Socket.IO). Browsers and
+    /// WebSocket libraries answer pings on their own; the traffic also keeps proxies from
+    /// dropping quiet connections.
+    #[must_use]
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config_mut().ping_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a connection may stay silent (no message, no pong) before the server closes it
+    /// with 1001 `idle timeout`: half-open connections (a client that vanished without a FIN)
+    /// don't pile up. Checked at each ping, so the close comes at most one ping interval
+    /// later. Default 60 s.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().idle_timeout = timeout;
         self
     }
 

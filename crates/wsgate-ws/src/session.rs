@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -63,11 +64,24 @@ async fn drive(
     // Made once: re-creating it every turn would register and drop a waiter per message.
     let closed = conn.closed();
     tokio::pin!(closed);
+    let mut last_seen = Instant::now();
+    let heartbeat = tokio::time::sleep(config.ping_interval);
+    tokio::pin!(heartbeat);
     loop {
         let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
             biased;
             reason = &mut closed => return End::Close(reason),
+            () = &mut heartbeat => {
+                // A connection whose handlers are still running is not idle.
+                if busy == 0 && last_seen.elapsed() >= config.idle_timeout {
+                    return End::Close(CloseReason::IdleTimeout);
+                }
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::Broken;
+                }
+                heartbeat.as_mut().reset(Instant::now() + config.ping_interval);
+            }
             item = rx.recv() => {
                 if let Err(end) = write(ws, item, rx).await {
                     return end;
@@ -79,6 +93,7 @@ async fn drive(
                 }
             }
             frame = ws.next(), if busy < config.max_in_flight => {
+                last_seen = Instant::now();
                 let decoded = match frame {
                     Some(Ok(Message::Text(text))) => codec::decode(&text),
                     Some(Ok(Message::Binary(_))) => {

@@ -372,3 +372,38 @@ async fn close_all_sends_going_away() {
     }
     assert_eq!(f.server.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn silent_connections_are_pinged_and_closed_after_the_idle_timeout() {
+    let adapter = WsAdapter::new()
+        .ping_interval(Duration::from_millis(100))
+        .idle_timeout(Duration::from_millis(350));
+    let f = start(adapter).await;
+
+    // A client that reads answers every ping (tungstenite does it while reading): it stays.
+    let mut alive = f.connect("/", 1).await;
+    // A client that never reads never answers: it is closed with 1001 `idle timeout`.
+    let mut silent = f.connect("/", 2).await;
+
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, alive.next()).await {
+        match frame {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("the reading client got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "pinged every 100 ms: {pings} pings in 900 ms");
+    send(&mut alive, json!({ "event": "whoami", "id": 1 })).await;
+    assert_eq!(recv(&mut alive).await["data"], 1, "still open after 900 ms");
+
+    // The silent client now reads what the server sent meanwhile: pings, then the close.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), silent.next()).await.unwrap() {
+            Some(Ok(Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            other => panic!("expected pings then a close, got {other:?}"),
+        }
+    };
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::Away, "idle timeout"));
+}

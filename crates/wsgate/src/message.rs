@@ -128,6 +128,8 @@ pub enum CloseReason {
     PolicyViolation,
     /// A message was larger than allowed (1009).
     TooBig,
+    /// Nothing came from the client, not even a pong, for longer than allowed (1001).
+    IdleTimeout,
     /// The application closed it.
     Normal,
 }
@@ -137,7 +139,7 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             Self::Normal => 1000,
-            Self::GoingAway => 1001,
+            Self::GoingAway | Self::IdleTimeout => 1001,
             Self::SlowConsumer | Self::PolicyViolation => 1008,
             Self::TooBig => 1009,
         }
@@ -151,6 +153,7 @@ impl CloseReason {
             Self::SlowConsumer => "outbound queue full",
             Self::PolicyViolation => "policy violation",
             Self::TooBig => "message too big",
+            Self::IdleTimeout => "idle timeout",
         }
     }
 }
