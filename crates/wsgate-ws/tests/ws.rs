@@ -407,3 +407,36 @@ async fn silent_connections_are_pinged_and_closed_after_the_idle_timeout() {
     };
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Away, "idle timeout"));
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_closed_as_too_slow_with_1008() {
+    let f = start(WsAdapter::new()).await;
+    let mut slow = f.connect("/", 1).await;
+    let mut fast = f.connect("/", 2).await;
+    send(&mut slow, json!({ "event": "join", "data": "busy", "id": 1 })).await;
+    assert_eq!(recv(&mut slow).await["data"], true);
+
+    // Big emits fill the socket buffers, then the 256-item queue: the emit that finds it full
+    // closes the connection instead of buffering without bound.
+    let chunk = "x".repeat(60 * 1024);
+    let mut emitted = 0;
+    while f.server.to("busy").emit("chunk", &chunk).unwrap() == 1 {
+        emitted += 1;
+        assert!(emitted < 10_000, "the queue never filled");
+    }
+    assert!(emitted >= 256, "at least the queue's capacity went out: {emitted}");
+
+    // Others are not affected.
+    send(&mut fast, json!({ "event": "whoami", "id": 2 })).await;
+    assert_eq!(recv(&mut fast).await["data"], 2);
+
+    // The slow client, reading at last, gets what was queued, then the close.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap() {
+            Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            other => panic!("expected chunks then a close, got {other:?}"),
+        }
+    };
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "outbound queue full"));
+}
