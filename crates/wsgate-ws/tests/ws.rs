@@ -103,6 +103,10 @@ impl Fixture {
 }
 
 async fn start(adapter: WsAdapter) -> Fixture {
+    start_with(adapter, wsgate::AppConfig::default()).await
+}
+
+async fn start_with(adapter: WsAdapter, config: wsgate::AppConfig) -> Fixture {
     let keys = JwtKeys::hs256(b"a test secret that is long enough");
     let disconnects = Arc::new(AtomicUsize::new(0));
     let auth = JwtAuth::new(keys.clone(), |claims: Claims| async move {
@@ -110,6 +114,7 @@ async fn start(adapter: WsAdapter) -> Fixture {
         Ok::<_, &str>((id != 404).then_some(User { id }))
     });
     let app = App::builder()
+        .config(config)
         .middleware(auth)
         .gateway(CommentGateway { disconnects: disconnects.clone() })
         .gateway(ChatGateway)
@@ -345,7 +350,9 @@ async fn server_handle_reaches_rooms_and_disconnect_runs_hooks() {
 
 #[tokio::test]
 async fn many_messages_in_flight_all_get_their_replies() {
-    let f = start(WsAdapter::new().max_in_flight(4)).await;
+    // 500 at once is past the default rate: this test is about concurrency, not the rate.
+    let config = wsgate::AppConfig { rate_limit: None, ..wsgate::AppConfig::default() };
+    let f = start_with(WsAdapter::new().max_in_flight(4), config).await;
     let mut ws = f.connect("/", 1).await;
     for id in 0..500 {
         send(&mut ws, json!({ "event": "whoami", "id": id })).await;
@@ -353,6 +360,7 @@ async fn many_messages_in_flight_all_get_their_replies() {
     let mut seen = vec![false; 500];
     for _ in 0..500 {
         let reply = recv(&mut ws).await;
+        assert_eq!(reply["event"], "ack", "{reply}");
         seen[reply["id"].as_u64().unwrap() as usize] = true;
     }
     assert!(seen.iter().all(|s| *s));
@@ -439,4 +447,32 @@ async fn a_client_that_does_not_read_is_closed_as_too_slow_with_1008() {
         }
     };
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "outbound queue full"));
+}
+
+#[tokio::test]
+async fn a_client_past_its_message_rate_gets_exceptions_then_1008() {
+    let limit = wsgate::RateLimit { per_second: 1.0, burst: 5 };
+    let config = wsgate::AppConfig { rate_limit: Some(limit), ..wsgate::AppConfig::default() };
+    let f = start_with(WsAdapter::new().max_in_flight(1), config).await;
+    let mut ws = f.connect("/", 1).await;
+    for id in 0..5 {
+        send(&mut ws, json!({ "event": "whoami", "id": id })).await;
+        assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": id, "data": 1 }));
+    }
+    send(&mut ws, json!({ "event": "whoami", "id": 5 })).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "exception", "id": 5, "data": { "status": "error", "message": "Too many messages." } })
+    );
+    for id in 6..20 {
+        send(&mut ws, json!({ "event": "whoami", "id": id })).await;
+    }
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            other => panic!("expected exceptions then a close, got {other:?}"),
+        }
+    };
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "policy violation"));
 }

@@ -18,6 +18,7 @@ use crate::gateway::{DynGateway, Gateway, Routes};
 use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
+use crate::limit::{Admission, RateLimit};
 use crate::message::{Direct, Inbound, Outbound, Payload, to_payload};
 use crate::names::{EventName, Namespace};
 use crate::observe::{Observer, Outcome};
@@ -30,13 +31,19 @@ pub struct AppConfig {
     /// Capacity of each connection's outbound queue. Replies wait for room; emits and
     /// broadcasts that find it full disconnect the client as too slow. Default 256.
     pub outbound_capacity: usize,
+    /// The message rate each connection may keep; `None` for no limit. Default 100 per
+    /// second with bursts of 200 ([`RateLimit`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { outbound_capacity: 256 }
+        Self { outbound_capacity: 256, rate_limit: Some(RateLimit::default()) }
     }
 }
+
+/// The exception a message over the rate gets.
+pub const TOO_MANY_MESSAGES: &str = "Too many messages.";
 
 /// A start-up mistake in the gateways.
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +307,12 @@ impl App {
     /// as Socket.IO's ack callbacks. Returns `None` when there is nothing to acknowledge (no
     /// ack asked for, or the handler emitted an event, sent nothing, or failed).
     pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
+        if !self.admit(conn) {
+            let data = to_payload(&json!({ "status": "error", "message": TOO_MANY_MESSAGES }))
+                .unwrap_or_else(|_| crate::message::null_payload());
+            let _ = conn.reply(Direct::Exception { id: message.ack, data }).await;
+            return None;
+        }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
         let Inbound { event, data, ack, binary } = message;
         let route = self
@@ -363,9 +376,26 @@ impl App {
         None
     }
 
+    /// Whether the connection's rate allows one more message; closes it (1008) when the
+    /// client keeps going past its rate.
+    fn admit(&self, conn: &Connection) -> bool {
+        let Some(limit) = &self.inner.config.rate_limit else { return true };
+        match conn.bucket(limit).admit(limit) {
+            Admission::Admit => true,
+            Admission::Refuse => false,
+            Admission::Close => {
+                tracing::debug!(conn = %conn.id(), "message rate exceeded; closing");
+                conn.close(crate::message::CloseReason::PolicyViolation);
+                false
+            }
+        }
+    }
+
     /// Sends an `exception` `{status:"error", message}` about a message that could not be
-    /// decoded (not JSON, no event name); the connection stays open.
+    /// decoded (not JSON, no event name); the connection stays open. Such frames count
+    /// against the connection's rate too.
     pub async fn reject(&self, conn: &Connection, message: &str, ack: Option<crate::AckId>) {
+        let message = if self.admit(conn) { message } else { TOO_MANY_MESSAGES };
         let data = to_payload(&json!({ "status": "error", "message": message }))
             .unwrap_or_else(|_| crate::message::null_payload());
         // A closed connection has nobody to tell.

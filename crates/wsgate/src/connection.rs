@@ -82,6 +82,8 @@ struct Inner {
     transport: &'static str,
     extensions: http::Extensions,
     rooms: Mutex<Vec<RoomId>>,
+    /// The message-rate bucket, filled on the first message.
+    bucket: std::sync::OnceLock<crate::limit::Bucket>,
     queue: Queue,
     closing: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
@@ -104,6 +106,7 @@ impl Connection {
             transport,
             extensions,
             rooms: Mutex::new(Vec::new()),
+            bucket: std::sync::OnceLock::new(),
             queue: Queue::new(capacity),
             closing: AtomicBool::new(false),
             close_reason: Mutex::new(None),
@@ -112,6 +115,10 @@ impl Connection {
         };
         let conn = Self { inner: Arc::new(inner) };
         (conn.clone(), OutboundRx { conn })
+    }
+
+    pub(crate) fn bucket(&self, limit: &crate::limit::RateLimit) -> &crate::limit::Bucket {
+        self.inner.bucket.get_or_init(|| crate::limit::Bucket::new(limit))
     }
 
     /// This connection's id.

@@ -12,6 +12,7 @@ mod handler;
 mod handshake;
 #[cfg(feature = "jwt")]
 mod jwt;
+mod limit;
 mod message;
 mod names;
 mod observe;
@@ -21,7 +22,7 @@ mod reply;
 mod server;
 
 pub use adapter::Adapter;
-pub use app::{Accepted, App, AppBuilder, AppConfig, BuildError};
+pub use app::{Accepted, App, AppBuilder, AppConfig, BuildError, TOO_MANY_MESSAGES};
 pub use broker::{Broker, BrokerStatus, Envelope, Inbox, MemoryBroker, NodeId, Recipients};
 pub use connection::{Connection, OutboundRx, SendError};
 pub use exception::{
@@ -37,6 +38,7 @@ pub use handler::Handler;
 pub use handshake::{ConnectMiddleware, Handshake, Refusal};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, JwtAuth, JwtKeys, TokenError, bearer, handshake_token};
+pub use limit::RateLimit;
 pub use message::{
     CloseReason, Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
 };

@@ -457,3 +457,39 @@ async fn a_broker_carries_broadcasts_to_other_instances_once() {
     assert!(status.connected);
     assert_eq!((status.published, status.received), (5, 5));
 }
+
+#[tokio::test]
+async fn a_connection_over_its_rate_gets_exceptions_then_is_closed() {
+    let config = wsgate::AppConfig {
+        rate_limit: Some(wsgate::RateLimit { per_second: 0.5, burst: 3 }),
+        ..wsgate::AppConfig::default()
+    };
+    let app = App::builder()
+        .config(config)
+        .middleware(QueryUser)
+        .gateway(EntryGateway { counters: Arc::default() })
+        .build()
+        .await
+        .unwrap();
+    let (conn, mut rx) = connect(&app, "/", 1).await;
+    let (other, mut other_rx) = connect(&app, "/", 2).await;
+    for _ in 0..3 {
+        app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(1))).await;
+        assert_eq!(next(&mut rx), json!({ "ack": 1, "data": 1 }));
+    }
+    // Over the rate: refused, with the ack id, and the handler does not run.
+    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(2))).await;
+    assert_eq!(
+        next(&mut rx),
+        json!({ "exception": 2, "data": { "status": "error", "message": "Too many messages." } })
+    );
+    assert!(!conn.is_closing());
+    // Another connection has its own bucket.
+    app.dispatch(&other, msg("whoami", Value::Null).with_ack(AckId::Number(3))).await;
+    assert_eq!(next(&mut other_rx), json!({ "ack": 3, "data": 2 }));
+    // Going on regardless: after `burst` refusals in a row, the connection is closed (1008).
+    app.dispatch(&conn, msg("whoami", Value::Null)).await;
+    app.reject(&conn, "Invalid JSON.", None).await;
+    assert!(conn.is_closing());
+    assert_eq!(conn.closed().await, wsgate::CloseReason::PolicyViolation);
+}

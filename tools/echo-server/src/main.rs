@@ -10,7 +10,7 @@
 use anyhow::Context;
 use axum::Router;
 use serde_json::value::RawValue;
-use wsgate::{App, Claims, Data, JwtAuth, JwtKeys, WsResponse, gateway};
+use wsgate::{App, AppConfig, Claims, Data, JwtAuth, JwtKeys, RateLimit, WsResponse, gateway};
 
 struct EchoGateway;
 
@@ -40,7 +40,13 @@ async fn main() -> anyhow::Result<()> {
         // The subject is the connection's user: no database to ask.
         Ok::<_, std::convert::Infallible>(Some(claims.sub))
     });
-    let app = App::builder().middleware(auth).gateway(EchoGateway).build().await?;
+    // Load tests send thousands of messages per second per connection: the rate limit stays
+    // on (its cost is part of what is measured), far above the load.
+    let config = AppConfig {
+        rate_limit: Some(RateLimit { per_second: 1e9, burst: 1_000_000 }),
+        ..AppConfig::default()
+    };
+    let app = App::builder().config(config).middleware(auth).gateway(EchoGateway).build().await?;
     let router = app.mount(Router::new(), wsgate_ws::WsAdapter::new());
     let router = app.mount(router, wsgate_socketio::SocketIoAdapter::new());
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))

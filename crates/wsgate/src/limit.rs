@@ -1,0 +1,92 @@
+//! The per-connection message rate: a token bucket.
+
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+/// How many messages a connection may send: `per_second` on average, `burst` at once.
+///
+/// A message over the rate gets an `exception` `Too many messages.` and is not handled; a
+/// client that keeps sending past the rate (as many refused messages as `burst`) is closed
+/// with 1008. Default: 100 per second, bursts of 200.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Messages per second, on average.
+    pub per_second: f64,
+    /// Messages at once; also how many refused messages end the connection.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { per_second: 100.0, burst: 200 }
+    }
+}
+
+/// What the bucket says about one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Handle it.
+    Admit,
+    /// Refuse it with an exception.
+    Refuse,
+    /// Refuse it and close the connection: the client keeps going.
+    Close,
+}
+
+/// One connection's bucket.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tokens: f64,
+    refused: u32,
+    last: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(limit: &RateLimit) -> Self {
+        let state = State { tokens: f64::from(limit.burst), refused: 0, last: Instant::now() };
+        Self { state: Mutex::new(state) }
+    }
+
+    pub(crate) fn admit(&self, limit: &RateLimit) -> Admission {
+        let mut s = crate::connection::lock(&self.state);
+        let now = Instant::now();
+        let refill = now.duration_since(s.last).as_secs_f64() * limit.per_second;
+        s.tokens = (s.tokens + refill).min(f64::from(limit.burst));
+        s.last = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            s.refused = 0;
+            return Admission::Admit;
+        }
+        s.refused += 1;
+        if s.refused >= limit.burst.max(1) { Admission::Close } else { Admission::Refuse }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_then_the_rate_then_refusals_then_close() {
+        let limit = RateLimit { per_second: 10.0, burst: 3 };
+        let bucket = Bucket::new(&limit);
+        for _ in 0..3 {
+            assert_eq!(bucket.admit(&limit), Admission::Admit);
+        }
+        assert_eq!(bucket.admit(&limit), Admission::Refuse);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(bucket.admit(&limit), Admission::Admit, "one token per 100 ms");
+        assert_eq!(bucket.admit(&limit), Admission::Refuse);
+        assert_eq!(bucket.admit(&limit), Admission::Refuse);
+        assert_eq!(bucket.admit(&limit), Admission::Close, "3 refusals in a row");
+    }
+}
