@@ -34,11 +34,18 @@ pub struct AppConfig {
     /// The message rate each connection may keep; `None` for no limit. Default 100 per
     /// second with bursts of 200 ([`RateLimit`]).
     pub rate_limit: Option<RateLimit>,
+    /// How long the connection middleware may take (a token check that waits on a database,
+    /// say) before the handshake is refused with 503 `Handshake timed out.`. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { outbound_capacity: 256, rate_limit: Some(RateLimit::default()) }
+        Self {
+            outbound_capacity: 256,
+            rate_limit: Some(RateLimit::default()),
+            handshake_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -266,7 +273,14 @@ impl App {
     /// Runs the connection middleware: server-wide, then the namespace's gateways'.
     pub async fn handshake(&self, handshake: Handshake) -> Result<Accepted, Refusal> {
         let transport = handshake.transport;
-        let accepted = self.run_middleware(handshake).await;
+        let timeout = self.inner.config.handshake_timeout;
+        let accepted = match tokio::time::timeout(timeout, self.run_middleware(handshake)).await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tracing::warn!(?timeout, transport, "connection middleware timed out");
+                Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Handshake timed out."))
+            }
+        };
         if let Err(refusal) = &accepted {
             for observer in &self.inner.observers {
                 observer.handshake_refused(transport, refusal);

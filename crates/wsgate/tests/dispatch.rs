@@ -493,3 +493,23 @@ async fn a_connection_over_its_rate_gets_exceptions_then_is_closed() {
     assert!(conn.is_closing());
     assert_eq!(conn.closed().await, wsgate::CloseReason::PolicyViolation);
 }
+
+/// Middleware that never finishes, as a token check waiting on a database that hangs.
+struct Hangs;
+
+impl ConnectMiddleware for Hangs {
+    async fn handle(&self, _: &mut Handshake) -> Result<(), Refusal> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handshake_whose_middleware_hangs_is_refused_after_the_timeout() {
+    let app = App::builder().middleware(Hangs).gateway(ChatGateway).build().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let refusal = app.handshake(Handshake::new("/chat", "test")).await.unwrap_err();
+    assert_eq!(refusal.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refusal.message, "Handshake timed out.");
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(10), "the default timeout");
+    assert_eq!(app.server().connection_count(), 0);
+}
