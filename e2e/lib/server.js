@@ -21,7 +21,7 @@ export function exampleBinary(name) {
 /**
  * Starts `blog serve` on port 0 with a fresh SQLite database and resolves once it logs its
  * address.
- * @returns {Promise<{url: string, port: number, stop: () => Promise<void>, logs: string[]}>}
+ * @returns {Promise<{url: string, port: number, stop: () => Promise<void>, logs: string[], child: import('node:child_process').ChildProcess}>}
  */
 export async function startBlog(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'wsgate-e2e-'));
@@ -53,7 +53,11 @@ export async function startServer(binary, args = [], env = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${binary} did not start:\n${logs.join('')}`)), 30_000);
+    const timer = setTimeout(() => {
+      // Don't leave a server that never came up running behind the failed test.
+      child.kill('SIGKILL');
+      reject(new Error(`${binary} did not start:\n${logs.join('')}`));
+    }, 30_000);
     const onData = (chunk) => {
       const text = chunk.toString();
       logs.push(text);
@@ -77,7 +81,7 @@ export async function startServer(binary, args = [], env = {}) {
       await exited;
     }
   };
-  return { url: `http://127.0.0.1:${port}`, port, stop, logs };
+  return { url: `http://127.0.0.1:${port}`, port, stop, logs, child };
 }
 
 /** JSON request against the blog; resolves to `{status, body}`. */

@@ -54,21 +54,28 @@ export async function postgresDatabase(t) {
   }
   databases += 1;
   const name = `wsgate_e2e_${process.pid}_${databases}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
+  /** Runs `queries(client)` on a connection to `connectionString`, closed whatever happens. */
+  const withClient = async (connectionString, queries) => {
+    const client = new pg.Client({ connectionString, connectionTimeoutMillis: 5000 });
+    try {
+      await client.connect();
+      return await queries(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  };
+  await withClient(base, (c) => c.query(`CREATE DATABASE ${name}`));
   const own = new URL(base);
   own.pathname = `/${name}`;
   return {
     url: own.toString(),
-    async drop() {
-      const client = new pg.Client({ connectionString: base });
-      await client.connect();
-      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
-      await client.query(`DROP DATABASE IF EXISTS ${name}`);
-      await client.end();
-    },
+    /** One statement on the test's own database. */
+    query: (sql, params) => withClient(own.toString(), (c) => c.query(sql, params)),
+    drop: () =>
+      withClient(base, async (c) => {
+        await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
+        await c.query(`DROP DATABASE IF EXISTS ${name}`);
+      }),
   };
 }
 
@@ -108,13 +115,20 @@ export async function startRedis(t) {
     child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
       stdio: 'ignore',
     });
-    const failed = new Promise((resolve) => child.once('error', resolve));
+    // A spawn error (no redis-server), or an exit (the port taken meanwhile), ends the wait.
+    const failed = new Promise((resolve) => {
+      child.once('error', resolve);
+      child.once('exit', (code, signal) => resolve(new Error(`redis-server on ${port} exited (${code ?? signal})`)));
+    });
     const deadline = Date.now() + 10_000;
     for (;;) {
       const error = await Promise.race([failed, new Promise((r) => setTimeout(() => r(null), 50))]);
       if (error) throw error;
       if (await reachable('127.0.0.1', port, 200)) return;
-      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`redis-server on ${port} did not start`);
+      }
     }
   };
   const stop = async () => {
@@ -135,11 +149,30 @@ export async function startRedis(t) {
   return { url: `redis://127.0.0.1:${port}`, port, start, stop };
 }
 
-/** `count` blogs on one database and one Redis, started one after the other. */
+/**
+ * `count` blogs on one database and one Redis, started one after the other (the first creates
+ * and migrates the database). If one fails to start, those already running are stopped. Each
+ * `stop()` kills its blog if it has not exited 10 s after SIGTERM, so that cleanup never hangs.
+ */
 export async function startInstances({ databaseUrl, redisUrl: redis, count = 2 }) {
   const instances = [];
-  for (let i = 0; i < count; i += 1) {
-    instances.push(await startBlog({ DATABASE_URL: databaseUrl, REDIS_URL: redis }));
+  try {
+    for (let i = 0; i < count; i += 1) {
+      const blog = await startBlog({ DATABASE_URL: databaseUrl, REDIS_URL: redis });
+      const stop = blog.stop;
+      blog.stop = async () => {
+        const timer = setTimeout(() => blog.child.kill('SIGKILL'), 10_000);
+        try {
+          await stop();
+        } finally {
+          clearTimeout(timer);
+        }
+      };
+      instances.push(blog);
+    }
+  } catch (e) {
+    await Promise.all(instances.map((blog) => blog.stop().catch(() => {})));
+    throw e;
   }
   return instances;
 }
