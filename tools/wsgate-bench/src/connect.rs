@@ -44,7 +44,7 @@ struct ConnectReport {
 /// with the token, and for Socket.IO the namespace connect with `auth`), then closed.
 pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
     let setup = Arc::new(setup);
-    let cpu_before = cpu_sum(&setup.pids)?;
+    let cpu_before = crate::cpu_micros_total(&setup.pids)?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = stream::iter(0..setup.connections)
         .map(|i| {
@@ -66,7 +66,7 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_sum(&setup.pids)? - cpu_before;
+    let cpu = crate::cpu_micros_total(&setup.pids)? - cpu_before;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut failed = 0;
     let mut first_error = None;
@@ -117,8 +117,4 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
-}
-
-fn cpu_sum(pids: &[u32]) -> anyhow::Result<u64> {
-    pids.iter().map(|&p| crate::cpu_micros(p)).sum()
 }

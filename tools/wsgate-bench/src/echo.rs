@@ -122,15 +122,6 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     let start = Instant::now();
     let measure_from = start + setup.warmup;
     let end = measure_from + setup.duration;
-    let cpu_at = Arc::new(tokio::sync::Mutex::new(None::<u64>));
-    {
-        // The server's CPU time is read when the warm-up ends.
-        let (pids, cpu_at) = (setup.pids.clone(), cpu_at.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from.into()).await;
-            *cpu_at.lock().await = cpu_sum(&pids).ok();
-        });
-    }
     let bar = progress_bar(setup.warmup + setup.duration);
     let ticker = {
         let (progress, bar) = (progress.clone(), bar.clone());
@@ -155,6 +146,9 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
             tokio::spawn(async move { drive(ws, i, &setup, &progress, measure_from, end).await })
         })
         .collect();
+    // The server's CPU time is read when the warm-up ends, and again when the tasks are done.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = crate::cpu_micros_total(&setup.pids).ok();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut replies = 0;
     for task in tasks {
@@ -162,11 +156,11 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         histogram.add(&h)?;
         replies += n;
     }
-    let cpu_after = cpu_sum(&setup.pids).ok();
+    let cpu_after = crate::cpu_micros_total(&setup.pids).ok();
     ticker.abort();
     bar.finish_and_clear();
     let seconds = setup.duration.as_secs_f64();
-    let cpu = match (*cpu_at.lock().await, cpu_after) {
+    let cpu = match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if replies > 0 && !setup.pids.is_empty() => {
             Some((after - before) as f64 / replies as f64)
         }
@@ -221,7 +215,7 @@ async fn drive(
     let padding = "x".repeat(setup.payload);
     // Send times by sequence number modulo the window; replies name their sequence number.
     let window = setup.window.max(1);
-    let mut sent_at = vec![start_marker(); window];
+    let mut sent_at = vec![Instant::now(); window];
     let mut next_seq: u64 = 0;
     let mut in_flight = 0usize;
     let mut measured = 0u64;
@@ -289,10 +283,6 @@ async fn drive(
     Ok((histogram, measured))
 }
 
-fn start_marker() -> Instant {
-    Instant::now()
-}
-
 /// The sequence number of an echo reply: the digits after the data's opening quote.
 fn sequence(text: &str) -> Option<u64> {
     let data = match text.find(r#""data":""#) {
@@ -301,10 +291,6 @@ fn sequence(text: &str) -> Option<u64> {
     };
     let digits = data.split(':').next()?;
     digits.parse().ok()
-}
-
-fn cpu_sum(pids: &[u32]) -> anyhow::Result<u64> {
-    pids.iter().map(|&p| crate::cpu_micros(p)).sum()
 }
 
 fn print_report(r: &EchoReport) {

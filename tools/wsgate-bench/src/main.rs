@@ -535,7 +535,7 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
     );
     let http = reqwest::Client::new();
     let mut rates = Vec::with_capacity(rounds);
-    let cpu_before = setup.pids.iter().map(|&p| cpu_micros(p)).sum::<anyhow::Result<u64>>()?;
+    let cpu_before = cpu_micros_total(&setup.pids)?;
     for round in 1..=rounds {
         tally.target.store(n * round, Ordering::Release);
         let mut request = http
@@ -563,7 +563,7 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
         rates.push(rate);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cpu = setup.pids.iter().map(|&p| cpu_micros(p)).sum::<anyhow::Result<u64>>()? - cpu_before;
+    let cpu = cpu_micros_total(&setup.pids)? - cpu_before;
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = tally.received.load(Ordering::Acquire);
@@ -588,8 +588,13 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// The CPU time of several processes together, in microseconds.
+pub(crate) fn cpu_micros_total(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&p| cpu_micros(p)).sum()
+}
+
 /// User and system CPU time of a process in microseconds, from `/proc/<pid>/stat`.
-pub(crate) fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
+fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
