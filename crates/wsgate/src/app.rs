@@ -322,9 +322,7 @@ impl App {
     /// ack asked for, or the handler emitted an event, sent nothing, or failed).
     pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
         if !self.admit(conn) {
-            let data = to_payload(&json!({ "status": "error", "message": TOO_MANY_MESSAGES }))
-                .unwrap_or_else(|_| crate::message::null_payload());
-            let _ = conn.reply(Direct::Exception { id: message.ack, data }).await;
+            send_error(conn, TOO_MANY_MESSAGES, message.ack).await;
             return None;
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
@@ -410,10 +408,7 @@ impl App {
     /// against the connection's rate too.
     pub async fn reject(&self, conn: &Connection, message: &str, ack: Option<crate::AckId>) {
         let message = if self.admit(conn) { message } else { TOO_MANY_MESSAGES };
-        let data = to_payload(&json!({ "status": "error", "message": message }))
-            .unwrap_or_else(|_| crate::message::null_payload());
-        // A closed connection has nobody to tell.
-        let _ = conn.reply(Direct::Exception { id: ack, data }).await;
+        send_error(conn, message, ack).await;
         for observer in &self.inner.observers {
             observer.message(conn, None, Outcome::Undecodable, Duration::ZERO);
         }
@@ -432,6 +427,14 @@ impl App {
             }
         }
     }
+}
+
+/// Sends an `exception` `{status:"error", message}` about a message that was not handled.
+async fn send_error(conn: &Connection, message: &str, ack: Option<crate::AckId>) {
+    let data = to_payload(&json!({ "status": "error", "message": message }))
+        .unwrap_or_else(|_| crate::message::null_payload());
+    // A closed connection has nobody to tell.
+    let _ = conn.reply(Direct::Exception { id: ack, data }).await;
 }
 
 async fn run(route: &RouteEntry, ctx: &MessageContext) -> Reply {

@@ -137,7 +137,7 @@ impl Inbox {
         let Some(server) = Server::upgrade(&self.server) else { return false };
         if envelope.origin != self.node {
             let emission = Emission::new(envelope.event, envelope.data);
-            server.deliver_remote(&envelope.recipients, &emission);
+            server.deliver_local(&envelope.recipients, &emission);
         }
         true
     }

@@ -232,26 +232,16 @@ impl Server {
         delivered
     }
 
-    /// Delivers an emit of another instance to this one's recipients.
-    pub(crate) fn deliver_remote(&self, recipients: &Recipients, emission: &Arc<Emission>) {
-        self.deliver_local(recipients, emission);
-    }
-
-    fn deliver_local(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
+    /// Delivers to this instance's recipients only (emits of other instances come here too);
+    /// returns how many received it.
+    pub(crate) fn deliver_local(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
+        let push =
+            |conn: &Connection| usize::from(conn.push(Outbound::Event(emission.clone())).is_ok());
         let (namespace, room, except) = match recipients {
-            Recipients::Connection { id } => {
-                return self.connection(*id).map_or(0, |conn| {
-                    usize::from(conn.push(Outbound::Event(emission.clone())).is_ok())
-                });
-            }
+            Recipients::Connection { id } => return self.connection(*id).map_or(0, |c| push(&c)),
             Recipients::Broadcast { namespace, room, except } => (namespace, room, *except),
         };
-        let send = |conn: &Connection| {
-            if except == Some(conn.id()) {
-                return 0;
-            }
-            usize::from(conn.push(Outbound::Event(emission.clone())).is_ok())
-        };
+        let send = |conn: &Connection| if except == Some(conn.id()) { 0 } else { push(conn) };
         match (namespace, room) {
             (Some(ns), Some(room)) => read(&self.inner.rooms)
                 .get(&(ns.clone(), room.clone()))
