@@ -61,9 +61,32 @@ pub struct Config {
     /// origin, and clients that send no `Origin` (not browsers), are always allowed.
     #[arg(long, env = "ALLOWED_ORIGINS", default_value = "", global = true)]
     pub allowed_origins: String,
+    /// Live connections one client address may hold; 0 for no limit. Behind a reverse proxy
+    /// every connection comes from the proxy: set 0 there and limit at the proxy.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_PEER", default_value_t = 256, global = true)]
+    pub max_connections_per_peer: usize,
+    /// Seconds that shutdown (Ctrl-C, SIGTERM) gives messages being handled to finish and be
+    /// answered before the connections close anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, global = true)]
+    pub shutdown_timeout: u64,
 }
 
 impl Config {
+    /// The gateways' limits these settings give.
+    pub fn gateway_config(&self) -> wsgate::AppConfig {
+        wsgate::AppConfig {
+            max_connections_per_peer: (self.max_connections_per_peer > 0)
+                .then_some(self.max_connections_per_peer),
+            drain_timeout: self.shutdown_timeout(),
+            ..wsgate::AppConfig::default()
+        }
+    }
+
+    /// How long shutdown waits for messages in flight.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_timeout)
+    }
+
     /// The defaults, as `blog` with no flags and no environment would use them.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
@@ -73,6 +96,8 @@ impl Config {
             jwt_secret: None,
             redis_url: None,
             allowed_origins: String::new(),
+            max_connections_per_peer: 256,
+            shutdown_timeout: 10,
         }
     }
 }
@@ -87,6 +112,8 @@ impl fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }

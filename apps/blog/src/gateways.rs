@@ -25,6 +25,7 @@ use crate::store::Store;
 pub async fn app(state: &AppState) -> Result<App, BuildError> {
     App::builder()
         .server(state.server.clone())
+        .config(state.gateway_config.clone())
         .observer(state.metrics.clone())
         .middleware(state.origins.clone())
         .middleware(auth_middleware(state.jwt.clone(), state.store.clone()))
@@ -234,7 +235,7 @@ impl CommentGateway {
         if self.state.store.entry(entry_id).await?.is_none() {
             return Err(WsException::new("Entry not found.").into());
         }
-        conn.join(entry_room(entry_id));
+        conn.join(entry_room(entry_id))?;
         Ok(json!({ "entryId": entry_id, "subscribed": true }))
     }
 

@@ -44,8 +44,9 @@ pub use store::{Comment, Entry, Store, StoreError, User};
 /// The Redis channel the blog's instances share.
 const REDIS_CHANNEL: &str = "blog";
 
-/// How long shutdown waits for live connections to close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for closing connections beyond the drain timeout (close
+/// handshakes, writes to slow clients).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What every handler and gateway shares. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Origins whose pages may use the API and the gateways besides the blog's own.
     pub origins: AllowedOrigins,
+    /// The gateways' limits (connections per address, rooms, rates, drain timeout).
+    pub gateway_config: wsgate::AppConfig,
 }
 
 /// Connects to the database, applies pending migrations and loads the JWT secret
@@ -84,6 +87,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         metrics: Metrics::new(&server),
         server,
         origins: AllowedOrigins::parse(&config.allowed_origins),
+        gateway_config: config.gateway_config(),
     })
 }
 
@@ -141,19 +145,45 @@ pub async fn run(
     let app = router(state.clone()).await?.layer(trace);
     let addr = listener.local_addr().context("reading the listening address")?;
     tracing::info!("listening on http://{addr}");
-    // Live connections are not HTTP requests in flight: close them (1001) first, then let
-    // axum finish the requests.
-    let shutdown = async move {
-        shutdown.await;
-        let left = state.server.close_all(CloseReason::GoingAway, CLOSE_TIMEOUT).await;
-        if left > 0 {
-            tracing::warn!(connections = left, "connections still open at shutdown");
+    // On shutdown axum stops accepting and finishes the HTTP requests in flight while, beside
+    // it, the live connections stop reading, answer the messages they are handling, and close
+    // with 1001 (or a Socket.IO disconnect). Handshakes that still come are refused (503).
+    let timeout = state.gateway_config.drain_timeout + CLOSE_GRACE;
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = {
+        let started = started.clone();
+        async move {
+            shutdown.await;
+            started.notify_one();
+            tokio::spawn(async move {
+                let left = state.server.close_all(CloseReason::GoingAway, timeout).await;
+                let _ = closed_tx.send(left);
+            });
         }
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    let serving = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown);
+    // HTTP requests get the same bound as messages: one waiting on a database that hangs does
+    // not keep the process from exiting.
+    let deadline = async {
+        started.notified().await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = deadline => {
+            tracing::warn!(?timeout, "HTTP requests still in flight at the end of the shutdown timeout");
+            return Ok(());
+        }
+    }
+    // Absent when serving ended without a shutdown.
+    if let Ok(left) = closed_rx.await
+        && left > 0
+    {
+        tracing::warn!(connections = left, "connections still open at shutdown");
+    }
+    Ok(())
 }
 
 /// `blog serve`: opens the app, binds `host:port` and serves until Ctrl-C or SIGTERM.

@@ -187,8 +187,14 @@ impl Store {
              RETURNING {COMMENT_COLUMNS}"
         );
         let now = Timestamp::now().to_string();
+        // In an explicit transaction, although it is one statement: if the server goes away
+        // while the insert waits (on a lock, say), the database rolls it back instead of
+        // committing a comment whose author was never told.
+        let mut tx = self.pool.begin().await?;
         let query = sqlx::query_as(&sql).bind(body).bind(entry_id).bind(user_id).bind(now);
-        Ok(query.fetch_optional(&self.pool).await?)
+        let comment = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(comment)
     }
 
     /// All the comments on entry `entry_id`, oldest first (by id).

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use wsgate::{
-    App, Connection, Data, Handshake, Inbound, Outbound, OutboundRx, Server, gateway, to_payload,
+    App, Connection, Data, Handshake, Inbound, Outbound, OutboundRx, Server, WsException, gateway,
+    to_payload,
 };
 use wsgate_redis::RedisBroker;
 
@@ -20,8 +21,8 @@ struct RoomGateway;
 #[gateway]
 impl RoomGateway {
     #[subscribe_message("join")]
-    fn join(&self, conn: Connection, Data(room): Data<String>) {
-        conn.join(room);
+    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
+        conn.join(room)
     }
 }
 

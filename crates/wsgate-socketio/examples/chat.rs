@@ -65,9 +65,13 @@ struct ChatGateway {
 #[gateway(namespace = "/chat")]
 impl ChatGateway {
     #[subscribe_message("join")]
-    async fn join(&self, conn: Connection, Data(Room { room }): Data<Room>) -> bool {
-        conn.join(room);
-        true
+    async fn join(
+        &self,
+        conn: Connection,
+        Data(Room { room }): Data<Room>,
+    ) -> Result<bool, WsException> {
+        conn.join(room)?;
+        Ok(true)
     }
 
     #[subscribe_message("say")]

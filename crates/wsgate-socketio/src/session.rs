@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use serde_json::Value;
@@ -73,6 +74,8 @@ pub(crate) fn middleware(
                         Err(_) => return,
                     };
                     let Some(conn) = conn else { return };
+                    // Held until the ack is sent: a closing connection waits for it.
+                    let _handling = conn.handling();
                     // `Some` only when the client asked for an ack.
                     if let Some(data) = app.dispatch_for_ack(&conn, inbound).await {
                         // The client may have gone; its ack has nowhere to go then.
@@ -115,32 +118,64 @@ async fn connected(app: App, socket: SocketRef) {
         conn.close(CloseReason::Normal);
     }
     opened.send_replace(Some(conn.clone()));
-    write(&socket, &conn, rx).await;
+    write(&socket, &conn, rx, app.config().drain_timeout).await;
     app.disconnect(&conn).await;
     // Ends the namespace connection if the server closed it; harmless if the client did.
     let _ = socket.disconnect();
 }
 
-/// Writes the connection's outbound queue to the socket until either side closes.
-async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx) {
-    loop {
+/// Writes the connection's outbound queue to the socket until either side closes. When the
+/// server closes it, the messages being handled finish first (at most `drain_timeout`) and
+/// their answers are written.
+async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx, drain_timeout: Duration) {
+    let reason = loop {
         let item = tokio::select! {
             biased;
-            _ = conn.closed() => return,
+            reason = conn.closed() => break reason,
             item = rx.recv() => item,
         };
-        let sent = match item {
-            Outbound::Event(emission) => socket.emit(emission.event().as_str(), emission.data()),
-            Outbound::Direct(direct) => match *direct {
-                Direct::Exception { data, .. } => socket.emit("exception", &*data),
-                // Socket.IO acks go straight to the message's callback (`dispatch_for_ack`).
-                Direct::Ack { .. } => Ok(()),
-            },
-            Outbound::Close(_) => return,
-        };
-        if let Err(e) = sent {
-            tracing::debug!(conn = %conn.id(), error = %e, "socket.io emit failed, disconnecting");
+        if !emit(socket, conn, item) {
             return;
         }
+    };
+    if reason == CloseReason::SlowConsumer || !socket.connected() {
+        return;
     }
+    let drained = tokio::time::timeout(drain_timeout, async {
+        loop {
+            tokio::select! {
+                biased;
+                () = conn.settled() => return true,
+                item = rx.recv() => if !emit(socket, conn, item) { return false },
+            }
+        }
+    })
+    .await;
+    if drained == Ok(true) {
+        while let Some(item) = rx.try_recv() {
+            if !emit(socket, conn, item) {
+                return;
+            }
+        }
+    } else {
+        tracing::debug!(conn = %conn.id(), in_flight = conn.in_flight(), "closing with messages in flight");
+    }
+}
+
+/// Writes one item; `false` when the connection should end.
+fn emit(socket: &SocketRef, conn: &Connection, item: Outbound) -> bool {
+    let sent = match item {
+        Outbound::Event(emission) => socket.emit(emission.event().as_str(), emission.data()),
+        Outbound::Direct(direct) => match *direct {
+            Direct::Exception { data, .. } => socket.emit("exception", &*data),
+            // Socket.IO acks go straight to the message's callback (`dispatch_for_ack`).
+            Direct::Ack { .. } => Ok(()),
+        },
+        Outbound::Close(_) => return false,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(conn = %conn.id(), error = %e, "socket.io emit failed, disconnecting");
+        return false;
+    }
+    true
 }

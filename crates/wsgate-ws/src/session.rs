@@ -46,10 +46,12 @@ pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config
     let (conn, mut rx) = accepted.open().await;
     let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
     let end = drive(&app, &conn, &mut ws, &mut rx, &config).instrument(span.clone()).await;
-    app.disconnect(&conn).await;
-    drop(rx);
+    // The close handshake comes before the connection is let go: whoever waits for it to go
+    // (`Server::close_all` at shutdown) knows its close frame was written.
     // Boxed: closing is rare, and its state would otherwise enlarge every connection's task.
     Box::pin(finish(ws, end, &config).instrument(span)).await;
+    app.disconnect(&conn).await;
+    drop(rx);
 }
 
 async fn drive(
@@ -64,6 +66,11 @@ async fn drive(
     // Made once: re-creating it every turn would register and drop a waiter per message.
     let closed = conn.closed();
     tokio::pin!(closed);
+    // Set when the server closes the connection while messages are being handled: no more
+    // are read, those finish and are answered, then the connection closes.
+    let mut draining = None::<CloseReason>;
+    let drain_deadline = tokio::time::sleep(app.config().drain_timeout);
+    tokio::pin!(drain_deadline);
     let mut last_seen = Instant::now();
     let heartbeat = tokio::time::sleep(config.ping_interval);
     tokio::pin!(heartbeat);
@@ -71,7 +78,19 @@ async fn drive(
         let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
             biased;
-            reason = &mut closed => return End::Close(reason),
+            reason = &mut closed, if draining.is_none() => {
+                // A client that does not read would not take the answers either.
+                if busy == 0 || reason == CloseReason::SlowConsumer {
+                    return close_after_queued(ws, rx, reason).await;
+                }
+                tracing::debug!(busy, ?reason, "closing once the messages in flight are answered");
+                draining = Some(reason);
+                drain_deadline.as_mut().reset(Instant::now() + app.config().drain_timeout);
+            }
+            () = &mut drain_deadline, if draining.is_some() => {
+                tracing::debug!(busy, "messages still in flight at the end of the drain timeout");
+                return End::Close(draining.unwrap_or(CloseReason::GoingAway));
+            }
             () = &mut heartbeat => {
                 // A connection whose handlers are still running is not idle.
                 if busy == 0 && last_seen.elapsed() >= config.idle_timeout {
@@ -90,9 +109,12 @@ async fn drive(
             Some(()) = next_done(&mut in_flight), if busy > 0 => {
                 if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
                     in_flight = None;
+                    if let Some(reason) = draining {
+                        return close_after_queued(ws, rx, reason).await;
+                    }
                 }
             }
-            frame = ws.next(), if busy < config.max_in_flight => {
+            frame = ws.next(), if busy < config.max_in_flight && draining.is_none() => {
                 last_seen = Instant::now();
                 let decoded = match frame {
                     Some(Ok(Message::Text(text))) => codec::decode(&text),
@@ -131,6 +153,18 @@ async fn next_done<F: Future<Output = ()>>(set: &mut Option<FuturesUnordered<F>>
 }
 
 const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
+
+/// Writes what is queued (answers to messages already handled), then ends with `reason`.
+async fn close_after_queued(ws: &mut Socket, rx: &mut OutboundRx, reason: CloseReason) -> End {
+    if reason != CloseReason::SlowConsumer {
+        while let Some(item) = rx.try_recv() {
+            if let Err(end) = write(ws, item, rx).await {
+                return end;
+            }
+        }
+    }
+    End::Close(reason)
+}
 
 /// Writes `first` and whatever else is already queued, then flushes once.
 async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), End> {

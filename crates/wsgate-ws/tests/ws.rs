@@ -60,9 +60,16 @@ impl CommentGateway {
     }
 
     #[subscribe_message("join")]
-    async fn join(&self, conn: Connection, Data(room): Data<String>) -> bool {
-        conn.join(room);
-        true
+    async fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<bool, WsException> {
+        conn.join(room)?;
+        Ok(true)
+    }
+
+    /// Answers after `ms` milliseconds: a message still in flight when the server closes.
+    #[subscribe_message("slow")]
+    async fn slow(&self, Data(ms): Data<u64>) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
     }
 
     #[on_disconnect]
@@ -475,4 +482,82 @@ async fn a_client_past_its_message_rate_gets_exceptions_then_1008() {
         }
     };
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "policy violation"));
+}
+
+/// The next close frame's code, skipping pings; text frames are returned in `texts`.
+async fn close_code(ws: &mut Client, texts: &mut Vec<Value>) -> CloseCode {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+            Some(Ok(Message::Text(text))) => texts.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn closing_answers_the_messages_in_flight_first_within_the_drain_timeout() {
+    let config =
+        wsgate::AppConfig { drain_timeout: Duration::from_millis(800), ..Default::default() };
+    let f = start_with(WsAdapter::new(), config).await;
+    let mut quick = f.connect("/", 1).await;
+    let mut stuck = f.connect("/", 2).await;
+    send(&mut quick, json!({ "event": "slow", "data": 300, "id": 1 })).await;
+    send(&mut stuck, json!({ "event": "slow", "data": 5000, "id": 2 })).await;
+    // Both handlers are running when the server starts closing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let server = f.server.clone();
+    let closing = tokio::spawn(async move {
+        server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await
+    });
+
+    // Finished within the drain timeout: answered, then closed with 1001.
+    let mut texts = Vec::new();
+    assert_eq!(close_code(&mut quick, &mut texts).await, CloseCode::Away);
+    assert_eq!(texts, vec![json!({ "event": "ack", "id": 1, "data": 300 })]);
+    // Still running at the end of it: closed without an answer.
+    let started = tokio::time::Instant::now();
+    let mut texts = Vec::new();
+    assert_eq!(close_code(&mut stuck, &mut texts).await, CloseCode::Away);
+    assert!(texts.is_empty(), "no answer from a handler cut off: {texts:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded by the drain timeout");
+    assert_eq!(closing.await.unwrap(), 0);
+
+    // New connections are refused from then on.
+    match connect_async(f.url("/", 3)).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_address_over_its_connection_limit_is_refused_with_429() {
+    let config = wsgate::AppConfig { max_connections_per_peer: Some(3), ..Default::default() };
+    let f = start_with(WsAdapter::new(), config).await;
+    let mut open = Vec::new();
+    for id in 1..=3 {
+        open.push(f.connect("/", id).await);
+    }
+    match connect_async(f.url("/", 4)).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["message"], "Too many connections from this address.");
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    // Those open still work; one that leaves makes room.
+    send(&mut open[0], json!({ "event": "whoami", "id": 1 })).await;
+    assert_eq!(recv(&mut open[0]).await["data"], 1);
+    let mut gone = open.pop().unwrap();
+    gone.close(None).await.unwrap();
+    while gone.next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.server.connection_count() > 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = f.connect("/", 5).await;
+    send(&mut again, json!({ "event": "whoami", "id": 1 })).await;
+    assert_eq!(recv(&mut again).await["data"], 5);
 }

@@ -11,14 +11,14 @@ use http::StatusCode;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::connection::{Connection, OutboundRx};
+use crate::connection::{Connection, OutboundRx, Setup};
 use crate::exception::{ExceptionContext, ExceptionFilter, WsError, WsException, render};
 use crate::extract::MessageContext;
 use crate::gateway::{DynGateway, Gateway, Routes};
 use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
-use crate::limit::{Admission, RateLimit};
+use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
 use crate::message::{Direct, Inbound, Outbound, Payload, to_payload};
 use crate::names::{EventName, Namespace};
 use crate::observe::{Observer, Outcome};
@@ -37,6 +37,17 @@ pub struct AppConfig {
     /// How long the connection middleware may take (a token check that waits on a database,
     /// say) before the handshake is refused with 503 `Handshake timed out.`. Default 10 s.
     pub handshake_timeout: Duration,
+    /// How many connections one peer address may hold at once (handshakes under way
+    /// included); more are refused with 429 `Too many connections from this address.`.
+    /// `None` for no limit. Default 256. Behind a reverse proxy every connection comes from
+    /// the proxy's address: raise it or turn it off there, and limit at the proxy.
+    pub max_connections_per_peer: Option<usize>,
+    /// How many rooms one connection may be in; [`Connection::join`] past it is an
+    /// exception. `None` for no limit. Default 100.
+    pub max_rooms_per_connection: Option<usize>,
+    /// How long a closing connection waits for the messages it is handling to finish before
+    /// it closes anyway. Default 10 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -45,12 +56,21 @@ impl Default for AppConfig {
             outbound_capacity: 256,
             rate_limit: Some(RateLimit::default()),
             handshake_timeout: Duration::from_secs(10),
+            max_connections_per_peer: Some(256),
+            max_rooms_per_connection: Some(100),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// The exception a message over the rate gets.
 pub const TOO_MANY_MESSAGES: &str = "Too many messages.";
+
+/// The exception a message gets when it arrives on a closing connection.
+pub const CONNECTION_CLOSING: &str = "The connection is closing.";
+
+/// The refusal of handshakes once the server is shutting down.
+pub const SHUTTING_DOWN: &str = "The server is shutting down.";
 
 /// A start-up mistake in the gateways.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +228,9 @@ pub struct Accepted {
     namespace: Namespace,
     transport: &'static str,
     extensions: http::Extensions,
+    peer: Option<std::net::SocketAddr>,
+    /// Shared by clones; the connection takes it over.
+    peer_slot: Option<Arc<PeerSlot>>,
 }
 
 impl Accepted {
@@ -215,12 +238,15 @@ impl Accepted {
     /// receiving end of its outbound queue, which the adapter drains to the socket.
     pub async fn open(self) -> (Connection, OutboundRx) {
         let inner = &self.app.inner;
-        let (conn, rx) = inner.server.open(
-            self.namespace,
-            self.transport,
-            self.extensions,
-            inner.config.outbound_capacity,
-        );
+        let (conn, rx) = inner.server.open(Setup {
+            namespace: self.namespace,
+            transport: self.transport,
+            extensions: self.extensions,
+            peer: self.peer,
+            peer_slot: self.peer_slot,
+            capacity: inner.config.outbound_capacity,
+            max_rooms: inner.config.max_rooms_per_connection,
+        });
         tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), transport = conn.transport(), "connected");
         for observer in &inner.observers {
             observer.connection_opened(&conn);
@@ -290,8 +316,28 @@ impl App {
     }
 
     async fn run_middleware(&self, mut handshake: Handshake) -> Result<Accepted, Refusal> {
+        if !self.inner.server.is_accepting() {
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
+        }
         let Some(entry) = self.inner.namespaces.get(&handshake.namespace) else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "Invalid namespace"));
+        };
+        // Taken before the middleware runs, so that a flood from one address cannot keep the
+        // middleware (and what it waits on) busy either.
+        let peer_slot = match (handshake.peer, self.inner.config.max_connections_per_peer) {
+            (Some(peer), Some(max)) => {
+                match self.inner.server.inner_peers().acquire(peer.ip(), max) {
+                    Some(slot) => Some(Arc::new(slot)),
+                    None => {
+                        tracing::debug!(%peer, max, "connection limit of the address reached");
+                        return Err(Refusal::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            TOO_MANY_CONNECTIONS,
+                        ));
+                    }
+                }
+            }
+            _ => None,
         };
         for middleware in self.inner.middlewares.iter().chain(&entry.middlewares) {
             middleware.handle(&mut handshake).await?;
@@ -301,6 +347,8 @@ impl App {
             namespace: handshake.namespace,
             transport: handshake.transport,
             extensions: handshake.extensions,
+            peer: handshake.peer,
+            peer_slot,
         })
     }
 
@@ -321,6 +369,12 @@ impl App {
     /// as Socket.IO's ack callbacks. Returns `None` when there is nothing to acknowledge (no
     /// ack asked for, or the handler emitted an event, sent nothing, or failed).
     pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
+        let _handling = conn.handling();
+        if conn.is_closing() {
+            // Not handled, and said so: a message is either handled and answered or refused.
+            send_error(conn, CONNECTION_CLOSING, message.ack).await;
+            return None;
+        }
         if !self.admit(conn) {
             send_error(conn, TOO_MANY_MESSAGES, message.ack).await;
             return None;

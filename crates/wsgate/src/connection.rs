@@ -1,12 +1,15 @@
 //! A live connection: its id, its extensions (such as the user), its rooms and outbound queue.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::exception::WsException;
+use crate::limit::PeerSlot;
 use crate::message::{CloseReason, Direct, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 use crate::queue::{PushError, Queue};
@@ -76,12 +79,30 @@ pub struct Connection {
     inner: Arc<Inner>,
 }
 
+/// What a connection is made of, gathered at the handshake.
+pub(crate) struct Setup {
+    pub(crate) namespace: Namespace,
+    pub(crate) transport: &'static str,
+    pub(crate) extensions: http::Extensions,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) peer_slot: Option<Arc<PeerSlot>>,
+    pub(crate) capacity: usize,
+    pub(crate) max_rooms: Option<usize>,
+}
+
 struct Inner {
     id: ConnectionId,
     namespace: Namespace,
     transport: &'static str,
     extensions: http::Extensions,
+    peer: Option<SocketAddr>,
+    /// Given back when the connection ends.
+    peer_slot: Mutex<Option<Arc<PeerSlot>>>,
+    max_rooms: Option<usize>,
     rooms: Mutex<Vec<RoomId>>,
+    /// Messages being handled, and the wake-up for [`Connection::settled`].
+    in_flight: AtomicUsize,
+    settled: Notify,
     /// The message-rate bucket, filled on the first message.
     bucket: std::sync::OnceLock<crate::limit::Bucket>,
     queue: Queue,
@@ -92,22 +113,20 @@ struct Inner {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        id: ConnectionId,
-        namespace: Namespace,
-        transport: &'static str,
-        extensions: http::Extensions,
-        capacity: usize,
-        server: Server,
-    ) -> (Self, OutboundRx) {
+    pub(crate) fn new(id: ConnectionId, setup: Setup, server: Server) -> (Self, OutboundRx) {
         let inner = Inner {
             id,
-            namespace,
-            transport,
-            extensions,
+            namespace: setup.namespace,
+            transport: setup.transport,
+            extensions: setup.extensions,
+            peer: setup.peer,
+            peer_slot: Mutex::new(setup.peer_slot),
+            max_rooms: setup.max_rooms,
             rooms: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            settled: Notify::new(),
             bucket: std::sync::OnceLock::new(),
-            queue: Queue::new(capacity),
+            queue: Queue::new(setup.capacity),
             closing: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_notify: Notify::new(),
@@ -141,22 +160,40 @@ impl Connection {
         self.inner.extensions.get::<T>()
     }
 
+    /// The peer's address, when the adapter knows it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.inner.peer
+    }
+
     /// The server handle.
     pub fn server(&self) -> &Server {
         &self.inner.server
     }
 
     /// Joins `room` (in this connection's namespace). Joining twice is harmless.
-    pub fn join(&self, room: impl Into<RoomId>) {
+    ///
+    /// A connection in as many rooms as [`AppConfig::max_rooms_per_connection`] allows gets
+    /// an exception instead, which a handler can return with `?`.
+    ///
+    /// [`AppConfig::max_rooms_per_connection`]: crate::AppConfig::max_rooms_per_connection
+    pub fn join(&self, room: impl Into<RoomId>) -> Result<(), WsException> {
         let room = room.into();
         {
             let mut rooms = lock(&self.inner.rooms);
             if rooms.contains(&room) {
-                return;
+                return Ok(());
+            }
+            if let Some(max) = self.inner.max_rooms
+                && rooms.len() >= max
+            {
+                return Err(WsException::new(format!(
+                    "Too many rooms: a connection may be in at most {max}."
+                )));
             }
             rooms.push(room.clone());
         }
         self.inner.server.add_to_room(self, room);
+        Ok(())
     }
 
     /// Leaves `room`. Leaving a room it is not in is harmless.
@@ -177,6 +214,38 @@ impl Connection {
 
     pub(crate) fn take_rooms(&self) -> Vec<RoomId> {
         std::mem::take(&mut *lock(&self.inner.rooms))
+    }
+
+    /// Gives the connection's place in its peer address's count back.
+    pub(crate) fn release_peer_slot(&self) {
+        lock(&self.inner.peer_slot).take();
+    }
+
+    /// Marks a message as being handled until the guard drops: [`Self::settled`] waits for
+    /// it. [`App::dispatch`](crate::App::dispatch) takes one itself; an adapter that answers
+    /// after dispatch (Socket.IO acks) holds its own until the answer is written.
+    pub fn handling(&self) -> Handling {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        Handling { conn: self.clone() }
+    }
+
+    /// How many messages are being handled.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no message is being handled: a closing connection waits for it before
+    /// it lets go, so that every message it handled is answered.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.inner.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Emits `event` with `data` to this connection.
@@ -237,6 +306,26 @@ impl Connection {
     /// Whether [`Self::close`] was called.
     pub fn is_closing(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
+    }
+}
+
+/// A message being handled on a connection (see [`Connection::handling`]).
+#[must_use = "the message counts as handled as soon as the guard drops"]
+pub struct Handling {
+    conn: Connection,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.conn.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.inner.settled.notify_waiters();
+        }
+    }
+}
+
+impl fmt::Debug for Handling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handling").field("conn", &self.conn.id()).finish()
     }
 }
 

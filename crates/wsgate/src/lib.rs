@@ -22,9 +22,12 @@ mod reply;
 mod server;
 
 pub use adapter::Adapter;
-pub use app::{Accepted, App, AppBuilder, AppConfig, BuildError, TOO_MANY_MESSAGES};
+pub use app::{
+    Accepted, App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN,
+    TOO_MANY_MESSAGES,
+};
 pub use broker::{Broker, BrokerStatus, Envelope, Inbox, MemoryBroker, NodeId, Recipients};
-pub use connection::{Connection, OutboundRx, SendError};
+pub use connection::{Connection, Handling, OutboundRx, SendError};
 pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,
     WsException,
@@ -38,7 +41,7 @@ pub use handler::Handler;
 pub use handshake::{ConnectMiddleware, Handshake, Refusal};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, JwtAuth, JwtKeys, TokenError, bearer, handshake_token};
-pub use limit::RateLimit;
+pub use limit::{RateLimit, TOO_MANY_CONNECTIONS};
 pub use message::{
     CloseReason, Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
 };

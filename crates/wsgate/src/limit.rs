@@ -1,6 +1,8 @@
-//! The per-connection message rate: a token bucket.
+//! Limits: the per-connection message rate (a token bucket) and connections per peer address.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -69,6 +71,53 @@ impl Bucket {
     }
 }
 
+/// The refusal of a handshake from an address that holds its maximum of connections.
+pub const TOO_MANY_CONNECTIONS: &str = "Too many connections from this address.";
+
+/// Open connections (and handshakes under way) per peer address.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounts {
+    counts: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl PeerCounts {
+    /// Takes one of `max` slots for `addr`, or `None` when all are taken. The slot is given
+    /// back when the returned guard drops.
+    pub(crate) fn acquire(self: &Arc<Self>, addr: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = crate::connection::lock(&self.counts);
+        let count = counts.entry(addr).or_insert(0);
+        if *count as usize >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { counts: self.clone(), addr })
+    }
+
+    /// How many slots `addr` holds.
+    pub(crate) fn count(&self, addr: IpAddr) -> usize {
+        crate::connection::lock(&self.counts).get(&addr).map_or(0, |&c| c as usize)
+    }
+}
+
+/// One connection's place in its peer address's count; released on drop.
+#[derive(Debug)]
+pub(crate) struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    addr: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = crate::connection::lock(&self.counts.counts);
+        if let Some(count) = counts.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.addr);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -88,5 +137,22 @@ mod tests {
         assert_eq!(bucket.admit(&limit), Admission::Refuse);
         assert_eq!(bucket.admit(&limit), Admission::Refuse);
         assert_eq!(bucket.admit(&limit), Admission::Close, "3 refusals in a row");
+    }
+
+    #[test]
+    fn peer_slots_are_counted_per_address_and_given_back() {
+        let counts = Arc::new(PeerCounts::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = counts.acquire(a, 2).expect("first slot");
+        let second = counts.acquire(a, 2).expect("second slot");
+        assert!(counts.acquire(a, 2).is_none(), "a third is over the limit");
+        let other = counts.acquire(b, 2).expect("another address has its own count");
+        drop(first);
+        assert_eq!(counts.count(a), 1);
+        let third = counts.acquire(a, 2).expect("a slot given back can be taken again");
+        drop((second, third, other));
+        assert_eq!(counts.count(a), 0);
+        assert!(crate::connection::lock(&counts.counts).is_empty(), "no entry left behind");
     }
 }

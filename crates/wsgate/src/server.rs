@@ -2,14 +2,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerStatus, Envelope, Inbox, NodeId, Recipients};
-use crate::connection::{Connection, OutboundRx, SendError};
+use crate::connection::{Connection, OutboundRx, SendError, Setup};
+use crate::limit::PeerCounts;
 use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 
@@ -29,6 +30,9 @@ pub(crate) struct ServerInner {
     broker: Option<Arc<dyn Broker>>,
     connections: RwLock<HashMap<ConnectionId, Connection>>,
     rooms: RwLock<HashMap<(Namespace, RoomId), HashMap<ConnectionId, Connection>>>,
+    peers: Arc<PeerCounts>,
+    /// Cleared by [`Server::close_all`]: handshakes are refused from then on.
+    accepting: AtomicBool,
 }
 
 impl Default for ServerInner {
@@ -48,6 +52,8 @@ impl ServerInner {
             broker,
             connections: RwLock::default(),
             rooms: RwLock::default(),
+            peers: Arc::default(),
+            accepting: AtomicBool::new(true),
         }
     }
 }
@@ -97,16 +103,9 @@ impl Server {
         inner.upgrade().map(|inner| Self { inner })
     }
 
-    pub(crate) fn open(
-        &self,
-        namespace: Namespace,
-        transport: &'static str,
-        extensions: http::Extensions,
-        capacity: usize,
-    ) -> (Connection, OutboundRx) {
+    pub(crate) fn open(&self, setup: Setup) -> (Connection, OutboundRx) {
         let id = ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-        let (conn, rx) =
-            Connection::new(id, namespace, transport, extensions, capacity, self.clone());
+        let (conn, rx) = Connection::new(id, setup, self.clone());
         write(&self.inner.connections).insert(id, conn.clone());
         (conn, rx)
     }
@@ -116,6 +115,21 @@ impl Server {
             self.remove_from_room(conn, &room);
         }
         write(&self.inner.connections).remove(&conn.id());
+        conn.release_peer_slot();
+    }
+
+    pub(crate) fn inner_peers(&self) -> &Arc<PeerCounts> {
+        &self.inner.peers
+    }
+
+    /// How many connections (and handshakes under way) the address `ip` holds.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        self.inner.peers.count(ip)
+    }
+
+    /// Whether new connections are accepted: `false` once [`Server::close_all`] ran.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::Acquire)
     }
 
     pub(crate) fn add_to_room(&self, conn: &Connection, room: RoomId) {
@@ -189,10 +203,15 @@ impl Server {
         Broadcast { server: self, namespace: None, room: None, except: None }.emit(event, data)
     }
 
-    /// Closes every connection with `reason` (on shutdown: [`CloseReason::GoingAway`], close
-    /// code 1001) and waits until their adapters have let them go, at most `timeout`.
-    /// Returns how many were still open when the time ran out.
+    /// Shuts the gateways down: refuses new handshakes (503 `The server is shutting down.`),
+    /// closes every connection with `reason` ([`CloseReason::GoingAway`], close code 1001, on
+    /// shutdown) and waits until their adapters have let them go, at most `timeout`.
+    ///
+    /// A closing connection reads no more messages; those it is handling finish (within
+    /// [`AppConfig::drain_timeout`](crate::AppConfig::drain_timeout)) and their answers are
+    /// written before the close. Returns how many were still open when the time ran out.
     pub async fn close_all(&self, reason: CloseReason, timeout: Duration) -> usize {
+        self.inner.accepting.store(false, Ordering::Release);
         let open: Vec<Connection> = read(&self.inner.connections).values().cloned().collect();
         for conn in &open {
             conn.close(reason);

@@ -70,8 +70,8 @@ impl EntryGateway {
     }
 
     #[subscribe_message("join")]
-    fn join(&self, conn: Connection, Data(room): Data<String>) {
-        conn.join(room);
+    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
+        conn.join(room)
     }
 
     #[after_init]
@@ -512,4 +512,140 @@ async fn a_handshake_whose_middleware_hangs_is_refused_after_the_timeout() {
     assert_eq!(refusal.message, "Handshake timed out.");
     assert_eq!(started.elapsed(), std::time::Duration::from_secs(10), "the default timeout");
     assert_eq!(app.server().connection_count(), 0);
+}
+
+async fn limited_app(config: wsgate::AppConfig) -> App {
+    App::builder()
+        .config(config)
+        .middleware(QueryUser)
+        .gateway(EntryGateway { counters: Arc::default() })
+        .build()
+        .await
+        .unwrap()
+}
+
+fn from(peer: &str, user: i64) -> Handshake {
+    let mut hs = Handshake::new("/", "test");
+    hs.query = Some(format!("user={user}"));
+    hs.peer = Some(peer.parse().unwrap());
+    hs
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let config = wsgate::AppConfig { max_connections_per_peer: Some(2), ..Default::default() };
+    let app = limited_app(config).await;
+    let (a, _a_rx) = app.handshake(from("10.0.0.1:1000", 1)).await.unwrap().open().await;
+    let pending = app.handshake(from("10.0.0.1:1001", 1)).await.unwrap();
+    // A handshake under way counts already: the third is refused before its middleware runs.
+    let refusal = app.handshake(from("10.0.0.1:1002", 1)).await.unwrap_err();
+    assert_eq!(refusal.status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refusal.message, wsgate::TOO_MANY_CONNECTIONS);
+    // Other addresses, and the same address on another port, are counted apart / together.
+    let (_b, _b_rx) = app.handshake(from("10.0.0.2:1000", 2)).await.unwrap().open().await;
+    assert!(app.handshake(from("[::1]:1000", 3)).await.is_ok());
+    let ip = "10.0.0.1".parse().unwrap();
+    assert_eq!(app.server().connections_from(ip), 2);
+
+    // A handshake given up (the client left before opening) gives its slot back...
+    drop(pending);
+    assert_eq!(app.server().connections_from(ip), 1);
+    let (c, _c_rx) = app.handshake(from("10.0.0.1:1003", 1)).await.unwrap().open().await;
+    assert!(app.handshake(from("10.0.0.1:1004", 1)).await.is_err());
+    // ...and so does a connection that ends, even while something still holds its handle.
+    let held = a.clone();
+    app.disconnect(&a).await;
+    drop(a);
+    assert_eq!(app.server().connections_from(ip), 1);
+    assert!(held.server().connection(held.id()).is_none());
+    assert!(app.handshake(from("10.0.0.1:1005", 1)).await.is_ok());
+    app.disconnect(&c).await;
+
+    // A middleware refusal gives the slot back too.
+    let mut anonymous = from("10.0.0.9:1", 0);
+    anonymous.query = None;
+    for _ in 0..3 {
+        assert_eq!(app.handshake(anonymous_clone(&anonymous)).await.unwrap_err().status, 401);
+    }
+    assert_eq!(app.server().connections_from("10.0.0.9".parse().unwrap()), 0);
+
+    // Without a limit, or without a known peer, nothing is counted.
+    let open =
+        limited_app(wsgate::AppConfig { max_connections_per_peer: None, ..Default::default() })
+            .await;
+    for _ in 0..5 {
+        let _kept = open.handshake(from("10.0.0.1:1", 1)).await.unwrap().open().await;
+    }
+    assert_eq!(open.server().connections_from(ip), 0);
+}
+
+fn anonymous_clone(hs: &Handshake) -> Handshake {
+    let mut copy = Handshake::new("/", "test");
+    copy.peer = hs.peer;
+    copy
+}
+
+#[tokio::test]
+async fn a_connection_may_join_only_so_many_rooms() {
+    let config = wsgate::AppConfig { max_rooms_per_connection: Some(2), ..Default::default() };
+    let app = limited_app(config).await;
+    let (conn, mut rx) = connect(&app, "/", 1).await;
+    for room in ["a", "b", "b"] {
+        app.dispatch(&conn, msg("join", json!(room)).with_ack(AckId::Number(1))).await;
+        assert!(rx.try_recv().is_none(), "joining {room} is answered with nothing");
+    }
+    app.dispatch(&conn, msg("join", json!("c")).with_ack(AckId::Number(2))).await;
+    assert_eq!(
+        next(&mut rx),
+        json!({ "exception": 2, "data": {
+            "status": "error",
+            "message": "Too many rooms: a connection may be in at most 2.",
+            "cause": { "pattern": "join", "data": "c" },
+        } })
+    );
+    assert_eq!(conn.rooms().len(), 2);
+    conn.leave("a");
+    assert!(conn.join("c").is_ok(), "a room left makes room");
+}
+
+#[tokio::test]
+async fn a_closing_server_refuses_handshakes_and_closing_connections_refuse_messages() {
+    let app = app(Arc::default()).await;
+    let (conn, mut rx) = connect(&app, "/", 1).await;
+    let server = app.server().clone();
+    let closing = tokio::spawn(async move {
+        server.close_all(wsgate::CloseReason::GoingAway, std::time::Duration::from_secs(5)).await
+    });
+    assert_eq!(conn.closed().await, wsgate::CloseReason::GoingAway);
+    let refusal = app.handshake(from("10.0.0.1:1", 2)).await.unwrap_err();
+    assert_eq!(refusal.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refusal.message, wsgate::SHUTTING_DOWN);
+    // A message that still arrives is refused, with its ack id: not handled, and said so.
+    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(4))).await;
+    assert_eq!(
+        next(&mut rx),
+        json!({ "exception": 4, "data": { "status": "error", "message": "The connection is closing." } })
+    );
+    assert_eq!(conn.in_flight(), 0);
+    app.disconnect(&conn).await;
+    assert_eq!(closing.await.unwrap(), 0, "close_all returns once every connection is gone");
+}
+
+#[tokio::test]
+async fn settled_waits_for_the_messages_being_handled() {
+    let app = app(Arc::default()).await;
+    let (conn, _rx) = connect(&app, "/", 1).await;
+    conn.settled().await;
+    let first = conn.handling();
+    let second = conn.handling();
+    assert_eq!(conn.in_flight(), 2);
+    let waiter = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.settled().await }
+    });
+    drop(first);
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "one message is still being handled");
+    drop(second);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
 }
