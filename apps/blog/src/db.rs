@@ -68,7 +68,9 @@ async fn create_postgres_database(url: &str) -> anyhow::Result<()> {
 pub async fn connect(url: &str) -> anyhow::Result<AnyPool> {
     sqlx::any::install_default_drivers();
     let dialect = Dialect::of(url)?;
-    let mut options = AnyPoolOptions::new();
+    // A database that does not answer fails requests after 5 s (`Internal server error`)
+    // instead of keeping them waiting.
+    let mut options = AnyPoolOptions::new().acquire_timeout(std::time::Duration::from_secs(5));
     let mut sqlite_file = false;
     if dialect == Dialect::Sqlite {
         if is_sqlite_memory(url) {
