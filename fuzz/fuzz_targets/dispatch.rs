@@ -137,8 +137,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(answers.len() <= 1, "one answer at most per message: {answers:?}");
             for answer in &answers {
                 match answer {
-                    Answer::Ack(id) => assert_eq!(Some(id), ack.as_ref(), "an ack carries the message's id"),
-                    Answer::Exception(id) => assert_eq!(id, &ack, "an exception carries the message's id"),
+                    Answer::Ack(id) => {
+                        assert_eq!(Some(id), ack.as_ref(), "an ack carries the message's id")
+                    }
+                    Answer::Exception(id) => {
+                        assert_eq!(id, &ack, "an exception carries the message's id")
+                    }
                     Answer::Event => assert_eq!(event, "text", "only `text` answers with an event"),
                 }
             }

@@ -26,8 +26,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Decoded::Invalid { message, ack } => {
             assert!(!message.is_empty(), "a refusal says why");
-            let data = wsgate::to_payload(&serde_json::json!({ "status": "error", "message": message }))
-                .expect("an exception's data serialises");
+            let data =
+                wsgate::to_payload(&serde_json::json!({ "status": "error", "message": message }))
+                    .expect("an exception's data serialises");
             assert!(valid_json(&encode_direct(&Direct::Exception { id: ack, data })));
         }
     }
