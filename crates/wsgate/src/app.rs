@@ -389,7 +389,11 @@ impl App {
         let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary };
         let reply = match route {
             None => Reply::Error(
-                WsException::new(format!("There is no handler for event '{}'.", ctx.event)).into(),
+                WsException::new(format!(
+                    "There is no handler for event '{}'.",
+                    crate::extract::shorten(ctx.event.as_str(), 60, 0)
+                ))
+                .into(),
             ),
             Some(route) => match AssertUnwindSafe(run(route, &ctx))
                 .catch_unwind()

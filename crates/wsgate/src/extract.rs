@@ -169,12 +169,27 @@ fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
 /// serde_json's message without ` at line L column C`, which means nothing to a client.
 ///
 /// The extractors word data errors with it; adapters can word undecodable frames alike.
+///
+/// A long message (one that quotes a long string the client sent) keeps its beginning and its
+/// end, where serde says what was expected: `invalid type: string "xxxx…xxx", expected i64`.
 pub fn json_error_message(e: &serde_json::Error) -> String {
     let mut text = e.to_string();
     if let Some(at) = text.rfind(" at line ") {
         text.truncate(at);
     }
-    text
+    shorten(&text, 100, 80)
+}
+
+/// `text` itself if it is short; else its first `head` and last `tail` characters around `…`.
+/// Client input quoted in an answer stays small whatever the client sent.
+pub(crate) fn shorten(text: &str, head: usize, tail: usize) -> String {
+    let count = text.chars().count();
+    if count <= head + tail + 1 {
+        return text.to_owned();
+    }
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// One line for all validation failures: a rule's own message as it is, others as
@@ -258,6 +273,21 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn long_quoted_input_is_shortened_keeping_what_was_expected() {
+        assert_eq!(shorten("short", 2, 2), "short");
+        assert_eq!(shorten("abcdefgh", 2, 3), "ab…fgh");
+        assert_eq!(shorten("ééééé", 1, 1), "é…é");
+        let long = format!("\"{}\"", "x".repeat(20_000));
+        let e = serde_json::from_str::<i64>(&long).unwrap_err();
+        let text = json_error_message(&e);
+        assert!(text.chars().count() <= 181, "{text}");
+        assert!(
+            text.starts_with("invalid type: string \"xxx") && text.ends_with("expected i64"),
+            "{text}"
+        );
+    }
     use crate::message::to_payload;
 
     #[derive(Debug, Deserialize, Validate)]
