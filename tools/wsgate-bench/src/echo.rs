@@ -29,6 +29,7 @@ pub(crate) struct EchoSetup {
     pub(crate) payload: usize,
     pub(crate) rate: Option<u64>,
     pub(crate) sources: u8,
+    pub(crate) sample_every: Option<Duration>,
     pub(crate) pids: Vec<u32>,
     pub(crate) json: Option<std::path::PathBuf>,
     pub(crate) label: String,
@@ -51,6 +52,21 @@ pub(crate) struct EchoReport {
     p999_us: u64,
     max_us: u64,
     server_cpu_us_per_reply: Option<f64>,
+    errors: u64,
+    /// Soak runs: the servers' memory over time, from the end of the warm-up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    samples: Vec<Sample>,
+    /// Soak runs: growth of the servers' memory from the first sample to the last, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_growth_percent: Option<f64>,
+}
+
+/// One soak sample.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Sample {
+    seconds: u64,
+    rss_kib: u64,
+    replies: u64,
     errors: u64,
 }
 
@@ -149,6 +165,10 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     // The server's CPU time is read when the warm-up ends, and again when the tasks are done.
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_before = crate::cpu_micros_total(&setup.pids).ok();
+    let sampler = setup.sample_every.filter(|_| !setup.pids.is_empty()).map(|every| {
+        let (setup, progress) = (setup.clone(), progress.clone());
+        tokio::spawn(async move { sample(&setup.pids, &progress, every, end).await })
+    });
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut replies = 0;
     for task in tasks {
@@ -157,6 +177,16 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         replies += n;
     }
     let cpu_after = crate::cpu_micros_total(&setup.pids).ok();
+    let samples = match sampler {
+        Some(task) => task.await?,
+        None => Vec::new(),
+    };
+    let rss_growth_percent = match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) if samples.len() > 1 && first.rss_kib > 0 => {
+            Some((last.rss_kib as f64 - first.rss_kib as f64) * 100.0 / first.rss_kib as f64)
+        }
+        _ => None,
+    };
     ticker.abort();
     bar.finish_and_clear();
     let seconds = setup.duration.as_secs_f64();
@@ -182,6 +212,8 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         max_us: histogram.max(),
         server_cpu_us_per_reply: cpu,
         errors: progress.errors.load(Ordering::Relaxed),
+        samples,
+        rss_growth_percent,
     };
     print_report(&report);
     if let Some(path) = &setup.json {
@@ -189,6 +221,26 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Records the servers' memory, replies and errors every `every` until `end` (and once at it).
+async fn sample(pids: &[u32], progress: &Progress, every: Duration, end: Instant) -> Vec<Sample> {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next = start;
+    loop {
+        tokio::time::sleep_until(next.min(end).into()).await;
+        samples.push(Sample {
+            seconds: start.elapsed().as_secs(),
+            rss_kib: pids.iter().filter_map(|&p| crate::rss_kib(p).ok()).sum(),
+            replies: progress.replies.load(Ordering::Relaxed),
+            errors: progress.errors.load(Ordering::Relaxed),
+        });
+        if Instant::now() >= end {
+            return samples;
+        }
+        next += every;
+    }
 }
 
 fn progress_bar(total: Duration) -> indicatif::ProgressBar {
@@ -294,6 +346,15 @@ fn sequence(text: &str) -> Option<u64> {
 }
 
 fn print_report(r: &EchoReport) {
+    if !r.samples.is_empty() {
+        println!("| {:>7} | {:>10} | {:>12} | {:>6} |", "seconds", "RSS KiB", "replies", "errors");
+        for s in &r.samples {
+            println!("| {:>7} | {:>10} | {:>12} | {:>6} |", s.seconds, s.rss_kib, s.replies, s.errors);
+        }
+        if let Some(growth) = r.rss_growth_percent {
+            println!("RSS growth from the first sample to the last: {growth:+.2} %");
+        }
+    }
     let cpu = r.server_cpu_us_per_reply.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
     println!(
         "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12} | {:>8} | {:>8} | {:>8} | {:>14} | {:>6} |",

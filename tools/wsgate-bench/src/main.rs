@@ -136,6 +136,10 @@ enum Command {
         /// Spread the connections over 127.0.0.1 … 127.0.0.N.
         #[arg(long, default_value_t = 1)]
         sources: u8,
+        /// A soak run: every this many seconds, record the servers' resident memory (`--pid`),
+        /// replies and errors so far; the report lists them and the memory's growth.
+        #[arg(long)]
+        sample_every: Option<u64>,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -259,6 +263,7 @@ fn main() -> anyhow::Result<()> {
                 payload,
                 rate,
                 sources,
+                sample_every,
                 report: ReportArgs { pid, json, label },
             } => {
                 let setup = echo::EchoSetup {
@@ -272,6 +277,7 @@ fn main() -> anyhow::Result<()> {
                     payload,
                     rate,
                     sources,
+                    sample_every: sample_every.map(Duration::from_secs),
                     pids: pid,
                     json,
                     label,
@@ -607,7 +613,7 @@ fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
