@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
-import { api, seedBlog, startBlog } from '../lib/server.js';
+import { api, register, seedBlog, startBlog } from '../lib/server.js';
 import { once, waitFor } from '../lib/wait.js';
 
 let blog;
@@ -245,4 +245,49 @@ test('REST: malformed bodies, ids, paths and query strings get 4xx with a messag
     }
   }
   await stillServing();
+});
+
+test('Socket.IO: a message over the 64 KiB max payload ends that connection only, over websocket and polling', async () => {
+  for (const transports of [['websocket'], ['polling']]) {
+    const socket = io(blog.url, { auth: { token: world.alice.token }, reconnection: false, forceNew: true, transports });
+    await once(socket, 'connect');
+    const disconnected = once(socket, 'disconnect', 10_000);
+    socket.emit('createComment', { entryId: world.entryId, body: `oversized-${transports[0]}-${'x'.repeat(70 * 1024)}` });
+    assert.match(await disconnected, /^transport (close|error)$/, `${transports[0]}: the transport is closed`);
+  }
+  const { body } = await api(blog.url, 'GET', `/entries/${world.entryId}/comments`, { token: world.alice.token });
+  assert.ok(body.every((c) => !c.body.startsWith('oversized-')), 'nothing of it was stored');
+  await stillServing();
+});
+
+test('tokens never reach the logs, even at debug level', async () => {
+  const verbose = await startBlog({ RUST_LOG: 'debug' });
+  try {
+    const { token } = await register(verbose.url, 'logged');
+    const forged = token.slice(0, -4) + 'AAAA';
+    // Accepted and refused handshakes on both transports, and REST with the token in the query.
+    for (const t of [token, forged]) {
+      const ws = new WebSocket(`ws://127.0.0.1:${verbose.port}/ws?token=${t}`);
+      ws.on('error', () => {});
+      await new Promise((resolve) => {
+        ws.on('open', resolve);
+        ws.on('unexpected-response', resolve);
+        ws.on('close', resolve);
+      });
+      ws.terminate();
+      const socket = io(verbose.url, { query: { auth_token: t }, reconnection: false, forceNew: true });
+      await Promise.race([once(socket, 'connect'), once(socket, 'connect_error')]).catch(() => {});
+      socket.close();
+      await fetch(`${verbose.url}/users/1?token=${t}`, { headers: { authorization: `Bearer ${t}` } });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    const logs = verbose.logs.join('');
+    assert.ok(logs.length > 1000, 'debug logging is on');
+    for (const t of [token, forged]) {
+      // Any of the token's three parts would be a leak.
+      for (const part of t.split('.')) assert.ok(!logs.includes(part), `a token part in the logs: ${part.slice(0, 12)}…`);
+    }
+  } finally {
+    await verbose.stop();
+  }
 });
