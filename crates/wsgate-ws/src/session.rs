@@ -21,6 +21,9 @@ use crate::codec::{self, Decoded, JsonFrames};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
+/// Bytes of frames gathered before they are written, within a batch that is flushed anyway.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// How many queued items are written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -37,7 +40,9 @@ enum End {
 pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config: Arc<WsConfig>) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(0)
+        // Frames fed in one batch are written together at its flush (or when this much is
+        // waiting): one system call for a pipelined batch of answers, not one per frame.
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut ws =
@@ -69,8 +74,8 @@ async fn drive(
     // Set when the server closes the connection while messages are being handled: no more
     // are read, those finish and are answered, then the connection closes.
     let mut draining = None::<CloseReason>;
-    let drain_deadline = tokio::time::sleep(app.config().drain_timeout);
-    tokio::pin!(drain_deadline);
+    // Boxed and made only then: an open connection's task stays small.
+    let mut drain_deadline = None::<std::pin::Pin<Box<tokio::time::Sleep>>>;
     let mut last_seen = Instant::now();
     let heartbeat = tokio::time::sleep(config.ping_interval);
     tokio::pin!(heartbeat);
@@ -85,9 +90,9 @@ async fn drive(
                 }
                 tracing::debug!(busy, ?reason, "closing once the messages in flight are answered");
                 draining = Some(reason);
-                drain_deadline.as_mut().reset(Instant::now() + app.config().drain_timeout);
+                drain_deadline = Some(Box::pin(tokio::time::sleep(app.config().drain_timeout)));
             }
-            () = &mut drain_deadline, if draining.is_some() => {
+            () = deadline(&mut drain_deadline), if draining.is_some() => {
                 tracing::debug!(busy, "messages still in flight at the end of the drain timeout");
                 return End::Close(draining.unwrap_or(CloseReason::GoingAway));
             }
@@ -101,11 +106,6 @@ async fn drive(
                 }
                 heartbeat.as_mut().reset(Instant::now() + config.ping_interval);
             }
-            item = rx.recv() => {
-                if let Err(end) = write(ws, item, rx).await {
-                    return end;
-                }
-            }
             Some(()) = next_done(&mut in_flight), if busy > 0 => {
                 if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
                     in_flight = None;
@@ -114,6 +114,8 @@ async fn drive(
                     }
                 }
             }
+            // Reading comes before writing (below); at most `max_in_flight` messages are read
+            // ahead of their answers, so writes are never starved.
             frame = ws.next(), if busy < config.max_in_flight && draining.is_none() => {
                 last_seen = Instant::now();
                 let decoded = match frame {
@@ -141,7 +143,21 @@ async fn drive(
                 };
                 in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
             }
+            // Last: frames already received are read and handled first, so that the answers to
+            // a pipelined batch leave in one write instead of one system call each.
+            item = rx.recv() => {
+                if let Err(end) = write(ws, item, rx).await {
+                    return end;
+                }
+            }
         }
+    }
+}
+
+async fn deadline(sleep: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -169,7 +185,7 @@ async fn close_after_queued(ws: &mut Socket, rx: &mut OutboundRx, reason: CloseR
 /// Writes `first` and whatever else is already queued, then flushes once.
 async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), End> {
     let mut item = first;
-    for _ in 0..WRITE_BATCH {
+    for written in 1..=WRITE_BATCH {
         let bytes = match item {
             Outbound::Event(emission) => emission.encoded::<JsonFrames>(),
             Outbound::Direct(direct) => codec::encode_direct(&direct),
@@ -181,6 +197,10 @@ async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<
         // Every frame is serialised JSON, hence UTF-8; a failure would be a codec bug.
         let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Close(CloseReason::Normal))?;
         ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
+        // Nothing is taken off the queue that this batch will not write.
+        if written == WRITE_BATCH {
+            break;
+        }
         match rx.try_recv() {
             Some(next) => item = next,
             None => break,

@@ -561,3 +561,19 @@ async fn an_address_over_its_connection_limit_is_refused_with_429() {
     send(&mut again, json!({ "event": "whoami", "id": 1 })).await;
     assert_eq!(recv(&mut again).await["data"], 5);
 }
+
+#[tokio::test]
+async fn a_long_queue_is_written_whole_and_in_order() {
+    // Far more than one write batch (64) queued at once: every item arrives, once, in order.
+    let config = wsgate::AppConfig { outbound_capacity: 2000, ..wsgate::AppConfig::default() };
+    let f = start_with(WsAdapter::new(), config).await;
+    let mut ws = f.connect("/", 1).await;
+    send(&mut ws, json!({ "event": "join", "data": "burst", "id": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"], true);
+    for n in 0..1000 {
+        f.server.to("burst").emit("n", &n).unwrap();
+    }
+    for n in 0..1000 {
+        assert_eq!(recv(&mut ws).await, json!({ "event": "n", "data": n }));
+    }
+}

@@ -349,7 +349,10 @@ fn print_report(r: &EchoReport) {
     if !r.samples.is_empty() {
         println!("| {:>7} | {:>10} | {:>12} | {:>6} |", "seconds", "RSS KiB", "replies", "errors");
         for s in &r.samples {
-            println!("| {:>7} | {:>10} | {:>12} | {:>6} |", s.seconds, s.rss_kib, s.replies, s.errors);
+            println!(
+                "| {:>7} | {:>10} | {:>12} | {:>6} |",
+                s.seconds, s.rss_kib, s.replies, s.errors
+            );
         }
         if let Some(growth) = r.rss_growth_percent {
             println!("RSS growth from the first sample to the last: {growth:+.2} %");
