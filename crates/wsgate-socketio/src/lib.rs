@@ -133,7 +133,7 @@ impl SocketIoAdapter {
             .build_layer();
         for namespace in app.namespaces() {
             let on_connect = session::on_connect(app.clone());
-            let middleware = session::middleware(app.clone(), namespace.clone());
+            let middleware = session::middleware(app.clone(), namespace.clone(), self.max_payload);
             io.ns(namespace.as_str().to_owned(), on_connect.with(middleware));
         }
         (layer, io)

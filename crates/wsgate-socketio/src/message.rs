@@ -12,7 +12,7 @@ use wsgate::{AckId, EventName, Inbound};
 /// as Socket.IO placeholders in it), the attachments, and the ack id if the client asked for
 /// one.
 #[derive(Debug)]
-pub(crate) struct RawMessage(pub(crate) Inbound);
+pub(crate) struct RawMessage(pub(crate) Inbound, pub(crate) usize);
 
 /// The packet was not a JSON event array (only the msgpack parser produces those).
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,8 @@ impl<A: Adapter> FromMessageParts<A> for RawMessage {
         let mut inbound = decode(text.as_str())?;
         inbound.binary = attachments.take().map(Vec::from).unwrap_or_default();
         inbound.ack = ack_id.and_then(|id| u64::try_from(id).ok()).map(AckId::Number);
-        Ok(RawMessage(inbound))
+        let size = text.as_str().len() + inbound.binary.iter().map(|b| b.len()).sum::<usize>();
+        Ok(RawMessage(inbound, size))
     }
 }
 

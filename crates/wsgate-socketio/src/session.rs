@@ -47,6 +47,7 @@ struct Pending {
 pub(crate) fn middleware(
     app: App,
     namespace: Namespace,
+    max_payload: u64,
 ) -> impl FnOnce(SocketRef, Data<Value>) -> BoxFuture<Result<(), Refused>> + Clone + Send + Sync + 'static
 {
     move |socket: SocketRef, Data(auth): Data<Value>| {
@@ -65,7 +66,7 @@ pub(crate) fn middleware(
                 }
             };
             let (opened, connection) = watch::channel(None::<Connection>);
-            socket.on_fallback(move |RawMessage(inbound): RawMessage, ack: AckSender| {
+            socket.on_fallback(move |RawMessage(inbound, size): RawMessage, ack: AckSender| {
                 let (app, mut connection) = (app.clone(), connection.clone());
                 async move {
                     let conn = match connection.wait_for(Option::is_some).await {
@@ -74,6 +75,13 @@ pub(crate) fn middleware(
                         Err(_) => return,
                     };
                     let Some(conn) = conn else { return };
+                    // Polling enforces `max_payload` itself; socketioxide's websocket transport
+                    // does not, so a message over it ends the connection here, as over polling.
+                    if size as u64 > max_payload {
+                        tracing::debug!(conn = %conn.id(), size, max_payload, "socket.io message over max_payload");
+                        conn.close(CloseReason::TooBig);
+                        return;
+                    }
                     // Held until the ack is sent: a closing connection waits for it.
                     let _handling = conn.handling();
                     // `Some` only when the client asked for an ack.
