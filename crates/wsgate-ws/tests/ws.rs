@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -380,10 +381,8 @@ async fn close_all_sends_going_away() {
     let mut b = f.connect("/ws/chat", 2).await;
     assert_eq!(f.server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await, 0);
     for ws in [&mut a, &mut b] {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
-            other => panic!("expected a close frame, got {other:?}"),
-        }
+        let (texts, close) = until_close(ws, Duration::from_secs(5)).await;
+        assert_eq!((texts.len(), close.code), (0, CloseCode::Away));
     }
     assert_eq!(f.server.connection_count(), 0);
 }
@@ -446,13 +445,7 @@ async fn a_client_that_does_not_read_is_closed_as_too_slow_with_1008() {
     assert_eq!(recv(&mut fast).await["data"], 2);
 
     // The slow client, reading at last, gets what was queued, then the close.
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap() {
-            Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
-            other => panic!("expected chunks then a close, got {other:?}"),
-        }
-    };
+    let (_, close) = until_close(&mut slow, Duration::from_secs(10)).await;
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "outbound queue full"));
 }
 
@@ -474,24 +467,22 @@ async fn a_client_past_its_message_rate_gets_exceptions_then_1008() {
     for id in 6..20 {
         send(&mut ws, json!({ "event": "whoami", "id": id })).await;
     }
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
-            other => panic!("expected exceptions then a close, got {other:?}"),
-        }
-    };
+    let (_, close) = until_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "policy violation"));
 }
 
-/// The next close frame's code, skipping pings; text frames are returned in `texts`.
-async fn close_code(ws: &mut Client, texts: &mut Vec<Value>) -> CloseCode {
+/// Reads until the server's close frame (each frame within `within`): the text frames before
+/// it, as JSON, and the close frame.
+async fn until_close(ws: &mut Client, within: Duration) -> (Vec<Value>, CloseFrame) {
+    let mut texts = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+        match tokio::time::timeout(within, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => {
+                return (texts, frame.expect("a close frame with a code"));
+            }
             Some(Ok(Message::Text(text))) => texts.push(serde_json::from_str(&text).unwrap()),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a close frame, got {other:?}"),
+            other => panic!("expected frames then a close, got {other:?}"),
         }
     }
 }
@@ -513,13 +504,13 @@ async fn closing_answers_the_messages_in_flight_first_within_the_drain_timeout()
     });
 
     // Finished within the drain timeout: answered, then closed with 1001.
-    let mut texts = Vec::new();
-    assert_eq!(close_code(&mut quick, &mut texts).await, CloseCode::Away);
+    let (texts, close) = until_close(&mut quick, Duration::from_secs(5)).await;
+    assert_eq!(close.code, CloseCode::Away);
     assert_eq!(texts, vec![json!({ "event": "ack", "id": 1, "data": 300 })]);
     // Still running at the end of it: closed without an answer.
     let started = tokio::time::Instant::now();
-    let mut texts = Vec::new();
-    assert_eq!(close_code(&mut stuck, &mut texts).await, CloseCode::Away);
+    let (texts, close) = until_close(&mut stuck, Duration::from_secs(5)).await;
+    assert_eq!(close.code, CloseCode::Away);
     assert!(texts.is_empty(), "no answer from a handler cut off: {texts:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the drain timeout");
     assert_eq!(closing.await.unwrap(), 0);
