@@ -326,7 +326,7 @@ impl App {
         // middleware (and what it waits on) busy either.
         let peer_slot = match (handshake.peer, self.inner.config.max_connections_per_peer) {
             (Some(peer), Some(max)) => {
-                match self.inner.server.inner_peers().acquire(peer.ip(), max) {
+                match self.inner.server.peer_counts().acquire(peer.ip(), max) {
                     Some(slot) => Some(Arc::new(slot)),
                     None => {
                         tracing::debug!(%peer, max, "connection limit of the address reached");

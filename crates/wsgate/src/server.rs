@@ -118,7 +118,7 @@ impl Server {
         conn.release_peer_slot();
     }
 
-    pub(crate) fn inner_peers(&self) -> &Arc<PeerCounts> {
+    pub(crate) fn peer_counts(&self) -> &Arc<PeerCounts> {
         &self.inner.peers
     }
 
