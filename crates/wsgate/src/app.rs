@@ -370,13 +370,19 @@ impl App {
     /// ack asked for, or the handler emitted an event, sent nothing, or failed).
     pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
         let _handling = conn.handling();
-        if conn.is_closing() {
-            // Not handled, and said so: a message is either handled and answered or refused.
-            send_error(conn, CONNECTION_CLOSING, message.ack).await;
-            return None;
-        }
-        if !self.admit(conn) {
-            send_error(conn, TOO_MANY_MESSAGES, message.ack).await;
+        // Not handled, and said so: a message is either handled and answered or refused.
+        let refusal = if conn.is_closing() {
+            Some(CONNECTION_CLOSING)
+        } else if !self.admit(conn) {
+            Some(TOO_MANY_MESSAGES)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            send_error(conn, refusal, message.ack).await;
+            for observer in &self.inner.observers {
+                observer.message(conn, None, Outcome::Refused, Duration::ZERO);
+            }
             return None;
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);

@@ -17,16 +17,21 @@ pub enum Outcome {
     Unrouted,
     /// The frame could not be decoded into a message (not JSON, no event name).
     Undecodable,
+    /// The message was refused unhandled: over the connection's rate, or the connection was
+    /// closing. The client got an `exception` saying which.
+    Refused,
 }
 
 impl Outcome {
-    /// A short lowercase name, for metric labels: `ok`, `error`, `unrouted`, `undecodable`.
+    /// A short lowercase name, for metric labels: `ok`, `error`, `unrouted`, `undecodable`,
+    /// `refused`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",
             Self::Unrouted => "unrouted",
             Self::Undecodable => "undecodable",
+            Self::Refused => "refused",
         }
     }
 }

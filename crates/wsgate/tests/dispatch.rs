@@ -393,6 +393,34 @@ async fn observers_see_connections_and_messages_but_not_invented_event_names() {
     );
 }
 
+#[tokio::test]
+async fn observers_see_messages_refused_by_the_rate_or_a_closing_connection() {
+    let recorder = Recorder::default();
+    let config = wsgate::AppConfig {
+        rate_limit: Some(wsgate::RateLimit { per_second: 0.001, burst: 1 }),
+        ..wsgate::AppConfig::default()
+    };
+    let app = App::builder()
+        .config(config)
+        .middleware(QueryUser)
+        .observer(recorder.clone())
+        .gateway(EntryGateway { counters: Arc::default() })
+        .build()
+        .await
+        .unwrap();
+    let (conn, _rx) = connect(&app, "/", 1).await;
+    app.dispatch(&conn, msg("whoami", Value::Null)).await;
+    app.dispatch(&conn, msg("whoami", Value::Null)).await;
+    let (other, _other_rx) = connect(&app, "/", 2).await;
+    other.close(wsgate::CloseReason::GoingAway);
+    app.dispatch(&other, msg("whoami", Value::Null)).await;
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["open:test", "message:whoami:ok", "message:-:refused", "open:test", "message:-:refused"]
+    );
+}
+
 /// Two instances linked by a [`wsgate::MemoryBroker`], each with its own server and clients.
 async fn linked_apps() -> (App, App, wsgate::MemoryBroker) {
     let broker = wsgate::MemoryBroker::new();
