@@ -146,7 +146,7 @@ async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx, drain_
             return;
         }
     };
-    if reason == CloseReason::SlowConsumer || !socket.connected() {
+    if !reason.drains() || !socket.connected() {
         return;
     }
     let drained = tokio::time::timeout(drain_timeout, async {

@@ -85,7 +85,7 @@ async fn drive(
             biased;
             reason = &mut closed, if draining.is_none() => {
                 // A client that does not read would not take the answers either.
-                if busy == 0 || reason == CloseReason::SlowConsumer {
+                if busy == 0 || !reason.drains() {
                     return close_after_queued(ws, rx, reason).await;
                 }
                 tracing::debug!(busy, ?reason, "closing once the messages in flight are answered");
@@ -172,7 +172,7 @@ const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
 
 /// Writes what is queued (answers to messages already handled), then ends with `reason`.
 async fn close_after_queued(ws: &mut Socket, rx: &mut OutboundRx, reason: CloseReason) -> End {
-    if reason != CloseReason::SlowConsumer {
+    if reason.drains() {
         while let Some(item) = rx.try_recv() {
             if let Err(end) = write(ws, item, rx).await {
                 return end;

@@ -145,6 +145,13 @@ impl CloseReason {
         }
     }
 
+    /// Whether a connection closing for this reason first answers the messages it is
+    /// handling (within [`AppConfig::drain_timeout`](crate::AppConfig::drain_timeout)): every
+    /// reason but [`Self::SlowConsumer`], whose client would not read the answers.
+    pub fn drains(self) -> bool {
+        self != Self::SlowConsumer
+    }
+
     /// A short text for the close frame.
     pub fn text(self) -> &'static str {
         match self {

@@ -492,13 +492,7 @@ async fn a_connection_over_its_rate_gets_exceptions_then_is_closed() {
         rate_limit: Some(wsgate::RateLimit { per_second: 0.5, burst: 3 }),
         ..wsgate::AppConfig::default()
     };
-    let app = App::builder()
-        .config(config)
-        .middleware(QueryUser)
-        .gateway(EntryGateway { counters: Arc::default() })
-        .build()
-        .await
-        .unwrap();
+    let app = limited_app(config).await;
     let (conn, mut rx) = connect(&app, "/", 1).await;
     let (other, mut other_rx) = connect(&app, "/", 2).await;
     for _ in 0..3 {
