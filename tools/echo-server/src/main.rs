@@ -3,6 +3,10 @@
 //! and Socket.IO (`/socket.io/`) on one port, behind `JwtAuth` (HS256, signature and `exp`
 //! checked) as the blog's gateways are.
 //!
+//! For the broadcast benchmark, `join` puts the connection in the room `broadcast` (its ack is
+//! `true`) and `shout` emits `news` with the data it was sent to every member of that room,
+//! over both transports.
+//!
 //! `JWT_SECRET` (required) signs the tokens; `PORT` (default 3000) and `HOST` (default
 //! 127.0.0.1) say where to listen. A token's subject becomes the connection's user; no
 //! database is involved, so the figures are the framework's own.
@@ -10,15 +14,37 @@
 use anyhow::Context;
 use axum::Router;
 use serde_json::value::RawValue;
-use wsgate::{App, AppConfig, Claims, Data, JwtAuth, JwtKeys, RateLimit, WsResponse, gateway};
+use wsgate::{
+    Ack, App, AppConfig, Claims, Connection, Data, JwtAuth, JwtKeys, RateLimit, Server,
+    WsException, WsResponse, gateway,
+};
 
 struct EchoGateway;
+
+/// The room of the broadcast benchmark.
+const ROOM: &str = "broadcast";
 
 #[gateway]
 impl EchoGateway {
     #[subscribe_message("echo")]
     async fn echo(&self, Data(data): Data<Box<RawValue>>) -> WsResponse<Box<RawValue>> {
         WsResponse::new("echo", data)
+    }
+
+    #[subscribe_message("join")]
+    async fn join(&self, conn: Connection) -> Result<Ack<bool>, WsException> {
+        conn.join(ROOM)?;
+        Ok(Ack(true))
+    }
+
+    #[subscribe_message("shout")]
+    async fn shout(
+        &self,
+        server: Server,
+        Data(data): Data<Box<RawValue>>,
+    ) -> Result<(), WsException> {
+        server.to(ROOM).emit("news", &data).map_err(|e| WsException::new(e.to_string()))?;
+        Ok(())
     }
 }
 

@@ -23,6 +23,11 @@
 //! after round, POSTs the trigger request (which makes the server broadcast one event to every
 //! subscriber) and times until every connection has received it: deliveries per second.
 //!
+//! `wsgate-bench broadcast --url ws://127.0.0.1:3000/ws?token=… -n 10000 -w 32 -d 10 --pid
+//! <server>` has `n` subscribers join the echo-server's room and one publisher `shout` into it,
+//! at most `w` events ahead of the room: deliveries/s, measured at the subscribers, and the
+//! server's CPU per delivery.
+//!
 //! `wsgate-bench axum-echo --port 3100` serves a hand-written axum WebSocket echo with axum's
 //! default buffers: the peer that wsgate's per-connection memory is compared with.
 
@@ -33,6 +38,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio_tungstenite::tungstenite::Message;
 
+mod broadcast;
 mod connect;
 mod echo;
 
@@ -161,6 +167,33 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Broadcast throughput: `n` subscribers join the room of the echo-server's `join`; a
+    /// publisher's `shout` messages are emitted to all of them as `news`, at most `window`
+    /// events ahead of the room; prints deliveries/s and the server's CPU per delivery.
+    Broadcast {
+        #[command(flatten)]
+        target: Target,
+        /// Subscribers (room members).
+        #[arg(short = 'n', long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Events published beyond what the whole room has received.
+        #[arg(short = 'w', long, default_value_t = 32)]
+        window: usize,
+        /// Seconds measured.
+        #[arg(short = 'd', long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds of warm-up before measuring.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Bytes of padding in each event's data.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+        /// Spread the subscribers over 127.0.0.1 … 127.0.0.N.
+        #[arg(long, default_value_t = 4)]
+        sources: u8,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Times the broadcast of one event to many subscribers, over one or several instances.
     Fanout {
         /// WebSocket URL, token included; repeat it for several instances (connections are
@@ -284,6 +317,32 @@ fn main() -> anyhow::Result<()> {
                 };
                 echo::run(setup).await.map(|_| ())
             }
+            Command::Broadcast {
+                target: Target { url, protocol, auth },
+                subscribers,
+                window,
+                duration,
+                warmup,
+                payload,
+                sources,
+                report: ReportArgs { pid, json, label },
+            } => {
+                let setup = broadcast::BroadcastSetup {
+                    url,
+                    protocol,
+                    auth,
+                    subscribers,
+                    window,
+                    duration: Duration::from_secs(duration),
+                    warmup: Duration::from_secs(warmup),
+                    payload,
+                    sources,
+                    pids: pid,
+                    json,
+                    label,
+                };
+                broadcast::run(setup).await.map(|_| ())
+            }
             Command::AxumEcho { port } => axum_echo(port).await,
             Command::Connect {
                 target: Target { url, protocol, auth },
@@ -366,9 +425,15 @@ async fn idle(
         println!("per connection: {per:.2} KiB");
     }
     tokio::time::sleep(Duration::from_secs(settle)).await;
+    // A held connection's task runs until told to stop: one that ended lost its connection.
+    let lost = tasks.iter().filter(|t| t.is_finished()).count();
+    println!("held: {} of {n} connections still open", n - lost);
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
+    }
+    if lost > 0 {
+        bail!("{lost} of {n} connections were lost while held");
     }
     Ok(())
 }

@@ -1,12 +1,17 @@
 // The echo gateway, as a Nest.js user writes it: JWT checked at the handshake (the
-// websockets chapter's way), one @SubscribeMessage handler returning a WsResponse.
+// websockets chapter's way), one @SubscribeMessage handler returning a WsResponse. For the
+// broadcast benchmark, `join` enters the room `broadcast` and `shout` emits `news` to it, as
+// tools/echo-server does.
 import type { IncomingMessage } from 'node:http';
 import {
+  ConnectedSocket,
   MessageBody,
   OnGatewayConnection,
+  OnGatewayDisconnect,
   OnGatewayInit,
   SubscribeMessage,
   WebSocketGateway,
+  WebSocketServer,
   WsResponse,
 } from '@nestjs/websockets';
 import jwt from 'jsonwebtoken';
@@ -28,7 +33,11 @@ function verify(token: unknown): string | null {
 }
 
 @WebSocketGateway(TRANSPORT === 'ws' ? { path: '/ws' } : {})
-export class EchoGateway implements OnGatewayInit, OnGatewayConnection {
+export class EchoGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect {
+  @WebSocketServer() server: unknown;
+  /** Plain WebSocket has no rooms: the members of `broadcast`. */
+  private readonly members = new Set<WebSocket>();
+
   afterInit(server: unknown): void {
     if (TRANSPORT !== 'socketio') return;
     // Socket.IO: refuse at the namespace connect, the client sees connect_error.
@@ -47,6 +56,27 @@ export class EchoGateway implements OnGatewayInit, OnGatewayConnection {
     if (verify(url.searchParams.get('token')) === null) {
       (client as WebSocket).close(1008, 'Unauthorized');
     }
+  }
+
+  handleDisconnect(client: unknown): void {
+    if (TRANSPORT === 'ws') this.members.delete(client as WebSocket);
+  }
+
+  @SubscribeMessage('join')
+  join(@ConnectedSocket() client: unknown): WsResponse<boolean> {
+    if (TRANSPORT === 'ws') this.members.add(client as WebSocket);
+    else (client as Socket).join('broadcast');
+    return { event: 'joined', data: true };
+  }
+
+  @SubscribeMessage('shout')
+  shout(@MessageBody() data: unknown): void {
+    if (TRANSPORT === 'socketio') {
+      (this.server as Server).to('broadcast').emit('news', data);
+      return;
+    }
+    const frame = JSON.stringify({ event: 'news', data });
+    for (const member of this.members) member.send(frame);
   }
 
   @SubscribeMessage('echo')
