@@ -76,7 +76,10 @@ async fn drive(
     let mut draining = None::<CloseReason>;
     // Boxed and made only then: an open connection's task stays small.
     let mut drain_deadline = None::<std::pin::Pin<Box<tokio::time::Sleep>>>;
+    // When the client was last heard from, as of the last ping: frames only set `heard`, so
+    // that a message does not cost a clock read (the idle check is made at each ping anyway).
     let mut last_seen = Instant::now();
+    let mut heard = false;
     let heartbeat = tokio::time::sleep(config.ping_interval);
     tokio::pin!(heartbeat);
     loop {
@@ -97,14 +100,18 @@ async fn drive(
                 return End::Close(draining.unwrap_or(CloseReason::GoingAway));
             }
             () = &mut heartbeat => {
+                let now = Instant::now();
+                if std::mem::take(&mut heard) {
+                    last_seen = now;
+                }
                 // A connection whose handlers are still running is not idle.
-                if busy == 0 && last_seen.elapsed() >= config.idle_timeout {
+                if busy == 0 && now.duration_since(last_seen) >= config.idle_timeout {
                     return End::Close(CloseReason::IdleTimeout);
                 }
                 if ws.send(Message::Ping(Default::default())).await.is_err() {
                     return End::Broken;
                 }
-                heartbeat.as_mut().reset(Instant::now() + config.ping_interval);
+                heartbeat.as_mut().reset(now + config.ping_interval);
             }
             Some(()) = next_done(&mut in_flight), if busy > 0 => {
                 if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
@@ -117,7 +124,7 @@ async fn drive(
             // Reading comes before writing (below); at most `max_in_flight` messages are read
             // ahead of their answers, so writes are never starved.
             frame = ws.next(), if busy < config.max_in_flight && draining.is_none() => {
-                last_seen = Instant::now();
+                heard = true;
                 let decoded = match frame {
                     Some(Ok(Message::Text(text))) => codec::decode(&text),
                     Some(Ok(Message::Binary(_))) => {

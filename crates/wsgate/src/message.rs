@@ -2,7 +2,7 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -64,13 +64,17 @@ impl Inbound {
 pub struct Emission {
     event: EventName,
     data: Payload,
-    encoded: Mutex<Vec<(TypeId, Bytes)>>,
+    /// The first encoding made: most emissions go out over one transport only, and this
+    /// takes neither a lock nor an allocation.
+    first: OnceLock<(TypeId, Bytes)>,
+    /// Encodings in other formats, when the recipients use several transports.
+    others: Mutex<Vec<(TypeId, Bytes)>>,
 }
 
 impl Emission {
     /// An emission of `event` with already-serialised data.
     pub fn new(event: EventName, data: Payload) -> Arc<Self> {
-        Arc::new(Self { event, data, encoded: Mutex::new(Vec::new()) })
+        Arc::new(Self { event, data, first: OnceLock::new(), others: Mutex::new(Vec::new()) })
     }
 
     /// Serialises `data` and makes an emission of it.
@@ -94,13 +98,18 @@ impl Emission {
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
+        let (first, bytes) =
+            self.first.get_or_init(|| (key, F::encode_event(&self.event, &self.data)));
+        if *first == key {
+            return bytes.clone();
+        }
         // A poisoned lock only means another encoder panicked; the cache stays usable.
-        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes)) = cache.iter().find(|(k, _)| *k == key) {
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
             return bytes.clone();
         }
         let bytes = F::encode_event(&self.event, &self.data);
-        cache.push((key, bytes.clone()));
+        others.push((key, bytes.clone()));
         bytes
     }
 }
@@ -220,8 +229,11 @@ mod tests {
         assert_eq!(a, "HI:{\"a\":1}");
         // The same allocation comes back: it was not encoded twice.
         assert_eq!(a.as_ptr(), b.as_ptr());
-        assert_eq!(e.encoded::<Plain>(), "hi={\"a\":1}");
-        assert_eq!(e.encoded.lock().unwrap().len(), 2);
+        let c = e.encoded::<Plain>();
+        assert_eq!(c, "hi={\"a\":1}");
+        assert_eq!(c.as_ptr(), e.encoded::<Plain>().as_ptr());
+        assert_eq!(a.as_ptr(), e.encoded::<Upper>().as_ptr());
+        assert_eq!(e.others.lock().unwrap().len(), 1);
     }
 
     #[test]
