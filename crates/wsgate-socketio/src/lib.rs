@@ -66,6 +66,7 @@ pub struct SocketIoAdapter {
     max_payload: u64,
     ws_read_buffer_size: usize,
     connect_timeout: Duration,
+    max_buffer_size: usize,
 }
 
 impl Default for SocketIoAdapter {
@@ -76,7 +77,7 @@ impl Default for SocketIoAdapter {
 
 impl SocketIoAdapter {
     /// The adapter with Socket.IO's usual timings (ping every 25 s, 20 s to answer), 64 KiB
-    /// messages and a 512-byte websocket read buffer.
+    /// messages, a 512-byte websocket read buffer and 1 024 packets buffered per connection.
     pub fn new() -> Self {
         Self {
             ping_interval: Duration::from_secs(25),
@@ -84,6 +85,7 @@ impl SocketIoAdapter {
             max_payload: 64 * 1024,
             ws_read_buffer_size: 512,
             connect_timeout: Duration::from_secs(45),
+            max_buffer_size: 1024,
         }
     }
 
@@ -122,6 +124,16 @@ impl SocketIoAdapter {
         self
     }
 
+    /// How many packets may wait to be written to one connection; past that, the client counts
+    /// as too slow and is disconnected. socketioxide's default (128) is too small for a client
+    /// that pipelines: a burst of 100 messages whose handlers each emit one event and answer
+    /// with another overflows it. The buffer grows as used, so an idle connection holds none.
+    #[must_use]
+    pub fn max_buffer_size(mut self, packets: usize) -> Self {
+        self.max_buffer_size = packets;
+        self
+    }
+
     /// Builds the socketioxide instance serving `app`'s namespaces.
     fn build(&self, app: &App) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
         let (layer, io) = SocketIo::builder()
@@ -130,6 +142,7 @@ impl SocketIoAdapter {
             .max_payload(self.max_payload)
             .ws_read_buffer_size(self.ws_read_buffer_size)
             .connect_timeout(self.connect_timeout)
+            .max_buffer_size(self.max_buffer_size)
             .build_layer();
         for namespace in app.namespaces() {
             let on_connect = session::on_connect(app.clone());

@@ -12,7 +12,8 @@ use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::watch;
 use wsgate::{
-    Accepted, App, CloseReason, Connection, Direct, Handshake, Namespace, Outbound, OutboundRx,
+    Accepted, Answer, App, CloseReason, Connection, Direct, Handshake, Namespace, Outbound,
+    OutboundRx,
 };
 
 use crate::TRANSPORT;
@@ -66,7 +67,7 @@ pub(crate) fn middleware(
                 }
             };
             let (opened, connection) = watch::channel(None::<Connection>);
-            socket.on_fallback(move |RawMessage(inbound, size): RawMessage, ack: AckSender| {
+            socket.on_fallback(move |socket: SocketRef, RawMessage(inbound, size): RawMessage, ack: AckSender| {
                 let (app, mut connection) = (app.clone(), connection.clone());
                 async move {
                     let conn = match connection.wait_for(Option::is_some).await {
@@ -82,12 +83,31 @@ pub(crate) fn middleware(
                         conn.close(CloseReason::TooBig);
                         return;
                     }
-                    // Held until the ack is sent: a closing connection waits for it.
+                    // Held until the answer is sent: a closing connection waits for it.
                     let _handling = conn.handling();
-                    // `Some` only when the client asked for an ack.
-                    if let Some(data) = app.dispatch_for_ack(&conn, inbound).await {
+                    // Written from this task, as socketioxide's own handlers do: waking the
+                    // connection's writer for every reply would double the wake-ups.
+                    let sent = match app.dispatch_answer(&conn, inbound).await {
+                        None => Ok(()),
                         // The client may have gone; its ack has nowhere to go then.
-                        let _ = ack.send(&*data);
+                        Some(Answer::Ack(data)) => {
+                            let _ = ack.send(&*data);
+                            Ok(())
+                        }
+                        // Behind what the handler queued (a `conn.emit`), if the writer has
+                        // not written it yet: the client sees them in the order they were made.
+                        Some(answer) if !conn.all_written() => {
+                            queue(&conn, answer).await;
+                            Ok(())
+                        }
+                        Some(Answer::Event(emission)) => {
+                            socket.emit(emission.event().as_str(), emission.data())
+                        }
+                        Some(Answer::Exception { data, .. }) => socket.emit("exception", &*data),
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(conn = %conn.id(), error = %e, "socket.io emit failed, disconnecting");
+                        conn.close(CloseReason::SlowConsumer);
                     }
                 }
             });
@@ -95,6 +115,20 @@ pub(crate) fn middleware(
             Ok(())
         })
     }
+}
+
+/// Queues an answer (an event or an exception) for the connection's writer.
+async fn queue(conn: &Connection, answer: Answer) {
+    let item = match answer {
+        Answer::Event(emission) => Outbound::Event(emission),
+        Answer::Exception { id, data } => {
+            Outbound::Direct(Box::new(Direct::Exception { id, data }))
+        }
+        // Acks go to the message's callback, never through the queue.
+        Answer::Ack(_) => return,
+    };
+    // A closed connection has nobody to answer.
+    let _ = conn.send(item).await;
 }
 
 /// The connect handler: opens the connection (running the `on_connect` hooks), lets waiting
@@ -142,7 +176,7 @@ async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx, drain_
             reason = conn.closed() => break reason,
             item = rx.recv() => item,
         };
-        if !emit(socket, conn, item) {
+        if !emit(socket, conn, &rx, item) {
             return;
         }
     };
@@ -154,14 +188,14 @@ async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx, drain_
             tokio::select! {
                 biased;
                 () = conn.settled() => return true,
-                item = rx.recv() => if !emit(socket, conn, item) { return false },
+                item = rx.recv() => if !emit(socket, conn, &rx, item) { return false },
             }
         }
     })
     .await;
     if drained == Ok(true) {
         while let Some(item) = rx.try_recv() {
-            if !emit(socket, conn, item) {
+            if !emit(socket, conn, &rx, item) {
                 return;
             }
         }
@@ -170,13 +204,19 @@ async fn write(socket: &SocketRef, conn: &Connection, mut rx: OutboundRx, drain_
     }
 }
 
-/// Writes one item; `false` when the connection should end.
-fn emit(socket: &SocketRef, conn: &Connection, item: Outbound) -> bool {
+/// Writes one item (and reports it written); `false` when the connection should end.
+fn emit(socket: &SocketRef, conn: &Connection, rx: &OutboundRx, item: Outbound) -> bool {
+    let written = emit_item(socket, conn, item);
+    rx.written(1);
+    written
+}
+
+fn emit_item(socket: &SocketRef, conn: &Connection, item: Outbound) -> bool {
     let sent = match item {
         Outbound::Event(emission) => socket.emit(emission.event().as_str(), emission.data()),
         Outbound::Direct(direct) => match *direct {
             Direct::Exception { data, .. } => socket.emit("exception", &*data),
-            // Socket.IO acks go straight to the message's callback (`dispatch_for_ack`).
+            // Socket.IO acks go straight to the message's callback (`dispatch_answer`).
             Direct::Ack { .. } => Ok(()),
         },
         Outbound::Close(_) => return false,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::{App, Connection, gateway};
+use wsgate::{App, Connection, Data, WsException, WsResponse, gateway};
 use wsgate_socketio::SocketIoAdapter;
 
 /// A gateway whose connect hook is slow, as one that loads data for the user would be.
@@ -17,6 +17,20 @@ impl SlowGreeter {
     #[subscribe_message("ping")]
     async fn ping(&self) -> &'static str {
         "pong"
+    }
+
+    /// Emits `first`, then answers `second`: the client must see them in that order.
+    #[subscribe_message("twice")]
+    async fn twice(&self, conn: Connection, Data(n): Data<u32>) -> WsResponse<u32> {
+        conn.emit("first", &n).expect("queued");
+        WsResponse::new("second", n)
+    }
+
+    /// Emits `first`, then fails: the exception comes after it.
+    #[subscribe_message("then_fail")]
+    async fn then_fail(&self, conn: Connection, Data(n): Data<u32>) -> Result<(), WsException> {
+        conn.emit("first", &n).expect("queued");
+        Err(WsException::new(format!("failed {n}")))
     }
 
     #[on_connect]
@@ -66,4 +80,45 @@ async fn events_sent_right_after_connect_wait_for_the_connect_hooks() {
     // At once, while the connect hook is still running: the event must not be lost.
     ws.send(Message::text(r#"421["ping"]"#)).await.expect("send event");
     assert_eq!(next_text(&mut ws).await, r#"431["pong"]"#);
+}
+
+/// Answers are written from the message's task when nothing is waiting in the connection's
+/// queue, and queued behind it otherwise: an event the handler emitted before answering always
+/// arrives first.
+#[tokio::test]
+async fn an_answer_never_overtakes_what_its_handler_emitted_before_it() {
+    let addr = serve().await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
+    ws.send(Message::text("40")).await.expect("send connect");
+    assert!(next_text(&mut ws).await.starts_with("40"), "namespace connected");
+    // Fewer than the outbound queue holds: all of them wait for the connect hook, then run at once.
+    const N: u32 = 100;
+    for n in 0..N {
+        let event = if n % 2 == 0 { "twice" } else { "then_fail" };
+        ws.feed(Message::text(format!(r#"42["{event}",{n}]"#))).await.expect("send");
+    }
+    ws.flush().await.expect("flush");
+    let mut first_seen = vec![false; N as usize];
+    let mut answered = 0;
+    while answered < N {
+        let text = next_text(&mut ws).await;
+        let body: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("42").expect("an event")).expect("JSON");
+        let n = match (body[0].as_str(), &body[1]) {
+            (Some("first"), n) => {
+                first_seen[n.as_u64().expect("n") as usize] = true;
+                continue;
+            }
+            (Some("second"), n) => n.as_u64().expect("n"),
+            (Some("exception"), e) => {
+                let message = e["message"].as_str().expect("message");
+                message.strip_prefix("failed ").expect("ours").parse().expect("n")
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(first_seen[n as usize], "the answer to {n} came before the event it emitted first");
+        answered += 1;
+    }
 }

@@ -19,8 +19,8 @@ use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
 use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
-use crate::message::{Direct, Inbound, Outbound, Payload, to_payload};
-use crate::names::{EventName, Namespace};
+use crate::message::{Direct, Emission, Inbound, Outbound, Payload, to_payload};
+use crate::names::{AckId, EventName, Namespace};
 use crate::observe::{Observer, Outcome};
 use crate::reply::Reply;
 use crate::server::Server;
@@ -265,6 +265,22 @@ impl Accepted {
     }
 }
 
+/// What a message's handler answered, handed to the adapter by [`App::dispatch_answer`].
+#[derive(Debug)]
+pub enum Answer {
+    /// The handler's result, for the message's acknowledgement (the client asked for one).
+    Ack(Payload),
+    /// An event for this connection alone (a [`WsResponse`](crate::WsResponse)).
+    Event(Arc<Emission>),
+    /// An `exception` event: the handler or an extractor failed.
+    Exception {
+        /// The id of the message that failed, if the client asked for an acknowledgement.
+        id: Option<AckId>,
+        /// The exception payload, `{status:"error", message, cause}` by default.
+        data: Payload,
+    },
+}
+
 impl App {
     /// Starts building an app.
     pub fn builder() -> AppBuilder {
@@ -358,17 +374,29 @@ impl App {
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
         let id = message.ack.clone();
-        if let (Some(data), Some(id)) = (self.dispatch_for_ack(conn, message).await, id) {
-            // A closed connection has nobody to acknowledge.
-            let _ = conn.reply(Direct::Ack { id, data }).await;
+        let queued = match self.dispatch_answer(conn, message).await {
+            None => return,
+            Some(Answer::Ack(data)) => match id {
+                Some(id) => conn.reply(Direct::Ack { id, data }).await,
+                None => return,
+            },
+            Some(Answer::Event(emission)) => conn.send(Outbound::Event(emission)).await,
+            Some(Answer::Exception { id, data }) => {
+                conn.reply(Direct::Exception { id, data }).await
+            }
+        };
+        if queued.is_err() {
+            tracing::debug!(conn = %conn.id(), "reply dropped: connection closed");
         }
     }
 
-    /// Routes one message as [`App::dispatch`] does, but hands an acknowledgement back to the
-    /// caller instead of queueing it: for transports whose acks are bound to the message, such
-    /// as Socket.IO's ack callbacks. Returns `None` when there is nothing to acknowledge (no
-    /// ack asked for, or the handler emitted an event, sent nothing, or failed).
-    pub async fn dispatch_for_ack(&self, conn: &Connection, message: Inbound) -> Option<Payload> {
+    /// Routes one message as [`App::dispatch`] does, but hands the answer back to the caller
+    /// instead of queueing it: for transports whose acks are bound to the message (Socket.IO's
+    /// ack callbacks), or that write an answer from the message's own task rather than waking
+    /// the connection's writer. `None` when there is nothing to send: the handler returned
+    /// nothing, or a value with no ack asked for, or the message was refused (the refusal is
+    /// queued as an exception, as `dispatch` does).
+    pub async fn dispatch_answer(&self, conn: &Connection, message: Inbound) -> Option<Answer> {
         let _handling = conn.handling();
         // Not handled, and said so: a message is either handled and answered or refused.
         let refusal = if conn.is_closing() {
@@ -416,7 +444,7 @@ impl App {
             (Reply::Error(_), Some(_)) => Outcome::Error,
             _ => Outcome::Ok,
         };
-        let ack = self.deliver(&ctx, filters, reply).await;
+        let answer = self.answer(&ctx, filters, reply);
         if let Some(started) = started {
             let event = route.is_some().then_some(&ctx.event);
             let elapsed = started.elapsed();
@@ -424,32 +452,28 @@ impl App {
                 observer.message(conn, event, outcome, elapsed);
             }
         }
-        ack
+        answer
     }
 
-    /// Queues events and exceptions; returns an ack's data for the caller to send.
-    async fn deliver(
+    /// The answer to send for `reply`; errors go through the exception filters.
+    fn answer(
         &self,
         ctx: &MessageContext,
         filters: &[Arc<dyn ExceptionFilter>],
         reply: Reply,
-    ) -> Option<Payload> {
-        let sent = match reply {
-            Reply::Nothing => Ok(()),
-            Reply::Ack(data) => return ctx.ack.is_some().then_some(data),
-            Reply::Event(emission) => ctx.conn.send(Outbound::Event(emission)).await,
+    ) -> Option<Answer> {
+        match reply {
+            Reply::Nothing => None,
+            Reply::Ack(data) => ctx.ack.is_some().then_some(Answer::Ack(data)),
+            Reply::Event(emission) => Some(Answer::Event(emission)),
             Reply::Error(error) => {
                 let chain: Vec<&dyn ExceptionFilter> =
                     filters.iter().chain(&self.inner.filters).map(|f| &**f).collect();
                 let exception = ExceptionContext { pattern: &ctx.event, data: &ctx.data };
                 let data = render(&chain, &error, &exception);
-                ctx.conn.reply(Direct::Exception { id: ctx.ack.clone(), data }).await
+                Some(Answer::Exception { id: ctx.ack.clone(), data })
             }
-        };
-        if sent.is_err() {
-            tracing::debug!(conn = %ctx.conn.id(), event = %ctx.event, "reply dropped: connection closed");
         }
-        None
     }
 
     /// Whether the connection's rate allows one more message; closes it (1008) when the

@@ -42,6 +42,13 @@ impl OutboundRx {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Reports `n` items received from this queue as written to the transport: see
+    /// [`Connection::all_written`]. Adapters that never write outside their writer need not
+    /// call it.
+    pub fn written(&self, n: usize) {
+        self.conn.inner.queue.written(n);
+    }
 }
 
 impl Drop for OutboundRx {
@@ -227,6 +234,14 @@ impl Connection {
     pub fn handling(&self) -> Handling {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         Handling { conn: self.clone() }
+    }
+
+    /// Whether everything queued for this connection so far has been written, as its adapter
+    /// reports through [`OutboundRx::written`]. An adapter that can write an answer from the
+    /// message's own task does so only then: an event the handler queued first (a
+    /// `conn.emit`) still reaches the client first.
+    pub fn all_written(&self) -> bool {
+        self.inner.queue.all_written()
     }
 
     /// How many messages are being handled.

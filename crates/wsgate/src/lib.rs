@@ -23,7 +23,7 @@ mod server;
 
 pub use adapter::Adapter;
 pub use app::{
-    Accepted, App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN,
+    Accepted, Answer, App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN,
     TOO_MANY_MESSAGES,
 };
 pub use broker::{Broker, BrokerStatus, Envelope, Inbox, MemoryBroker, NodeId, Recipients};
