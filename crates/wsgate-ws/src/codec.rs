@@ -97,7 +97,7 @@ pub fn decode(text: &str) -> Decoded {
         (None, Some(kind)) => (kind, true),
         (None, None) => return invalid(NOT_AN_OBJECT, ack),
     };
-    let Ok(event) = serde_json::from_str::<Cow<'_, str>>(event.get()) else {
+    let Ok(Text(event)) = serde_json::from_str::<Text<'_>>(event.get()) else {
         let name = if chapter { "type" } else { "event" };
         return invalid(format!("Invalid message: \"{name}\" must be a string."), ack);
     };
@@ -144,6 +144,38 @@ fn ack_id(raw: &RawValue) -> Result<Option<AckId>, ()> {
     }
 }
 
+/// A JSON string borrowed from the frame's text, or owned when it had escapes to undo
+/// (serde's own `Cow<str>` always copies).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
+}
+
 /// The top-level fields of a frame, in order, borrowed from its text; `None` if the frame is
 /// JSON but not an object.
 struct Fields<'a>(Option<Vec<(Cow<'a, str>, &'a RawValue)>>);
@@ -171,7 +203,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             fields.push((key, value));
         }
@@ -222,6 +254,18 @@ mod tests {
         assert_eq!(ack, None);
         assert_eq!(message(r#"{"event":"ping"}"#).1, Value::Null);
         assert_eq!(message(r#"{"data":[1],"id":7,"event":"x"}"#).2, Some(AckId::Number(7)));
+    }
+
+    #[test]
+    fn escaped_names_and_keys_are_read_as_what_they_stand_for() {
+        let (event, data, ack) =
+            message(r#"{"ev\u0065nt":"say \"hi\"","d\u0061ta":[1],"\u0069d":7}"#);
+        assert_eq!(event, "say \"hi\"");
+        assert_eq!(data, json!([1]));
+        assert_eq!(ack, Some(AckId::Number(7)));
+        let (event, data, _) = message(r#"{"typ\u0065":"sh\u006fw","entr\u0079Id":2}"#);
+        assert_eq!(event, "show");
+        assert_eq!(data, json!({"entryId": 2}));
     }
 
     #[test]

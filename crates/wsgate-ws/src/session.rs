@@ -1,6 +1,7 @@
 //! One connection's task: frames in, dispatch, outbound queue out, close.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
@@ -142,13 +143,18 @@ async fn drive(
                         return End::Broken;
                     }
                 };
-                let work = match decoded {
+                let mut work = Box::pin(match decoded {
                     Decoded::Message(inbound) => Either::Left(app.dispatch(conn, inbound)),
                     Decoded::Invalid { message, ack } => {
                         Either::Right(async move { app.reject(conn, &message, ack).await })
                     }
-                };
-                in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
+                });
+                // Polled here first: most handlers finish without waiting (their answer is
+                // queued by now) and then need no place in the set, which is not even made.
+                let done = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await;
+                if !done {
+                    in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
+                }
             }
             // Last: frames already received are read and handled first, so that the answers to
             // a pipelined batch leave in one write instead of one system call each.

@@ -153,17 +153,27 @@ impl FromMessage for Binary {
 }
 
 fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
+    // Tracking the path costs an allocation per key; it is only needed to word a failure, so
+    // the data is read again with it then.
+    let first = match serde_json::from_str(data.get()) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
     let mut de = serde_json::Deserializer::from_str(data.get());
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = json_error_message(e.inner());
-        let message = if path == "." || inner.starts_with("missing field") {
-            format!("Invalid data: {inner}")
-        } else {
-            format!("Invalid {path}: {inner}")
-        };
-        WsException::new(message).into()
-    })
+    let message = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = json_error_message(e.inner());
+            if path == "." || inner.starts_with("missing field") {
+                format!("Invalid data: {inner}")
+            } else {
+                format!("Invalid {path}: {inner}")
+            }
+        }
+        // The same input and the same deserializer fail the same way; kept total all the same.
+        Ok(_) => format!("Invalid data: {}", json_error_message(&first)),
+    };
+    Err(WsException::new(message).into())
 }
 
 /// serde_json's message without ` at line L column C`, which means nothing to a client.
