@@ -44,8 +44,14 @@ fn decode(text: &str) -> Result<Inbound, Unreadable> {
     let parts: Vec<&RawValue> =
         serde_json::from_str(text).map_err(|e| Unreadable(e.to_string()))?;
     let (event, args) = parts.split_first().ok_or_else(|| Unreadable("no event name".into()))?;
-    let event: String = serde_json::from_str(event.get())
-        .map_err(|_| Unreadable("event is not a string".into()))?;
+    // Borrowed from the packet unless the name has escapes to undo.
+    let event = match serde_json::from_str::<&str>(event.get()) {
+        Ok(name) => EventName::from(name),
+        Err(_) => EventName::from(
+            serde_json::from_str::<String>(event.get())
+                .map_err(|_| Unreadable("event is not a string".into()))?,
+        ),
+    };
     let data = match args {
         [] => wsgate::null_payload(),
         [one] => (*one).to_owned(),
@@ -55,7 +61,7 @@ fn decode(text: &str) -> Result<Inbound, Unreadable> {
                 .map_err(|e| Unreadable(e.to_string()))?
         }
     };
-    Ok(Inbound::new(EventName::from(event), data))
+    Ok(Inbound::new(event, data))
 }
 
 #[cfg(test)]
@@ -69,6 +75,8 @@ mod tests {
         assert_eq!(m.data.get(), r#"{"entryId":2}"#);
         let m = decode(r#"["message",1,"2",{"3":[true]}]"#).unwrap();
         assert_eq!(m.data.get(), r#"[1,"2",{"3":[true]}]"#);
+        let m = decode(r#"["p\u0069ng \"x\""]"#).unwrap();
+        assert_eq!(m.event.as_str(), "ping \"x\"");
         let m = decode(r#"["ping"]"#).unwrap();
         assert_eq!(m.data.get(), "null");
         assert!(decode("[]").is_err());
