@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::value::RawValue;
-use wsgate::{App, Data, Handshake, Outbound, WsResponse, gateway};
+use wsgate::{App, AppConfig, Data, Handshake, Outbound, RateLimit, WsResponse, gateway};
 use wsgate_ws::JsonFrames;
 use wsgate_ws::codec::{Decoded, decode};
 
@@ -24,8 +24,15 @@ const NEST: &str = r#"{"event":"echo","data":{"entryId":2,"body":"A comment of s
 const CHAPTER: &str = r#"{"type":"showComment","entryId":2,"commentId":1}"#;
 
 fn hot_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    let app = runtime.block_on(App::builder().gateway(EchoGateway).build()).expect("app");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // As echo-server: the rate limit's cost is measured, far above the load.
+    let config = AppConfig {
+        rate_limit: Some(RateLimit { per_second: 1e9, burst: 1_000_000 }),
+        ..AppConfig::default()
+    };
+    let app =
+        runtime.block_on(App::builder().config(config).gateway(EchoGateway).build()).expect("app");
     let (conn, mut rx) = runtime.block_on(async {
         app.handshake(Handshake::new("/", "bench")).await.expect("handshake").open().await
     });
