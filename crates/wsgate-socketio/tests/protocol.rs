@@ -69,14 +69,20 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-#[tokio::test]
-async fn events_sent_right_after_connect_wait_for_the_connect_hooks() {
+/// A raw websocket client of a new server, connected to the root namespace.
+async fn connected() -> Ws {
     let addr = serve().await;
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
     assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
     ws.send(Message::text("40")).await.expect("send connect");
     assert!(next_text(&mut ws).await.starts_with("40"), "namespace connected");
+    ws
+}
+
+#[tokio::test]
+async fn events_sent_right_after_connect_wait_for_the_connect_hooks() {
+    let mut ws = connected().await;
     // At once, while the connect hook is still running: the event must not be lost.
     ws.send(Message::text(r#"421["ping"]"#)).await.expect("send event");
     assert_eq!(next_text(&mut ws).await, r#"431["pong"]"#);
@@ -87,12 +93,7 @@ async fn events_sent_right_after_connect_wait_for_the_connect_hooks() {
 /// arrives first.
 #[tokio::test]
 async fn an_answer_never_overtakes_what_its_handler_emitted_before_it() {
-    let addr = serve().await;
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
-    assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
-    ws.send(Message::text("40")).await.expect("send connect");
-    assert!(next_text(&mut ws).await.starts_with("40"), "namespace connected");
+    let mut ws = connected().await;
     // Fewer than the outbound queue holds: all of them wait for the connect hook, then run at once.
     const N: u32 = 100;
     for n in 0..N {

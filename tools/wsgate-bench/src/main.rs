@@ -72,6 +72,20 @@ struct Target {
     auth: String,
 }
 
+/// How long a run lasts and what each message carries.
+#[derive(clap::Args, Clone, Debug)]
+struct RunArgs {
+    /// Seconds measured.
+    #[arg(short = 'd', long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Bytes of padding in each message's data.
+    #[arg(long, default_value_t = 32)]
+    payload: usize,
+}
+
 /// How a run reports.
 #[derive(clap::Args, Clone, Debug)]
 struct ReportArgs {
@@ -127,15 +141,8 @@ enum Command {
         /// Messages in flight per connection.
         #[arg(short = 'w', long, default_value_t = 8)]
         window: usize,
-        /// Seconds measured.
-        #[arg(short = 'd', long, default_value_t = 10)]
-        duration: u64,
-        /// Seconds of warm-up before measuring.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
-        /// Bytes of padding in each message's data.
-        #[arg(long, default_value_t = 32)]
-        payload: usize,
+        #[command(flatten)]
+        run: RunArgs,
         /// Total messages per second over all connections (open loop); unlimited when absent.
         #[arg(long)]
         rate: Option<u64>,
@@ -179,15 +186,8 @@ enum Command {
         /// Events published beyond what the whole room has received.
         #[arg(short = 'w', long, default_value_t = 32)]
         window: usize,
-        /// Seconds measured.
-        #[arg(short = 'd', long, default_value_t = 10)]
-        duration: u64,
-        /// Seconds of warm-up before measuring.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
-        /// Bytes of padding in each event's data.
-        #[arg(long, default_value_t = 32)]
-        payload: usize,
+        #[command(flatten)]
+        run: RunArgs,
         /// Spread the subscribers over 127.0.0.1 … 127.0.0.N.
         #[arg(long, default_value_t = 4)]
         sources: u8,
@@ -291,9 +291,7 @@ fn main() -> anyhow::Result<()> {
                 target: Target { url, protocol, auth },
                 connections,
                 window,
-                duration,
-                warmup,
-                payload,
+                run: RunArgs { duration, warmup, payload },
                 rate,
                 sources,
                 sample_every,
@@ -321,9 +319,7 @@ fn main() -> anyhow::Result<()> {
                 target: Target { url, protocol, auth },
                 subscribers,
                 window,
-                duration,
-                warmup,
-                payload,
+                run: RunArgs { duration, warmup, payload },
                 sources,
                 report: ReportArgs { pid, json, label },
             } => {
