@@ -8,7 +8,8 @@
 //! - `wsgate_messages_total{namespace,event,outcome}`: messages handled; `outcome` is `ok`,
 //!   `error`, `unrouted` or `undecodable`, and `event` is empty for the last two, so clients
 //!   cannot create series by inventing event names;
-//! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the reply queued.
+//! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the answer
+//!   (guards, extractors, handler), before it is queued or written.
 //!
 //! Broker (with `REDIS_URL`): `wsgate_broker_connected` (1 or 0), and
 //! `wsgate_broker_{published,received,dropped,reconnects}_total`.
@@ -172,7 +173,7 @@ impl Metrics {
             Family::<_, _, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
             "wsgate_handler_duration_seconds",
-            "Time from a message's dispatch to its reply queued",
+            "Time from a message's dispatch to its answer, before it is queued or written",
             handler_seconds.clone(),
         );
         let http_requests = Family::default();

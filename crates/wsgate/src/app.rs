@@ -373,6 +373,8 @@ impl App {
     /// Replies are queued on the connection, waiting for room: they are never dropped. A
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
+        // Until the answer is queued: a closing connection's writer waits for it.
+        let _handling = conn.handling();
         let id = message.ack.clone();
         let queued = match self.dispatch_answer(conn, message).await {
             None => return,

@@ -229,8 +229,9 @@ impl Connection {
     }
 
     /// Marks a message as being handled until the guard drops: [`Self::settled`] waits for
-    /// it. [`App::dispatch`](crate::App::dispatch) takes one itself; an adapter that answers
-    /// after dispatch (Socket.IO acks) holds its own until the answer is written.
+    /// it. [`App::dispatch`](crate::App::dispatch) holds one until the answer is queued; an
+    /// adapter that writes answers itself ([`App::dispatch_answer`](crate::App::dispatch_answer),
+    /// as Socket.IO does) holds its own until the answer is written.
     pub fn handling(&self) -> Handling {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         Handling { conn: self.clone() }

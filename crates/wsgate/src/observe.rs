@@ -62,7 +62,8 @@ pub trait Observer: Send + Sync + 'static {
     }
 
     /// A message was handled: `event` is `None` when no handler serves it (or it could not be
-    /// decoded); `elapsed` spans guards, extraction, the handler and queueing the reply.
+    /// decoded); `elapsed` spans guards, extraction, the handler and the exception filters,
+    /// not the queueing or writing of the answer.
     fn message(
         &self,
         conn: &Connection,
