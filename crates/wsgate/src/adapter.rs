@@ -6,7 +6,11 @@
 //! 2. after the upgrade, [`Accepted::open`](crate::Accepted::open) gives the
 //!    [`Connection`](crate::Connection) and its outbound queue;
 //! 3. decode each frame into an [`Inbound`](crate::Inbound) and call [`App::dispatch`], or
-//!    [`App::reject`] for frames that don't decode;
+//!    [`App::reject`] for frames that don't decode; a transport that writes answers from the
+//!    message's own task calls [`App::dispatch_answer`] instead, writing an answer itself only
+//!    when [`Connection::all_written`](crate::Connection::all_written) (reporting what it
+//!    writes from the queue with [`OutboundRx::written`](crate::OutboundRx::written)), and
+//!    queueing it otherwise;
 //! 4. write what the queue yields: [`Outbound`](crate::Outbound) events (encoded once per
 //!    format with [`Emission::encoded`](crate::Emission::encoded)), acks, exceptions, closes;
 //!    and close when [`Connection::closed`](crate::Connection::closed) resolves;
