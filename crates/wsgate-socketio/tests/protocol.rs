@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::{App, Connection, Data, WsException, WsResponse, gateway};
+use wsgate::{App, AppConfig, Connection, Data, WsException, WsResponse, gateway};
 use wsgate_socketio::SocketIoAdapter;
 
 /// A gateway whose connect hook is slow, as one that loads data for the user would be.
@@ -33,6 +33,11 @@ impl SlowGreeter {
         Err(WsException::new(format!("failed {n}")))
     }
 
+    #[subscribe_message("echo")]
+    async fn echo(&self, Data(text): Data<String>) -> WsResponse<String> {
+        WsResponse::new("echo", text)
+    }
+
     #[on_connect]
     async fn load(&self, _conn: &Connection) {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -40,12 +45,16 @@ impl SlowGreeter {
 }
 
 async fn serve() -> std::net::SocketAddr {
-    let app = App::builder().gateway(SlowGreeter).build().await.expect("app");
+    serve_with(AppConfig::default()).await.0
+}
+
+async fn serve_with(config: AppConfig) -> (std::net::SocketAddr, App) {
+    let app = App::builder().config(config).gateway(SlowGreeter).build().await.expect("app");
     let router = app.mount(Router::new(), SocketIoAdapter::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
+    (addr, app)
 }
 
 type Ws =
@@ -71,7 +80,10 @@ async fn next_text(ws: &mut Ws) -> String {
 
 /// A raw websocket client of a new server, connected to the root namespace.
 async fn connected() -> Ws {
-    let addr = serve().await;
+    connected_to(serve().await).await
+}
+
+async fn connected_to(addr: std::net::SocketAddr) -> Ws {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
     assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
@@ -121,5 +133,36 @@ async fn an_answer_never_overtakes_what_its_handler_emitted_before_it() {
         };
         assert!(first_seen[n as usize], "the answer to {n} came before the event it emitted first");
         answered += 1;
+    }
+}
+
+/// Answers are written from the message's task into socketioxide's buffer, not the
+/// connection's queue; that buffer is bounded too: a client that sends and never reads is
+/// disconnected once it is full, and its answers are not held forever.
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected() {
+    // No rate limit: the answers, not the refusals, are what piles up.
+    let (addr, app) = serve_with(AppConfig { rate_limit: None, ..AppConfig::default() }).await;
+    let mut ws = connected_to(addr).await;
+    assert_eq!(app.server().connection_count(), 1);
+    // 16 KiB answers: the kernel's socket buffers fill first, then socketioxide's 1 024 packets.
+    let frame = format!(r#"42["echo","{}"]"#, "x".repeat(16 * 1024));
+    let flood = async {
+        for _ in 0..4_000 {
+            if ws.feed(Message::text(frame.as_str())).await.is_err() {
+                return;
+            }
+        }
+        let _ = ws.flush().await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), flood).await.expect("sent within 30 s");
+    // At once, not at the next heartbeat (socketioxide would end it there, some 20 s later).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.server().connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client that never reads is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
