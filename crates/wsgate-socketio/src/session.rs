@@ -90,14 +90,15 @@ pub(crate) fn middleware(
                     let sent = match app.dispatch_answer(&conn, inbound).await {
                         None => Ok(()),
                         // The client may have gone; its ack has nowhere to go then.
-                        Some(Answer::Ack(data)) => {
+                        Some(Answer::Ack { data, .. }) => {
                             let _ = ack.send(&*data);
                             Ok(())
                         }
                         // Behind what the handler queued (a `conn.emit`), if the writer has
                         // not written it yet: the client sees them in the order they were made.
                         Some(answer) if !conn.all_written() => {
-                            queue(&conn, answer).await;
+                            // A closed connection has nobody to answer.
+                            let _ = conn.send(answer.into()).await;
                             Ok(())
                         }
                         Some(Answer::Event(emission)) => {
@@ -115,20 +116,6 @@ pub(crate) fn middleware(
             Ok(())
         })
     }
-}
-
-/// Queues an answer (an event or an exception) for the connection's writer.
-async fn queue(conn: &Connection, answer: Answer) {
-    let item = match answer {
-        Answer::Event(emission) => Outbound::Event(emission),
-        Answer::Exception { id, data } => {
-            Outbound::Direct(Box::new(Direct::Exception { id, data }))
-        }
-        // Acks go to the message's callback, never through the queue.
-        Answer::Ack(_) => return,
-    };
-    // A closed connection has nobody to answer.
-    let _ = conn.send(item).await;
 }
 
 /// The connect handler: opens the connection (running the `on_connect` hooks), lets waiting

@@ -269,7 +269,12 @@ impl Accepted {
 #[derive(Debug)]
 pub enum Answer {
     /// The handler's result, for the message's acknowledgement (the client asked for one).
-    Ack(Payload),
+    Ack {
+        /// The id the client gave.
+        id: AckId,
+        /// The handler's result.
+        data: Payload,
+    },
     /// An event for this connection alone (a [`WsResponse`](crate::WsResponse)).
     Event(Arc<Emission>),
     /// An `exception` event: the handler or an extractor failed.
@@ -279,6 +284,19 @@ pub enum Answer {
         /// The exception payload, `{status:"error", message, cause}` by default.
         data: Payload,
     },
+}
+
+/// The item that writes an answer through the connection's queue.
+impl From<Answer> for Outbound {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Ack { id, data } => Outbound::Direct(Box::new(Direct::Ack { id, data })),
+            Answer::Event(emission) => Outbound::Event(emission),
+            Answer::Exception { id, data } => {
+                Outbound::Direct(Box::new(Direct::Exception { id, data }))
+            }
+        }
+    }
 }
 
 impl App {
@@ -375,19 +393,9 @@ impl App {
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
         // Until the answer is queued: a closing connection's writer waits for it.
         let _handling = conn.handling();
-        let id = message.ack.clone();
-        let queued = match self.dispatch_answer(conn, message).await {
-            None => return,
-            Some(Answer::Ack(data)) => match id {
-                Some(id) => conn.reply(Direct::Ack { id, data }).await,
-                None => return,
-            },
-            Some(Answer::Event(emission)) => conn.send(Outbound::Event(emission)).await,
-            Some(Answer::Exception { id, data }) => {
-                conn.reply(Direct::Exception { id, data }).await
-            }
-        };
-        if queued.is_err() {
+        if let Some(answer) = self.dispatch_answer(conn, message).await
+            && conn.send(answer.into()).await.is_err()
+        {
             tracing::debug!(conn = %conn.id(), "reply dropped: connection closed");
         }
     }
@@ -466,7 +474,7 @@ impl App {
     ) -> Option<Answer> {
         match reply {
             Reply::Nothing => None,
-            Reply::Ack(data) => ctx.ack.is_some().then_some(Answer::Ack(data)),
+            Reply::Ack(data) => ctx.ack.clone().map(|id| Answer::Ack { id, data }),
             Reply::Event(emission) => Some(Answer::Event(emission)),
             Reply::Error(error) => {
                 let chain: Vec<&dyn ExceptionFilter> =
