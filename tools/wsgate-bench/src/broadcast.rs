@@ -135,13 +135,14 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         }
         // At most `window` events beyond what the whole room has received.
         let progressed = tally.progressed.notified();
-        if sent >= window + tally.delivered.load(Ordering::Acquire) / n as u64 {
-            // A timeout, so that a stalled room ends the run instead of hanging it.
+        let allowed = window + tally.delivered.load(Ordering::Acquire) / n as u64;
+        if sent >= allowed {
+            // Bounded, so that a stalled room still ends the run at its end.
             let _ = tokio::time::timeout(Duration::from_millis(200), progressed).await;
             continue;
         }
         // Several at once, flushed together.
-        let room_for = (window + tally.delivered.load(Ordering::Acquire) / n as u64 - sent).min(8);
+        let room_for = (allowed - sent).min(8);
         for _ in 0..room_for {
             publisher.feed(Message::text(shout.as_str())).await.context("publishing")?;
         }
