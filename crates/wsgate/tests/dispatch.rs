@@ -360,16 +360,23 @@ impl wsgate::Observer for Recorder {
     }
 }
 
-#[tokio::test]
-async fn observers_see_connections_and_messages_but_not_invented_event_names() {
+/// The entry gateway behind `QueryUser`, watched by a recorder.
+async fn observed_app(config: wsgate::AppConfig) -> (App, Recorder) {
     let recorder = Recorder::default();
     let app = App::builder()
+        .config(config)
         .middleware(QueryUser)
         .observer(recorder.clone())
         .gateway(EntryGateway { counters: Arc::default() })
         .build()
         .await
         .unwrap();
+    (app, recorder)
+}
+
+#[tokio::test]
+async fn observers_see_connections_and_messages_but_not_invented_event_names() {
+    let (app, recorder) = observed_app(wsgate::AppConfig::default()).await;
     assert!(app.handshake(Handshake::new("/", "test")).await.is_err());
     let (conn, _rx) = connect(&app, "/", 1).await;
     app.dispatch(&conn, msg("showEntry", json!({ "entryId": 2 }))).await;
@@ -395,19 +402,11 @@ async fn observers_see_connections_and_messages_but_not_invented_event_names() {
 
 #[tokio::test]
 async fn observers_see_messages_refused_by_the_rate_or_a_closing_connection() {
-    let recorder = Recorder::default();
     let config = wsgate::AppConfig {
         rate_limit: Some(wsgate::RateLimit { per_second: 0.001, burst: 1 }),
         ..wsgate::AppConfig::default()
     };
-    let app = App::builder()
-        .config(config)
-        .middleware(QueryUser)
-        .observer(recorder.clone())
-        .gateway(EntryGateway { counters: Arc::default() })
-        .build()
-        .await
-        .unwrap();
+    let (app, recorder) = observed_app(config).await;
     let (conn, _rx) = connect(&app, "/", 1).await;
     app.dispatch(&conn, msg("whoami", Value::Null)).await;
     app.dispatch(&conn, msg("whoami", Value::Null)).await;
