@@ -21,18 +21,14 @@ use crate::echo::{connect_from, socketio_handshake, source};
 /// What to run.
 #[derive(Clone, Debug)]
 pub(crate) struct BroadcastSetup {
-    pub(crate) url: String,
-    pub(crate) protocol: Protocol,
-    pub(crate) auth: String,
+    pub(crate) target: crate::Target,
     pub(crate) subscribers: usize,
     pub(crate) window: usize,
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) payload: usize,
     pub(crate) sources: u8,
-    pub(crate) pids: Vec<u32>,
-    pub(crate) json: Option<std::path::PathBuf>,
-    pub(crate) label: String,
+    pub(crate) report: crate::ReportArgs,
 }
 
 /// The outcome, as printed and as JSON.
@@ -65,7 +61,7 @@ struct Tally {
 pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport> {
     let setup = Arc::new(setup);
     let n = setup.subscribers.max(1);
-    let (join, needle) = match setup.protocol {
+    let (join, needle) = match setup.target.protocol {
         Protocol::Ws => (r#"{"event":"join","id":1}"#, r#"{"event":"news""#),
         Protocol::Socketio => (r#"421["join"]"#, r#"42["news""#),
     };
@@ -74,9 +70,9 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         .map(|i| {
             let setup = setup.clone();
             async move {
-                let mut ws = connect_from(&setup.url, source(i, setup.sources)).await?;
-                if matches!(setup.protocol, Protocol::Socketio) {
-                    socketio_handshake(&mut ws, &setup.auth).await?;
+                let mut ws = connect_from(&setup.target.url, source(i, setup.sources)).await?;
+                if matches!(setup.target.protocol, Protocol::Socketio) {
+                    socketio_handshake(&mut ws, &setup.target.auth).await?;
                 }
                 ws.send(Message::text(join)).await?;
                 let reply = crate::next_text(&mut ws, |_| true).await?;
@@ -110,12 +106,12 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
     }
     eprintln!("{n} subscribers joined in {:.2?}", opened.elapsed());
 
-    let mut publisher = connect_from(&setup.url, source(0, 1)).await?;
-    if matches!(setup.protocol, Protocol::Socketio) {
-        socketio_handshake(&mut publisher, &setup.auth).await?;
+    let mut publisher = connect_from(&setup.target.url, source(0, 1)).await?;
+    if matches!(setup.target.protocol, Protocol::Socketio) {
+        socketio_handshake(&mut publisher, &setup.target.auth).await?;
     }
     let data = serde_json::json!({ "pad": "x".repeat(setup.payload) });
-    let shout = match setup.protocol {
+    let shout = match setup.target.protocol {
         Protocol::Ws => serde_json::json!({ "event": "shout", "data": data }).to_string(),
         Protocol::Socketio => format!("42{}", serde_json::json!(["shout", data])),
     };
@@ -127,7 +123,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
     let mut start_mark = None;
     while Instant::now() < end {
         if start_mark.is_none() && Instant::now() >= measure_from {
-            let cpu = crate::cpu_micros_total(&setup.pids)?;
+            let cpu = crate::cpu_micros_total(&setup.report.pid)?;
             start_mark = Some((Instant::now(), tally.delivered.load(Ordering::Acquire), sent, cpu));
         }
         if tally.lost.load(Ordering::Acquire) > 0 {
@@ -153,14 +149,14 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         start_mark.context("the run ended before it was measured")?;
     let seconds = t0.elapsed().as_secs_f64();
     let deliveries = tally.delivered.load(Ordering::Acquire) - delivered0;
-    let cpu = crate::cpu_micros_total(&setup.pids)? - cpu0;
+    let cpu = crate::cpu_micros_total(&setup.report.pid)? - cpu0;
     let lost = tally.lost.load(Ordering::Acquire);
     for task in &tasks {
         task.abort();
     }
     let report = BroadcastReport {
-        label: setup.label.clone(),
-        protocol: format!("{:?}", setup.protocol).to_lowercase(),
+        label: setup.report.label.clone(),
+        protocol: format!("{:?}", setup.target.protocol).to_lowercase(),
         subscribers: n,
         window: window as usize,
         payload_bytes: setup.payload,
@@ -168,7 +164,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         events: sent - sent0,
         deliveries,
         deliveries_per_sec: deliveries as f64 / seconds,
-        server_cpu_us_per_delivery: (!setup.pids.is_empty() && deliveries > 0)
+        server_cpu_us_per_delivery: (!setup.report.pid.is_empty() && deliveries > 0)
             .then(|| cpu as f64 / deliveries as f64),
         lost_subscribers: lost,
     };
@@ -182,7 +178,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         report.server_cpu_us_per_delivery.map_or("-".into(), |c| format!("{c:.3}")),
         lost
     );
-    if let Some(path) = &setup.json {
+    if let Some(path) = &setup.report.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -14,15 +14,11 @@ use crate::echo::{connect_from, socketio_handshake, source};
 /// What to run.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectSetup {
-    pub(crate) url: String,
-    pub(crate) protocol: Protocol,
-    pub(crate) auth: String,
+    pub(crate) target: crate::Target,
     pub(crate) connections: usize,
     pub(crate) concurrency: usize,
     pub(crate) sources: u8,
-    pub(crate) pids: Vec<u32>,
-    pub(crate) json: Option<std::path::PathBuf>,
-    pub(crate) label: String,
+    pub(crate) report: crate::ReportArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,16 +40,16 @@ struct ConnectReport {
 /// with the token, and for Socket.IO the namespace connect with `auth`), then closed.
 pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
     let setup = Arc::new(setup);
-    let cpu_before = crate::cpu_micros_total(&setup.pids)?;
+    let cpu_before = crate::cpu_micros_total(&setup.report.pid)?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = stream::iter(0..setup.connections)
         .map(|i| {
             let setup = setup.clone();
             async move {
                 let begun = Instant::now();
-                let mut ws = connect_from(&setup.url, source(i, setup.sources)).await?;
-                if matches!(setup.protocol, Protocol::Socketio) {
-                    socketio_handshake(&mut ws, &setup.auth).await?;
+                let mut ws = connect_from(&setup.target.url, source(i, setup.sources)).await?;
+                if matches!(setup.target.protocol, Protocol::Socketio) {
+                    socketio_handshake(&mut ws, &setup.target.auth).await?;
                 }
                 let took = begun.elapsed();
                 let _ = ws.send(Message::Close(None)).await;
@@ -66,7 +62,7 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = crate::cpu_micros_total(&setup.pids)? - cpu_before;
+    let cpu = crate::cpu_micros_total(&setup.report.pid)? - cpu_before;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut failed = 0;
     let mut first_error = None;
@@ -84,8 +80,8 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
     }
     let ok = setup.connections - failed;
     let report = ConnectReport {
-        label: setup.label.clone(),
-        protocol: format!("{:?}", setup.protocol).to_lowercase(),
+        label: setup.report.label.clone(),
+        protocol: format!("{:?}", setup.target.protocol).to_lowercase(),
         connections: setup.connections,
         concurrency: setup.concurrency,
         failed,
@@ -94,7 +90,7 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
         p50_us: histogram.value_at_quantile(0.5),
         p99_us: histogram.value_at_quantile(0.99),
         max_us: histogram.max(),
-        server_cpu_us_per_connect: (!setup.pids.is_empty() && ok > 0)
+        server_cpu_us_per_connect: (!setup.report.pid.is_empty() && ok > 0)
             .then(|| cpu as f64 / ok as f64),
     };
     let cpu = report.server_cpu_us_per_connect.map_or_else(|| "-".into(), |c| format!("{c:.1}"));
@@ -113,7 +109,7 @@ pub(crate) async fn run(setup: ConnectSetup) -> anyhow::Result<()> {
         report.p99_us,
         cpu
     );
-    if let Some(path) = &setup.json {
+    if let Some(path) = &setup.report.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())

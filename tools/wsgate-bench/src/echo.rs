@@ -19,9 +19,7 @@ use crate::Protocol;
 /// What to run.
 #[derive(Clone, Debug)]
 pub(crate) struct EchoSetup {
-    pub(crate) url: String,
-    pub(crate) protocol: Protocol,
-    pub(crate) auth: String,
+    pub(crate) target: crate::Target,
     pub(crate) connections: usize,
     pub(crate) window: usize,
     pub(crate) duration: Duration,
@@ -30,9 +28,7 @@ pub(crate) struct EchoSetup {
     pub(crate) rate: Option<u64>,
     pub(crate) sources: u8,
     pub(crate) sample_every: Option<Duration>,
-    pub(crate) pids: Vec<u32>,
-    pub(crate) json: Option<std::path::PathBuf>,
-    pub(crate) label: String,
+    pub(crate) report: crate::ReportArgs,
 }
 
 /// The outcome, as printed and as JSON.
@@ -122,9 +118,9 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         .map(|i| {
             let setup = setup.clone();
             async move {
-                let mut ws = connect_from(&setup.url, source(i, setup.sources)).await?;
-                if matches!(setup.protocol, Protocol::Socketio) {
-                    socketio_handshake(&mut ws, &setup.auth).await?;
+                let mut ws = connect_from(&setup.target.url, source(i, setup.sources)).await?;
+                if matches!(setup.target.protocol, Protocol::Socketio) {
+                    socketio_handshake(&mut ws, &setup.target.auth).await?;
                 }
                 Ok(ws)
             }
@@ -164,10 +160,10 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         .collect();
     // The server's CPU time is read when the warm-up ends, and again when the tasks are done.
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = crate::cpu_micros_total(&setup.pids).ok();
-    let sampler = setup.sample_every.filter(|_| !setup.pids.is_empty()).map(|every| {
+    let cpu_before = crate::cpu_micros_total(&setup.report.pid).ok();
+    let sampler = setup.sample_every.filter(|_| !setup.report.pid.is_empty()).map(|every| {
         let (setup, progress) = (setup.clone(), progress.clone());
-        tokio::spawn(async move { sample(&setup.pids, &progress, every, end).await })
+        tokio::spawn(async move { sample(&setup.report.pid, &progress, every, end).await })
     });
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut replies = 0;
@@ -176,7 +172,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         histogram.add(&h)?;
         replies += n;
     }
-    let cpu_after = crate::cpu_micros_total(&setup.pids).ok();
+    let cpu_after = crate::cpu_micros_total(&setup.report.pid).ok();
     let samples = match sampler {
         Some(task) => task.await?,
         None => Vec::new(),
@@ -191,14 +187,14 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     bar.finish_and_clear();
     let seconds = setup.duration.as_secs_f64();
     let cpu = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) if replies > 0 && !setup.pids.is_empty() => {
+        (Some(before), Some(after)) if replies > 0 && !setup.report.pid.is_empty() => {
             Some((after - before) as f64 / replies as f64)
         }
         _ => None,
     };
     let report = EchoReport {
-        label: setup.label.clone(),
-        protocol: format!("{:?}", setup.protocol).to_lowercase(),
+        label: setup.report.label.clone(),
+        protocol: format!("{:?}", setup.target.protocol).to_lowercase(),
         connections: setup.connections,
         window: setup.window,
         payload_bytes: setup.payload,
@@ -216,7 +212,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         rss_growth_percent,
     };
     print_report(&report);
-    if let Some(path) = &setup.json {
+    if let Some(path) = &setup.report.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -278,7 +274,7 @@ async fn drive(
         let offset = period.mul_f64((index % 97) as f64 / 97.0);
         tokio::time::interval_at((Instant::now() + offset).into(), period)
     });
-    let frame = |seq: u64| match setup.protocol {
+    let frame = |seq: u64| match setup.target.protocol {
         Protocol::Ws => format!(r#"{{"event":"echo","data":"{seq}:{padding}"}}"#),
         Protocol::Socketio => format!(r#"42["echo","{seq}:{padding}"]"#),
     };

@@ -288,19 +288,17 @@ fn main() -> anyhow::Result<()> {
                 fanout(setup, trigger, rounds).await
             }
             Command::Echo {
-                target: Target { url, protocol, auth },
+                target,
                 connections,
                 window,
                 run: RunArgs { duration, warmup, payload },
                 rate,
                 sources,
                 sample_every,
-                report: ReportArgs { pid, json, label },
+                report,
             } => {
                 let setup = echo::EchoSetup {
-                    url,
-                    protocol,
-                    auth,
+                    target,
                     connections,
                     window,
                     duration: Duration::from_secs(duration),
@@ -309,55 +307,34 @@ fn main() -> anyhow::Result<()> {
                     rate,
                     sources,
                     sample_every: sample_every.map(Duration::from_secs),
-                    pids: pid,
-                    json,
-                    label,
+                    report,
                 };
                 echo::run(setup).await.map(|_| ())
             }
             Command::Broadcast {
-                target: Target { url, protocol, auth },
+                target,
                 subscribers,
                 window,
                 run: RunArgs { duration, warmup, payload },
                 sources,
-                report: ReportArgs { pid, json, label },
+                report,
             } => {
                 let setup = broadcast::BroadcastSetup {
-                    url,
-                    protocol,
-                    auth,
+                    target,
                     subscribers,
                     window,
                     duration: Duration::from_secs(duration),
                     warmup: Duration::from_secs(warmup),
                     payload,
                     sources,
-                    pids: pid,
-                    json,
-                    label,
+                    report,
                 };
                 broadcast::run(setup).await.map(|_| ())
             }
             Command::AxumEcho { port } => axum_echo(port).await,
-            Command::Connect {
-                target: Target { url, protocol, auth },
-                connections,
-                concurrency,
-                sources,
-                report: ReportArgs { pid, json, label },
-            } => {
-                let setup = connect::ConnectSetup {
-                    url,
-                    protocol,
-                    auth,
-                    connections,
-                    concurrency,
-                    sources,
-                    pids: pid,
-                    json,
-                    label,
-                };
+            Command::Connect { target, connections, concurrency, sources, report } => {
+                let setup =
+                    connect::ConnectSetup { target, connections, concurrency, sources, report };
                 connect::run(setup).await
             }
             Command::Token { sub, ttl } => {
