@@ -24,9 +24,7 @@ pub(crate) struct BroadcastSetup {
     pub(crate) target: crate::Target,
     pub(crate) subscribers: usize,
     pub(crate) window: usize,
-    pub(crate) duration: Duration,
-    pub(crate) warmup: Duration,
-    pub(crate) payload: usize,
+    pub(crate) run: crate::RunArgs,
     pub(crate) sources: u8,
     pub(crate) report: crate::ReportArgs,
 }
@@ -110,15 +108,15 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
     if matches!(setup.target.protocol, Protocol::Socketio) {
         socketio_handshake(&mut publisher, &setup.target.auth).await?;
     }
-    let data = serde_json::json!({ "pad": "x".repeat(setup.payload) });
+    let data = serde_json::json!({ "pad": "x".repeat(setup.run.payload) });
     let shout = match setup.target.protocol {
         Protocol::Ws => serde_json::json!({ "event": "shout", "data": data }).to_string(),
         Protocol::Socketio => format!("42{}", serde_json::json!(["shout", data])),
     };
     let window = setup.window.max(1) as u64;
     let started = Instant::now();
-    let measure_from = started + setup.warmup;
-    let end = measure_from + setup.duration;
+    let measure_from = started + setup.run.warmup();
+    let end = measure_from + setup.run.duration();
     let mut sent = 0u64;
     let mut start_mark = None;
     while Instant::now() < end {
@@ -159,7 +157,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         protocol: format!("{:?}", setup.target.protocol).to_lowercase(),
         subscribers: n,
         window: window as usize,
-        payload_bytes: setup.payload,
+        payload_bytes: setup.run.payload,
         seconds,
         events: sent - sent0,
         deliveries,

@@ -22,9 +22,7 @@ pub(crate) struct EchoSetup {
     pub(crate) target: crate::Target,
     pub(crate) connections: usize,
     pub(crate) window: usize,
-    pub(crate) duration: Duration,
-    pub(crate) warmup: Duration,
-    pub(crate) payload: usize,
+    pub(crate) run: crate::RunArgs,
     pub(crate) rate: Option<u64>,
     pub(crate) sources: u8,
     pub(crate) sample_every: Option<Duration>,
@@ -132,9 +130,9 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     eprintln!("{} connections open in {:.2?}", sockets.len(), opened.elapsed());
 
     let start = Instant::now();
-    let measure_from = start + setup.warmup;
-    let end = measure_from + setup.duration;
-    let bar = progress_bar(setup.warmup + setup.duration);
+    let measure_from = start + setup.run.warmup();
+    let end = measure_from + setup.run.duration();
+    let bar = progress_bar(setup.run.warmup() + setup.run.duration());
     let ticker = {
         let (progress, bar) = (progress.clone(), bar.clone());
         tokio::spawn(async move {
@@ -185,7 +183,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     };
     ticker.abort();
     bar.finish_and_clear();
-    let seconds = setup.duration.as_secs_f64();
+    let seconds = setup.run.duration().as_secs_f64();
     let cpu = match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if replies > 0 && !setup.report.pid.is_empty() => {
             Some((after - before) as f64 / replies as f64)
@@ -197,7 +195,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         protocol: format!("{:?}", setup.target.protocol).to_lowercase(),
         connections: setup.connections,
         window: setup.window,
-        payload_bytes: setup.payload,
+        payload_bytes: setup.run.payload,
         seconds,
         replies,
         replies_per_sec: replies as f64 / seconds,
@@ -260,7 +258,7 @@ async fn drive(
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut sink, mut frames) = ws.split();
-    let padding = "x".repeat(setup.payload);
+    let padding = "x".repeat(setup.run.payload);
     // Send times by sequence number modulo the window; replies name their sequence number.
     let window = setup.window.max(1);
     let mut sent_at = vec![Instant::now(); window];

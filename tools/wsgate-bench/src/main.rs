@@ -86,6 +86,18 @@ struct RunArgs {
     payload: usize,
 }
 
+impl RunArgs {
+    /// The measured time.
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration)
+    }
+
+    /// The warm-up before it.
+    fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup)
+    }
+}
+
 /// How a run reports.
 #[derive(clap::Args, Clone, Debug)]
 struct ReportArgs {
@@ -291,7 +303,7 @@ fn main() -> anyhow::Result<()> {
                 target,
                 connections,
                 window,
-                run: RunArgs { duration, warmup, payload },
+                run,
                 rate,
                 sources,
                 sample_every,
@@ -301,9 +313,7 @@ fn main() -> anyhow::Result<()> {
                     target,
                     connections,
                     window,
-                    duration: Duration::from_secs(duration),
-                    warmup: Duration::from_secs(warmup),
-                    payload,
+                    run,
                     rate,
                     sources,
                     sample_every: sample_every.map(Duration::from_secs),
@@ -311,24 +321,9 @@ fn main() -> anyhow::Result<()> {
                 };
                 echo::run(setup).await.map(|_| ())
             }
-            Command::Broadcast {
-                target,
-                subscribers,
-                window,
-                run: RunArgs { duration, warmup, payload },
-                sources,
-                report,
-            } => {
-                let setup = broadcast::BroadcastSetup {
-                    target,
-                    subscribers,
-                    window,
-                    duration: Duration::from_secs(duration),
-                    warmup: Duration::from_secs(warmup),
-                    payload,
-                    sources,
-                    report,
-                };
+            Command::Broadcast { target, subscribers, window, run, sources, report } => {
+                let setup =
+                    broadcast::BroadcastSetup { target, subscribers, window, run, sources, report };
                 broadcast::run(setup).await.map(|_| ())
             }
             Command::AxumEcho { port } => axum_echo(port).await,
