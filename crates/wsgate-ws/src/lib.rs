@@ -56,7 +56,7 @@ use axum::Router;
 use wsgate::{Adapter, App};
 
 pub use codec::JsonFrames;
-pub use upgrade::{WsLayer, WsService};
+pub use upgrade::{WsLayer, WsService, is_upgrade, switch_protocols};
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "ws";

@@ -76,7 +76,7 @@ where
 }
 
 /// Whether the request asks for a WebSocket (`GET` with `Upgrade: websocket`).
-fn is_upgrade(req: &Request<Body>) -> bool {
+pub fn is_upgrade(req: &Request<Body>) -> bool {
     req.method() == Method::GET
         && req
             .headers()
@@ -105,15 +105,9 @@ async fn accept(
     namespace: Namespace,
     mut req: Request<Body>,
 ) -> Response {
-    let Some(accept_key) = check_headers(req.headers()) else {
-        return refuse(&Refusal::new(StatusCode::BAD_REQUEST, "Invalid WebSocket handshake."));
-    };
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        // Only HTTP/1.1 connections served with upgrades enabled (axum::serve) can upgrade.
-        return refuse(&Refusal::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "WebSocket upgrade unavailable.",
-        ));
+    let (response, on_upgrade) = match switch_protocols(&mut req) {
+        Ok(switch) => switch,
+        Err(refusal) => return refuse(&refusal),
     };
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, _body) = req.into_parts();
@@ -137,13 +131,30 @@ async fn accept(
         }
     });
 
+    response
+}
+
+/// Takes a WebSocket upgrade request: checks its headers (RFC 6455) and returns the
+/// `101 Switching Protocols` response to send back and the upgrade to await once it is sent,
+/// or why the request cannot be upgraded. For adapters that run their own session over the
+/// upgraded connection (as `wsgate-socketio`'s websocket transport does).
+pub fn switch_protocols(
+    req: &mut Request<Body>,
+) -> Result<(Response, hyper::upgrade::OnUpgrade), Refusal> {
+    let Some(accept_key) = check_headers(req.headers()) else {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "Invalid WebSocket handshake."));
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        // Only HTTP/1.1 connections served with upgrades enabled (axum::serve) can upgrade.
+        return Err(Refusal::new(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade unavailable."));
+    };
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
-    response
+    Ok((response, on_upgrade))
 }
 
 /// Checks the upgrade headers of RFC 6455 and returns the `Sec-WebSocket-Accept` value.
