@@ -1,7 +1,12 @@
-//! Socket.IO adapter for [wsgate], built on [socketioxide]: the same gateways for
-//! `socket.io-client` 4.x, over HTTP long-polling and websocket, at `/socket.io/` of the axum
-//! server that serves your REST API (and, beside it, the plain WebSocket adapter).
+//! Socket.IO adapter for [wsgate]: the same gateways for `socket.io-client` 4.x, over HTTP
+//! long-polling and websocket, at `/socket.io/` of the axum server that serves your REST API
+//! (and, beside it, the plain WebSocket adapter).
 //!
+//! - **Transports.** A client that opens a websocket directly (`transports: ["websocket"]`) is
+//!   served by the adapter's own Engine.IO v4 websocket transport: one task per connection,
+//!   answers written in batches, a few KiB per idle connection. Long-polling, and the upgrade
+//!   from it to websocket, are served by [socketioxide]. Both speak to the same gateways, rooms
+//!   and server handle.
 //! - **Handshake.** The connection middleware sees the Socket.IO `auth` payload, the query
 //!   (`auth_token=…`), the headers and the peer. A refusal reaches the client as
 //!   `connect_error` with the reason as its message.
@@ -41,13 +46,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! socketioxide runs each message's handler as its own task, so the handlers of one Socket.IO
-//! connection run concurrently, without the per-connection bound of the plain WebSocket
-//! adapter; acks correlate by id, and replies are never dropped.
+//! The handlers of one connection run concurrently; acks correlate by id, and replies are never
+//! dropped. Over a websocket opened directly, at most [`SocketIoAdapter::max_in_flight`]
+//! messages are handled at once (the socket is not read meanwhile), and a client that takes
+//! nothing for the ping timeout is dropped. Over long-polling, socketioxide runs each message as
+//! its own task.
 
+mod engine;
 mod message;
+mod packet;
 mod session;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -67,6 +77,7 @@ pub struct SocketIoAdapter {
     ws_read_buffer_size: usize,
     connect_timeout: Duration,
     max_buffer_size: usize,
+    max_in_flight: usize,
 }
 
 impl Default for SocketIoAdapter {
@@ -86,6 +97,7 @@ impl SocketIoAdapter {
             ws_read_buffer_size: 512,
             connect_timeout: Duration::from_secs(45),
             max_buffer_size: 1024,
+            max_in_flight: 16,
         }
     }
 
@@ -124,13 +136,25 @@ impl SocketIoAdapter {
         self
     }
 
-    /// How many packets may wait to be written to one connection; past that, the client counts
-    /// as too slow and is disconnected. socketioxide's default (128) is too small for a client
+    /// Long-polling (socketioxide): how many packets may wait to be written to one connection;
+    /// past that, the client counts as too slow and is disconnected. (Over the adapter's own
+    /// websocket transport, the connection's queue is wsgate's, sized by
+    /// `AppConfig::outbound_capacity`.) socketioxide's default (128) is too small for a client
     /// that pipelines: a burst of 100 messages whose handlers each emit one event and answer
     /// with another overflows it. The buffer grows as used, so an idle connection holds none.
     #[must_use]
     pub fn max_buffer_size(mut self, packets: usize) -> Self {
         self.max_buffer_size = packets;
+        self
+    }
+
+    /// How many messages of one websocket connection (all its namespaces together) may be
+    /// handled at once (at least 1); past that, the adapter stops reading the socket until a
+    /// handler finishes. Default 16, as the plain WebSocket adapter. (Over long-polling,
+    /// socketioxide runs every message as its own task.)
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
         self
     }
 
@@ -157,6 +181,19 @@ impl Adapter<Router> for SocketIoAdapter {
     /// Serves Socket.IO at `/socket.io/`; every other request goes to `router`.
     fn mount(self, app: App, router: Router) -> Router {
         let (layer, _io) = self.build(&app);
-        router.layer(layer)
+        let engine = engine::EngineLayer {
+            app,
+            config: Arc::new(engine::EngineConfig {
+                ping_interval: self.ping_interval,
+                ping_timeout: self.ping_timeout,
+                max_payload: usize::try_from(self.max_payload).unwrap_or(usize::MAX),
+                read_buffer_size: self.ws_read_buffer_size,
+                connect_timeout: self.connect_timeout,
+                max_in_flight: self.max_in_flight,
+            }),
+        };
+        // Websockets opened directly are served by wsgate's own transport; long-polling and
+        // its upgrades by socketioxide.
+        Router::new().fallback_service(tower::Layer::layer(&engine, router.layer(layer)))
     }
 }

@@ -40,7 +40,7 @@ impl<A: Adapter> FromMessageParts<A> for RawMessage {
 
 /// `["event", args…]` → the event and its data, as Nest's `IoAdapter` maps them: no argument
 /// is `null`, one argument is the data, several are the data as an array.
-fn decode(text: &str) -> Result<Inbound, Unreadable> {
+pub(crate) fn decode(text: &str) -> Result<Inbound, Unreadable> {
     let parts: Vec<&RawValue> =
         serde_json::from_str(text).map_err(|e| Unreadable(e.to_string()))?;
     let (event, args) = parts.split_first().ok_or_else(|| Unreadable("no event name".into()))?;

@@ -6,7 +6,10 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::{App, AppConfig, Connection, Data, WsException, WsResponse, gateway};
+use wsgate::{
+    App, AppConfig, Binary, CloseReason, Connection, ConnectionId, Data, WsException, WsResponse,
+    gateway,
+};
 use wsgate_socketio::SocketIoAdapter;
 
 /// A gateway whose connect hook is slow, as one that loads data for the user would be.
@@ -44,13 +47,40 @@ impl SlowGreeter {
     }
 }
 
+/// A second namespace, to share the engine connection with the root one.
+struct Chat;
+
+#[gateway(namespace = "/chat")]
+impl Chat {
+    #[subscribe_message("echo")]
+    async fn echo(&self, Data(text): Data<String>) -> WsResponse<String> {
+        WsResponse::new("echo", text)
+    }
+
+    /// The sizes of the binary attachments, through the ack.
+    #[subscribe_message("sizes")]
+    async fn sizes(&self, Binary(parts): Binary) -> serde_json::Value {
+        parts.iter().map(|p| p.len()).collect()
+    }
+}
+
 async fn serve() -> std::net::SocketAddr {
     serve_with(AppConfig::default()).await.0
 }
 
 async fn serve_with(config: AppConfig) -> (std::net::SocketAddr, App) {
-    let app = App::builder().config(config).gateway(SlowGreeter).build().await.expect("app");
-    let router = app.mount(Router::new(), SocketIoAdapter::new());
+    serve_adapter(config, SocketIoAdapter::new()).await
+}
+
+async fn serve_adapter(config: AppConfig, adapter: SocketIoAdapter) -> (std::net::SocketAddr, App) {
+    let app = App::builder()
+        .config(config)
+        .gateway(SlowGreeter)
+        .gateway(Chat)
+        .build()
+        .await
+        .expect("app");
+    let router = app.mount(Router::new(), adapter);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -136,16 +166,18 @@ async fn an_answer_never_overtakes_what_its_handler_emitted_before_it() {
     }
 }
 
-/// Answers are written from the message's task into socketioxide's buffer, not the
-/// connection's queue; that buffer is bounded too: a client that sends and never reads is
-/// disconnected once it is full, and its answers are not held forever.
+/// Replies wait for room in the connection's queue, and the queue for the socket: a client
+/// that sends and never reads stops being read once all of that is full, and is dropped when
+/// it has taken nothing for the ping timeout (it could not have answered a ping either).
 #[tokio::test]
 async fn a_client_that_never_reads_is_disconnected() {
     // No rate limit: the answers, not the refusals, are what piles up.
-    let (addr, app) = serve_with(AppConfig { rate_limit: None, ..AppConfig::default() }).await;
+    let adapter = SocketIoAdapter::new().ping_timeout(Duration::from_secs(2));
+    let (addr, app) =
+        serve_adapter(AppConfig { rate_limit: None, ..AppConfig::default() }, adapter).await;
     let mut ws = connected_to(addr).await;
     assert_eq!(app.server().connection_count(), 1);
-    // 16 KiB answers: the kernel's socket buffers fill first, then socketioxide's 1 024 packets.
+    // 16 KiB answers: the kernel's socket buffers fill first, then the queue (1 024 items).
     let frame = format!(r#"42["echo","{}"]"#, "x".repeat(16 * 1024));
     let flood = async {
         for _ in 0..4_000 {
@@ -155,8 +187,8 @@ async fn a_client_that_never_reads_is_disconnected() {
         }
         let _ = ws.flush().await;
     };
-    tokio::time::timeout(Duration::from_secs(30), flood).await.expect("sent within 30 s");
-    // At once, not at the next heartbeat (socketioxide would end it there, some 20 s later).
+    // The flood stalls once the server stops reading, until the server lets the client go.
+    let _ = tokio::time::timeout(Duration::from_secs(15), flood).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while app.server().connection_count() > 0 {
         assert!(
@@ -164,5 +196,197 @@ async fn a_client_that_never_reads_is_disconnected() {
             "the client that never reads is still connected"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events of a connection whose namespace was joined with `0`, as `(prefix, ack id, body)`.
+async fn open_engine(addr: std::net::SocketAddr) -> (Ws, serde_json::Value) {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    let open = next_text(&mut ws).await;
+    let open: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').expect("engine.io open")).expect("JSON");
+    (ws, open)
+}
+
+#[tokio::test]
+async fn the_engine_opens_with_its_settings_and_no_upgrades() {
+    let adapter = SocketIoAdapter::new()
+        .ping_interval(Duration::from_millis(1500))
+        .ping_timeout(Duration::from_millis(700))
+        .max_payload(32_000);
+    let (addr, _app) = serve_adapter(AppConfig::default(), adapter).await;
+    let (_ws, open) = open_engine(addr).await;
+    assert!(open["sid"].as_str().is_some_and(|sid| !sid.is_empty()), "{open}");
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+    assert_eq!(open["pingInterval"], 1500);
+    assert_eq!(open["pingTimeout"], 700);
+    assert_eq!(open["maxPayload"], 32_000);
+}
+
+#[tokio::test]
+async fn two_namespaces_share_one_websocket() {
+    let (addr, app) = serve_with(AppConfig::default()).await;
+    let (mut ws, _) = open_engine(addr).await;
+    ws.send(Message::text("40")).await.expect("send");
+    ws.send(Message::text("40/chat,")).await.expect("send");
+    let mut sids = Vec::new();
+    for prefix in ["40{", "40/chat,{"] {
+        let text = next_text(&mut ws).await;
+        assert!(text.starts_with(prefix), "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(&text[prefix.len() - 1..]).expect("JSON");
+        sids.push(body["sid"].as_str().expect("sid").parse::<u64>().expect("a connection id"));
+    }
+    assert_eq!(app.server().connection_count(), 2);
+
+    // Each namespace answers on its own prefix; an unknown one is refused without harm.
+    ws.send(Message::text(r#"42/chat,["echo","in chat"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"42/chat,["echo","in chat"]"#);
+    ws.send(Message::text("40/nowhere,")).await.expect("send");
+    let refused = next_text(&mut ws).await;
+    assert!(refused.starts_with(r#"44/nowhere,{"message":"#), "{refused}");
+    ws.send(Message::text(r#"427["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"437["pong"]"#);
+
+    // The client leaves /chat: the root namespace stays.
+    ws.send(Message::text("41/chat,")).await.expect("send");
+    ws.send(Message::text(r#"428["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"438["pong"]"#);
+    assert_eq!(app.server().connection_count(), 1);
+    // Events for a namespace not joined are ignored.
+    ws.send(Message::text(r#"42/chat,["echo","gone"]"#)).await.expect("send");
+    ws.send(Message::text(r#"429["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"439["pong"]"#);
+
+    // The server ends the root namespace: `41`, and the engine closes once none is left.
+    let root = app.server().connection(ConnectionId(sids[0])).expect("root connection");
+    root.close(CloseReason::Normal);
+    assert_eq!(next_text(&mut ws).await, "41");
+    assert_eq!(app.server().connection_count(), 0);
+}
+
+#[tokio::test]
+async fn binary_attachments_reach_the_handler() {
+    let (addr, _app) = serve_with(AppConfig::default()).await;
+    let (mut ws, _) = open_engine(addr).await;
+    ws.send(Message::text("40/chat,")).await.expect("send");
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    ws.send(Message::text(
+        r#"452-/chat,5["sizes",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+    ))
+    .await
+    .expect("send");
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    ws.send(Message::binary(vec![0u8; 1000])).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, "43/chat,5[[3,1000]]");
+}
+
+/// The next close frame's code, within 5 s; the pings before it are left unanswered.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed within 5 s");
+        match frame {
+            Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.into()),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_packets_close_the_websocket_with_1008() {
+    let addr = serve().await;
+    for bad in ["4abc", "x", "45x-[]", "4299999999999999999999[\"ping\"]"] {
+        let mut ws = connected_to(addr).await;
+        ws.send(Message::text(bad)).await.expect("send");
+        assert_eq!(close_code(&mut ws).await, 1008, "{bad}");
+    }
+    // An event that is not JSON gets an exception; the connection stays.
+    let mut ws = connected_to(addr).await;
+    ws.send(Message::text(r#"42["ping""#)).await.expect("send");
+    let exception = next_text(&mut ws).await;
+    assert!(exception.starts_with(r#"42["exception",{"#), "{exception}");
+    ws.send(Message::text(r#"421["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"431["pong"]"#);
+    // A binary frame nobody announced.
+    let mut ws = connected_to(addr).await;
+    ws.send(Message::binary(vec![1u8])).await.expect("send");
+    assert_eq!(close_code(&mut ws).await, 1008);
+    // An auth payload that is not an object is refused, and the engine stays open.
+    let (mut ws, _) = open_engine(addr).await;
+    ws.send(Message::text(r#"40"token""#)).await.expect("send");
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44{"message":"The auth payload must be a JSON object."}"#
+    );
+    ws.send(Message::text("40")).await.expect("send");
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let adapter = SocketIoAdapter::new().max_payload(1000);
+    let (addr, app) = serve_adapter(AppConfig::default(), adapter).await;
+    let mut ws = connected_to(addr).await;
+    ws.send(Message::text(format!(r#"42["echo","{}"]"#, "x".repeat(2000)))).await.expect("send");
+    assert_eq!(close_code(&mut ws).await, 1009);
+    // Attachments count towards the limit as a whole.
+    let mut ws = connected_to(addr).await;
+    ws.send(Message::text(r#"451-["echo",{"_placeholder":true,"num":0}]"#)).await.expect("send");
+    let _ = ws.send(Message::binary(vec![0u8; 990])).await;
+    assert_eq!(close_code(&mut ws).await, 1009);
+    drop(ws);
+    gone(&app).await;
+}
+
+#[tokio::test]
+async fn heartbeat_connect_timeout_and_client_close() {
+    let adapter = SocketIoAdapter::new()
+        .ping_interval(Duration::from_millis(300))
+        .ping_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(500));
+    let (addr, app) = serve_adapter(AppConfig::default(), adapter).await;
+
+    // Pings answered (by next_text) keep the session: three of them, and it still answers.
+    let mut ws = connected_to(addr).await;
+    let _ = tokio::time::timeout(Duration::from_millis(1000), next_text(&mut ws)).await;
+    ws.send(Message::text(r#"421["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"431["pong"]"#);
+    // Pings left unanswered: closed as idle (1001).
+    let mut silent = connected_to(addr).await;
+    assert_eq!(close_code(&mut silent).await, 1001);
+    // No namespace joined within the connect timeout: closed too.
+    let (mut unjoined, _) = open_engine(addr).await;
+    let started = tokio::time::Instant::now();
+    loop {
+        match unjoined.next().await {
+            Some(Ok(Message::Text(ping))) if ping.as_str() == "2" => {
+                unjoined.send(Message::text("3")).await.expect("pong");
+            }
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed before the connect timeout");
+    // The client's Engine.IO close packet: the server closes the websocket.
+    let mut leaving = connected_to(addr).await;
+    leaving.send(Message::text("1")).await.expect("send");
+    assert_eq!(close_code(&mut leaving).await, 1000);
+    drop((ws, silent, unjoined, leaving));
+    gone(&app).await;
+}
+
+/// Waits (at most 5 s) for every connection to be gone.
+async fn gone(app: &App) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.server().connection_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "connections left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,230 @@
+//! Socket.IO v5 packets (carried in Engine.IO v4 `4` packets) as wsgate's own websocket
+//! transport reads and writes them.
+//!
+//! `<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]`, where the namespace is written
+//! only when it is not `/`.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use wsgate::{AckId, Direct, EventName, WireFormat};
+
+/// The most binary attachments one event may announce.
+pub(crate) const MAX_ATTACHMENTS: usize = 256;
+
+/// One packet from the client. Text is borrowed from the frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Packet<'a> {
+    /// `0`: connect to a namespace, with the `auth` payload if one was given.
+    Connect { ns: &'a str, auth: Option<&'a str> },
+    /// `1`: leave a namespace.
+    Disconnect { ns: &'a str },
+    /// `2` (or `5` with binary attachments to follow): an event.
+    Event { ns: &'a str, ack: Option<u64>, attachments: usize, body: &'a str },
+    /// `3` / `6`: the client acknowledges an event the server sent with an ack id. wsgate's
+    /// server never asks for one, so these are ignored.
+    Ack { ns: &'a str },
+}
+
+/// Reads one Socket.IO packet; the error says what is wrong with it.
+pub(crate) fn parse(text: &str) -> Result<Packet<'_>, &'static str> {
+    let mut rest = text;
+    let kind = rest.as_bytes().first().copied().ok_or("empty Socket.IO packet")?;
+    rest = &rest[1..];
+    let attachments = if matches!(kind, b'5' | b'6') {
+        let dash = rest.find('-').ok_or("binary packet without its attachment count")?;
+        let count: usize = rest[..dash].parse().map_err(|_| "bad attachment count")?;
+        if count > MAX_ATTACHMENTS {
+            return Err("too many binary attachments");
+        }
+        rest = &rest[dash + 1..];
+        count
+    } else {
+        0
+    };
+    let ns = if rest.starts_with('/') {
+        let end = rest.find(',').unwrap_or(rest.len());
+        let ns = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+        ns
+    } else {
+        "/"
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let ack = if digits > 0 {
+        Some(rest[..digits].parse::<u64>().map_err(|_| "ack id out of range")?)
+    } else {
+        None
+    };
+    rest = &rest[digits..];
+    match kind {
+        b'0' if ack.is_none() => {
+            Ok(Packet::Connect { ns, auth: (!rest.is_empty()).then_some(rest) })
+        }
+        b'1' if ack.is_none() => Ok(Packet::Disconnect { ns }),
+        b'2' | b'5' => {
+            if rest.is_empty() {
+                return Err("event without data");
+            }
+            Ok(Packet::Event { ns, ack, attachments, body: rest })
+        }
+        b'3' | b'6' => Ok(Packet::Ack { ns }),
+        _ => Err("unknown Socket.IO packet type"),
+    }
+}
+
+/// Engine.IO `4` + Socket.IO `2`: an event packet for the root namespace, `42["event",data]`.
+/// A broadcast is encoded once in it; other namespaces get their prefix inserted
+/// ([`for_namespace`]).
+#[derive(Debug)]
+pub(crate) struct EventFrames;
+
+impl WireFormat for EventFrames {
+    fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+        let mut out = Vec::with_capacity(8 + event.as_str().len() + data.get().len());
+        out.extend_from_slice(b"42[");
+        push_str(&mut out, event.as_str());
+        out.push(b',');
+        out.extend_from_slice(data.get().as_bytes());
+        out.push(b']');
+        Bytes::from(out)
+    }
+}
+
+/// A root-namespace frame (`4<type>…`) rewritten for a namespace whose prefix (`/chat,`) is
+/// given; the same bytes for the root namespace (empty prefix).
+pub(crate) fn for_namespace(frame: Bytes, prefix: &str) -> Bytes {
+    if prefix.is_empty() {
+        return frame;
+    }
+    let mut out = Vec::with_capacity(frame.len() + prefix.len());
+    out.extend_from_slice(&frame[..2]);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(&frame[2..]);
+    Bytes::from(out)
+}
+
+/// An acknowledgement (`43[/ns,]id[data]`) or an `exception` event (`42[/ns,]["exception",data]`).
+pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
+    let data = match direct {
+        Direct::Ack { data, .. } | Direct::Exception { data, .. } => data.get(),
+    };
+    let mut out = Vec::with_capacity(32 + prefix.len() + data.len());
+    match direct {
+        Direct::Ack { id, .. } => {
+            out.extend_from_slice(b"43");
+            out.extend_from_slice(prefix.as_bytes());
+            match id {
+                AckId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                // Socket.IO ack ids are numbers; a text id cannot come from this transport.
+                AckId::Text(_) => {}
+            }
+            out.push(b'[');
+        }
+        Direct::Exception { .. } => {
+            out.extend_from_slice(b"42");
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(b"[\"exception\",");
+        }
+    }
+    out.extend_from_slice(data.as_bytes());
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// `40[/ns,]{"sid":…}`: the namespace connection is open.
+pub(crate) fn connected(prefix: &str, sid: &str) -> String {
+    format!("40{prefix}{{\"sid\":\"{sid}\"}}")
+}
+
+/// `44[/ns,]{"message":…}`: the namespace connection is refused (the client's `connect_error`).
+pub(crate) fn refused(prefix: &str, message: &str) -> String {
+    // A string always serialises.
+    let message = serde_json::to_string(message).unwrap_or_default();
+    format!("44{prefix}{{\"message\":{message}}}")
+}
+
+/// `41[/ns,]`: the server ends the namespace connection.
+pub(crate) fn disconnect(prefix: &str) -> String {
+    format!("41{prefix}")
+}
+
+/// The prefix a namespace's packets carry: empty for `/`, `/chat,` otherwise.
+pub(crate) fn prefix(ns: &str) -> String {
+    if ns == "/" { String::new() } else { format!("{ns},") }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_are_read_with_namespace_ack_and_attachments() {
+        assert_eq!(parse("0").unwrap(), Packet::Connect { ns: "/", auth: None });
+        assert_eq!(
+            parse(r#"0/chat,{"token":"t"}"#).unwrap(),
+            Packet::Connect { ns: "/chat", auth: Some(r#"{"token":"t"}"#) }
+        );
+        assert_eq!(parse("1/chat,").unwrap(), Packet::Disconnect { ns: "/chat" });
+        assert_eq!(parse("1").unwrap(), Packet::Disconnect { ns: "/" });
+        assert_eq!(
+            parse(r#"2["echo","hi"]"#).unwrap(),
+            Packet::Event { ns: "/", ack: None, attachments: 0, body: r#"["echo","hi"]"# }
+        );
+        assert_eq!(
+            parse(r#"2/chat,12["echo"]"#).unwrap(),
+            Packet::Event { ns: "/chat", ack: Some(12), attachments: 0, body: r#"["echo"]"# }
+        );
+        assert_eq!(
+            parse(r#"52-/chat,3["up",{"_placeholder":true,"num":0}]"#).unwrap(),
+            Packet::Event {
+                ns: "/chat",
+                ack: Some(3),
+                attachments: 2,
+                body: r#"["up",{"_placeholder":true,"num":0}]"#
+            }
+        );
+        assert_eq!(parse("3/chat,4[1]").unwrap(), Packet::Ack { ns: "/chat" });
+    }
+
+    #[test]
+    fn malformed_packets_are_explained() {
+        for (text, error) in [
+            ("", "empty Socket.IO packet"),
+            ("2", "event without data"),
+            ("21", "event without data"),
+            ("5[]", "binary packet without its attachment count"),
+            ("5x-[]", "bad attachment count"),
+            ("5999999999-[]", "too many binary attachments"),
+            ("299999999999999999999[\"x\"]", "ack id out of range"),
+            ("4", "unknown Socket.IO packet type"),
+            ("9", "unknown Socket.IO packet type"),
+            ("x", "unknown Socket.IO packet type"),
+        ] {
+            assert_eq!(parse(text), Err(error), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn frames_for_events_acks_exceptions_and_connections() {
+        let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let frame = EventFrames::encode_event(&EventName::from("say \"hi\""), &data);
+        assert_eq!(frame, r#"42["say \"hi\"",{"a":1}]"#);
+        assert_eq!(for_namespace(frame.clone(), ""), frame);
+        assert_eq!(for_namespace(frame, "/chat,"), r#"42/chat,["say \"hi\"",{"a":1}]"#);
+        let ack = Direct::Ack { id: AckId::Number(7), data: data.clone() };
+        assert_eq!(encode_direct(&ack, ""), r#"437[{"a":1}]"#);
+        assert_eq!(encode_direct(&ack, "/chat,"), r#"43/chat,7[{"a":1}]"#);
+        let exception = Direct::Exception { id: None, data };
+        assert_eq!(encode_direct(&exception, ""), r#"42["exception",{"a":1}]"#);
+        assert_eq!(connected("", "12"), r#"40{"sid":"12"}"#);
+        assert_eq!(refused("/chat,", "Invalid \"ns\""), r#"44/chat,{"message":"Invalid \"ns\""}"#);
+        assert_eq!(disconnect("/chat,"), "41/chat,");
+        assert_eq!(prefix("/"), "");
+        assert_eq!(prefix("/chat"), "/chat,");
+    }
+}
