@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderValue, Request};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
@@ -140,8 +140,11 @@ fn accept(app: App, config: Arc<EngineConfig>, mut req: Request<Body>) -> Respon
     };
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, _body) = req.into_parts();
-    let origin =
-        Origin { query: parts.uri.query().map(str::to_owned), headers: parts.headers, peer };
+    let origin = Box::new(Origin {
+        query: parts.uri.query().map(str::to_owned),
+        headers: owned(&parts.headers),
+        peer,
+    });
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => run(app, origin, upgraded, config).await,
@@ -149,6 +152,19 @@ fn accept(app: App, config: Arc<EngineConfig>, mut req: Request<Body>) -> Respon
         }
     });
     response
+}
+
+/// The headers with their values copied: hyper's point into the buffer the request was read
+/// into (8 KiB or more), which would otherwise be kept as long as the connection.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -188,7 +204,7 @@ enum End {
     Close(CloseReason),
 }
 
-async fn run(app: App, origin: Origin, upgraded: Upgraded, config: Arc<EngineConfig>) {
+async fn run(app: App, origin: Box<Origin>, upgraded: Upgraded, config: Arc<EngineConfig>) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(WRITE_BUFFER)
@@ -228,7 +244,8 @@ fn engine_sid() -> String {
 
 struct Session<'a> {
     app: &'a App,
-    origin: Origin,
+    /// Boxed: kept for the handshakes to come, it need not take room in the task's future.
+    origin: Box<Origin>,
     config: &'a EngineConfig,
     joined: Vec<Joined>,
     endings: Vec<Ending>,
@@ -240,7 +257,8 @@ impl<'a> Session<'a> {
         let config = self.config;
         // Created on the first message that must wait, dropped when it drains.
         let mut in_flight = None::<FuturesUnordered<Work<'a>>>;
-        let mut assembling = None::<Assembling>;
+        // Boxed: rare, and large for a connection's task to hold room for.
+        let mut assembling = None::<Box<Assembling>>;
         // Until a namespace is connected, and again whenever none is.
         let mut connect_deadline = Some(Box::pin(tokio::time::sleep(config.connect_timeout)));
         // The heartbeat: a ping every interval, and a pong due within the timeout.
@@ -252,7 +270,7 @@ impl<'a> Session<'a> {
             tokio::select! {
                 biased;
                 (index, reason) = ending(&mut self.endings) => {
-                    if let Err(end) = self.end_namespace(ws, index, reason).await {
+                    if let Err(end) = Box::pin(self.end_namespace(ws, index, reason)).await {
                         return end;
                     }
                     if self.joined.is_empty() {
@@ -343,17 +361,19 @@ impl<'a> Session<'a> {
                             start(work, &mut in_flight).await;
                         }
                         Packet::Event { ns, ack, attachments, body } => {
-                            assembling = Some(Assembling {
+                            assembling = Some(Box::new(Assembling {
                                 ns: ns.into(),
                                 ack,
                                 body: body.to_owned(),
                                 expected: attachments,
                                 attachments: Vec::with_capacity(attachments),
                                 size: text.as_str().len(),
-                            });
+                            }));
                         }
                         Packet::Connect { ns, auth } => {
-                            if let Err(end) = self.connect(ws, ns, auth).await {
+                            // Boxed, as the other rare paths: their state would otherwise
+                            // enlarge every connection's task.
+                            if let Err(end) = Box::pin(self.connect(ws, ns, auth)).await {
                                 return end;
                             }
                             if !self.joined.is_empty() {
@@ -365,7 +385,7 @@ impl<'a> Session<'a> {
                                 let joined = self.joined.swap_remove(index);
                                 drop(self.endings.swap_remove(index));
                                 tracing::debug!(conn = %joined.conn.id(), "namespace left");
-                                app.disconnect(&joined.conn).await;
+                                Box::pin(app.disconnect(&joined.conn)).await;
                                 if self.joined.is_empty() {
                                     connect_deadline = Some(Box::pin(tokio::time::sleep(config.connect_timeout)));
                                 }
@@ -396,7 +416,10 @@ impl<'a> Session<'a> {
                 // Last: frames already received are handled first, so that the answers to a
                 // pipelined batch leave in one write.
                 (index, item) = next_outbound(&mut self.joined) => {
-                    if let Err(end) = write(ws, &mut self.joined[index], item, config.ping_timeout, &mut self.endings).await {
+                    // Boxed: a write's state is large, and an idle connection's task would
+                    // otherwise hold room for it (one allocation per batch, not per item).
+                    let writing = write(ws, &mut self.joined[index], item, config.ping_timeout, &mut self.endings);
+                    if let Err(end) = Box::pin(writing).await {
                         return end;
                     }
                 }
@@ -687,6 +710,22 @@ mod tests {
         ] {
             assert!(!is_direct_websocket(&request(uri, upgrade)), "{uri} {upgrade}");
         }
+    }
+
+    #[test]
+    fn kept_headers_are_copies_with_every_value() {
+        let buffer = Bytes::from_static(b"Bearer abc; 1; 2");
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_maybe_shared(buffer.slice(..10)).unwrap();
+        auth.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, auth);
+        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(12..13)).unwrap());
+        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap());
+        let owned = owned(&headers);
+        assert_eq!(owned, headers);
+        assert!(owned[http::header::AUTHORIZATION].is_sensitive());
+        let values: Vec<_> = owned.get_all("x-n").iter().collect();
+        assert_eq!(values, ["1", "2"]);
     }
 
     #[test]
