@@ -28,15 +28,14 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Request};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use wsgate::{AckId, App, CloseReason, Connection, Handshake, Namespace, Outbound, OutboundRx};
+use wsgate_ws::SessionEnd as End;
 
 use crate::TRANSPORT;
 use crate::message::decode;
@@ -194,16 +193,6 @@ struct Assembling {
     size: usize,
 }
 
-/// Why the engine connection ended.
-enum End {
-    /// The client closed it or went away.
-    ClientClosed,
-    /// The socket failed; nothing more can be written.
-    Broken,
-    /// The server closes it for this reason.
-    Close(CloseReason),
-}
-
 async fn run(app: App, origin: Box<Origin>, upgraded: Upgraded, config: Arc<EngineConfig>) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
@@ -227,7 +216,7 @@ async fn run(app: App, origin: Box<Origin>, upgraded: Upgraded, config: Arc<Engi
     let mut session =
         Session { app: &app, origin, config: &config, joined: Vec::new(), endings: Vec::new() };
     let end = session.drive(&mut ws).instrument(span.clone()).await;
-    Box::pin(finish(ws, end).instrument(span)).await;
+    Box::pin(wsgate_ws::finish(ws, end, CLOSE_TIMEOUT).instrument(span)).await;
     for joined in std::mem::take(&mut session.joined) {
         app.disconnect(&joined.conn).await;
     }
@@ -655,34 +644,6 @@ async fn write_batch(ws: &mut Socket, joined: &mut Joined, first: Outbound) -> R
         }
     }
     ws.flush().await.map_err(|_| End::Broken)
-}
-
-/// Ends the websocket politely, within the close timeout.
-async fn finish(mut ws: Socket, end: End) {
-    let reason = match end {
-        End::Broken => return,
-        End::ClientClosed => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.next()).await;
-            return;
-        }
-        End::Close(reason) => reason,
-    };
-    tracing::debug!(code = reason.code(), reason = reason.text(), "closing");
-    let frame = CloseFrame { code: reason.code().into(), reason: reason.text().into() };
-    let closing = async {
-        if ws.close(Some(frame)).await.is_err() {
-            return;
-        }
-        if reason == CloseReason::TooBig {
-            // The rest of the oversized message is still arriving: read and discarded, so
-            // that the close frame is not lost to a reset.
-            let mut sink = vec![0u8; 4096];
-            while matches!(ws.get_mut().read(&mut sink).await, Ok(n) if n > 0) {}
-        } else {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ use axum::Router;
 use wsgate::{Adapter, App};
 
 pub use codec::JsonFrames;
+pub use session::{SessionEnd, finish};
 pub use upgrade::{WsLayer, WsService, is_upgrade, switch_protocols};
 
 /// The transport name connections of this adapter report.

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -28,16 +29,6 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// How many queued items are written before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Why the loop ended.
-enum End {
-    /// The client sent a close frame or went away.
-    ClientClosed,
-    /// The socket failed; nothing more can be written.
-    Broken,
-    /// The server closes the connection for this reason.
-    Close(CloseReason),
-}
-
 pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config: Arc<WsConfig>) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
@@ -55,7 +46,7 @@ pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config
     // The close handshake comes before the connection is let go: whoever waits for it to go
     // (`Server::close_all` at shutdown) knows its close frame was written.
     // Boxed: closing is rare, and its state would otherwise enlarge every connection's task.
-    Box::pin(finish(ws, end, &config).instrument(span)).await;
+    Box::pin(finish(ws, end, config.close_timeout).instrument(span)).await;
     app.disconnect(&conn).await;
     drop(rx);
 }
@@ -66,7 +57,7 @@ async fn drive(
     ws: &mut Socket,
     rx: &mut OutboundRx,
     config: &WsConfig,
-) -> End {
+) -> SessionEnd {
     // Created on the first message and dropped when it drains: an idle connection holds none.
     let mut in_flight = None::<FuturesUnordered<_>>;
     // Made once: re-creating it every turn would register and drop a waiter per message.
@@ -98,7 +89,7 @@ async fn drive(
             }
             () = deadline(&mut drain_deadline), if draining.is_some() => {
                 tracing::debug!(busy, "messages still in flight at the end of the drain timeout");
-                return End::Close(draining.unwrap_or(CloseReason::GoingAway));
+                return SessionEnd::Close(draining.unwrap_or(CloseReason::GoingAway));
             }
             () = &mut heartbeat => {
                 let now = Instant::now();
@@ -107,10 +98,10 @@ async fn drive(
                 }
                 // A connection whose handlers are still running is not idle.
                 if busy == 0 && now.duration_since(last_seen) >= config.idle_timeout {
-                    return End::Close(CloseReason::IdleTimeout);
+                    return SessionEnd::Close(CloseReason::IdleTimeout);
                 }
                 if ws.send(Message::Ping(Default::default())).await.is_err() {
-                    return End::Broken;
+                    return SessionEnd::Broken;
                 }
                 heartbeat.as_mut().reset(now + config.ping_interval);
             }
@@ -133,14 +124,14 @@ async fn drive(
                     }
                     // Pings are answered by tungstenite itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
+                    Some(Ok(Message::Close(_))) | None => return SessionEnd::ClientClosed,
                     Some(Err(WsError::Capacity(e))) => {
                         tracing::debug!(error = %e, "message over the size limit");
-                        return End::Close(CloseReason::TooBig);
+                        return SessionEnd::Close(CloseReason::TooBig);
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
-                        return End::Broken;
+                        return SessionEnd::Broken;
                     }
                 };
                 let mut work = Box::pin(match decoded {
@@ -184,7 +175,11 @@ async fn next_done<F: Future<Output = ()>>(set: &mut Option<FuturesUnordered<F>>
 const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
 
 /// Writes what is queued (answers to messages already handled), then ends with `reason`.
-async fn close_after_queued(ws: &mut Socket, rx: &mut OutboundRx, reason: CloseReason) -> End {
+async fn close_after_queued(
+    ws: &mut Socket,
+    rx: &mut OutboundRx,
+    reason: CloseReason,
+) -> SessionEnd {
     if reason.drains() {
         while let Some(item) = rx.try_recv() {
             if let Err(end) = write(ws, item, rx).await {
@@ -192,24 +187,25 @@ async fn close_after_queued(ws: &mut Socket, rx: &mut OutboundRx, reason: CloseR
             }
         }
     }
-    End::Close(reason)
+    SessionEnd::Close(reason)
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
-async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), End> {
+async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), SessionEnd> {
     let mut item = first;
     for written in 1..=WRITE_BATCH {
         let bytes = match item {
             Outbound::Event(emission) => emission.encoded::<JsonFrames>(),
             Outbound::Direct(direct) => codec::encode_direct(&direct),
             Outbound::Close(reason) => {
-                ws.flush().await.map_err(|_| End::Broken)?;
-                return Err(End::Close(reason));
+                ws.flush().await.map_err(|_| SessionEnd::Broken)?;
+                return Err(SessionEnd::Close(reason));
             }
         };
         // Every frame is serialised JSON, hence UTF-8; a failure would be a codec bug.
-        let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Close(CloseReason::Normal))?;
-        ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
+        let text =
+            Utf8Bytes::try_from(bytes).map_err(|_| SessionEnd::Close(CloseReason::Normal))?;
+        ws.feed(Message::Text(text)).await.map_err(|_| SessionEnd::Broken)?;
         // Nothing is taken off the queue that this batch will not write.
         if written == WRITE_BATCH {
             break;
@@ -219,19 +215,36 @@ async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<
             None => break,
         }
     }
-    ws.flush().await.map_err(|_| End::Broken)
+    ws.flush().await.map_err(|_| SessionEnd::Broken)
 }
 
-/// Ends the WebSocket conversation politely, within the close timeout.
-async fn finish(mut ws: Socket, end: End, config: &WsConfig) {
+/// How a server's WebSocket session ended, for [`finish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client sent a close frame or went away.
+    ClientClosed,
+    /// The socket failed; nothing more can be written.
+    Broken,
+    /// The server closes the connection for this reason.
+    Close(CloseReason),
+}
+
+/// Ends a server's side of a WebSocket conversation politely, within `close_timeout`: the
+/// close frame for [`SessionEnd::Close`] (after an oversized message, the rest of it read and
+/// discarded, so that the close frame is not lost to a reset), then the client's; for an
+/// adapter that runs its own session over [`switch_protocols`](crate::switch_protocols).
+pub async fn finish<S>(mut ws: WebSocketStream<S>, end: SessionEnd, close_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let reason = match end {
-        End::Broken => return,
-        End::ClientClosed => {
+        SessionEnd::Broken => return,
+        SessionEnd::ClientClosed => {
             // Reading on flushes tungstenite's close reply and ends at the client's EOF.
-            let _ = tokio::time::timeout(config.close_timeout, ws.next()).await;
+            let _ = tokio::time::timeout(close_timeout, ws.next()).await;
             return;
         }
-        End::Close(reason) => reason,
+        SessionEnd::Close(reason) => reason,
     };
     tracing::debug!(code = reason.code(), reason = reason.text(), "closing");
     let frame = CloseFrame { code: reason.code().into(), reason: reason.text().into() };
@@ -250,5 +263,5 @@ async fn finish(mut ws: Socket, end: End, config: &WsConfig) {
             while let Some(Ok(_)) = ws.next().await {}
         }
     };
-    let _ = tokio::time::timeout(config.close_timeout, closing).await;
+    let _ = tokio::time::timeout(close_timeout, closing).await;
 }
