@@ -1,6 +1,5 @@
 //! The app: gateways routed by namespace and event, and the session API adapters drive.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -90,6 +89,11 @@ pub enum BuildError {
 pub struct App {
     inner: Arc<Inner>,
 }
+
+/// The namespace and route tables: fixed once the app is built and looked up for every
+/// message, so with a fast hash (lookups of client-chosen names insert nothing, so there is
+/// no table for a flood to degrade).
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 struct Inner {
     server: Server,
@@ -198,7 +202,7 @@ impl AppBuilder {
 
     /// Registers every gateway and runs their `after_init` hooks.
     pub async fn build(self) -> Result<App, BuildError> {
-        let mut namespaces = HashMap::new();
+        let mut namespaces = HashMap::default();
         for register in self.registrations {
             register(&mut namespaces)?;
         }

@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 macro_rules! shared_name {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        pub struct $name($inner);
 
         impl $name {
             /// The name as a string slice.
@@ -53,20 +54,23 @@ macro_rules! shared_name {
 
 shared_name!(
     /// The name of an event, such as `showComment` (Nest's `@SubscribeMessage` pattern).
-    EventName
+    ///
+    /// Names of up to 23 bytes are held inline, longer ones behind an `Arc`: every message
+    /// carries one (read from the frame) and every reply another, and neither allocates.
+    EventName(SmolStr)
 );
 shared_name!(
     /// A room that connections join and broadcasts address, such as `entry:2`.
-    RoomId
+    RoomId(Arc<str>)
 );
 shared_name!(
     /// A namespace: a Socket.IO namespace, or a path for plain WebSocket. Always starts with `/`.
-    Namespace
+    Namespace(Arc<str>)
 );
 
 impl<T: AsRef<str>> From<T> for EventName {
     fn from(s: T) -> Self {
-        Self(Arc::from(s.as_ref()))
+        Self(SmolStr::new(s))
     }
 }
 
@@ -143,6 +147,21 @@ mod tests {
         assert_eq!(Namespace::new("/").as_str(), "/");
         assert_eq!(Namespace::new("chat").as_str(), "/chat");
         assert_eq!(Namespace::new("/chat/").as_str(), "/chat");
+    }
+
+    #[test]
+    fn event_names_short_or_long_are_the_text_they_were_made_of() {
+        let long = "an event name longer than twenty-three bytes";
+        for text in ["echo", "showComment", "x".repeat(23).as_str(), long] {
+            let name = EventName::from(text);
+            assert_eq!(name.as_str(), text);
+            assert_eq!(name.clone(), name);
+            let read: EventName =
+                serde_json::from_str(&serde_json::to_string(&name).unwrap()).unwrap();
+            assert_eq!(read, name);
+        }
+        let routes: std::collections::HashMap<EventName, u8> = [(EventName::from(long), 1)].into();
+        assert_eq!(routes.get(long), Some(&1), "looked up by &str");
     }
 
     #[test]
