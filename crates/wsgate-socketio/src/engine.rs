@@ -23,29 +23,23 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Request};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use wsgate::{AckId, App, CloseReason, Connection, Handshake, Namespace, Outbound, OutboundRx};
 use wsgate_ws::SessionEnd as End;
+use wsgate_ws::parts::{InFlight, WRITE_BUFFER, Work, deadline, write_batch};
 
 use crate::TRANSPORT;
 use crate::message::decode;
 use crate::packet::{self, EventFrames, Packet};
-
-/// Bytes of frames gathered before they are written, within a batch that is flushed anyway.
-const WRITE_BUFFER: usize = 16 * 1024;
-
-/// How many queued items are written before one flush.
-const WRITE_BATCH: usize = 64;
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -167,7 +161,6 @@ fn owned(headers: &HeaderMap) -> HeaderMap {
 }
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
-type Work<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// One namespace connected over the engine connection.
 struct Joined {
@@ -244,8 +237,7 @@ impl<'a> Session<'a> {
     async fn drive(&mut self, ws: &mut Socket) -> End {
         let app = self.app;
         let config = self.config;
-        // Created on the first message that must wait, dropped when it drains.
-        let mut in_flight = None::<FuturesUnordered<Work<'a>>>;
+        let mut in_flight = InFlight::<'a>::new();
         // Boxed: rare, and large for a connection's task to hold room for.
         let mut assembling = None::<Box<Assembling>>;
         // Until a namespace is connected, and again whenever none is.
@@ -255,7 +247,7 @@ impl<'a> Session<'a> {
         let heartbeat = tokio::time::sleep(config.ping_interval);
         tokio::pin!(heartbeat);
         loop {
-            let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
+            let busy = in_flight.len();
             tokio::select! {
                 biased;
                 (index, reason) = ending(&mut self.endings) => {
@@ -270,11 +262,7 @@ impl<'a> Session<'a> {
                     tracing::debug!("no namespace connected in time");
                     return End::Close(CloseReason::IdleTimeout);
                 }
-                Some(()) = next_done(&mut in_flight), if busy > 0 => {
-                    if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                        in_flight = None;
-                    }
-                }
+                () = in_flight.next_done(), if busy > 0 => {}
                 frame = ws.next(), if busy < config.max_in_flight => {
                     let text = match frame {
                         Some(Ok(Message::Text(text))) => text,
@@ -292,8 +280,9 @@ impl<'a> Session<'a> {
                                 assembling = Some(event);
                                 continue;
                             }
-                            let work = self.event(&event.ns, event.ack, &event.body, event.attachments);
-                            start(work, &mut in_flight).await;
+                            if let Some(work) = self.event(&event.ns, event.ack, &event.body, event.attachments) {
+                                in_flight.start(work).await;
+                            }
                             continue;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -346,8 +335,9 @@ impl<'a> Session<'a> {
                     };
                     match packet {
                         Packet::Event { ns, ack, attachments: 0, body } => {
-                            let work = self.event(ns, ack, body, Vec::new());
-                            start(work, &mut in_flight).await;
+                            if let Some(work) = self.event(ns, ack, body, Vec::new()) {
+                                in_flight.start(work).await;
+                            }
                         }
                         Packet::Event { ns, ack, attachments, body } => {
                             assembling = Some(Box::new(Assembling {
@@ -526,16 +516,6 @@ async fn send(ws: &mut Socket, text: String) -> Result<(), End> {
     ws.send(Message::text(text)).await.map_err(|_| End::Broken)
 }
 
-/// Runs an event's work: polled here first, since most handlers finish without waiting and
-/// then need no place in the set (which is not even made).
-async fn start<'a>(work: Option<Work<'a>>, in_flight: &mut Option<FuturesUnordered<Work<'a>>>) {
-    let Some(mut work) = work else { return };
-    let done = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await;
-    if !done {
-        in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
-    }
-}
-
 /// The first namespace connection the server closes, and why.
 async fn ending(endings: &mut [Ending]) -> (usize, CloseReason) {
     std::future::poll_fn(|cx| {
@@ -565,20 +545,6 @@ async fn next_outbound(joined: &mut [Joined]) -> (usize, Outbound) {
     }
 }
 
-async fn deadline(sleep: &mut Option<Pin<Box<Sleep>>>) {
-    match sleep {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_done<F: Future<Output = ()>>(set: &mut Option<FuturesUnordered<F>>) -> Option<()> {
-    match set {
-        Some(set) => set.next().await,
-        None => None,
-    }
-}
-
 /// Writes `first` and whatever else the namespace has queued, then flushes once. A client that
 /// takes nothing for `stall` (the ping timeout: it could not answer a ping either) is gone; so
 /// is one whose queue overflows meanwhile (a namespace connection ended as too slow).
@@ -589,7 +555,7 @@ async fn write(
     stall: Duration,
     endings: &mut [Ending],
 ) -> Result<(), End> {
-    let writing = write_batch(ws, joined, first);
+    let writing = write_batch_of(ws, joined, first);
     tokio::pin!(writing);
     // Nearly always done at once; only a write that has to wait gets a timer.
     let first = std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await;
@@ -618,32 +584,25 @@ async fn write(
     }
 }
 
-async fn write_batch(ws: &mut Socket, joined: &mut Joined, first: Outbound) -> Result<(), End> {
-    let mut item = first;
-    for written in 1..=WRITE_BATCH {
-        let bytes = match item {
-            Outbound::Event(emission) => {
-                packet::for_namespace(emission.encoded::<EventFrames>(), &joined.prefix)
-            }
-            Outbound::Direct(direct) => packet::encode_direct(&direct, &joined.prefix),
-            Outbound::Close(reason) => {
-                ws.flush().await.map_err(|_| End::Broken)?;
-                joined.conn.close(reason);
-                return Ok(());
-            }
-        };
-        // Every frame is serialised JSON behind an ASCII prefix, hence UTF-8.
-        let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Close(CloseReason::Normal))?;
-        ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
-        if written == WRITE_BATCH {
-            break;
+async fn write_batch_of(ws: &mut Socket, joined: &mut Joined, first: Outbound) -> Result<(), End> {
+    let prefix = &joined.prefix;
+    let written = write_batch(
+        ws,
+        first,
+        &mut joined.rx,
+        |emission| packet::for_namespace(emission.encoded::<EventFrames>(), prefix),
+        |direct| packet::encode_direct(direct, prefix),
+    )
+    .await;
+    match written {
+        Ok(None) => Ok(()),
+        // The namespace connection ends; the engine connection stays.
+        Ok(Some(reason)) => {
+            joined.conn.close(reason);
+            Ok(())
         }
-        match joined.rx.try_recv() {
-            Some(next) => item = next,
-            None => break,
-        }
+        Err(_) => Err(End::Broken),
     }
-    ws.flush().await.map_err(|_| End::Broken)
 }
 
 #[cfg(test)]

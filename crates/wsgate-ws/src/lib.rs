@@ -46,6 +46,7 @@
 //! handler finishes, so a flooding client is slowed by TCP backpressure, not buffered.
 
 pub mod codec;
+pub mod parts;
 mod session;
 mod upgrade;
 
@@ -147,7 +148,8 @@ impl WsAdapter {
     /// How long a connection may stay silent (no message, no pong) before the server closes it
     /// with 1001 `idle timeout`: half-open connections (a client that vanished without a FIN)
     /// don't pile up. Checked at each ping, so the close comes at most one ping interval
-    /// later. Default 60 s.
+    /// later. Default 60 s. A write to a client that takes nothing for this long drops the
+    /// connection too.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config_mut().idle_timeout = timeout;

@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -14,20 +12,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
-use wsgate::{Accepted, App, CloseReason, Connection, Outbound, OutboundRx};
+use wsgate::{Accepted, App, CloseReason, Connection, Emission, Outbound, OutboundRx};
 
 use crate::WsConfig;
 use crate::codec::{self, Decoded, JsonFrames};
+use crate::parts::{InFlight, WRITE_BUFFER, deadline, write_batch};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Bytes of frames gathered before they are written, within a batch that is flushed anyway.
-const WRITE_BUFFER: usize = 16 * 1024;
-
-/// How many queued items are written before one flush.
-const WRITE_BATCH: usize = 64;
 
 pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config: Arc<WsConfig>) {
     let ws_config = WebSocketConfig::default()
@@ -58,8 +51,7 @@ async fn drive(
     rx: &mut OutboundRx,
     config: &WsConfig,
 ) -> SessionEnd {
-    // Created on the first message and dropped when it drains: an idle connection holds none.
-    let mut in_flight = None::<FuturesUnordered<_>>;
+    let mut in_flight = InFlight::new();
     // Made once: re-creating it every turn would register and drop a waiter per message.
     let closed = conn.closed();
     tokio::pin!(closed);
@@ -75,13 +67,13 @@ async fn drive(
     let heartbeat = tokio::time::sleep(config.ping_interval);
     tokio::pin!(heartbeat);
     loop {
-        let busy = in_flight.as_ref().map_or(0, FuturesUnordered::len);
+        let busy = in_flight.len();
         tokio::select! {
             biased;
             reason = &mut closed, if draining.is_none() => {
                 // A client that does not read would not take the answers either.
                 if busy == 0 || !reason.drains() {
-                    return close_after_queued(ws, rx, reason).await;
+                    return close_after_queued(ws, conn, rx, reason, config).await;
                 }
                 tracing::debug!(busy, ?reason, "closing once the messages in flight are answered");
                 draining = Some(reason);
@@ -105,52 +97,35 @@ async fn drive(
                 }
                 heartbeat.as_mut().reset(now + config.ping_interval);
             }
-            Some(()) = next_done(&mut in_flight), if busy > 0 => {
-                if in_flight.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                    in_flight = None;
-                    if let Some(reason) = draining {
-                        return close_after_queued(ws, rx, reason).await;
-                    }
+            () = in_flight.next_done(), if busy > 0 => {
+                if let Some(reason) = draining.filter(|_| in_flight.is_empty()) {
+                    return close_after_queued(ws, conn, rx, reason, config).await;
                 }
             }
             // Reading comes before writing (below); at most `max_in_flight` messages are read
             // ahead of their answers, so writes are never starved.
             frame = ws.next(), if busy < config.max_in_flight && draining.is_none() => {
                 heard = true;
-                let decoded = match frame {
-                    Some(Ok(Message::Text(text))) => codec::decode(&text),
-                    Some(Ok(Message::Binary(_))) => {
-                        Decoded::Invalid { message: BINARY_REFUSED.to_owned(), ack: None }
+                let mut frame = frame;
+                // The frames already received are all handled before anything else is polled
+                // again: one turn of this loop per batch, not per frame.
+                loop {
+                    if let Err(end) = handle(app, conn, frame, &mut in_flight).await {
+                        return end;
                     }
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => return SessionEnd::ClientClosed,
-                    Some(Err(WsError::Capacity(e))) => {
-                        tracing::debug!(error = %e, "message over the size limit");
-                        return SessionEnd::Close(CloseReason::TooBig);
+                    if in_flight.len() >= config.max_in_flight {
+                        break;
                     }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
-                        return SessionEnd::Broken;
+                    match std::future::poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx))).await {
+                        Poll::Ready(next) => frame = next,
+                        Poll::Pending => break,
                     }
-                };
-                let mut work = Box::pin(match decoded {
-                    Decoded::Message(inbound) => Either::Left(app.dispatch(conn, inbound)),
-                    Decoded::Invalid { message, ack } => {
-                        Either::Right(async move { app.reject(conn, &message, ack).await })
-                    }
-                });
-                // Polled here first: most handlers finish without waiting (their answer is
-                // queued by now) and then need no place in the set, which is not even made.
-                let done = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await;
-                if !done {
-                    in_flight.get_or_insert_with(FuturesUnordered::new).push(work);
                 }
             }
             // Last: frames already received are read and handled first, so that the answers to
             // a pipelined batch leave in one write instead of one system call each.
             item = rx.recv() => {
-                if let Err(end) = write(ws, item, rx).await {
+                if let Err(end) = write(ws, conn, item, rx, config).await {
                     return end;
                 }
             }
@@ -158,18 +133,40 @@ async fn drive(
     }
 }
 
-async fn deadline(sleep: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match sleep {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_done<F: Future<Output = ()>>(set: &mut Option<FuturesUnordered<F>>) -> Option<()> {
-    match set {
-        Some(set) => set.next().await,
-        None => None,
-    }
+/// Handles one frame read from the client: a message is dispatched (and kept in `in_flight`
+/// if its handler has to wait); a close or a failure ends the session.
+async fn handle<'a>(
+    app: &'a App,
+    conn: &'a Connection,
+    frame: Option<Result<Message, WsError>>,
+    in_flight: &mut InFlight<'a>,
+) -> Result<(), SessionEnd> {
+    let decoded = match frame {
+        Some(Ok(Message::Text(text))) => codec::decode(&text),
+        Some(Ok(Message::Binary(_))) => {
+            Decoded::Invalid { message: BINARY_REFUSED.to_owned(), ack: None }
+        }
+        // Pings are answered by tungstenite itself.
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+        Some(Ok(Message::Close(_))) | None => return Err(SessionEnd::ClientClosed),
+        Some(Err(WsError::Capacity(e))) => {
+            tracing::debug!(error = %e, "message over the size limit");
+            return Err(SessionEnd::Close(CloseReason::TooBig));
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            return Err(SessionEnd::Broken);
+        }
+    };
+    in_flight
+        .start(match decoded {
+            Decoded::Message(inbound) => Box::pin(app.dispatch(conn, inbound)),
+            Decoded::Invalid { message, ack } => {
+                Box::pin(async move { app.reject(conn, &message, ack).await })
+            }
+        })
+        .await;
+    Ok(())
 }
 
 const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
@@ -177,12 +174,14 @@ const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
 /// Writes what is queued (answers to messages already handled), then ends with `reason`.
 async fn close_after_queued(
     ws: &mut Socket,
+    conn: &Connection,
     rx: &mut OutboundRx,
     reason: CloseReason,
+    config: &WsConfig,
 ) -> SessionEnd {
     if reason.drains() {
         while let Some(item) = rx.try_recv() {
-            if let Err(end) = write(ws, item, rx).await {
+            if let Err(end) = write(ws, conn, item, rx, config).await {
                 return end;
             }
         }
@@ -190,32 +189,50 @@ async fn close_after_queued(
     SessionEnd::Close(reason)
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
-async fn write(ws: &mut Socket, first: Outbound, rx: &mut OutboundRx) -> Result<(), SessionEnd> {
-    let mut item = first;
-    for written in 1..=WRITE_BATCH {
-        let bytes = match item {
-            Outbound::Event(emission) => emission.encoded::<JsonFrames>(),
-            Outbound::Direct(direct) => codec::encode_direct(&direct),
-            Outbound::Close(reason) => {
-                ws.flush().await.map_err(|_| SessionEnd::Broken)?;
-                return Err(SessionEnd::Close(reason));
+/// Writes `first` and whatever else is queued ([`write_batch`]). A client that takes nothing
+/// for the idle timeout is gone, and so is one whose queue overflows meanwhile (closed as too
+/// slow): a stalled write does not hold the connection for as long as TCP would.
+async fn write(
+    ws: &mut Socket,
+    conn: &Connection,
+    first: Outbound,
+    rx: &mut OutboundRx,
+    config: &WsConfig,
+) -> Result<(), SessionEnd> {
+    let writing = write_batch(ws, first, rx, Emission::encoded::<JsonFrames>, codec::encode_direct);
+    tokio::pin!(writing);
+    // Nearly always done at once; only a write that has to wait gets a timer.
+    let written = match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+        Poll::Ready(written) => written,
+        Poll::Pending => {
+            let stalled = tokio::time::sleep(config.idle_timeout);
+            tokio::pin!(stalled);
+            let closed = conn.closed();
+            tokio::pin!(closed);
+            let mut watch_close = true;
+            loop {
+                tokio::select! {
+                    written = &mut writing => break written,
+                    () = &mut stalled => {
+                        tracing::debug!(timeout = ?config.idle_timeout, "the client takes nothing: dropping it");
+                        return Err(SessionEnd::Broken);
+                    }
+                    reason = &mut closed, if watch_close => {
+                        if !reason.drains() {
+                            return Err(SessionEnd::Close(reason));
+                        }
+                        // Any other close is handled once this write is done.
+                        watch_close = false;
+                    }
+                }
             }
-        };
-        // Every frame is serialised JSON, hence UTF-8; a failure would be a codec bug.
-        let text =
-            Utf8Bytes::try_from(bytes).map_err(|_| SessionEnd::Close(CloseReason::Normal))?;
-        ws.feed(Message::Text(text)).await.map_err(|_| SessionEnd::Broken)?;
-        // Nothing is taken off the queue that this batch will not write.
-        if written == WRITE_BATCH {
-            break;
         }
-        match rx.try_recv() {
-            Some(next) => item = next,
-            None => break,
-        }
+    };
+    match written {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(SessionEnd::Close(reason)),
+        Err(_) => Err(SessionEnd::Broken),
     }
-    ws.flush().await.map_err(|_| SessionEnd::Broken)
 }
 
 /// How a server's WebSocket session ended, for [`finish`].

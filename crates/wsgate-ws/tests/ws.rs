@@ -568,3 +568,57 @@ async fn a_long_queue_is_written_whole_and_in_order() {
         assert_eq!(recv(&mut ws).await, json!({ "event": "n", "data": n }));
     }
 }
+
+#[tokio::test]
+async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
+    // A queue that never overflows and pings too rare to matter: only the stalled write itself
+    // can end this connection.
+    let config = wsgate::AppConfig { outbound_capacity: 100_000, ..wsgate::AppConfig::default() };
+    let adapter = WsAdapter::new()
+        .ping_interval(Duration::from_secs(3600))
+        .idle_timeout(Duration::from_millis(500));
+    let f = start_with(adapter, config).await;
+    let mut ws = f.connect("/", 1).await;
+    send(&mut ws, json!({ "event": "join", "data": "stalled", "id": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"], true);
+
+    // 30 MiB, more than the socket buffers hold, to a client that reads no more of it: the
+    // session's write waits for room that never comes.
+    let chunk = "x".repeat(60 * 1024);
+    for _ in 0..512 {
+        assert_eq!(f.server.to("stalled").emit("chunk", &chunk).unwrap(), 1);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.disconnects.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stalled connection was kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.server.connection_count(), 0);
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_stalled_write_ends_as_soon_as_the_queue_overflows() {
+    // The default idle timeout (60 s) is far off: the overflow ends the connection at once.
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect("/", 1).await;
+    send(&mut ws, json!({ "event": "join", "data": "stalled", "id": 1 })).await;
+    assert_eq!(recv(&mut ws).await["data"], true);
+
+    // Emitted one at a time, the session writing each as it comes: its write stalls once the
+    // socket buffers are full, and the queue then fills behind it.
+    let chunk = "x".repeat(60 * 1024);
+    let mut emitted = 0;
+    while f.server.to("stalled").emit("chunk", &chunk).unwrap() == 1 {
+        emitted += 1;
+        assert!(emitted < 10_000, "the queue never filled");
+        tokio::task::yield_now().await;
+    }
+    assert!(emitted > 256, "the write stalled before the queue filled: {emitted} emitted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.disconnects.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the overflowing connection was kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ws);
+}

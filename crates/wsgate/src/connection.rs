@@ -303,19 +303,25 @@ impl Connection {
     pub fn close(&self, reason: CloseReason) {
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             *lock(&self.inner.close_reason) = Some(reason);
-            self.inner.close_notify.notify_one();
+            // Every waiter: the adapter's session may wait in more than one place.
+            self.inner.close_notify.notify_waiters();
         }
     }
 
     /// Resolves when the server asked to close this connection, with the reason.
     ///
-    /// Adapters wait for it beside their socket; it is cancel-safe.
+    /// Adapters wait for it beside their socket, in as many places as they need; it is
+    /// cancel-safe.
     pub async fn closed(&self) -> CloseReason {
         loop {
+            let notified = self.inner.close_notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so that a close in between is not missed.
+            notified.as_mut().enable();
             if let Some(reason) = *lock(&self.inner.close_reason) {
                 return reason;
             }
-            self.inner.close_notify.notified().await;
+            notified.await;
         }
     }
 

@@ -1,0 +1,153 @@
+//! The pieces of a WebSocket session that this adapter's own session is made of, public for
+//! adapters that run theirs over [`switch_protocols`](crate::switch_protocols) (the Socket.IO
+//! adapter's websocket transport does): the messages in flight and the batched writer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsgate::{CloseReason, Direct, Emission, Outbound, OutboundRx};
+
+/// Bytes of frames gathered before they are written, within a batch that is flushed anyway:
+/// the session's `WebSocketConfig::write_buffer_size`.
+pub const WRITE_BUFFER: usize = 16 * 1024;
+
+/// How many queued items [`write_batch`] writes before its one flush.
+pub const WRITE_BATCH: usize = 64;
+
+/// The work of one message: its dispatch, or its refusal.
+pub type Work<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The messages of one connection whose handlers are still running.
+///
+/// A message is polled once as it is read ([`Self::start`]): most handlers finish without
+/// waiting (their answer is queued by then) and take no place here. The set behind it is made
+/// for the first message that has to wait and dropped when it drains, so an idle connection
+/// holds none.
+#[derive(Default)]
+pub struct InFlight<'a> {
+    set: Option<FuturesUnordered<Work<'a>>>,
+}
+
+impl<'a> InFlight<'a> {
+    /// No message in flight.
+    pub fn new() -> Self {
+        Self { set: None }
+    }
+
+    /// How many messages are still being handled.
+    pub fn len(&self) -> usize {
+        self.set.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `work` until it first has to wait, and keeps it then.
+    pub async fn start(&mut self, mut work: Work<'a>) {
+        let done = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await;
+        if !done {
+            self.set.get_or_insert_with(FuturesUnordered::new).push(work);
+        }
+    }
+
+    /// Resolves when a message in flight is done; never while none is (for a `select!` branch).
+    pub async fn next_done(&mut self) {
+        let Some(set) = self.set.as_mut() else { return std::future::pending().await };
+        if set.next().await.is_none() {
+            return std::future::pending().await;
+        }
+        if set.is_empty() {
+            self.set = None;
+        }
+    }
+}
+
+impl std::fmt::Debug for InFlight<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("len", &self.len()).finish()
+    }
+}
+
+/// Feeds `first` and whatever else `rx` holds, up to [`WRITE_BATCH`] items, to `ws` as text
+/// frames, then flushes once: the answers to a pipelined batch leave in one system call.
+///
+/// `event` and `direct` make the text of each event and each direct message; it must be
+/// UTF-8 (serialised JSON is), which is not checked again. An [`Outbound::Close`] in the queue ends the batch:
+/// what came before it is flushed, and its reason returned. Nothing is taken off the queue
+/// that the batch does not write.
+pub async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    first: Outbound,
+    rx: &mut OutboundRx,
+    event: impl Fn(&Emission) -> Bytes,
+    direct: impl Fn(&Direct) -> Bytes,
+) -> Result<Option<CloseReason>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut item = first;
+    for written in 1..=WRITE_BATCH {
+        let text = match item {
+            Outbound::Event(emission) => event(&emission),
+            Outbound::Direct(message) => direct(&message),
+            Outbound::Close(reason) => {
+                ws.flush().await?;
+                return Ok(Some(reason));
+            }
+        };
+        let frame = Frame::message(text, OpCode::Data(Data::Text), true);
+        ws.feed(Message::Frame(frame)).await?;
+        if written == WRITE_BATCH {
+            break;
+        }
+        match rx.try_recv() {
+            Some(next) => item = next,
+            None => break,
+        }
+    }
+    ws.flush().await?;
+    Ok(None)
+}
+
+/// A deadline that may not be set: pending forever while it is not (for a `select!` branch).
+pub async fn deadline(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_work_that_waits_is_kept_and_the_set_goes_when_it_drains() {
+        let mut in_flight = InFlight::new();
+        in_flight.start(Box::pin(async {})).await;
+        assert!(in_flight.is_empty() && in_flight.set.is_none(), "done at once: never kept");
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        in_flight.start(Box::pin(async move { drop(rx.await) })).await;
+        assert_eq!(in_flight.len(), 1);
+        tx.send(()).ok();
+        in_flight.next_done().await;
+        assert!(in_flight.is_empty() && in_flight.set.is_none(), "drained: the set is dropped");
+
+        // With nothing in flight, `next_done` never resolves.
+        let idle =
+            tokio::time::timeout(std::time::Duration::from_millis(20), in_flight.next_done());
+        assert!(idle.await.is_err());
+    }
+}
