@@ -18,7 +18,7 @@ use wsgate::{Accepted, App, CloseReason, Connection, Emission, Outbound, Outboun
 
 use crate::WsConfig;
 use crate::codec::{self, Decoded, JsonFrames};
-use crate::parts::{InFlight, WRITE_BUFFER, deadline, write_batch};
+use crate::parts::{InFlight, WRITE_BUFFER, Work, deadline, write_batch};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -73,7 +73,7 @@ async fn drive(
             reason = &mut closed, if draining.is_none() => {
                 // A client that does not read would not take the answers either.
                 if busy == 0 || !reason.drains() {
-                    return close_after_queued(ws, conn, rx, reason, config).await;
+                    return Box::pin(close_after_queued(ws, conn, rx, reason, config)).await;
                 }
                 tracing::debug!(busy, ?reason, "closing once the messages in flight are answered");
                 draining = Some(reason);
@@ -99,7 +99,7 @@ async fn drive(
             }
             () = in_flight.next_done(), if busy > 0 => {
                 if let Some(reason) = draining.filter(|_| in_flight.is_empty()) {
-                    return close_after_queued(ws, conn, rx, reason, config).await;
+                    return Box::pin(close_after_queued(ws, conn, rx, reason, config)).await;
                 }
             }
             // Reading comes before writing (below); at most `max_in_flight` messages are read
@@ -110,8 +110,10 @@ async fn drive(
                 // The frames already received are all handled before anything else is polled
                 // again: one turn of this loop per batch, not per frame.
                 loop {
-                    if let Err(end) = handle(app, conn, frame, &mut in_flight).await {
-                        return end;
+                    match work(app, conn, frame) {
+                        Ok(Some(work)) => in_flight.start(work).await,
+                        Ok(None) => {}
+                        Err(end) => return end,
                     }
                     if in_flight.len() >= config.max_in_flight {
                         break;
@@ -124,8 +126,10 @@ async fn drive(
             }
             // Last: frames already received are read and handled first, so that the answers to
             // a pipelined batch leave in one write instead of one system call each.
+            // Boxed, as closing above: a write's state is large, and an idle connection's task
+            // would otherwise hold room for it (one allocation per batch, not per item).
             item = rx.recv() => {
-                if let Err(end) = write(ws, conn, item, rx, config).await {
+                if let Err(end) = Box::pin(write(ws, conn, item, rx, config)).await {
                     return end;
                 }
             }
@@ -133,21 +137,21 @@ async fn drive(
     }
 }
 
-/// Handles one frame read from the client: a message is dispatched (and kept in `in_flight`
-/// if its handler has to wait); a close or a failure ends the session.
-async fn handle<'a>(
+/// The work of one frame read from the client: a message's dispatch, or its refusal; none for
+/// control frames. A close or a failure ends the session. Not async: the frame, large, is gone
+/// before anything waits, and takes no room in the connection's task.
+fn work<'a>(
     app: &'a App,
     conn: &'a Connection,
     frame: Option<Result<Message, WsError>>,
-    in_flight: &mut InFlight<'a>,
-) -> Result<(), SessionEnd> {
+) -> Result<Option<Work<'a>>, SessionEnd> {
     let decoded = match frame {
         Some(Ok(Message::Text(text))) => codec::decode(&text),
         Some(Ok(Message::Binary(_))) => {
             Decoded::Invalid { message: BINARY_REFUSED.to_owned(), ack: None }
         }
         // Pings are answered by tungstenite itself.
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(None),
         Some(Ok(Message::Close(_))) | None => return Err(SessionEnd::ClientClosed),
         Some(Err(WsError::Capacity(e))) => {
             tracing::debug!(error = %e, "message over the size limit");
@@ -158,15 +162,12 @@ async fn handle<'a>(
             return Err(SessionEnd::Broken);
         }
     };
-    in_flight
-        .start(match decoded {
-            Decoded::Message(inbound) => Box::pin(app.dispatch(conn, inbound)),
-            Decoded::Invalid { message, ack } => {
-                Box::pin(async move { app.reject(conn, &message, ack).await })
-            }
-        })
-        .await;
-    Ok(())
+    Ok(Some(match decoded {
+        Decoded::Message(inbound) => Box::pin(app.dispatch(conn, inbound)),
+        Decoded::Invalid { message, ack } => {
+            Box::pin(async move { app.reject(conn, &message, ack).await })
+        }
+    }))
 }
 
 const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
@@ -201,37 +202,47 @@ async fn write(
 ) -> Result<(), SessionEnd> {
     let writing = write_batch(ws, first, rx, Emission::encoded::<JsonFrames>, codec::encode_direct);
     tokio::pin!(writing);
-    // Nearly always done at once; only a write that has to wait gets a timer.
+    // Nearly always done at once; only a write that has to wait gets a timer (boxed, as its
+    // state would otherwise enlarge every connection's task).
     let written = match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
         Poll::Ready(written) => written,
-        Poll::Pending => {
-            let stalled = tokio::time::sleep(config.idle_timeout);
-            tokio::pin!(stalled);
-            let closed = conn.closed();
-            tokio::pin!(closed);
-            let mut watch_close = true;
-            loop {
-                tokio::select! {
-                    written = &mut writing => break written,
-                    () = &mut stalled => {
-                        tracing::debug!(timeout = ?config.idle_timeout, "the client takes nothing: dropping it");
-                        return Err(SessionEnd::Broken);
-                    }
-                    reason = &mut closed, if watch_close => {
-                        if !reason.drains() {
-                            return Err(SessionEnd::Close(reason));
-                        }
-                        // Any other close is handled once this write is done.
-                        watch_close = false;
-                    }
-                }
-            }
-        }
+        Poll::Pending => Box::pin(within_stall(writing, conn, config.idle_timeout)).await?,
     };
     match written {
         Ok(None) => Ok(()),
         Ok(Some(reason)) => Err(SessionEnd::Close(reason)),
         Err(_) => Err(SessionEnd::Broken),
+    }
+}
+
+/// Finishes a write that had to wait, unless the client takes nothing for `stall` or its
+/// connection is closed as too slow meanwhile.
+async fn within_stall<F: Future>(
+    writing: std::pin::Pin<&mut F>,
+    conn: &Connection,
+    stall: Duration,
+) -> Result<F::Output, SessionEnd> {
+    tokio::pin!(writing);
+    let stalled = tokio::time::sleep(stall);
+    tokio::pin!(stalled);
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let mut watch_close = true;
+    loop {
+        tokio::select! {
+            written = &mut writing => return Ok(written),
+            () = &mut stalled => {
+                tracing::debug!(?stall, "the client takes nothing: dropping it");
+                return Err(SessionEnd::Broken);
+            }
+            reason = &mut closed, if watch_close => {
+                if !reason.drains() {
+                    return Err(SessionEnd::Close(reason));
+                }
+                // Any other close is handled once this write is done.
+                watch_close = false;
+            }
+        }
     }
 }
 
