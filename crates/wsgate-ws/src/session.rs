@@ -5,7 +5,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
@@ -22,18 +22,19 @@ use crate::parts::{InFlight, WRITE_BUFFER, Work, deadline, write_batch};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config: Arc<WsConfig>) {
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        // Frames fed in one batch are written together at its flush (or when this much is
-        // waiting): one system call for a pipelined batch of answers, not one per frame.
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-            .await;
-    let (conn, mut rx) = accepted.open().await;
+/// What a connection is opened from: its accepted handshake and the upgrade to come.
+pub(crate) struct Opening {
+    pub(crate) accepted: Accepted,
+    pub(crate) on_upgrade: OnUpgrade,
+}
+
+/// A connection's task. What opening it takes is boxed and gone once it is open: the
+/// arguments of an async fn keep their room in its future for as long as it runs, and every
+/// idle connection would hold them.
+pub(crate) async fn run(app: App, opening: Box<Opening>, config: Arc<WsConfig>) {
+    let Some((mut ws, conn, mut rx)) = Box::pin(open(opening, &config)).await else {
+        return;
+    };
     let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
     let end = drive(&app, &conn, &mut ws, &mut rx, &config).instrument(span.clone()).await;
     // The close handshake comes before the connection is let go: whoever waits for it to go
@@ -42,6 +43,33 @@ pub(crate) async fn run(app: App, accepted: Accepted, upgraded: Upgraded, config
     Box::pin(finish(ws, end, config.close_timeout).instrument(span)).await;
     app.disconnect(&conn).await;
     drop(rx);
+}
+
+/// Waits for the upgrade, then registers the connection.
+async fn open(
+    opening: Box<Opening>,
+    config: &WsConfig,
+) -> Option<(Socket, Connection, OutboundRx)> {
+    let Opening { accepted, on_upgrade } = *opening;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return None;
+        }
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        // Frames fed in one batch are written together at its flush (or when this much is
+        // waiting): one system call for a pipelined batch of answers, not one per frame.
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+            .await;
+    let (conn, rx) = accepted.open().await;
+    Some((ws, conn, rx))
 }
 
 async fn drive(

@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tower::{Layer, Service};
 use wsgate::{App, Handshake, Namespace, Refusal};
 
-use crate::{TRANSPORT, WsConfig, session};
+use crate::session::{self, Opening};
+use crate::{TRANSPORT, WsConfig};
 
 /// A tower layer answering WebSocket upgrades for an [`App`] and passing every other request to
 /// the service it wraps.
@@ -124,12 +125,7 @@ async fn accept(
         }
     };
 
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => session::run(app, accepted, upgraded, config).await,
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
-    });
+    tokio::spawn(session::run(app, Box::new(Opening { accepted, on_upgrade }), config));
 
     response
 }
