@@ -19,6 +19,10 @@ use wsgate::{
     WsException, WsResponse, gateway,
 };
 
+/// As the blog: mimalloc rather than glibc's malloc (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct EchoGateway;
 
 /// The room of the broadcast benchmark.
