@@ -108,6 +108,23 @@ impl Fixture {
     async fn connect(&self, path: &str, id: u64) -> Client {
         connect_async(self.url(path, id)).await.unwrap().0
     }
+
+    /// User `id`'s connection on `/`, in `room`.
+    async fn connect_in(&self, room: &str, id: u64) -> Client {
+        let mut ws = self.connect("/", id).await;
+        send(&mut ws, json!({ "event": "join", "data": room, "id": 1 })).await;
+        assert_eq!(recv(&mut ws).await["data"], true);
+        ws
+    }
+
+    /// Waits for the first disconnect.
+    async fn until_disconnect(&self, within: Duration, what: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.disconnects.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn start(adapter: WsAdapter) -> Fixture {
@@ -425,10 +442,8 @@ async fn silent_connections_are_pinged_and_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_client_that_does_not_read_is_closed_as_too_slow_with_1008() {
     let f = start(WsAdapter::new()).await;
-    let mut slow = f.connect("/", 1).await;
+    let mut slow = f.connect_in("busy", 1).await;
     let mut fast = f.connect("/", 2).await;
-    send(&mut slow, json!({ "event": "join", "data": "busy", "id": 1 })).await;
-    assert_eq!(recv(&mut slow).await["data"], true);
 
     // Big emits fill the socket buffers, then the 256-item queue: the emit that finds it full
     // closes the connection instead of buffering without bound.
@@ -558,9 +573,7 @@ async fn a_long_queue_is_written_whole_and_in_order() {
     // Far more than one write batch (64) queued at once: every item arrives, once, in order.
     let config = wsgate::AppConfig { outbound_capacity: 2000, ..wsgate::AppConfig::default() };
     let f = start_with(WsAdapter::new(), config).await;
-    let mut ws = f.connect("/", 1).await;
-    send(&mut ws, json!({ "event": "join", "data": "burst", "id": 1 })).await;
-    assert_eq!(recv(&mut ws).await["data"], true);
+    let mut ws = f.connect_in("burst", 1).await;
     for n in 0..1000 {
         f.server.to("burst").emit("n", &n).unwrap();
     }
@@ -578,9 +591,7 @@ async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
         .ping_interval(Duration::from_secs(3600))
         .idle_timeout(Duration::from_millis(500));
     let f = start_with(adapter, config).await;
-    let mut ws = f.connect("/", 1).await;
-    send(&mut ws, json!({ "event": "join", "data": "stalled", "id": 1 })).await;
-    assert_eq!(recv(&mut ws).await["data"], true);
+    let ws = f.connect_in("stalled", 1).await;
 
     // 30 MiB, more than the socket buffers hold, to a client that reads no more of it: the
     // session's write waits for room that never comes.
@@ -588,11 +599,7 @@ async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
     for _ in 0..512 {
         assert_eq!(f.server.to("stalled").emit("chunk", &chunk).unwrap(), 1);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while f.disconnects.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the stalled connection was kept");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.until_disconnect(Duration::from_secs(10), "the stalled connection was kept").await;
     assert_eq!(f.server.connection_count(), 0);
     drop(ws);
 }
@@ -601,9 +608,7 @@ async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
 async fn a_stalled_write_ends_as_soon_as_the_queue_overflows() {
     // The default idle timeout (60 s) is far off: the overflow ends the connection at once.
     let f = start(WsAdapter::new()).await;
-    let mut ws = f.connect("/", 1).await;
-    send(&mut ws, json!({ "event": "join", "data": "stalled", "id": 1 })).await;
-    assert_eq!(recv(&mut ws).await["data"], true);
+    let ws = f.connect_in("stalled", 1).await;
 
     // Emitted one at a time, the session writing each as it comes: its write stalls once the
     // socket buffers are full, and the queue then fills behind it.
@@ -615,10 +620,6 @@ async fn a_stalled_write_ends_as_soon_as_the_queue_overflows() {
         tokio::task::yield_now().await;
     }
     assert!(emitted > 256, "the write stalled before the queue filled: {emitted} emitted");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while f.disconnects.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the overflowing connection was kept");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.until_disconnect(Duration::from_secs(10), "the overflowing connection was kept").await;
     drop(ws);
 }
