@@ -246,11 +246,10 @@ async fn write(
 /// Finishes a write that had to wait, unless the client takes nothing for `stall` or its
 /// connection is closed as too slow meanwhile.
 async fn within_stall<F: Future>(
-    writing: std::pin::Pin<&mut F>,
+    mut writing: std::pin::Pin<&mut F>,
     conn: &Connection,
     stall: Duration,
 ) -> Result<F::Output, SessionEnd> {
-    tokio::pin!(writing);
     let stalled = tokio::time::sleep(stall);
     tokio::pin!(stalled);
     let closed = conn.closed();
