@@ -83,9 +83,9 @@ impl std::fmt::Debug for InFlight<'_> {
 /// frames, then flushes once: the answers to a pipelined batch leave in one system call.
 ///
 /// `event` and `direct` make the text of each event and each direct message; it must be
-/// UTF-8 (serialised JSON is), which is not checked again. An [`Outbound::Close`] in the queue ends the batch:
-/// what came before it is flushed, and its reason returned. Nothing is taken off the queue
-/// that the batch does not write.
+/// UTF-8 (serialised JSON is), which is not checked again. An [`Outbound::Close`] in the
+/// queue ends the batch: what came before it is flushed, and its reason returned. Nothing is
+/// taken off the queue that the batch does not write.
 pub async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     first: Outbound,
