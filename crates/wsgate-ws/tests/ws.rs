@@ -73,9 +73,25 @@ impl CommentGateway {
         ms
     }
 
+    #[subscribe_message("panics")]
+    async fn panics(&self) -> u64 {
+        panic!("the handler failed");
+    }
+
     #[on_disconnect]
     async fn gone(&self, _conn: &Connection) {
         self.disconnects.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A gateway whose `on_connect` hook panics.
+struct FragileGateway;
+
+#[gateway(namespace = "/fragile")]
+impl FragileGateway {
+    #[on_connect]
+    async fn connected(&self, _conn: &Connection) {
+        panic!("the on_connect hook failed");
     }
 }
 
@@ -143,6 +159,7 @@ async fn start_with(adapter: WsAdapter, config: wsgate::AppConfig) -> Fixture {
         .middleware(auth)
         .gateway(CommentGateway { disconnects: disconnects.clone() })
         .gateway(ChatGateway)
+        .gateway(FragileGateway)
         .build()
         .await
         .unwrap();
@@ -622,4 +639,49 @@ async fn a_stalled_write_ends_as_soon_as_the_queue_overflows() {
     assert!(emitted > 256, "the write stalled before the queue filled: {emitted} emitted");
     f.until_disconnect(Duration::from_secs(10), "the overflowing connection was kept").await;
     drop(ws);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_server_error_and_the_connection_stays_usable() {
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect("/", 7).await;
+    for id in 1..=3 {
+        send(&mut ws, json!({ "event": "panics", "id": id })).await;
+        let reply = recv(&mut ws).await;
+        assert_eq!(reply["event"], "exception", "{reply}");
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["data"]["message"], "Internal server error", "{reply}");
+        send(&mut ws, json!({ "event": "whoami", "id": 10 + id })).await;
+        assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": 10 + id, "data": 7 }));
+    }
+    assert_eq!(f.server.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_panicking_on_connect_closes_with_1011_and_leaks_nothing() {
+    // 500 connections from one address in waves of 100, under the default limit of 256 per
+    // address: a slot that leaked would refuse the third wave with 429.
+    let f = start(WsAdapter::new()).await;
+    let ip = "127.0.0.1".parse().unwrap();
+    let f = &f;
+    for wave in 0..5 {
+        let clients = (0..100).map(|i| async move {
+            let mut ws = f.connect("/fragile", 1000 + wave * 100 + i).await;
+            let (_, close) = until_close(&mut ws, Duration::from_secs(5)).await;
+            assert_eq!(close.code, CloseCode::Error, "wave {wave}");
+        });
+        futures_util::future::join_all(clients).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while (f.server.connection_count() > 0 || f.server.connections_from(ip) > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.server.connection_count(), 0, "wave {wave}: registrations left");
+        assert_eq!(f.server.connections_from(ip), 0, "wave {wave}: address slots left");
+    }
+    // The on_disconnect hooks of the namespace ran for each; the server still serves.
+    let mut ws = f.connect_in("after", 1).await;
+    send(&mut ws, json!({ "event": "whoami", "id": 2 })).await;
+    assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": 2, "data": 1 }));
 }

@@ -240,6 +240,10 @@ pub struct Accepted {
 impl Accepted {
     /// Registers the connection, runs the `on_connect` hooks, and returns it with the
     /// receiving end of its outbound queue, which the adapter drains to the socket.
+    ///
+    /// A hook that panics is contained: the hooks after it do not run, and the connection
+    /// is asked to close with [`CloseReason::InternalError`](crate::CloseReason) (1011).
+    /// The registration is released when the adapter drops the [`OutboundRx`].
     pub async fn open(self) -> (Connection, OutboundRx) {
         let inner = &self.app.inner;
         let (conn, rx) = inner.server.open(Setup {
@@ -257,7 +261,12 @@ impl Accepted {
         }
         if let Some(entry) = inner.namespaces.get(conn.namespace()) {
             for gateway in &entry.gateways {
-                gateway.on_connect(&conn).await;
+                if AssertUnwindSafe(gateway.on_connect(&conn)).catch_unwind().await.is_err() {
+                    // The hooks after it do not run; the adapter closes it with 1011.
+                    tracing::error!(conn = %conn.id(), "an on_connect hook panicked; closing");
+                    conn.close(crate::message::CloseReason::InternalError);
+                    break;
+                }
             }
         }
         (conn, rx)
@@ -516,7 +525,9 @@ impl App {
         }
     }
 
-    /// Ends a connection: it leaves its rooms and the `on_disconnect` hooks run.
+    /// Ends a connection: it leaves its rooms and the `on_disconnect` hooks run (a hook that
+    /// panics is logged; the others still run). An adapter that never calls it still leaks
+    /// nothing: dropping the [`OutboundRx`] releases the registration, without the hooks.
     pub async fn disconnect(&self, conn: &Connection) {
         self.inner.server.unregister(conn);
         tracing::debug!(conn = %conn.id(), "disconnected");
@@ -525,7 +536,9 @@ impl App {
         }
         if let Some(entry) = self.inner.namespaces.get(conn.namespace()) {
             for gateway in &entry.gateways {
-                gateway.on_disconnect(conn).await;
+                if AssertUnwindSafe(gateway.on_disconnect(conn)).catch_unwind().await.is_err() {
+                    tracing::error!(conn = %conn.id(), "an on_disconnect hook panicked");
+                }
             }
         }
     }

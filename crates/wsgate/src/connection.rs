@@ -17,7 +17,12 @@ use crate::server::Server;
 
 /// The receiving end of a connection's outbound queue, drained by its adapter.
 ///
-/// Dropping it closes the queue: later sends fail with [`SendError::Closed`].
+/// It is the adapter's hold on the connection. Dropping it closes the queue (later sends fail
+/// with [`SendError::Closed`]) and releases the connection's registration: its rooms, its
+/// place in the server's maps and its peer address's slot. Whatever ends the adapter's
+/// session (a close, an error, a panic, an aborted task), nothing of the connection stays
+/// behind. [`App::disconnect`](crate::App::disconnect) releases it earlier and runs the
+/// `on_disconnect` hooks.
 pub struct OutboundRx {
     conn: Connection,
 }
@@ -54,6 +59,8 @@ impl OutboundRx {
 impl Drop for OutboundRx {
     fn drop(&mut self) {
         self.conn.inner.queue.close();
+        // Breaks the cycle between the server's maps and the connection's server handle.
+        self.conn.inner.server.unregister(&self.conn);
     }
 }
 
@@ -106,7 +113,7 @@ struct Inner {
     /// Given back when the connection ends.
     peer_slot: Mutex<Option<Arc<PeerSlot>>>,
     max_rooms: Option<usize>,
-    rooms: Mutex<Vec<RoomId>>,
+    rooms: Mutex<Rooms>,
     /// Messages being handled, and the wake-up for [`Connection::settled`].
     in_flight: AtomicUsize,
     settled: Notify,
@@ -119,6 +126,13 @@ struct Inner {
     server: Server,
 }
 
+/// The rooms a connection is in, and whether its registration was released.
+#[derive(Default)]
+struct Rooms {
+    joined: Vec<RoomId>,
+    released: bool,
+}
+
 impl Connection {
     pub(crate) fn new(id: ConnectionId, setup: Setup, server: Server) -> (Self, OutboundRx) {
         let inner = Inner {
@@ -129,7 +143,7 @@ impl Connection {
             peer: setup.peer,
             peer_slot: Mutex::new(setup.peer_slot),
             max_rooms: setup.max_rooms,
-            rooms: Mutex::new(Vec::new()),
+            rooms: Mutex::new(Rooms::default()),
             in_flight: AtomicUsize::new(0),
             settled: Notify::new(),
             bucket: std::sync::OnceLock::new(),
@@ -185,20 +199,20 @@ impl Connection {
     /// [`AppConfig::max_rooms_per_connection`]: crate::AppConfig::max_rooms_per_connection
     pub fn join(&self, room: impl Into<RoomId>) -> Result<(), WsException> {
         let room = room.into();
-        {
-            let mut rooms = lock(&self.inner.rooms);
-            if rooms.contains(&room) {
-                return Ok(());
-            }
-            if let Some(max) = self.inner.max_rooms
-                && rooms.len() >= max
-            {
-                return Err(WsException::new(format!(
-                    "Too many rooms: a connection may be in at most {max}."
-                )));
-            }
-            rooms.push(room.clone());
+        let mut rooms = lock(&self.inner.rooms);
+        if rooms.released || rooms.joined.contains(&room) {
+            // A released connection is in no room: its handler outlived its session.
+            return Ok(());
         }
+        if let Some(max) = self.inner.max_rooms
+            && rooms.joined.len() >= max
+        {
+            return Err(WsException::new(format!(
+                "Too many rooms: a connection may be in at most {max}."
+            )));
+        }
+        rooms.joined.push(room.clone());
+        // Under the connection's lock, so that a release cannot come between the two.
         self.inner.server.add_to_room(self, room);
         Ok(())
     }
@@ -208,19 +222,22 @@ impl Connection {
         let room = room.into();
         {
             let mut rooms = lock(&self.inner.rooms);
-            let Some(at) = rooms.iter().position(|r| *r == room) else { return };
-            rooms.swap_remove(at);
+            let Some(at) = rooms.joined.iter().position(|r| *r == room) else { return };
+            rooms.joined.swap_remove(at);
         }
         self.inner.server.remove_from_room(self, &room);
     }
 
     /// The rooms this connection is in.
     pub fn rooms(&self) -> Vec<RoomId> {
-        lock(&self.inner.rooms).clone()
+        lock(&self.inner.rooms).joined.clone()
     }
 
+    /// The rooms to leave, once: the connection joins none from then on.
     pub(crate) fn take_rooms(&self) -> Vec<RoomId> {
-        std::mem::take(&mut *lock(&self.inner.rooms))
+        let mut rooms = lock(&self.inner.rooms);
+        rooms.released = true;
+        std::mem::take(&mut rooms.joined)
     }
 
     /// Gives the connection's place in its peer address's count back.

@@ -141,6 +141,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The application closed it.
     Normal,
+    /// The server failed while opening it: a gateway's `on_connect` hook panicked (1011).
+    InternalError,
 }
 
 impl CloseReason {
@@ -151,6 +153,7 @@ impl CloseReason {
             Self::GoingAway | Self::IdleTimeout => 1001,
             Self::SlowConsumer | Self::PolicyViolation => 1008,
             Self::TooBig => 1009,
+            Self::InternalError => 1011,
         }
     }
 
@@ -170,6 +173,7 @@ impl CloseReason {
             Self::PolicyViolation => "policy violation",
             Self::TooBig => "message too big",
             Self::IdleTimeout => "idle timeout",
+            Self::InternalError => "internal server error",
         }
     }
 }

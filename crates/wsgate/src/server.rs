@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::broker::{Broker, BrokerStatus, Envelope, Inbox, NodeId, Recipients};
 use crate::connection::{Connection, OutboundRx, SendError, Setup};
@@ -33,6 +34,8 @@ pub(crate) struct ServerInner {
     peers: Arc<PeerCounts>,
     /// Cleared by [`Server::close_all`]: handshakes are refused from then on.
     accepting: AtomicBool,
+    /// Woken whenever a connection is released, for [`Server::close_all`].
+    released: Notify,
 }
 
 impl Default for ServerInner {
@@ -54,6 +57,7 @@ impl ServerInner {
             rooms: RwLock::default(),
             peers: Arc::default(),
             accepting: AtomicBool::new(true),
+            released: Notify::new(),
         }
     }
 }
@@ -110,12 +114,18 @@ impl Server {
         (conn, rx)
     }
 
+    /// Releases a connection's registration: its rooms, its map entry, its peer slot.
+    /// Idempotent: [`App::disconnect`](crate::App::disconnect) calls it, and so does dropping
+    /// the adapter's [`OutboundRx`].
     pub(crate) fn unregister(&self, conn: &Connection) {
         for room in conn.take_rooms() {
             self.remove_from_room(conn, &room);
         }
-        write(&self.inner.connections).remove(&conn.id());
+        let removed = write(&self.inner.connections).remove(&conn.id()).is_some();
         conn.release_peer_slot();
+        if removed {
+            self.inner.released.notify_waiters();
+        }
     }
 
     pub(crate) fn peer_counts(&self) -> &Arc<PeerCounts> {
@@ -217,10 +227,19 @@ impl Server {
             conn.close(reason);
         }
         drop(open);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let all_released = async {
+            loop {
+                let released = self.inner.released.notified();
+                tokio::pin!(released);
+                // Registered before looking, so that a release in between is not missed.
+                released.as_mut().enable();
+                if self.connection_count() == 0 {
+                    return;
+                }
+                released.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all_released).await;
         self.connection_count()
     }
 

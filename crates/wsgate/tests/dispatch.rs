@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wsgate::{
     AckId, App, Broker, ConnectMiddleware, Connection, Data, Direct, ExceptionContext, Ext,
-    Gateway, GatewayOptions, Handshake, Inbound, MessageContext, Outbound, OutboundRx, Refusal,
-    Routes, Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
+    Gateway, GatewayOptions, Handshake, Inbound, MessageContext, Namespace, Outbound, OutboundRx,
+    Refusal, Routes, Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -669,4 +670,50 @@ async fn settled_waits_for_the_messages_being_handled() {
     assert!(!waiter.is_finished(), "one message is still being handled");
     drop(second);
     tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_aborted_session_releases_its_rooms_maps_and_slot() {
+    let app = limited_app(wsgate::AppConfig::default()).await;
+    let ip = "10.0.0.7".parse().unwrap();
+    let (conn, rx) = app.handshake(from("10.0.0.7:1", 1)).await.unwrap().open().await;
+    conn.join("lobby").unwrap();
+    assert_eq!(app.server().room_members(&Namespace::root(), &"lobby".into()).len(), 1);
+    // A session task that never calls `App::disconnect`, aborted while it holds the queue.
+    let session = tokio::spawn(async move {
+        let _rx = rx;
+        std::future::pending::<()>().await;
+    });
+    session.abort();
+    assert!(session.await.unwrap_err().is_cancelled());
+    assert_eq!(app.server().connection_count(), 0);
+    assert_eq!(app.server().connections_from(ip), 0);
+    assert!(app.server().room_members(&Namespace::root(), &"lobby".into()).is_empty());
+    // A handler that outlives its session joins nothing: no room keeps it alive.
+    conn.join("late").unwrap();
+    assert!(conn.rooms().is_empty());
+    assert!(app.server().room_members(&Namespace::root(), &"late".into()).is_empty());
+    assert!(matches!(conn.emit("x", &1), Err(wsgate::SendError::Closed)));
+}
+
+#[tokio::test]
+async fn close_all_returns_when_the_last_connection_is_let_go() {
+    let app = limited_app(wsgate::AppConfig::default()).await;
+    let (conn, rx) = app.handshake(from("10.0.0.8:1", 1)).await.unwrap().open().await;
+    let server = app.server().clone();
+    let closing = tokio::spawn(async move {
+        server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(3600)).await
+    });
+    // The adapter sees the close, then lets the connection go by dropping its queue.
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    assert_eq!(
+        closed.expect("close_all asks the connection to close"),
+        wsgate::CloseReason::GoingAway
+    );
+    drop(rx);
+    let left = tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .expect("close_all returns once nothing is open, not at its timeout")
+        .unwrap();
+    assert_eq!(left, 0);
 }
