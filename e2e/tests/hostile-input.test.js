@@ -253,7 +253,7 @@ test('Socket.IO: a message over the 64 KiB max payload ends that connection only
     await once(socket, 'connect');
     const disconnected = once(socket, 'disconnect', 10_000);
     socket.emit('createComment', { entryId: world.entryId, body: `oversized-${transports[0]}-${'x'.repeat(70 * 1024)}` });
-    // Polling: socketioxide refuses the POST; websocket: the adapter disconnects the client.
+    // Polling: the POST is answered 413 and the session ends; websocket: closed with 1009.
     const [reason] = [await disconnected].flat();
     assert.match(reason, /^(io server disconnect|transport (close|error))$/, `${transports[0]}: disconnected`);
   }

@@ -2,16 +2,15 @@
 //! long-polling and websocket, at `/socket.io/` of the axum server that serves your REST API
 //! (and, beside it, the plain WebSocket adapter).
 //!
-//! - **Transports.** A client that opens a websocket directly (`transports: ["websocket"]`) is
-//!   served by the adapter's own Engine.IO v4 websocket transport: one task per connection,
-//!   answers written in batches, a few KiB per idle connection. Long-polling, and the upgrade
-//!   from it to websocket, are served by [socketioxide]. Both speak to the same gateways, rooms
-//!   and server handle.
+//! - **Transports.** wsgate's own Engine.IO v4 server: HTTP long-polling (the client's
+//!   default start), websocket (opened directly with `transports: ["websocket"]`, or upgraded
+//!   to from long-polling). One task per session whatever its transport: answers written in
+//!   batches, a few KiB per idle connection, the same limits over every transport.
 //! - **Handshake.** The connection middleware sees the Socket.IO `auth` payload, the query
 //!   (`auth_token=…`), the headers and the peer. A refusal reaches the client as
 //!   `connect_error` with the reason as its message.
-//! - **Namespaces.** Each gateway namespace is a Socket.IO namespace; others are refused with
-//!   socketioxide's `Invalid namespace`.
+//! - **Namespaces.** Each gateway namespace is a Socket.IO namespace; others are refused
+//!   (`connect_error` `Invalid namespace`). Several namespaces share one session.
 //! - **Messages.** `socket.emit("indexComment", data)` calls the handler with `data` (with
 //!   several arguments, their array, as Nest's `IoAdapter` does) and binary attachments as
 //!   [`wsgate::Binary`]. A `WsResponse` is
@@ -47,22 +46,19 @@
 //! ```
 //!
 //! The handlers of one connection run concurrently; acks correlate by id, and replies are never
-//! dropped. Over a websocket opened directly, at most [`SocketIoAdapter::max_in_flight`]
-//! messages are handled at once (the socket is not read meanwhile), and a client that takes
-//! nothing for the ping timeout is dropped. Over long-polling, socketioxide runs each message as
-//! its own task.
+//! dropped. At most [`SocketIoAdapter::max_in_flight`] messages of a session are handled at
+//! once: over a websocket the socket is not read meanwhile (TCP backpressure), over
+//! long-polling the `POST` that carries the next one is not answered (the client posts one at
+//! a time). A client that takes nothing for the ping timeout is dropped; over long-polling,
+//! one that stops polling fills its outbound queue and is disconnected as too slow.
 
 mod engine;
 mod message;
 mod packet;
-mod session;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use socketioxide::SocketIo;
-use socketioxide::handler::ConnectHandler;
 use wsgate::{Adapter, App};
 
 /// The transport name connections of this adapter report.
@@ -76,7 +72,6 @@ pub struct SocketIoAdapter {
     max_payload: u64,
     ws_read_buffer_size: usize,
     connect_timeout: Duration,
-    max_buffer_size: usize,
     max_in_flight: usize,
 }
 
@@ -88,7 +83,7 @@ impl Default for SocketIoAdapter {
 
 impl SocketIoAdapter {
     /// The adapter with Socket.IO's usual timings (ping every 25 s, 20 s to answer), 64 KiB
-    /// messages, a 512-byte websocket read buffer and 1 024 packets buffered per connection.
+    /// messages, a 512-byte websocket read buffer and 16 messages in flight per session.
     pub fn new() -> Self {
         Self {
             ping_interval: Duration::from_secs(25),
@@ -96,7 +91,6 @@ impl SocketIoAdapter {
             max_payload: 64 * 1024,
             ws_read_buffer_size: 512,
             connect_timeout: Duration::from_secs(45),
-            max_buffer_size: 1024,
             max_in_flight: 16,
         }
     }
@@ -115,7 +109,8 @@ impl SocketIoAdapter {
         self
     }
 
-    /// The largest packet accepted, in bytes; a larger one disconnects the client.
+    /// The largest packet accepted, in bytes (binary attachments included; over long-polling,
+    /// the body of one `POST`); a larger one disconnects the client.
     #[must_use]
     pub fn max_payload(mut self, bytes: u64) -> Self {
         self.max_payload = bytes;
@@ -136,64 +131,31 @@ impl SocketIoAdapter {
         self
     }
 
-    /// Long-polling (socketioxide): how many packets may wait to be written to one connection;
-    /// past that, the client counts as too slow and is disconnected. (Over the adapter's own
-    /// websocket transport, the connection's queue is wsgate's, sized by
-    /// `AppConfig::outbound_capacity`.) socketioxide's default (128) is too small for a client
-    /// that pipelines: a burst of 100 messages whose handlers each emit one event and answer
-    /// with another overflows it. The buffer grows as used, so an idle connection holds none.
-    #[must_use]
-    pub fn max_buffer_size(mut self, packets: usize) -> Self {
-        self.max_buffer_size = packets;
-        self
-    }
-
-    /// How many messages of one websocket connection (all its namespaces together) may be
-    /// handled at once (at least 1); past that, the adapter stops reading the socket until a
-    /// handler finishes. Default 16, as the plain WebSocket adapter. (Over long-polling,
-    /// socketioxide runs every message as its own task.)
+    /// How many messages of one session (all its namespaces together) may be handled at once
+    /// (at least 1); past that, the adapter reads nothing more of the client until a handler
+    /// finishes (over long-polling, the `POST` carrying the next message waits). Default 16,
+    /// as the plain WebSocket adapter.
     #[must_use]
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self
-    }
-
-    /// Builds the socketioxide instance serving `app`'s namespaces.
-    fn build(&self, app: &App) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
-        let (layer, io) = SocketIo::builder()
-            .ping_interval(self.ping_interval)
-            .ping_timeout(self.ping_timeout)
-            .max_payload(self.max_payload)
-            .ws_read_buffer_size(self.ws_read_buffer_size)
-            .connect_timeout(self.connect_timeout)
-            .max_buffer_size(self.max_buffer_size)
-            .build_layer();
-        for namespace in app.namespaces() {
-            let on_connect = session::on_connect(app.clone());
-            let middleware = session::middleware(app.clone(), namespace.clone(), self.max_payload);
-            io.ns(namespace.as_str().to_owned(), on_connect.with(middleware));
-        }
-        (layer, io)
     }
 }
 
 impl Adapter<Router> for SocketIoAdapter {
     /// Serves Socket.IO at `/socket.io/`; every other request goes to `router`.
     fn mount(self, app: App, router: Router) -> Router {
-        let (layer, _io) = self.build(&app);
-        let engine = engine::EngineLayer {
+        let engine = engine::EngineLayer::new(
             app,
-            config: Arc::new(engine::EngineConfig {
+            engine::EngineConfig {
                 ping_interval: self.ping_interval,
                 ping_timeout: self.ping_timeout,
                 max_payload: usize::try_from(self.max_payload).unwrap_or(usize::MAX),
                 read_buffer_size: self.ws_read_buffer_size,
                 connect_timeout: self.connect_timeout,
                 max_in_flight: self.max_in_flight,
-            }),
-        };
-        // Websockets opened directly are served by wsgate's own transport; long-polling and
-        // its upgrades by socketioxide.
-        Router::new().fallback_service(tower::Layer::layer(&engine, router.layer(layer)))
+            },
+        );
+        Router::new().fallback_service(tower::Layer::layer(&engine, router))
     }
 }

@@ -1,42 +1,12 @@
 //! Reading a Socket.IO event packet as a wsgate message.
 
-use std::sync::Arc;
-
 use serde_json::value::RawValue;
-use socketioxide::adapter::Adapter;
-use socketioxide::handler::{FromMessageParts, Value};
-use socketioxide::socket::Socket;
-use wsgate::{AckId, EventName, Inbound};
+use wsgate::{EventName, Inbound};
 
-/// An event as wsgate sees it: the name, the first argument as data (binary attachments stay
-/// as Socket.IO placeholders in it), the attachments, and the ack id if the client asked for
-/// one.
-#[derive(Debug)]
-pub(crate) struct RawMessage(pub(crate) Inbound, pub(crate) usize);
-
-/// The packet was not a JSON event array (only the msgpack parser produces those).
+/// The packet was not a JSON event array.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable Socket.IO event: {0}")]
 pub(crate) struct Unreadable(String);
-
-impl<A: Adapter> FromMessageParts<A> for RawMessage {
-    type Error = Unreadable;
-
-    fn from_message_parts(
-        _: &Arc<Socket<A>>,
-        value: &mut Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Self::Error> {
-        let Value::Str(text, attachments) = value else {
-            return Err(Unreadable("binary packet".into()));
-        };
-        let mut inbound = decode(text.as_str())?;
-        inbound.binary = attachments.take().map(Vec::from).unwrap_or_default();
-        inbound.ack = ack_id.and_then(|id| u64::try_from(id).ok()).map(AckId::Number);
-        let size = text.as_str().len() + inbound.binary.iter().map(|b| b.len()).sum::<usize>();
-        Ok(RawMessage(inbound, size))
-    }
-}
 
 /// `["event", args…]` → the event and its data, as Nest's `IoAdapter` maps them: no argument
 /// is `null`, one argument is the data, several are the data as an array.

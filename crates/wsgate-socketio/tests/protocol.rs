@@ -1,5 +1,6 @@
-//! The adapter over the raw Socket.IO v5 protocol on a websocket, on a real loopback server:
-//! what a client may do that `socket.io-client` rarely does fast enough to show.
+//! The adapter over the raw Engine.IO v4 / Socket.IO v5 protocol, on a real loopback server,
+//! over a websocket and over HTTP long-polling: what a client may do that `socket.io-client`
+//! rarely does fast enough to show.
 
 use std::time::Duration;
 
@@ -62,7 +63,19 @@ impl Chat {
     async fn sizes(&self, Binary(parts): Binary) -> serde_json::Value {
         parts.iter().map(|p| p.len()).collect()
     }
+
+    /// Waits for a permit of the gate, then answers: a handler kept in flight at will.
+    #[subscribe_message("gated")]
+    async fn gated(&self, Data(n): Data<u32>) -> u32 {
+        if let Ok(permit) = GATE.acquire().await {
+            permit.forget();
+        }
+        n
+    }
 }
+
+/// The permits of the `gated` handler (tests that use it open it themselves).
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 async fn serve() -> std::net::SocketAddr {
     serve_with(AppConfig::default()).await.0
@@ -389,4 +402,211 @@ async fn gone(app: &App) {
         assert!(tokio::time::Instant::now() < deadline, "connections left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A raw Engine.IO long-polling client: one `GET` or `POST` at a time, as `socket.io-client`.
+struct Polling {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Polling {
+    /// Opens a session: the open packet's settings.
+    async fn open(addr: std::net::SocketAddr) -> (Self, serde_json::Value) {
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
+        let response = http.get(&base).send().await.expect("handshake");
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.expect("body");
+        let open: serde_json::Value =
+            serde_json::from_str(text.strip_prefix('0').expect("open packet")).expect("JSON");
+        let url = format!("{base}&sid={}", open["sid"].as_str().expect("sid"));
+        (Self { http, url }, open)
+    }
+
+    async fn post(&self, body: impl Into<String>) -> (u16, String) {
+        let response = self.http.post(&self.url).body(body.into()).send().await.expect("post");
+        (response.status().as_u16(), response.text().await.expect("body"))
+    }
+
+    /// One poll's answer, as its packets.
+    async fn poll(&self) -> (u16, Vec<String>) {
+        let poll = self.http.get(&self.url).send();
+        let response = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("answered")
+            .expect("get");
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("body");
+        (status, body.split('\u{1e}').map(str::to_owned).collect())
+    }
+
+    /// The next packets that are not pings (which are answered).
+    async fn packets(&self) -> Vec<String> {
+        loop {
+            let (status, packets) = self.poll().await;
+            assert_eq!(status, 200, "{packets:?}");
+            let (pings, packets): (Vec<_>, Vec<_>) = packets.into_iter().partition(|p| p == "2");
+            if !pings.is_empty() {
+                assert_eq!(self.post("3").await.0, 200);
+            }
+            if !packets.is_empty() {
+                return packets;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_polling_connects_namespaces_and_carries_events_acks_and_attachments() {
+    let (addr, app) = serve_with(AppConfig::default()).await;
+    let (client, open) = Polling::open(addr).await;
+    assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(open["pingInterval"], 25_000);
+    // Two namespaces in one body; an event sent with them waits for the connect hook.
+    assert_eq!(client.post("40\u{1e}40/chat,\u{1e}421[\"ping\"]").await, (200, "ok".into()));
+    let mut packets = client.packets().await;
+    while packets.len() < 3 {
+        packets.extend(client.packets().await);
+    }
+    assert!(packets[0].starts_with("40{\"sid\":"), "{packets:?}");
+    assert!(packets[1].starts_with("40/chat,{\"sid\":"), "{packets:?}");
+    assert_eq!(packets[2], r#"431["pong"]"#);
+    assert_eq!(app.server().connection_count(), 2);
+    // Binary attachments come base64-encoded (`b…`) in the body.
+    let body = "451-/chat,5[\"sizes\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID";
+    assert_eq!(client.post(body).await.0, 200);
+    assert_eq!(client.packets().await, ["43/chat,5[[3]]"]);
+    // An unknown namespace is refused; an unreadable event gets an exception.
+    assert_eq!(client.post("40/nowhere,\u{1e}42[\"ping\"").await.0, 200);
+    let packets = client.packets().await;
+    assert!(packets[0].starts_with("44/nowhere,{\"message\":"), "{packets:?}");
+    assert!(packets.last().is_some_and(|p| p.starts_with(r#"42["exception",{"#)), "{packets:?}");
+    // The client leaves: a waiting poll is answered with a no-op, the session is gone.
+    let waiting = tokio::spawn({
+        let client = Polling { http: client.http.clone(), url: client.url.clone() };
+        async move { client.poll().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(client.post("1").await.0, 200);
+    assert_eq!(waiting.await.expect("poll"), (200, vec!["6".to_owned()]));
+    gone(&app).await;
+    assert_eq!(client.poll().await.0, 400, "the session is gone");
+}
+
+/// Over long-polling, the `POST` is the backpressure: while as many messages as allowed are
+/// in flight, the rest of its body is not read and it is not answered.
+#[tokio::test]
+async fn long_polling_holds_the_post_while_the_handlers_in_flight_are_at_the_limit() {
+    let adapter = SocketIoAdapter::new().max_in_flight(1);
+    let (addr, _app) = serve_adapter(AppConfig::default(), adapter).await;
+    let (client, _) = Polling::open(addr).await;
+    client.post("40/chat,").await;
+    assert!(client.packets().await[0].starts_with("40/chat,"));
+    let post = tokio::spawn({
+        let client = Polling { http: client.http.clone(), url: client.url.clone() };
+        async move { client.post("42/chat,1[\"gated\",1]\u{1e}42/chat,2[\"gated\",2]").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!post.is_finished(), "the POST was answered with a handler in flight");
+    GATE.add_permits(2);
+    assert_eq!(post.await.expect("post"), (200, "ok".to_owned()));
+    let mut acks = client.packets().await;
+    if acks.len() < 2 {
+        acks.extend(client.packets().await);
+    }
+    assert_eq!(acks, ["43/chat,1[1]", "43/chat,2[2]"]);
+}
+
+#[tokio::test]
+async fn long_polling_errors_limits_and_heartbeat() {
+    let adapter = SocketIoAdapter::new()
+        .ping_interval(Duration::from_millis(300))
+        .ping_timeout(Duration::from_millis(200))
+        .max_payload(1000);
+    let (addr, app) = serve_adapter(AppConfig::default(), adapter).await;
+    let http = reqwest::Client::new();
+    let url = |query: &str| format!("http://{addr}/socket.io/?{query}");
+    for (method, query, code) in [
+        ("GET", "transport=polling", 5),
+        ("GET", "EIO=3&transport=polling", 5),
+        ("GET", "EIO=4&transport=carrier-pigeon", 0),
+        ("POST", "EIO=4&transport=polling", 2),
+        ("GET", "EIO=4&transport=polling&sid=nope", 1),
+        ("GET", "EIO=4&transport=websocket", 3),
+    ] {
+        let request = http.request(method.parse().expect("method"), url(query));
+        let response = request.send().await.expect("answer");
+        assert_eq!(response.status(), 400, "{method} {query}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["code"], code, "{method} {query}: {body}");
+    }
+    // Pings come in polls; answered, the session lives.
+    let (client, _) = Polling::open(addr).await;
+    client.post("40").await;
+    for _ in 0..3 {
+        let (status, packets) = client.poll().await;
+        assert_eq!(status, 200);
+        if packets == ["2"] {
+            assert_eq!(client.post("3").await.0, 200);
+        }
+    }
+    assert_eq!(app.server().connection_count(), 1);
+    // Two polls at once: the second is refused and the session ends.
+    let first = tokio::spawn({
+        let client = Polling { http: client.http.clone(), url: client.url.clone() };
+        async move { client.poll().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.poll().await.0, 400);
+    let _ = first.await;
+    gone(&app).await;
+    // A body over max_payload: 413, and the session ends.
+    let (client, _) = Polling::open(addr).await;
+    client.post("40").await;
+    assert_eq!(client.post(format!(r#"42["echo","{}"]"#, "x".repeat(2000))).await.0, 413);
+    gone(&app).await;
+    assert_eq!(client.poll().await.0, 400);
+    // Pings left unanswered end the session.
+    let (client, _) = Polling::open(addr).await;
+    client.post("40").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gone(&app).await;
+    assert_eq!(client.poll().await.0, 400);
+}
+
+#[tokio::test]
+async fn long_polling_upgrades_to_websocket_without_losing_anything() {
+    let (addr, app) = serve_with(AppConfig::default()).await;
+    let (client, open) = Polling::open(addr).await;
+    client.post("40").await;
+    let connected = client.packets().await.remove(0);
+    let connected: serde_json::Value =
+        serde_json::from_str(connected.strip_prefix("40").expect("connected")).expect("JSON");
+    let id = connected["sid"].as_str().and_then(|s| s.parse().ok()).expect("a connection id");
+    // A poll waits while the websocket is opened and probed: the probe releases it.
+    let waiting = tokio::spawn({
+        let client = Polling { http: client.http.clone(), url: client.url.clone() };
+        async move { client.poll().await }
+    });
+    let sid = open["sid"].as_str().expect("sid");
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("websocket");
+    ws.send(Message::text("2probe")).await.expect("probe");
+    assert_eq!(next_text(&mut ws).await, "3probe");
+    assert_eq!(waiting.await.expect("poll"), (200, vec!["6".to_owned()]));
+    // Emitted while the client pauses polling: it comes over the websocket once upgraded.
+    let conn = app.server().connection(ConnectionId(id)).expect("the connection");
+    conn.emit("meanwhile", &1).expect("queued");
+    ws.send(Message::text("5")).await.expect("upgrade");
+    assert_eq!(next_text(&mut ws).await, r#"42["meanwhile",1]"#);
+    ws.send(Message::text(r#"427["ping"]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, r#"437["pong"]"#);
+    // Polls and other websockets naming the session are refused from now on.
+    assert_eq!(client.poll().await.0, 400);
+    let (mut other, _) =
+        tokio_tungstenite::connect_async(&url).await.expect("accepted, then closed");
+    assert!(matches!(other.next().await, Some(Ok(Message::Close(_))) | None | Some(Err(_))));
+    drop(ws);
+    gone(&app).await;
 }

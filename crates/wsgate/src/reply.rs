@@ -22,8 +22,15 @@ pub enum Reply {
 }
 
 /// Turns a handler's return value into a [`Reply`] (axum's `IntoResponse`).
+///
+/// What goes to the client's acknowledgement: any value wrapped in [`Ack`], and, unwrapped,
+/// the values serde serialises out of the box: `serde_json::Value`, strings, numbers, `bool`,
+/// `char`, and `Vec`, `VecDeque`, slices in a `Box`, arrays, `HashMap`, `BTreeMap`,
+/// `HashSet` and `BTreeSet` of serializable values. A type of your own goes to the ack as
+/// `Ack(value)` (Rust's coherence rules keep a blanket impl for every `Serialize` type from
+/// living beside the impls for `()`, `Result` and `Option`).
 #[diagnostic::on_unimplemented(
-    note = "a handler returns `()`, `WsResponse<T>`, `Ack<T>`, `serde_json::Value`, `WsException`, or a `Result` or `Option` of those"
+    note = "a handler returns `()`, `WsResponse<T>`, `Ack<T>` (any serializable `T`), a string, number, `bool`, `serde_json::Value`, a collection (`Vec<T>`, maps, sets) of serializable values, `WsException`, or a `Result` or `Option` of those"
 )]
 pub trait IntoReply {
     /// Converts the value.
@@ -93,7 +100,33 @@ macro_rules! ack_values {
         }
     )*};
 }
-ack_values!(serde_json::Value, String, &'static str, bool, i64, u64, f64);
+ack_values!(serde_json::Value, String, &'static str, std::borrow::Cow<'static, str>, bool, char);
+ack_values!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
+
+macro_rules! ack_collections {
+    ($($t:ty => [$($bound:tt)*]),* $(,)?) => {$(
+        impl<$($bound)*> IntoReply for $t {
+            fn into_reply(self) -> Reply {
+                ack_of(&self)
+            }
+        }
+    )*};
+}
+ack_collections!(
+    Vec<T> => [T: Serialize],
+    Box<[T]> => [T: Serialize],
+    std::collections::VecDeque<T> => [T: Serialize],
+    std::collections::BTreeSet<T> => [T: Serialize],
+    std::collections::HashSet<T, S> => [T: Serialize, S],
+    std::collections::BTreeMap<K, V> => [K: Serialize, V: Serialize],
+    std::collections::HashMap<K, V, S> => [K: Serialize, V: Serialize, S],
+);
+
+impl<T: Serialize, const N: usize> IntoReply for [T; N] {
+    fn into_reply(self) -> Reply {
+        ack_of(&self[..])
+    }
+}
 
 impl IntoReply for WsException {
     fn into_reply(self) -> Reply {
@@ -140,6 +173,18 @@ mod tests {
         match Ack(3).into_reply() {
             Reply::Ack(p) => assert_eq!(p.get(), "3"),
             other => panic!("{other:?}"),
+        }
+        for (reply, json) in [
+            (vec![1u32, 2].into_reply(), "[1,2]"),
+            ([true; 2].into_reply(), "[true,true]"),
+            (7u32.into_reply(), "7"),
+            ('x'.into_reply(), "\"x\""),
+            (std::collections::BTreeMap::from([("a", 1)]).into_reply(), r#"{"a":1}"#),
+        ] {
+            match reply {
+                Reply::Ack(p) => assert_eq!(p.get(), json),
+                other => panic!("{other:?}"),
+            }
         }
         let err: Result<(), WsException> = Err(WsException::new("no"));
         assert!(matches!(err.into_reply(), Reply::Error(WsError::Exception(_))));

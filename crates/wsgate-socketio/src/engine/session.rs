@@ -1,168 +1,112 @@
-//! wsgate's own Engine.IO v4 websocket transport, for clients that open a websocket directly
-//! (`transports: ["websocket"]`, and every client whose first request is a websocket
-//! upgrade). Long-polling, and upgrades from it, stay with socketioxide.
+//! One Engine.IO session: its namespaces, their packets, the heartbeat, over whichever
+//! transport carries it (a websocket, or long-polling until the client upgrades).
 //!
-//! One task per engine connection, as the plain WebSocket adapter's: frames are read ahead of
-//! writing, answers go through each connection's outbound queue and leave in batches, and an
-//! idle connection holds little more than its socket. Several namespaces may share the engine
-//! connection (`io("/")` and `io("/chat")` of one client): each is a wsgate connection with
-//! its own queue.
+//! One task per session, as the plain WebSocket adapter's: frames are read ahead of writing,
+//! answers go through each connection's outbound queue and leave in batches, and an idle
+//! session holds little more than its transport. Several namespaces may share it
+//! (`io("/")` and `io("/chat")` of one client): each is a wsgate connection with its own queue.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Request};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tower::{Layer, Service};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 use wsgate::{AckId, App, CloseReason, Connection, Handshake, Namespace, Outbound, OutboundRx};
-use wsgate_ws::SessionEnd as End;
-use wsgate_ws::parts::{InFlight, WRITE_BUFFER, Work, deadline, write_batch};
+use wsgate_ws::parts::{InFlight, WRITE_BATCH, Work, deadline, write_batch};
 
+pub(crate) use wsgate_ws::SessionEnd as End;
+
+use super::polling::{self, Control, Polling};
+use super::{EngineConfig, Origin, Registered};
 use crate::TRANSPORT;
 use crate::message::decode;
 use crate::packet::{self, EventFrames, Packet};
 
-/// How long a closing connection waits for the client's close frame.
+/// How long a closing websocket waits for the client's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The settings of the transport, taken from the adapter's.
-#[derive(Clone, Debug)]
-pub(crate) struct EngineConfig {
-    pub(crate) ping_interval: Duration,
-    pub(crate) ping_timeout: Duration,
-    pub(crate) max_payload: usize,
-    pub(crate) read_buffer_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_in_flight: usize,
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What carries a session's packets.
+pub(crate) enum Transport {
+    WebSocket(Box<Socket>),
+    Polling(Box<Polling>),
 }
 
-/// Takes the websocket requests of Engine.IO v4 clients that carry no session id, and passes
-/// every other request on (to socketioxide's layer and the router).
-#[derive(Clone, Debug)]
-pub(crate) struct EngineLayer {
-    pub(crate) app: App,
-    pub(crate) config: Arc<EngineConfig>,
+/// A frame from the client, whichever the transport.
+enum Incoming {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    /// A control frame: nothing to do.
+    Nothing,
+    /// Over long-polling: a poll, or the upgrade completed.
+    Control(Control),
 }
 
-impl<S> Layer<S> for EngineLayer {
-    type Service = EngineService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        EngineService { app: self.app.clone(), config: self.config.clone(), inner }
-    }
-}
-
-/// The service of [`EngineLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct EngineService<S> {
-    app: App,
-    config: Arc<EngineConfig>,
-    inner: S,
-}
-
-type Accepting = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl<S> Service<Request<Body>> for EngineService<S>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<S::Future, Accepting>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if !is_direct_websocket(&req) {
-            return Either::Left(self.inner.call(req));
-        }
-        let (app, config) = (self.app.clone(), self.config.clone());
-        Either::Right(Box::pin(async move { Ok(accept(app, config, req)) }))
-    }
-}
-
-/// `GET /socket.io/?EIO=4&transport=websocket` with an upgrade and no `sid`.
-fn is_direct_websocket(req: &Request<Body>) -> bool {
-    if !matches!(req.uri().path(), "/socket.io/" | "/socket.io") || !wsgate_ws::is_upgrade(req) {
-        return false;
-    }
-    let (mut eio4, mut websocket) = (false, false);
-    for pair in req.uri().query().unwrap_or("").split('&') {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("EIO", v) => eio4 = v == "4",
-            ("transport", v) => websocket = v == "websocket",
-            ("sid", _) => return false,
-            _ => {}
+impl Transport {
+    /// What comes next from the client: a frame (only when `read`), or over long-polling
+    /// a poll or a step of the upgrade.
+    async fn next(&mut self, read: bool) -> Result<Incoming, End> {
+        match self {
+            Self::WebSocket(_) if !read => std::future::pending().await,
+            Self::WebSocket(ws) => match ws.next().await {
+                Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
+                Some(Ok(Message::Binary(data))) => Ok(Incoming::Binary(data)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    Ok(Incoming::Nothing)
+                }
+                Some(Ok(Message::Close(_))) | None => Err(End::ClientClosed),
+                Some(Err(WsError::Capacity(e))) => {
+                    tracing::debug!(error = %e, "frame over max_payload");
+                    Err(End::Close(CloseReason::TooBig))
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    Err(End::Broken)
+                }
+            },
+            Self::Polling(polling) => match polling.next_event(read).await {
+                polling::Event::Packet(packet) => match packet? {
+                    polling::Packet::Text(text) => Ok(Incoming::Text(text)),
+                    polling::Packet::Binary(data) => Ok(Incoming::Binary(data)),
+                },
+                polling::Event::Control(control) => Ok(Incoming::Control(control?)),
+            },
         }
     }
-    eio4 && websocket
-}
 
-/// What the upgrade request carried, for the handshakes of the namespaces connected over it.
-struct Origin {
-    headers: HeaderMap,
-    query: Option<String>,
-    peer: Option<SocketAddr>,
-}
-
-fn accept(app: App, config: Arc<EngineConfig>, mut req: Request<Body>) -> Response {
-    let (response, on_upgrade) = match wsgate_ws::switch_protocols(&mut req) {
-        Ok(switch) => switch,
-        Err(refusal) => return (refusal.status, axum::Json(refusal.body())).into_response(),
-    };
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let (parts, _body) = req.into_parts();
-    let origin = Box::new(Origin {
-        query: parts.uri.query().map(str::to_owned),
-        headers: owned(&parts.headers),
-        peer,
-    });
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run(app, origin, upgraded, config).await,
-            Err(e) => tracing::debug!(error = %e, "socket.io websocket upgrade failed"),
+    /// Sends one packet of the engine's own (a ping, a namespace's answer); over long-polling
+    /// it waits for the next poll.
+    async fn send(&mut self, text: String) -> Result<(), End> {
+        match self {
+            Self::WebSocket(ws) => ws.send(Message::text(text)).await.map_err(|_| End::Broken),
+            Self::Polling(polling) => {
+                polling.push(Bytes::from(text))?;
+                polling.flush();
+                Ok(())
+            }
         }
-    });
-    response
-}
-
-/// The headers with their values copied: hyper's point into the buffer the request was read
-/// into (8 KiB or more), which would otherwise be kept as long as the connection.
-fn owned(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
     }
-    owned
+
+    /// Whether queued items can be written now: always over a websocket, while a poll waits
+    /// over long-polling (otherwise they stay in their queues, which are bounded).
+    fn writable(&self) -> bool {
+        match self {
+            Self::WebSocket(_) => true,
+            Self::Polling(polling) => polling.is_polled(),
+        }
+    }
 }
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// One namespace connected over the engine connection.
+/// One namespace connected over the session.
 struct Joined {
     conn: Connection,
     rx: OutboundRx,
@@ -186,42 +130,49 @@ struct Assembling {
     size: usize,
 }
 
-async fn run(app: App, origin: Box<Origin>, upgraded: Upgraded, config: Arc<EngineConfig>) {
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(config.max_payload))
-        .max_frame_size(Some(config.max_payload));
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-            .await;
-    let sid = engine_sid();
-    let span = tracing::debug_span!("socket.io", sid = %sid);
-    let open = format!(
-        r#"0{{"sid":"{sid}","upgrades":[],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
-        config.ping_interval.as_millis(),
-        config.ping_timeout.as_millis(),
-        config.max_payload
-    );
-    if ws.send(Message::text(open)).await.is_err() {
-        return;
+/// Runs a session until it ends, then ends its namespace connections. `registered` is the
+/// long-polling session's entry in the engine's table, dropped when the session moves to a
+/// websocket or ends.
+pub(crate) async fn run(
+    app: App,
+    origin: Box<Origin>,
+    transport: Transport,
+    config: std::sync::Arc<EngineConfig>,
+    registered: Option<Registered>,
+    span: tracing::Span,
+) {
+    let mut session = Session {
+        app: &app,
+        origin,
+        config: &config,
+        transport,
+        registered,
+        joined: Vec::new(),
+        endings: Vec::new(),
+    };
+    let end = session.drive().instrument(span.clone()).await;
+    let Session { transport, joined, registered, .. } = session;
+    drop(registered);
+    match transport {
+        // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
+        Transport::WebSocket(ws) => {
+            Box::pin(wsgate_ws::finish(*ws, end, CLOSE_TIMEOUT).instrument(span)).await;
+        }
+        Transport::Polling(mut polling) => polling.end(end),
     }
-    let mut session =
-        Session { app: &app, origin, config: &config, joined: Vec::new(), endings: Vec::new() };
-    let end = session.drive(&mut ws).instrument(span.clone()).await;
-    Box::pin(wsgate_ws::finish(ws, end, CLOSE_TIMEOUT).instrument(span)).await;
-    for joined in std::mem::take(&mut session.joined) {
+    for joined in joined {
         app.disconnect(&joined.conn).await;
     }
 }
 
-/// A fresh engine session id: unique within the process, unpredictable across processes.
-fn engine_sid() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(n);
-    format!("{:016x}{n:x}", hasher.finish())
+/// The open packet: the session's id and settings.
+pub(crate) fn open_packet(sid: &str, upgrades: &str, config: &EngineConfig) -> String {
+    format!(
+        r#"0{{"sid":"{sid}","upgrades":[{upgrades}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+        config.ping_interval.as_millis(),
+        config.ping_timeout.as_millis(),
+        config.max_payload
+    )
 }
 
 struct Session<'a> {
@@ -229,12 +180,14 @@ struct Session<'a> {
     /// Boxed: kept for the handshakes to come, it need not take room in the task's future.
     origin: Box<Origin>,
     config: &'a EngineConfig,
+    transport: Transport,
+    registered: Option<Registered>,
     joined: Vec<Joined>,
     endings: Vec<Ending>,
 }
 
 impl<'a> Session<'a> {
-    async fn drive(&mut self, ws: &mut Socket) -> End {
+    async fn drive(&mut self) -> End {
         let app = self.app;
         let config = self.config;
         let mut in_flight = InFlight::<'a>::new();
@@ -248,10 +201,11 @@ impl<'a> Session<'a> {
         tokio::pin!(heartbeat);
         loop {
             let busy = in_flight.len();
+            let writable = self.transport.writable();
             tokio::select! {
                 biased;
                 (index, reason) = ending(&mut self.endings) => {
-                    if let Err(end) = Box::pin(self.end_namespace(ws, index, reason)).await {
+                    if let Err(end) = Box::pin(self.end_namespace(index, reason)).await {
                         return end;
                     }
                     if self.joined.is_empty() {
@@ -263,10 +217,10 @@ impl<'a> Session<'a> {
                     return End::Close(CloseReason::IdleTimeout);
                 }
                 () = in_flight.next_done(), if busy > 0 => {}
-                frame = ws.next(), if busy < config.max_in_flight => {
+                frame = self.transport.next(busy < config.max_in_flight) => {
                     let text = match frame {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Binary(data))) => {
+                        Ok(Incoming::Text(text)) => text,
+                        Ok(Incoming::Binary(data)) => {
                             let Some(mut event) = assembling.take() else {
                                 tracing::debug!("binary frame without a binary event");
                                 return End::Close(CloseReason::PolicyViolation);
@@ -285,16 +239,14 @@ impl<'a> Session<'a> {
                             }
                             continue;
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
-                        Some(Err(WsError::Capacity(e))) => {
-                            tracing::debug!(error = %e, "frame over max_payload");
-                            return End::Close(CloseReason::TooBig);
+                        Ok(Incoming::Nothing) => continue,
+                        Ok(Incoming::Control(control)) => {
+                            if let Err(end) = Box::pin(self.on_control(control)).await {
+                                return end;
+                            }
+                            continue;
                         }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "websocket read failed");
-                            return End::Broken;
-                        }
+                        Err(end) => return end,
                     };
                     if assembling.is_some() {
                         tracing::debug!("text frame while binary attachments were due");
@@ -309,17 +261,22 @@ impl<'a> Session<'a> {
                             }
                             continue;
                         }
-                        // A client's probe (`2probe`) is answered in kind.
+                        // A client's ping (`2probe`) is answered in kind.
                         Some(b'2') => {
                             let pong = format!("3{}", &text.as_str()[1..]);
-                            if ws.send(Message::text(pong)).await.is_err() {
-                                return End::Broken;
+                            if let Err(end) = self.transport.send(pong).await {
+                                return end;
                             }
                             continue;
                         }
-                        // The client ends the session: the server closes the websocket.
-                        Some(b'1') => return End::Close(CloseReason::Normal),
-                        // Noop and upgrade: nothing to do on a websocket opened directly.
+                        // The client ends the session: over a websocket, the server closes it.
+                        Some(b'1') => {
+                            return match self.transport {
+                                Transport::WebSocket(_) => End::Close(CloseReason::Normal),
+                                Transport::Polling(_) => End::ClientClosed,
+                            };
+                        }
+                        // Noop, and an upgrade on a transport that is not being upgraded.
                         Some(b'5' | b'6') => continue,
                         _ => {
                             tracing::debug!("not an Engine.IO packet");
@@ -352,7 +309,7 @@ impl<'a> Session<'a> {
                         Packet::Connect { ns, auth } => {
                             // Boxed, as the other rare paths: their state would otherwise
                             // enlarge every connection's task.
-                            if let Err(end) = Box::pin(self.connect(ws, ns, auth)).await {
+                            if let Err(end) = Box::pin(self.connect(ns, auth)).await {
                                 return end;
                             }
                             if !self.joined.is_empty() {
@@ -386,22 +343,97 @@ impl<'a> Session<'a> {
                         return End::Close(CloseReason::IdleTimeout);
                     }
                     let now = Instant::now();
-                    if ws.send(Message::text("2")).await.is_err() {
-                        return End::Broken;
+                    if let Err(end) = self.transport.send("2".to_owned()).await {
+                        return end;
                     }
                     ping_sent = Some(now);
                     heartbeat.as_mut().reset(now + config.ping_timeout);
                 }
                 // Last: frames already received are handled first, so that the answers to a
                 // pipelined batch leave in one write.
-                (index, item) = next_outbound(&mut self.joined) => {
+                (index, item) = next_outbound(&mut self.joined), if writable => {
                     // Boxed: a write's state is large, and an idle connection's task would
                     // otherwise hold room for it (one allocation per batch, not per item).
-                    let writing = write(ws, &mut self.joined[index], item, config.ping_timeout, &mut self.endings);
-                    if let Err(end) = Box::pin(writing).await {
+                    if let Err(end) = Box::pin(self.write(index, item)).await {
                         return end;
                     }
                 }
+            }
+        }
+    }
+
+    /// What the polling side reported: a poll to answer, or the move to a websocket.
+    async fn on_control(&mut self, control: Control) -> Result<(), End> {
+        match control {
+            Control::Polled => {
+                self.fill_poll();
+                Ok(())
+            }
+            Control::Upgraded(socket, waiting) => {
+                tracing::debug!("upgraded to websocket");
+                // From now on, requests with this session's id are refused.
+                if let Some(registered) = &self.registered {
+                    registered.upgraded();
+                }
+                self.transport = Transport::WebSocket(socket);
+                let Transport::WebSocket(ws) = &mut self.transport else { return Ok(()) };
+                for packet in waiting {
+                    let text = Utf8Bytes::try_from(packet).map_err(|_| End::Broken)?;
+                    ws.feed(Message::Text(text)).await.map_err(|_| End::Broken)?;
+                }
+                ws.flush().await.map_err(|_| End::Broken)
+            }
+        }
+    }
+
+    /// Over long-polling, with a poll waiting: everything queued goes in its answer, the
+    /// engine's packets first (up to a batch per namespace).
+    fn fill_poll(&mut self) {
+        let Transport::Polling(polling) = &mut self.transport else { return };
+        if !polling.is_polled() {
+            return;
+        }
+        for joined in &mut self.joined {
+            for _ in 0..WRITE_BATCH {
+                let Some(item) = joined.rx.try_recv() else { break };
+                match encode(item, &joined.prefix) {
+                    Ok(packet) => {
+                        if polling.push(packet).is_err() {
+                            joined.conn.close(CloseReason::SlowConsumer);
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        joined.conn.close(reason);
+                        break;
+                    }
+                }
+            }
+        }
+        polling.flush();
+    }
+
+    /// Writes `first`, an item of namespace `index`, and whatever else is queued.
+    async fn write(&mut self, index: usize, first: Outbound) -> Result<(), End> {
+        match &mut self.transport {
+            Transport::WebSocket(ws) => {
+                write_ws(
+                    ws,
+                    &mut self.joined[index],
+                    first,
+                    self.config.ping_timeout,
+                    &mut self.endings,
+                )
+                .await
+            }
+            Transport::Polling(polling) => {
+                let joined = &self.joined[index];
+                match encode(first, &joined.prefix) {
+                    Ok(packet) => polling.push(packet)?,
+                    Err(reason) => joined.conn.close(reason),
+                }
+                self.fill_poll();
+                Ok(())
             }
         }
     }
@@ -436,7 +468,7 @@ impl<'a> Session<'a> {
     }
 
     /// `0[/ns,][auth]`: runs the handshake and answers `40` or `44`.
-    async fn connect(&mut self, ws: &mut Socket, ns: &str, auth: Option<&str>) -> Result<(), End> {
+    async fn connect(&mut self, ns: &str, auth: Option<&str>) -> Result<(), End> {
         let prefix = packet::prefix(ns);
         if self.joined.iter().any(|j| *j.ns == *ns) {
             tracing::debug!(ns, "namespace connected twice");
@@ -447,11 +479,8 @@ impl<'a> Session<'a> {
             None => serde_json::Value::Object(serde_json::Map::new()),
             Some(Ok(auth @ serde_json::Value::Object(_))) => auth,
             Some(_) => {
-                return send(
-                    ws,
-                    packet::refused(&prefix, "The auth payload must be a JSON object."),
-                )
-                .await;
+                let refused = packet::refused(&prefix, "The auth payload must be a JSON object.");
+                return self.transport.send(refused).await;
             }
         };
         let mut handshake = Handshake::new(Namespace::new(ns), TRANSPORT);
@@ -463,7 +492,7 @@ impl<'a> Session<'a> {
             Ok(accepted) => accepted,
             Err(refusal) => {
                 tracing::debug!(status = %refusal.status, reason = %refusal.message, "socket.io handshake refused");
-                return send(ws, packet::refused(&prefix, &refusal.message)).await;
+                return self.transport.send(packet::refused(&prefix, &refusal.message)).await;
             }
         };
         let (conn, rx) = accepted.open().await;
@@ -483,17 +512,12 @@ impl<'a> Session<'a> {
         let sid = conn.id().to_string();
         self.joined.push(Joined { conn, rx, ns: ns.into(), prefix: prefix.clone().into() });
         self.endings.push(ending);
-        send(ws, packet::connected(&prefix, &sid)).await
+        self.transport.send(packet::connected(&prefix, &sid)).await
     }
 
     /// The server closed a namespace connection: what is queued is written, then `41`. A
-    /// client too slow or sending too much loses the whole engine connection.
-    async fn end_namespace(
-        &mut self,
-        ws: &mut Socket,
-        index: usize,
-        reason: CloseReason,
-    ) -> Result<(), End> {
+    /// client too slow or sending too much loses the whole session.
+    async fn end_namespace(&mut self, index: usize, reason: CloseReason) -> Result<(), End> {
         let mut joined = self.joined.swap_remove(index);
         drop(self.endings.swap_remove(index));
         tracing::debug!(conn = %joined.conn.id(), ?reason, "closing the namespace connection");
@@ -502,9 +526,27 @@ impl<'a> Session<'a> {
                 return Err(End::Close(reason));
             }
             while let Some(item) = joined.rx.try_recv() {
-                write(ws, &mut joined, item, self.config.ping_timeout, &mut self.endings).await?;
+                match &mut self.transport {
+                    Transport::WebSocket(ws) => {
+                        write_ws(
+                            ws,
+                            &mut joined,
+                            item,
+                            self.config.ping_timeout,
+                            &mut self.endings,
+                        )
+                        .await?;
+                    }
+                    Transport::Polling(polling) => {
+                        // What was queued before the close still goes out: a close in the
+                        // queue ends nothing more than this connection, already ending.
+                        if let Ok(packet) = encode(item, &joined.prefix) {
+                            polling.push(packet)?;
+                        }
+                    }
+                }
             }
-            send(ws, packet::disconnect(&joined.prefix)).await
+            self.transport.send(packet::disconnect(&joined.prefix)).await
         }
         .await;
         self.app.disconnect(&joined.conn).await;
@@ -512,8 +554,16 @@ impl<'a> Session<'a> {
     }
 }
 
-async fn send(ws: &mut Socket, text: String) -> Result<(), End> {
-    ws.send(Message::text(text)).await.map_err(|_| End::Broken)
+/// An outbound item as the text of its packet for a namespace (`prefix`), or the reason of a
+/// close the connection asked for.
+fn encode(item: Outbound, prefix: &str) -> Result<Bytes, CloseReason> {
+    match item {
+        Outbound::Event(emission) => {
+            Ok(packet::for_namespace(emission.encoded::<EventFrames>(), prefix))
+        }
+        Outbound::Direct(direct) => Ok(packet::encode_direct(&direct, prefix)),
+        Outbound::Close(reason) => Err(reason),
+    }
 }
 
 /// The first namespace connection the server closes, and why.
@@ -545,10 +595,11 @@ async fn next_outbound(joined: &mut [Joined]) -> (usize, Outbound) {
     }
 }
 
-/// Writes `first` and whatever else the namespace has queued, then flushes once. A client that
-/// takes nothing for `stall` (the ping timeout: it could not answer a ping either) is gone; so
-/// is one whose queue overflows meanwhile (a namespace connection ended as too slow).
-async fn write(
+/// Writes `first` and whatever else the namespace has queued to a websocket, then flushes
+/// once. A client that takes nothing for `stall` (the ping timeout: it could not answer a
+/// ping either) is gone; so is one whose queue overflows meanwhile (a namespace connection
+/// ended as too slow).
+async fn write_ws(
     ws: &mut Socket,
     joined: &mut Joined,
     first: Outbound,
@@ -596,60 +647,11 @@ async fn write_batch_of(ws: &mut Socket, joined: &mut Joined, first: Outbound) -
     .await;
     match written {
         Ok(None) => Ok(()),
-        // The namespace connection ends; the engine connection stays.
+        // The namespace connection ends; the session stays.
         Ok(Some(reason)) => {
             joined.conn.close(reason);
             Ok(())
         }
         Err(_) => Err(End::Broken),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(uri: &str, upgrade: bool) -> Request<Body> {
-        let mut req = Request::get(uri);
-        if upgrade {
-            req = req.header("upgrade", "websocket").header("connection", "Upgrade");
-        }
-        req.body(Body::empty()).unwrap()
-    }
-
-    #[test]
-    fn only_direct_websockets_of_engine_io_4_are_taken() {
-        assert!(is_direct_websocket(&request("/socket.io/?EIO=4&transport=websocket", true)));
-        assert!(is_direct_websocket(&request("/socket.io?transport=websocket&EIO=4&t=x", true)));
-        for (uri, upgrade) in [
-            ("/socket.io/?EIO=4&transport=websocket", false),
-            ("/socket.io/?EIO=4&transport=websocket&sid=abc", true),
-            ("/socket.io/?EIO=3&transport=websocket", true),
-            ("/socket.io/?EIO=4&transport=polling", true),
-            ("/other/?EIO=4&transport=websocket", true),
-        ] {
-            assert!(!is_direct_websocket(&request(uri, upgrade)), "{uri} {upgrade}");
-        }
-    }
-
-    #[test]
-    fn kept_headers_are_copies_with_every_value() {
-        let buffer = Bytes::from_static(b"Bearer abc; 1; 2");
-        let mut headers = HeaderMap::new();
-        let mut auth = HeaderValue::from_maybe_shared(buffer.slice(..10)).unwrap();
-        auth.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, auth);
-        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(12..13)).unwrap());
-        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap());
-        let owned = owned(&headers);
-        assert_eq!(owned, headers);
-        assert!(owned[http::header::AUTHORIZATION].is_sensitive());
-        let values: Vec<_> = owned.get_all("x-n").iter().collect();
-        assert_eq!(values, ["1", "2"]);
-    }
-
-    #[test]
-    fn engine_sids_differ() {
-        assert_ne!(engine_sid(), engine_sid());
     }
 }
