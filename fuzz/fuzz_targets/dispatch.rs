@@ -8,10 +8,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
-use wsgate::{
-    AckId, App, AppConfig, Connection, Data, Direct, Ext, Handshake, Outbound, Valid, WsException,
-    WsResponse, gateway,
-};
+use wsgate::{AckId, App, AppConfig, Connection, Data, Ext, Handshake, Valid, WsException, WsResponse, gateway};
+use wsgate::adapter::{Direct, Outbound};
 use wsgate_ws::codec::{Decoded, decode};
 
 #[derive(Clone)]
@@ -77,7 +75,7 @@ enum Answer {
     Event,
 }
 
-fn drain(rx: &mut wsgate::OutboundRx) -> Vec<Answer> {
+fn drain(rx: &mut wsgate::adapter::OutboundRx) -> Vec<Answer> {
     let mut answers = Vec::new();
     while let Some(item) = rx.try_recv() {
         answers.push(match item {

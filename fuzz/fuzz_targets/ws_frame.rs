@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
-use wsgate::{Direct, WireFormat};
+use wsgate::adapter::{Direct, WireFormat};
 use wsgate_ws::codec::{Decoded, JsonFrames, decode, encode_direct};
 
 fn valid_json(bytes: &[u8]) -> bool {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Decoded::Invalid { message, ack } => {
             assert!(!message.is_empty(), "a refusal says why");
             let data =
-                wsgate::to_payload(&serde_json::json!({ "status": "error", "message": message }))
+                wsgate::adapter::to_payload(&serde_json::json!({ "status": "error", "message": message }))
                     .expect("an exception's data serialises");
             assert!(valid_json(&encode_direct(&Direct::Exception { id: ack, data })));
         }

@@ -1,4 +1,4 @@
-//! A [`wsgate::Broker`] over Redis pub/sub: several server instances behind a load balancer
+//! A [`wsgate::broker::Broker`] over Redis pub/sub: several server instances behind a load balancer
 //! act as one, as Nest.js's Redis adapter does for Socket.IO.
 //!
 //! ```no_run
@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every instance publishes each emit once, as one JSON [`wsgate::Envelope`], on one channel
+//! Every instance publishes each emit once, as one JSON [`wsgate::broker::Envelope`], on one channel
 //! (`wsgate` unless [`RedisBroker::connect_with`] names another), and every instance receives
 //! the others' and delivers them to its own connections, serialising each once per wire
 //! format. An instance skips its own envelopes, so no client gets an emit twice.
@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
-use wsgate::{Broker, BrokerStatus, Envelope, Inbox};
+use wsgate::broker::{Broker, BrokerStatus, Envelope, Inbox};
 
 /// The channel used when none is named.
 pub const DEFAULT_CHANNEL: &str = "wsgate";

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use wsgate::{
-    App, Connection, Data, Handshake, Inbound, Outbound, OutboundRx, Server, WsException, gateway,
-    to_payload,
-};
+use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::{App, Connection, Data, Handshake, Server, WsException, gateway};
 use wsgate_redis::RedisBroker;
 
 struct RoomGateway;

@@ -59,7 +59,8 @@ mod packet;
 use std::time::Duration;
 
 use axum::Router;
-use wsgate::{Adapter, App};
+use wsgate::App;
+use wsgate::adapter::Adapter;
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "socket.io";

@@ -1,7 +1,8 @@
 //! Reading a Socket.IO event packet as a wsgate message.
 
 use serde_json::value::RawValue;
-use wsgate::{EventName, Inbound};
+use wsgate::EventName;
+use wsgate::adapter::Inbound;
 
 /// The packet was not a JSON event array.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,7 @@ pub(crate) fn decode(text: &str) -> Result<Inbound, Unreadable> {
         ),
     };
     let data = match args {
-        [] => wsgate::null_payload(),
+        [] => wsgate::adapter::null_payload(),
         [one] => (*one).to_owned(),
         many => {
             let items: Vec<&str> = many.iter().map(|a| a.get()).collect();

@@ -6,7 +6,8 @@
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use wsgate::{AckId, Direct, EventName, WireFormat};
+use wsgate::adapter::{Direct, WireFormat};
+use wsgate::{AckId, EventName};
 
 /// The most binary attachments one event may announce.
 pub(crate) const MAX_ATTACHMENTS: usize = 256;

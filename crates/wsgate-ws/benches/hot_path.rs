@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::value::RawValue;
-use wsgate::{App, AppConfig, Data, Handshake, Outbound, RateLimit, WsResponse, gateway};
+use wsgate::adapter::Outbound;
+use wsgate::{App, AppConfig, Data, Handshake, RateLimit, WsResponse, gateway};
 use wsgate_ws::JsonFrames;
 use wsgate_ws::codec::{Decoded, decode};
 

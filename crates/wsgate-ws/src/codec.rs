@@ -6,7 +6,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use wsgate::{AckId, Direct, EventName, Inbound, WireFormat};
+use wsgate::adapter::{Direct, Inbound, WireFormat};
+use wsgate::{AckId, EventName};
 
 /// The plain WebSocket wire format: `{"event":E,"data":D}`.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +83,10 @@ pub fn decode(text: &str) -> Decoded {
         Ok(Fields(Some(fields))) => fields,
         Ok(Fields(None)) => return invalid(NOT_AN_OBJECT, None),
         Err(e) => {
-            return invalid(format!("Invalid JSON: {}", wsgate::json_error_message(&e)), None);
+            return invalid(
+                format!("Invalid JSON: {}", wsgate::adapter::json_error_message(&e)),
+                None,
+            );
         }
     };
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
@@ -122,7 +126,7 @@ pub fn decode(text: &str) -> Decoded {
             .map_err(|e| e.to_string())
             .and_then(|s| RawValue::from_string(s).map_err(|e| e.to_string()))
     } else {
-        Ok(field("data").map_or_else(wsgate::null_payload, ToOwned::to_owned))
+        Ok(field("data").map_or_else(wsgate::adapter::null_payload, ToOwned::to_owned))
     };
     match data {
         Ok(data) => {
@@ -231,7 +235,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::{Value, json};
-    use wsgate::Emission;
+    use wsgate::adapter::Emission;
 
     fn message(text: &str) -> (String, Value, Option<AckId>) {
         match decode(text) {
@@ -305,16 +309,16 @@ mod tests {
     fn encodes_events_acks_and_exceptions() {
         let e = Emission::serialize("say \"hi\"", &json!({"a": [1]})).unwrap();
         assert_eq!(e.encoded::<JsonFrames>(), r#"{"event":"say \"hi\"","data":{"a":[1]}}"#);
-        let data = wsgate::to_payload(&json!(5)).unwrap();
+        let data = wsgate::adapter::to_payload(&json!(5)).unwrap();
         let ack = Direct::Ack { id: AckId::Number(3), data };
         assert_eq!(encode_direct(&ack), r#"{"event":"ack","id":3,"data":5}"#);
-        let data = wsgate::to_payload(&json!({"status": "error"})).unwrap();
+        let data = wsgate::adapter::to_payload(&json!({"status": "error"})).unwrap();
         let exc = Direct::Exception { id: Some(AckId::Text("q".into())), data };
         assert_eq!(
             encode_direct(&exc),
             r#"{"event":"exception","id":"q","data":{"status":"error"}}"#
         );
-        let data = wsgate::to_payload(&json!(null)).unwrap();
+        let data = wsgate::adapter::to_payload(&json!(null)).unwrap();
         assert_eq!(
             encode_direct(&Direct::Exception { id: None, data }),
             r#"{"event":"exception","data":null}"#

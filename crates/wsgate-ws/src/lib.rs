@@ -54,7 +54,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use wsgate::{Adapter, App};
+use wsgate::App;
+use wsgate::adapter::Adapter;
 
 pub use codec::JsonFrames;
 pub use session::{SessionEnd, finish};

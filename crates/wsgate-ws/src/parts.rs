@@ -14,7 +14,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use wsgate::{CloseReason, Direct, Emission, Outbound, OutboundRx};
+use wsgate::CloseReason;
+use wsgate::adapter::{Direct, Emission, Outbound, OutboundRx};
 
 /// Bytes of frames gathered before they are written, within a batch that is flushed anyway:
 /// the session's `WebSocketConfig::write_buffer_size`.

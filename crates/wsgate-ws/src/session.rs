@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
-use wsgate::{Accepted, App, CloseReason, Connection, Emission, Outbound, OutboundRx};
+use wsgate::adapter::{Accepted, Emission, Outbound, OutboundRx};
+use wsgate::{App, CloseReason, Connection};
 
 use crate::WsConfig;
 use crate::codec::{self, Decoded, JsonFrames};

@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use wsgate::{AckId, Direct, EventName, WireFormat, to_payload};
+use wsgate::adapter::{Direct, WireFormat, to_payload};
+use wsgate::{AckId, EventName};
 use wsgate_ws::codec::{Decoded, JsonFrames, decode, encode_direct};
 
 /// Any JSON value, nested a few levels.

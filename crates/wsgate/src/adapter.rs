@@ -1,20 +1,30 @@
-//! The `Adapter` trait: how a transport carries gateways (Nest's `WebSocketAdapter`).
+//! What a transport implements: the [`Adapter`] trait and the session API it drives (Nest's
+//! `WebSocketAdapter`). Gateway authors need none of it; the crate root is theirs.
 //!
-//! An adapter needs only the public API:
+//! An adapter needs only this public API:
 //! 1. build a [`Handshake`](crate::Handshake) from the upgrade request and call
 //!    [`App::handshake`]; a [`Refusal`](crate::Refusal) is answered in the transport's terms;
-//! 2. after the upgrade, [`Accepted::open`](crate::Accepted::open) gives the
-//!    [`Connection`](crate::Connection) and its outbound queue;
-//! 3. decode each frame into an [`Inbound`](crate::Inbound) and call [`App::dispatch`], or
-//!    [`App::reject`] for frames that don't decode; a transport that writes answers from the
-//!    message's own task calls [`App::dispatch_answer`] instead, writing an answer itself only
-//!    when [`Connection::all_written`](crate::Connection::all_written) (reporting what it
-//!    writes from the queue with [`OutboundRx::written`](crate::OutboundRx::written)), and
-//!    queueing it otherwise;
-//! 4. write what the queue yields: [`Outbound`](crate::Outbound) events (encoded once per
-//!    format with [`Emission::encoded`](crate::Emission::encoded)), acks, exceptions, closes;
-//!    and close when [`Connection::closed`](crate::Connection::closed) resolves;
-//! 5. call [`App::disconnect`] when the socket ends.
+//! 2. after the upgrade, [`Accepted::open`] gives the [`Connection`](crate::Connection) and
+//!    its outbound queue, the [`OutboundRx`]; dropping it lets the connection go, whatever
+//!    ended the session (its rooms, its place in the server's maps, its address's slot);
+//! 3. decode each frame into an [`Inbound`] and call [`App::dispatch`], or [`App::reject`]
+//!    for frames that don't decode;
+//! 4. write what the queue yields, each [`Outbound`] item: events (encoded once per wire
+//!    format with [`Emission::encoded`]), the [`Direct`] answers to one message (its ack or
+//!    its exception) and closes; and close when
+//!    [`Connection::closed`](crate::Connection::closed) resolves;
+//! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks.
+//!
+//! A message's outcome travels one way: the handler's return value becomes a
+//! [`Reply`](crate::Reply) ([`IntoReply`](crate::IntoReply)), which the core queues as one
+//! [`Outbound`] item (or nothing).
+
+pub use crate::app::Accepted;
+pub use crate::connection::OutboundRx;
+pub use crate::extract::json_error_message;
+pub use crate::message::{
+    Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
+};
 
 use crate::app::App;
 

@@ -18,8 +18,8 @@ use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
 use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
-use crate::message::{Direct, Emission, Inbound, Outbound, Payload, to_payload};
-use crate::names::{AckId, EventName, Namespace};
+use crate::message::{Direct, Inbound, Outbound, to_payload};
+use crate::names::{EventName, Namespace};
 use crate::observe::{Observer, Outcome};
 use crate::reply::Reply;
 use crate::server::Server;
@@ -225,7 +225,8 @@ impl AppBuilder {
     }
 }
 
-/// A handshake that passed every middleware; [`Accepted::open`] makes it a connection.
+/// A handshake that passed every middleware; [`Accepted::open`] makes it a connection. For
+/// adapters ([`crate::adapter`]).
 #[derive(Clone, Debug)]
 pub struct Accepted {
     app: App,
@@ -278,40 +279,6 @@ impl Accepted {
     }
 }
 
-/// What a message's handler answered, handed to the adapter by [`App::dispatch_answer`].
-#[derive(Debug)]
-pub enum Answer {
-    /// The handler's result, for the message's acknowledgement (the client asked for one).
-    Ack {
-        /// The id the client gave.
-        id: AckId,
-        /// The handler's result.
-        data: Payload,
-    },
-    /// An event for this connection alone (a [`WsResponse`](crate::WsResponse)).
-    Event(Arc<Emission>),
-    /// An `exception` event: the handler or an extractor failed.
-    Exception {
-        /// The id of the message that failed, if the client asked for an acknowledgement.
-        id: Option<AckId>,
-        /// The exception payload, `{status:"error", message, cause}` by default.
-        data: Payload,
-    },
-}
-
-/// The item that writes an answer through the connection's queue.
-impl From<Answer> for Outbound {
-    fn from(answer: Answer) -> Self {
-        match answer {
-            Answer::Ack { id, data } => Outbound::Direct(Box::new(Direct::Ack { id, data })),
-            Answer::Event(emission) => Outbound::Event(emission),
-            Answer::Exception { id, data } => {
-                Outbound::Direct(Box::new(Direct::Exception { id, data }))
-            }
-        }
-    }
-}
-
 impl App {
     /// Starts building an app.
     pub fn builder() -> AppBuilder {
@@ -339,7 +306,7 @@ impl App {
     }
 
     /// Mounts an adapter on `target` (for the shipped adapters, an axum `Router`).
-    pub fn mount<T, A: crate::Adapter<T>>(&self, target: T, adapter: A) -> T {
+    pub fn mount<T, A: crate::adapter::Adapter<T>>(&self, target: T, adapter: A) -> T {
         adapter.mount(self.clone(), target)
     }
 
@@ -401,25 +368,10 @@ impl App {
 
     /// Routes one message: handler lookup, guards, extractors, handler, reply.
     ///
-    /// Replies are queued on the connection, waiting for room: they are never dropped. A
+    /// The answer is queued on the connection, waiting for room: it is never dropped. A
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
         // Until the answer is queued: a closing connection's writer waits for it.
-        let _handling = conn.handling();
-        if let Some(answer) = self.dispatch_answer(conn, message).await
-            && conn.send(answer.into()).await.is_err()
-        {
-            tracing::debug!(conn = %conn.id(), "reply dropped: connection closed");
-        }
-    }
-
-    /// Routes one message as [`App::dispatch`] does, but hands the answer back to the caller
-    /// instead of queueing it: for transports whose acks are bound to the message (Socket.IO's
-    /// ack callbacks), or that write an answer from the message's own task rather than waking
-    /// the connection's writer. `None` when there is nothing to send: the handler returned
-    /// nothing, or a value with no ack asked for, or the message was refused (the refusal is
-    /// queued as an exception, as `dispatch` does).
-    pub async fn dispatch_answer(&self, conn: &Connection, message: Inbound) -> Option<Answer> {
         let _handling = conn.handling();
         // Not handled, and said so: a message is either handled and answered or refused.
         let refusal = if conn.is_closing() {
@@ -434,7 +386,7 @@ impl App {
             for observer in &self.inner.observers {
                 observer.message(conn, None, Outcome::Refused, Duration::ZERO);
             }
-            return None;
+            return;
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
         let Inbound { event, data, ack, binary } = message;
@@ -475,28 +427,33 @@ impl App {
                 observer.message(conn, event, outcome, elapsed);
             }
         }
-        answer
+        if let Some(answer) = answer
+            && conn.send(answer).await.is_err()
+        {
+            tracing::debug!(conn = %conn.id(), "reply dropped: connection closed");
+        }
     }
 
-    /// The answer to send for `reply`; errors go through the exception filters.
+    /// The item that answers `reply`, if any; errors go through the exception filters.
     fn answer(
         &self,
         ctx: &MessageContext,
         filters: &[Arc<dyn ExceptionFilter>],
         reply: Reply,
-    ) -> Option<Answer> {
-        match reply {
-            Reply::Nothing => None,
-            Reply::Ack(data) => ctx.ack.clone().map(|id| Answer::Ack { id, data }),
-            Reply::Event(emission) => Some(Answer::Event(emission)),
+    ) -> Option<Outbound> {
+        let direct = match reply {
+            Reply::Nothing => return None,
+            Reply::Ack(data) => Direct::Ack { id: ctx.ack.clone()?, data },
+            Reply::Event(emission) => return Some(Outbound::Event(emission)),
             Reply::Error(error) => {
                 let chain: Vec<&dyn ExceptionFilter> =
                     filters.iter().chain(&self.inner.filters).map(|f| &**f).collect();
                 let exception = ExceptionContext { pattern: &ctx.event, data: &ctx.data };
                 let data = render(&chain, &error, &exception);
-                Some(Answer::Exception { id: ctx.ack.clone(), data })
+                Direct::Exception { id: ctx.ack.clone(), data }
             }
-        }
+        };
+        Some(Outbound::Direct(Box::new(direct)))
     }
 
     /// Whether the connection's rate allows one more message; closes it (1008) when the

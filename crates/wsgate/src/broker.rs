@@ -1,4 +1,5 @@
-//! Brokers: room broadcasts and emits carried between server instances.
+//! Brokers: room broadcasts and emits carried between server instances ([`Broker`],
+//! implemented by `wsgate-redis`).
 //!
 //! A [`Server`] delivers every emit to its own connections at once. With a broker
 //! ([`Server::with_broker`]) it also publishes the emit as an [`Envelope`], which the broker

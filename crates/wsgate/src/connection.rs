@@ -15,7 +15,8 @@ use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 use crate::queue::{PushError, Queue};
 use crate::server::Server;
 
-/// The receiving end of a connection's outbound queue, drained by its adapter.
+/// The receiving end of a connection's outbound queue, drained by its adapter
+/// ([`crate::adapter`]).
 ///
 /// It is the adapter's hold on the connection. Dropping it closes the queue (later sends fail
 /// with [`SendError::Closed`]) and releases the connection's registration: its rooms, its
@@ -46,13 +47,6 @@ impl OutboundRx {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Reports `n` items received from this queue as written to the transport: see
-    /// [`Connection::all_written`]. Adapters that never write outside their writer need not
-    /// call it.
-    pub fn written(&self, n: usize) {
-        self.conn.inner.queue.written(n);
     }
 }
 
@@ -246,20 +240,10 @@ impl Connection {
     }
 
     /// Marks a message as being handled until the guard drops: [`Self::settled`] waits for
-    /// it. [`App::dispatch`](crate::App::dispatch) holds one until the answer is queued; an
-    /// adapter that writes answers itself ([`App::dispatch_answer`](crate::App::dispatch_answer),
-    /// as Socket.IO does) holds its own until the answer is written.
+    /// it. [`App::dispatch`](crate::App::dispatch) holds one until the answer is queued.
     pub fn handling(&self) -> Handling {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         Handling { conn: self.clone() }
-    }
-
-    /// Whether everything queued for this connection so far has been written, as its adapter
-    /// reports through [`OutboundRx::written`]. An adapter that can write an answer from the
-    /// message's own task does so only then: an event the handler queued first (a
-    /// `conn.emit`) still reaches the client first.
-    pub fn all_written(&self) -> bool {
-        self.inner.queue.all_written()
     }
 
     /// How many messages are being handled.
@@ -293,8 +277,8 @@ impl Connection {
         self.push(Outbound::Event(Emission::serialize(event, data)?))
     }
 
-    /// Queues an event without waiting; a full queue disconnects the client as too slow.
-    pub fn push(&self, item: Outbound) -> Result<(), SendError> {
+    /// Queues an item without waiting; a full queue disconnects the client as too slow.
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
         match self.inner.queue.try_push(item) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
@@ -312,7 +296,7 @@ impl Connection {
     }
 
     /// Queues an item, waiting for room in the queue.
-    pub async fn send(&self, item: Outbound) -> Result<(), SendError> {
+    pub(crate) async fn send(&self, item: Outbound) -> Result<(), SendError> {
         self.inner.queue.push(item).await.map_err(|_| SendError::Closed)
     }
 

@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
-mod adapter;
+pub mod adapter;
 mod app;
-mod broker;
+pub mod broker;
 mod connection;
 mod exception;
 mod extract;
@@ -21,20 +21,17 @@ mod queue;
 mod reply;
 mod server;
 
-pub use adapter::Adapter;
+// What a gateway author uses. What a transport implements is in [`adapter`], what carries
+// emits between instances in [`broker`].
 pub use app::{
-    Accepted, Answer, App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN,
-    TOO_MANY_MESSAGES,
+    App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN, TOO_MANY_MESSAGES,
 };
-pub use broker::{Broker, BrokerStatus, Envelope, Inbox, MemoryBroker, NodeId, Recipients};
-pub use connection::{Connection, Handling, OutboundRx, SendError};
+pub use connection::{Connection, SendError};
 pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,
     WsException,
 };
-pub use extract::{
-    Binary, Data, Ext, FromMessage, MessageContext, Valid, describe_validation, json_error_message,
-};
+pub use extract::{Binary, Data, Ext, FromMessage, MessageContext, Valid, describe_validation};
 pub use gateway::{Gateway, GatewayOptions, Route, Routes};
 pub use guard::Guard;
 pub use handler::Handler;
@@ -42,9 +39,7 @@ pub use handshake::{ConnectMiddleware, Handshake, Refusal};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, JwtAuth, JwtKeys, TokenError, bearer, handshake_token};
 pub use limit::{RateLimit, TOO_MANY_CONNECTIONS};
-pub use message::{
-    CloseReason, Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
-};
+pub use message::CloseReason;
 pub use names::{AckId, ConnectionId, EventName, Namespace, RoomId};
 pub use observe::{Observer, Outcome};
 pub use origin::AllowedOrigins;

@@ -106,7 +106,7 @@ impl<T: AsRef<str>> From<T> for Namespace {
 }
 
 /// The id of one connection: a counter under a random per-server prefix, so that ids are
-/// unique across the instances of a deployment too (see [`crate::Broker`]).
+/// unique across the instances of a deployment too (see [`crate::broker::Broker`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct ConnectionId(pub u64);
 

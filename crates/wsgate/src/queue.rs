@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -22,8 +21,6 @@ pub(crate) struct Queue {
     readable: Notify,
     /// Wakes writers waiting for room.
     writable: Notify,
-    /// Items queued that the adapter has not yet reported written ([`Queue::written`]).
-    unwritten: AtomicUsize,
 }
 
 struct State {
@@ -44,7 +41,6 @@ impl Queue {
             capacity: capacity.max(1),
             readable: Notify::new(),
             writable: Notify::new(),
-            unwritten: AtomicUsize::new(0),
         }
     }
 
@@ -63,8 +59,6 @@ impl Queue {
             if state.items.len() >= self.capacity {
                 return Err(PushError::Full);
             }
-            // Counted before the reader can see it, so that its report never comes first.
-            self.unwritten.fetch_add(1, Ordering::AcqRel);
             state.items.push_back(item);
         }
         self.readable.notify_one();
@@ -86,7 +80,6 @@ impl Queue {
                 }
                 if state.items.len() < self.capacity {
                     if let Some(item) = item.take() {
-                        self.unwritten.fetch_add(1, Ordering::AcqRel);
                         state.items.push_back(item);
                     }
                     drop(state);
@@ -139,18 +132,6 @@ impl Queue {
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
-
-    /// The reader reports `n` items taken off the queue as written.
-    pub(crate) fn written(&self, n: usize) {
-        let _ = self
-            .unwritten
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
-    }
-
-    /// Whether every item queued so far has been reported written.
-    pub(crate) fn all_written(&self) -> bool {
-        self.unwritten.load(Ordering::Acquire) == 0
-    }
 }
 
 #[cfg(test)]
@@ -175,28 +156,6 @@ mod tests {
             Outbound::Close(r) => r.code(),
             _ => 0,
         }
-    }
-
-    #[tokio::test]
-    async fn all_written_only_once_every_queued_item_is_reported_written() {
-        let q = Queue::new(4);
-        assert!(q.all_written(), "nothing queued yet");
-        assert!(q.try_push(item(0)).is_ok());
-        q.push(item(1)).await.ok();
-        assert!(!q.all_written());
-        // Taken off the queue is not written: the reader may be writing it right now.
-        let _ = q.try_pop();
-        let _ = q.try_pop();
-        assert!(!q.all_written());
-        q.written(1);
-        assert!(!q.all_written());
-        q.written(1);
-        assert!(q.all_written());
-        // A stray report does not wrap around.
-        q.written(5);
-        assert!(q.all_written());
-        assert!(q.try_push(item(2)).is_ok());
-        assert!(!q.all_written());
     }
 
     #[tokio::test]

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wsgate::adapter::{Direct, Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::broker::Broker;
 use wsgate::{
-    AckId, App, Broker, ConnectMiddleware, Connection, Data, Direct, ExceptionContext, Ext,
-    Gateway, GatewayOptions, Handshake, Inbound, MessageContext, Namespace, Outbound, OutboundRx,
-    Refusal, Routes, Server, Valid, WsError, WsException, WsResponse, gateway, to_payload,
+    AckId, App, ConnectMiddleware, Connection, Data, ExceptionContext, Ext, Gateway,
+    GatewayOptions, Handshake, MessageContext, Namespace, Refusal, Routes, Server, Valid, WsError,
+    WsException, WsResponse, gateway,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -421,9 +423,9 @@ async fn observers_see_messages_refused_by_the_rate_or_a_closing_connection() {
     );
 }
 
-/// Two instances linked by a [`wsgate::MemoryBroker`], each with its own server and clients.
-async fn linked_apps() -> (App, App, wsgate::MemoryBroker) {
-    let broker = wsgate::MemoryBroker::new();
+/// Two instances linked by a [`wsgate::broker::MemoryBroker`], each with its own server and clients.
+async fn linked_apps() -> (App, App, wsgate::broker::MemoryBroker) {
+    let broker = wsgate::broker::MemoryBroker::new();
     let mut apps = Vec::new();
     for _ in 0..2 {
         let app = App::builder()

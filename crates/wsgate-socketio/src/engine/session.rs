@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
-use wsgate::{AckId, App, CloseReason, Connection, Handshake, Namespace, Outbound, OutboundRx};
+use wsgate::adapter::{Outbound, OutboundRx};
+use wsgate::{AckId, App, CloseReason, Connection, Handshake, Namespace};
 use wsgate_ws::parts::{InFlight, WRITE_BATCH, Work, deadline, write_batch};
 
 pub(crate) use wsgate_ws::SessionEnd as End;
