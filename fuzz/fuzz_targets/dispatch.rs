@@ -84,7 +84,6 @@ fn drain(rx: &mut wsgate::adapter::OutboundRx) -> Vec<Answer> {
                 Direct::Exception { id, .. } => Answer::Exception(id),
             },
             Outbound::Event(_) => Answer::Event,
-            Outbound::Close(reason) => panic!("closed: {reason:?}"),
         });
     }
     answers

@@ -146,7 +146,7 @@ impl SocketIoAdapter {
 impl Adapter<Router> for SocketIoAdapter {
     /// Serves Socket.IO at `/socket.io/`; every other request goes to `router`.
     fn mount(self, app: App, router: Router) -> Router {
-        let engine = engine::EngineLayer::new(
+        let engine = engine::EngineEndpoint::new(
             app,
             engine::EngineConfig {
                 ping_interval: self.ping_interval,
@@ -157,6 +157,7 @@ impl Adapter<Router> for SocketIoAdapter {
                 max_in_flight: self.max_in_flight,
             },
         );
-        Router::new().fallback_service(tower::Layer::layer(&engine, router))
+        let layer = wsgate_transport::EndpointLayer::new(engine);
+        Router::new().fallback_service(tower::Layer::layer(&layer, router))
     }
 }

@@ -595,6 +595,9 @@ async fn long_polling_upgrades_to_websocket_without_losing_anything() {
     ws.send(Message::text("2probe")).await.expect("probe");
     assert_eq!(next_text(&mut ws).await, "3probe");
     assert_eq!(waiting.await.expect("poll"), (200, vec!["6".to_owned()]));
+    // A poll that arrives once the probe is answered ends at once too: the client completes
+    // the upgrade only when its poll has ended.
+    assert_eq!(client.poll().await, (200, vec!["6".to_owned()]));
     // Emitted while the client pauses polling: it comes over the websocket once upgraded.
     let conn = app.server().connection(ConnectionId(id)).expect("the connection");
     conn.emit("meanwhile", &1).expect("queued");

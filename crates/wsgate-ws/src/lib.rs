@@ -40,13 +40,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Each connection is one task. Its messages are dispatched in arrival order, and up to
+//! Each connection is one task, run by the session driver of `wsgate-transport` with
+//! [`JsonProtocol`]. Its messages are dispatched in arrival order, and up to
 //! [`WsAdapter::max_in_flight`] of them run concurrently: acks may complete out of order,
 //! replies are never dropped. Past that number the adapter stops reading the socket until a
 //! handler finishes, so a flooding client is slowed by TCP backpressure, not buffered.
 
 pub mod codec;
-pub mod parts;
 mod session;
 mod upgrade;
 
@@ -58,8 +58,8 @@ use wsgate::App;
 use wsgate::adapter::Adapter;
 
 pub use codec::JsonFrames;
-pub use session::{SessionEnd, finish};
-pub use upgrade::{WsLayer, WsService, is_upgrade, switch_protocols};
+pub use session::JsonProtocol;
+pub use upgrade::{WsEndpoint, WsLayer, WsService};
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "ws";
@@ -159,7 +159,7 @@ impl WsAdapter {
 
     /// The tower layer serving `app` over this adapter, for services other than a `Router`.
     pub fn layer(self, app: App) -> WsLayer {
-        WsLayer::new(app, self.config)
+        WsLayer::new(WsEndpoint::new(app, self.config))
     }
 }
 

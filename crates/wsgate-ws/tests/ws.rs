@@ -535,6 +535,10 @@ async fn closing_answers_the_messages_in_flight_first_within_the_drain_timeout()
         server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await
     });
 
+    // A message that arrives meanwhile is refused, not handled.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut stuck, json!({ "event": "whoami", "id": 3 })).await;
+
     // Finished within the drain timeout: answered, then closed with 1001.
     let (texts, close) = until_close(&mut quick, Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Away);
@@ -543,7 +547,9 @@ async fn closing_answers_the_messages_in_flight_first_within_the_drain_timeout()
     let started = tokio::time::Instant::now();
     let (texts, close) = until_close(&mut stuck, Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Away);
-    assert!(texts.is_empty(), "no answer from a handler cut off: {texts:?}");
+    let refused = json!({ "event": "exception", "id": 3, "data": {
+        "status": "error", "message": "The connection is closing." } });
+    assert_eq!(texts, vec![refused], "no answer from a handler cut off");
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the drain timeout");
     assert_eq!(closing.await.unwrap(), 0);
 

@@ -11,7 +11,7 @@
 //!    for frames that don't decode;
 //! 4. write what the queue yields, each [`Outbound`] item: events (encoded once per wire
 //!    format with [`Emission::encoded`]), the [`Direct`] answers to one message (its ack or
-//!    its exception) and closes; and close when
+//!    its exception); and close when
 //!    [`Connection::closed`](crate::Connection::closed) resolves;
 //! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks.
 //!

@@ -371,8 +371,6 @@ impl App {
     /// The answer is queued on the connection, waiting for room: it is never dropped. A
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
-        // Until the answer is queued: a closing connection's writer waits for it.
-        let _handling = conn.handling();
         // Not handled, and said so: a message is either handled and answered or refused.
         let refusal = if conn.is_closing() {
             Some(CONNECTION_CLOSING)

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -108,9 +108,6 @@ struct Inner {
     peer_slot: Mutex<Option<Arc<PeerSlot>>>,
     max_rooms: Option<usize>,
     rooms: Mutex<Rooms>,
-    /// Messages being handled, and the wake-up for [`Connection::settled`].
-    in_flight: AtomicUsize,
-    settled: Notify,
     /// The message-rate bucket, filled on the first message.
     bucket: std::sync::OnceLock<crate::limit::Bucket>,
     queue: Queue,
@@ -138,8 +135,6 @@ impl Connection {
             peer_slot: Mutex::new(setup.peer_slot),
             max_rooms: setup.max_rooms,
             rooms: Mutex::new(Rooms::default()),
-            in_flight: AtomicUsize::new(0),
-            settled: Notify::new(),
             bucket: std::sync::OnceLock::new(),
             queue: Queue::new(setup.capacity),
             closing: AtomicBool::new(false),
@@ -239,32 +234,6 @@ impl Connection {
         lock(&self.inner.peer_slot).take();
     }
 
-    /// Marks a message as being handled until the guard drops: [`Self::settled`] waits for
-    /// it. [`App::dispatch`](crate::App::dispatch) holds one until the answer is queued.
-    pub fn handling(&self) -> Handling {
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        Handling { conn: self.clone() }
-    }
-
-    /// How many messages are being handled.
-    pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Resolves when no message is being handled: a closing connection waits for it before
-    /// it lets go, so that every message it handled is answered.
-    pub async fn settled(&self) {
-        loop {
-            let notified = self.inner.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// Emits `event` with `data` to this connection.
     ///
     /// It does not wait: if the outbound queue is full the client is too slow, and it is
@@ -329,26 +298,6 @@ impl Connection {
     /// Whether [`Self::close`] was called.
     pub fn is_closing(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
-    }
-}
-
-/// A message being handled on a connection (see [`Connection::handling`]).
-#[must_use = "the message counts as handled as soon as the guard drops"]
-pub struct Handling {
-    conn: Connection,
-}
-
-impl Drop for Handling {
-    fn drop(&mut self) {
-        if self.conn.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn.inner.settled.notify_waiters();
-        }
-    }
-}
-
-impl fmt::Debug for Handling {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handling").field("conn", &self.conn.id()).finish()
     }
 }
 

@@ -197,15 +197,13 @@ pub enum Direct {
     },
 }
 
-/// One item of a connection's outbound queue. Kept pointer-sized so that idle queues are small.
+/// One item of a connection's outbound queue. Kept two words wide so that queues are small.
 #[derive(Debug)]
 pub enum Outbound {
     /// An event, possibly shared with other recipients.
     Event(Arc<Emission>),
     /// An acknowledgement or an exception for one message.
     Direct(Box<Direct>),
-    /// Close the connection.
-    Close(CloseReason),
 }
 
 #[cfg(test)]

@@ -140,21 +140,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::message::CloseReason;
+    use crate::message::Emission;
 
+    /// Items numbered by their event name.
     fn item(n: u16) -> Outbound {
-        // Close reasons are a cheap way to number items.
-        Outbound::Close(match n {
-            0 => CloseReason::Normal,
-            1 => CloseReason::GoingAway,
-            _ => CloseReason::TooBig,
-        })
+        let emission = Emission::serialize(n.to_string(), &()).expect("serialises");
+        Outbound::Event(emission)
     }
 
     fn code(o: Outbound) -> u16 {
         match o {
-            Outbound::Close(r) => r.code(),
-            _ => 0,
+            Outbound::Event(e) => e.event().as_str().parse().unwrap_or(u16::MAX),
+            Outbound::Direct(_) => u16::MAX,
         }
     }
 
@@ -171,10 +168,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer waits for room");
-        assert_eq!(code(q.pop().await), 1000);
+        assert_eq!(code(q.pop().await), 0);
         assert!(writer.await.unwrap());
-        assert_eq!(code(q.pop().await), 1001);
-        assert_eq!(code(q.pop().await), 1009);
+        assert_eq!(code(q.pop().await), 1);
+        assert_eq!(code(q.pop().await), 2);
         assert!(q.try_pop().is_none());
     }
 
@@ -187,7 +184,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(q.try_push(item(1)).is_ok());
-        assert_eq!(reader.await.unwrap(), 1001);
+        assert_eq!(reader.await.unwrap(), 1);
 
         assert!(q.try_push(item(0)).is_ok());
         let writer = tokio::spawn({

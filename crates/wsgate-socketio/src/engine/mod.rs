@@ -2,41 +2,33 @@
 //! the other, at `/socket.io/`.
 //!
 //! This module is the HTTP side: it reads each request's query (`EIO`, `transport`, `sid`),
-//! opens sessions, and hands polls, posts and upgrades to the session they belong to
-//! (`session.rs` runs a session whatever its transport; `polling.rs` is long-polling's part).
+//! opens sessions, and hands polls, posts and upgrades to the session they belong to. A
+//! session is run by the session driver of `wsgate-transport` whatever its transport, with
+//! Engine.IO as its protocol (`protocol.rs`) and, over long-polling, `polling.rs` as its link.
 //! Malformed requests get Engine.IO's errors: 400 with `{"code":…,"message":…}`.
 
 mod polling;
-mod session;
+mod protocol;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::future::Either;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use futures_util::SinkExt;
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tower::{Layer, Service};
 use wsgate::App;
-use wsgate_ws::parts::WRITE_BUFFER;
+use wsgate_transport::{
+    BoxFuture, Endpoint, Link, Origin, Socket, is_upgrade, open_socket, refuse, switch_protocols,
+};
 
-use futures_util::SinkExt;
 use polling::{Handle, Polling, Post};
-use session::{Socket, Transport};
 
 /// The settings of the engine, taken from the adapter's.
 #[derive(Clone, Debug)]
@@ -49,54 +41,29 @@ pub(crate) struct EngineConfig {
     pub(crate) max_in_flight: usize,
 }
 
-/// Takes the requests for `/socket.io/` and passes every other one on to the service it wraps.
+/// The engine as an [`Endpoint`]: the requests for `/socket.io/`.
 #[derive(Clone, Debug)]
-pub(crate) struct EngineLayer {
+pub(crate) struct EngineEndpoint {
     engine: Arc<Engine>,
 }
 
-impl EngineLayer {
+impl EngineEndpoint {
     pub(crate) fn new(app: App, config: EngineConfig) -> Self {
         let engine = Engine { app, config: Arc::new(config), sessions: Arc::default() };
         Self { engine: Arc::new(engine) }
     }
 }
 
-impl<S> Layer<S> for EngineLayer {
-    type Service = EngineService<S>;
+impl Endpoint for EngineEndpoint {
+    type Claim = ();
 
-    fn layer(&self, inner: S) -> Self::Service {
-        EngineService { engine: self.engine.clone(), inner }
-    }
-}
-
-/// The service of [`EngineLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct EngineService<S> {
-    engine: Arc<Engine>,
-    inner: S,
-}
-
-type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl<S> Service<Request<Body>> for EngineService<S>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<S::Future, Answering>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn claim(&self, req: &Request<Body>) -> Option<()> {
+        matches!(req.uri().path(), "/socket.io/" | "/socket.io").then_some(())
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if !matches!(req.uri().path(), "/socket.io/" | "/socket.io") {
-            return Either::Left(self.inner.call(req));
-        }
+    fn answer(&self, (): (), req: Request<Body>) -> BoxFuture<'static, Response> {
         let engine = self.engine.clone();
-        Either::Right(Box::pin(async move { Ok(engine.answer(req).await) }))
+        Box::pin(async move { engine.answer(req).await })
     }
 }
 
@@ -143,24 +110,6 @@ impl Drop for Registered {
 fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
     // Plain inserts and removes: the table stays consistent across a panic.
     sessions.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What the request that opened a session carried, for the handshakes of the namespaces
-/// connected over it.
-pub(crate) struct Origin {
-    pub(crate) headers: HeaderMap,
-    pub(crate) query: Option<String>,
-    pub(crate) peer: Option<SocketAddr>,
-}
-
-impl Origin {
-    fn of(req: &Request<Body>) -> Box<Self> {
-        Box::new(Self {
-            query: req.uri().query().map(str::to_owned),
-            headers: owned(req.headers()),
-            peer: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
-        })
-    }
 }
 
 /// Engine.IO's errors, as its reference server answers them.
@@ -218,7 +167,7 @@ impl Engine {
         }
         let sid = query.sid.map(str::to_owned);
         match (query.transport, sid) {
-            (Some("polling"), None) if req.method() == Method::GET => self.open_polling(&req),
+            (Some("polling"), None) if req.method() == Method::GET => self.open_polling(req),
             (Some("polling"), None) => EngineError::BadHandshakeMethod.into_response(),
             (Some("polling"), Some(sid)) => {
                 let handle = match lock(&self.sessions).get(sid.as_str()) {
@@ -233,9 +182,7 @@ impl Engine {
                     _ => EngineError::BadRequest.into_response(),
                 }
             }
-            (Some("websocket"), _) if !wsgate_ws::is_upgrade(&req) => {
-                EngineError::BadRequest.into_response()
-            }
+            (Some("websocket"), _) if !is_upgrade(&req) => EngineError::BadRequest.into_response(),
             (Some("websocket"), None) => self.open_websocket(req),
             (Some("websocket"), Some(sid)) => self.upgrade(&sid, req),
             _ => EngineError::UnknownTransport.into_response(),
@@ -243,19 +190,18 @@ impl Engine {
     }
 
     /// `GET ?transport=polling` without a session: opens one, answered with its open packet.
-    fn open_polling(&self, req: &Request<Body>) -> Response {
+    fn open_polling(&self, mut req: Request<Body>) -> Response {
         let sid = engine_sid();
-        let (handle, polling) = Polling::new();
-        lock(&self.sessions).insert(sid.as_str().into(), Entry::Polling(handle));
         let registered = Registered { sessions: self.sessions.clone(), sid: sid.as_str().into() };
-        let open = session::open_packet(&sid, r#""websocket""#, &self.config);
-        let span = tracing::debug_span!("socket.io", sid = %sid);
-        tokio::spawn(session::run(
+        let (handle, polling) = Polling::new(Some(registered));
+        lock(&self.sessions).insert(sid.as_str().into(), Entry::Polling(handle));
+        let open = protocol::open_packet(&sid, r#""websocket""#, &self.config);
+        let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
+        tokio::spawn(protocol::run(
             self.app.clone(),
-            Origin::of(req),
-            Transport::Polling(Box::new(polling)),
+            Box::new(Origin::take(&mut req).detached()),
+            Link::Polling(Box::new(polling)),
             self.config.clone(),
-            Some(registered),
             span,
         ));
         text(Bytes::from(open))
@@ -288,11 +234,11 @@ impl Engine {
 
     /// A websocket opened directly: a session of its own, on it from the start.
     fn open_websocket(&self, mut req: Request<Body>) -> Response {
-        let (response, on_upgrade) = match wsgate_ws::switch_protocols(&mut req) {
+        let (response, on_upgrade) = match switch_protocols(&mut req) {
             Ok(switch) => switch,
-            Err(refusal) => return (refusal.status, axum::Json(refusal.body())).into_response(),
+            Err(refusal) => return refuse(&refusal),
         };
-        let origin = Origin::of(&req);
+        let origin = Box::new(Origin::take(&mut req).detached());
         drop(req);
         let (app, config) = (self.app.clone(), self.config.clone());
         tokio::spawn(async move {
@@ -302,13 +248,12 @@ impl Engine {
             };
             let mut ws = websocket(upgraded, &config).await;
             let sid = engine_sid();
-            let open = session::open_packet(&sid, "", &config);
+            let open = protocol::open_packet(&sid, "", &config);
             if ws.send(Message::text(open)).await.is_err() {
                 return;
             }
-            let span = tracing::debug_span!("socket.io", sid = %sid);
-            let transport = Transport::WebSocket(Box::new(ws));
-            session::run(app, origin, transport, config, None, span).await;
+            let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
+            protocol::run(app, origin, Link::WebSocket(Box::new(ws)), config, span).await;
         });
         response
     }
@@ -321,9 +266,9 @@ impl Engine {
             Some(Entry::Upgraded) => None,
             None => return EngineError::UnknownSid.into_response(),
         };
-        let (response, on_upgrade) = match wsgate_ws::switch_protocols(&mut req) {
+        let (response, on_upgrade) = match switch_protocols(&mut req) {
             Ok(switch) => switch,
-            Err(refusal) => return (refusal.status, axum::Json(refusal.body())).into_response(),
+            Err(refusal) => return refuse(&refusal),
         };
         drop(req);
         let config = self.config.clone();
@@ -370,25 +315,7 @@ fn text(body: Bytes) -> Response {
 }
 
 async fn websocket(upgraded: hyper::upgrade::Upgraded, config: &EngineConfig) -> Socket {
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(config.max_payload))
-        .max_frame_size(Some(config.max_payload));
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await
-}
-
-/// The headers with their values copied: hyper's point into the buffer the request was read
-/// into (8 KiB or more), which would otherwise be kept as long as the connection.
-fn owned(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
+    open_socket(upgraded, config.read_buffer_size, config.max_payload).await
 }
 
 /// A fresh engine session id: unique within the process, unpredictable across processes.
@@ -412,22 +339,6 @@ mod tests {
         );
         assert_eq!(EngineQuery::parse(""), EngineQuery::default());
         assert_eq!(EngineQuery::parse("EIO").eio, Some(""));
-    }
-
-    #[test]
-    fn kept_headers_are_copies_with_every_value() {
-        let buffer = Bytes::from_static(b"Bearer abc; 1; 2");
-        let mut headers = HeaderMap::new();
-        let mut auth = HeaderValue::from_maybe_shared(buffer.slice(..10)).unwrap();
-        auth.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, auth);
-        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(12..13)).unwrap());
-        headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap());
-        let owned = owned(&headers);
-        assert_eq!(owned, headers);
-        assert!(owned[http::header::AUTHORIZATION].is_sensitive());
-        let values: Vec<_> = owned.get_all("x-n").iter().collect();
-        assert_eq!(values, ["1", "2"]);
     }
 
     #[test]

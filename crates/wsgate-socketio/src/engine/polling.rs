@@ -1,7 +1,8 @@
 //! Engine.IO v4 HTTP long-polling: the session's side of it.
 //!
-//! A polling session is the same task as a websocket one (`session.rs`); HTTP requests reach
-//! it through channels:
+//! A polling session is the same task as a websocket one (the session driver of
+//! `wsgate-transport`, with this as its [`PollLink`]); HTTP requests reach it through
+//! channels:
 //! - a `POST` hands over its body; the session reads its packets one by one, as it reads a
 //!   websocket's frames, and the request is answered `ok` once the last of them is read. While
 //!   the session has as many messages in flight as it allows, it reads no further and the
@@ -21,9 +22,11 @@ use std::collections::VecDeque;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::session::{End, Socket};
+use wsgate_transport::{BoxFuture, Incoming, LinkEvent, PollLink, SessionEnd as End, Socket};
+
+use super::Registered;
 
 /// The separator of packets in a long-polling body (Engine.IO v4).
 pub(crate) const SEPARATOR: u8 = 0x1e;
@@ -52,14 +55,14 @@ pub(crate) struct Handle {
 }
 
 /// One packet read from a long-polling body.
-pub(crate) enum Packet {
+enum Packet {
     Text(Utf8Bytes),
     /// `b<base64>`: a binary attachment.
     Binary(Bytes),
 }
 
 /// What happened on the polling side, for the session to act on.
-pub(crate) enum Control {
+enum Control {
     /// A `GET` is waiting: whatever is queued can go now.
     Polled,
     /// The client completed the upgrade (`5` on the probed websocket): the session moves to
@@ -71,6 +74,9 @@ pub(crate) enum Control {
 pub(crate) struct Polling {
     inbox: Inbox,
     outside: Outside,
+    /// The session's entry in the engine's table: marked upgraded when the client moves to
+    /// a websocket, removed when the session ends.
+    registered: Option<Registered>,
 }
 
 /// What the client posts.
@@ -88,21 +94,22 @@ struct Outside {
     held: Option<Poll>,
     /// Packets waiting for a poll.
     outbox: VecDeque<Bytes>,
-    /// A websocket opened to upgrade to, and whether it was probed (`2probe`).
-    probe: Option<(Box<Socket>, bool)>,
+    /// A websocket opened to upgrade to.
+    probe: Option<Probe>,
 }
 
-/// What the polling side has for the session.
-pub(crate) enum Event {
-    /// The next packet the client posted.
-    Packet(Result<Packet, End>),
-    /// Something else happened.
-    Control(Result<Control, End>),
+/// The websocket of an upgrade under way.
+struct Probe {
+    socket: Box<Socket>,
+    /// It was probed (`2probe`) and answered.
+    probed: bool,
+    /// The answer (`3probe`) is queued on it, not yet flushed.
+    unflushed: bool,
 }
 
 impl Polling {
     /// A new session's channels: the HTTP side's ends and the session's.
-    pub(crate) fn new() -> (Handle, Self) {
+    pub(crate) fn new(registered: Option<Registered>) -> (Handle, Self) {
         let (posts_tx, posts) = mpsc::channel(1);
         let (polls_tx, polls) = mpsc::channel(1);
         let (upgrades_tx, upgrades) = mpsc::channel(1);
@@ -110,38 +117,58 @@ impl Polling {
         let polling = Self {
             inbox: Inbox { posts, reading: None },
             outside: Outside { polls, upgrades, held: None, outbox: VecDeque::new(), probe: None },
+            registered,
         };
         (handle, polling)
     }
+}
 
-    /// The next event: a poll, an upgrade's step, or (when `read`) a packet posted.
-    /// Cancel-safe.
-    pub(crate) async fn next_event(&mut self, read: bool) -> Event {
-        tokio::select! {
-            biased;
-            control = self.outside.control() => Event::Control(control),
-            packet = self.inbox.next(), if read => Event::Packet(packet),
-        }
+impl PollLink for Polling {
+    /// A poll, an upgrade's step, or (when `read`) a packet posted. Cancel-safe.
+    fn next(&mut self, read: bool) -> BoxFuture<'_, Result<LinkEvent, End>> {
+        Box::pin(async move {
+            let event = tokio::select! {
+                biased;
+                control = self.outside.control() => control?,
+                packet = self.inbox.next(), if read => {
+                    return Ok(LinkEvent::Frame(match packet? {
+                        Packet::Text(text) => Incoming::Text(text),
+                        Packet::Binary(data) => Incoming::Binary(data),
+                    }));
+                }
+            };
+            Ok(match event {
+                Control::Polled => LinkEvent::Polled,
+                Control::Upgraded(socket, waiting) => {
+                    let keep: Box<dyn Send + Sync> = match self.registered.take() {
+                        Some(registered) => {
+                            // Requests naming the session are refused from now on.
+                            registered.upgraded();
+                            Box::new(registered)
+                        }
+                        None => Box::new(()),
+                    };
+                    LinkEvent::Upgraded { socket, waiting, keep }
+                }
+            })
+        })
     }
 
-    /// Whether a `GET` is waiting for packets.
-    pub(crate) fn is_polled(&self) -> bool {
-        self.outside.is_polled()
-    }
-
-    /// Queues a packet for the next poll.
-    pub(crate) fn push(&mut self, packet: Bytes) -> Result<(), End> {
+    fn push(&mut self, packet: Bytes) -> Result<(), End> {
         self.outside.push(packet)
     }
 
-    /// Answers the waiting `GET` with every packet of the outbox, if both exist.
-    pub(crate) fn flush(&mut self) {
+    fn flush(&mut self) {
         self.outside.flush();
     }
 
-    /// The session ends: a waiting `GET` learns it (`6` when the client closed it, `1`
-    /// otherwise), and a `POST` being read is answered.
-    pub(crate) fn end(&mut self, end: End) {
+    fn is_polled(&self) -> bool {
+        self.outside.is_polled()
+    }
+
+    /// A waiting `GET` learns it (`6` when the client closed the session, `1` otherwise), and
+    /// a `POST` being read is answered.
+    fn end(&mut self, end: End) {
         self.outside.release(if end == End::ClientClosed { b"6" } else { b"1" });
         if let Some((_, _, done)) = self.inbox.reading.take() {
             let _ = done.send(());
@@ -229,6 +256,10 @@ impl Outside {
 
     /// The next thing that happens on the polling side besides posts: a `GET`, a websocket
     /// to upgrade to, or a packet on it. Cancel-safe.
+    ///
+    /// The state of an upgrade changes only between awaits (never after one in a branch), so
+    /// that a call dropped half-way loses nothing: the session drops it whenever another of
+    /// its branches is ready first.
     async fn control(&mut self) -> Result<Control, End> {
         loop {
             let probing = self.probe.is_some();
@@ -243,47 +274,65 @@ impl Outside {
                         return Err(End::Close(wsgate::CloseReason::PolicyViolation));
                     }
                     self.held = Some(poll);
+                    if self.probe.as_ref().is_some_and(|p| p.probed) {
+                        // Upgrading: the client completes the upgrade once this poll ends, so
+                        // it ends at once (the connections' queues wait for the websocket).
+                        if self.outbox.is_empty() {
+                            self.release(b"6");
+                        } else {
+                            self.flush();
+                        }
+                        continue;
+                    }
                     return Ok(Control::Polled);
                 }
                 socket = self.upgrades.recv(), if !probing => {
                     let Some(socket) = socket else { return Err(End::Broken) };
-                    self.probe = Some((socket, false));
+                    self.probe = Some(Probe { socket, probed: false, unflushed: false });
                 }
-                frame = next_probe_frame(&mut self.probe), if probing => {
-                    if let Some(control) = self.on_probe_frame(frame).await {
-                        return Ok(control);
+                step = probe_step(&mut self.probe), if probing => match step {
+                    ProbeStep::Flushed(true) => {
+                        if let Some(probe) = &mut self.probe {
+                            probe.unflushed = false;
+                        }
                     }
-                }
+                    ProbeStep::Flushed(false) => self.upgrade_failed(),
+                    ProbeStep::Frame(frame) => {
+                        if let Some(control) = self.on_probe_frame(frame) {
+                            return Ok(control);
+                        }
+                    }
+                },
             }
         }
+    }
+
+    fn upgrade_failed(&mut self) {
+        tracing::debug!("the upgrade failed; staying on polling");
+        self.probe = None;
     }
 
     /// A frame from the websocket being probed: `2probe` is answered `3probe`, and a waiting
     /// poll released so that the client can pause polling; `5` completes the upgrade. Anything
     /// else, or a failure, drops the websocket and the session stays on polling.
-    async fn on_probe_frame(
-        &mut self,
-        frame: Option<Result<tokio_tungstenite::tungstenite::Message, ()>>,
-    ) -> Option<Control> {
-        use futures_util::SinkExt;
-        use tokio_tungstenite::tungstenite::Message;
+    fn on_probe_frame(&mut self, frame: Option<Result<Message, ()>>) -> Option<Control> {
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
             _ => {
-                tracing::debug!("the upgrade failed; staying on polling");
-                self.probe = None;
+                self.upgrade_failed();
                 return None;
             }
         };
-        let (socket, probed) = self.probe.as_mut()?;
-        match (text.as_str(), *probed) {
+        let probe = self.probe.as_mut()?;
+        match (text.as_str(), probe.probed) {
             ("2probe", false) => {
-                if socket.send(Message::text("3probe")).await.is_err() {
-                    self.probe = None;
+                if !queue(&mut probe.socket, Message::text("3probe")) {
+                    self.upgrade_failed();
                     return None;
                 }
-                *probed = true;
+                probe.probed = true;
+                probe.unflushed = true;
                 // What waits goes now; otherwise a no-op, for the client to pause polling.
                 if self.outbox.is_empty() {
                     self.release(b"6");
@@ -293,27 +342,46 @@ impl Outside {
                 None
             }
             ("5", true) => {
-                let (socket, _) = self.probe.take()?;
+                let probe = self.probe.take()?;
                 self.release(b"6");
-                Some(Control::Upgraded(socket, self.outbox.drain(..).collect()))
+                Some(Control::Upgraded(probe.socket, self.outbox.drain(..).collect()))
             }
             _ => {
-                tracing::debug!("unexpected packet during the upgrade; staying on polling");
-                self.probe = None;
+                tracing::debug!("unexpected packet during the upgrade");
+                self.upgrade_failed();
                 None
             }
         }
     }
 }
 
-async fn next_probe_frame(
-    probe: &mut Option<(Box<Socket>, bool)>,
-) -> Option<Result<tokio_tungstenite::tungstenite::Message, ()>> {
-    use futures_util::StreamExt;
-    match probe {
-        Some((socket, _)) => socket.next().await.map(|frame| frame.map_err(|_| ())),
-        None => std::future::pending().await,
+/// Queues `message` on the socket without waiting: a websocket just opened has room for it.
+/// `false` when it has not.
+fn queue(socket: &mut Socket, message: Message) -> bool {
+    use futures_util::Sink;
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut socket = std::pin::Pin::new(socket);
+    matches!(socket.as_mut().poll_ready(&mut cx), std::task::Poll::Ready(Ok(())))
+        && socket.start_send(message).is_ok()
+}
+
+/// What happened on the websocket of an upgrade.
+enum ProbeStep {
+    /// The answer to the probe was flushed (or it failed).
+    Flushed(bool),
+    /// A frame came.
+    Frame(Option<Result<Message, ()>>),
+}
+
+/// Flushes the answer to the probe if it is queued (flushing is idempotent: one cut short is
+/// taken up again), else reads the next frame (cancel-safe).
+async fn probe_step(probe: &mut Option<Probe>) -> ProbeStep {
+    use futures_util::{SinkExt, StreamExt};
+    let Some(probe) = probe else { return std::future::pending().await };
+    if probe.unflushed {
+        return ProbeStep::Flushed(probe.socket.flush().await.is_ok());
     }
+    ProbeStep::Frame(probe.socket.next().await.map(|frame| frame.map_err(|_| ())))
 }
 
 /// One packet of a body: text, or `b` and a base64 binary attachment.
@@ -341,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_read_packet_by_packet_and_answered_after_the_last() {
-        let (handle, mut polling) = Polling::new();
+        let (handle, mut polling) = Polling::new(None);
         let (done, answered) = oneshot::channel();
         let body = Bytes::from_static(b"40\x1e42[\"a\"]\x1ebAQI=");
         handle.posts.send(Post::Body(body, done)).await.unwrap();
@@ -363,7 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_outbox_goes_to_a_waiting_poll_in_one_body() {
-        let (handle, mut polling) = Polling::new();
+        let (handle, mut polling) = Polling::new(None);
         polling.push(Bytes::from_static(b"2")).unwrap();
         polling.push(Bytes::from_static(b"40{}")).unwrap();
         polling.flush();

@@ -1,6 +1,5 @@
-//! The pieces of a WebSocket session that this adapter's own session is made of, public for
-//! adapters that run theirs over [`switch_protocols`](crate::switch_protocols) (the Socket.IO
-//! adapter's websocket transport does): the messages in flight and the batched writer.
+//! The pieces the session driver is made of, public for adapters that run a session of their
+//! own: the messages in flight and the batched writer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +13,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use wsgate::CloseReason;
 use wsgate::adapter::{Direct, Emission, Outbound, OutboundRx};
 
 /// Bytes of frames gathered before they are written, within a batch that is flushed anyway:
@@ -24,8 +22,8 @@ pub const WRITE_BUFFER: usize = 16 * 1024;
 /// How many queued items [`write_batch`] writes before its one flush.
 pub const WRITE_BATCH: usize = 64;
 
-/// The work of one message: its dispatch, or its refusal.
-pub type Work<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// The work of one message: its dispatch, or its refusal. Its output says whose it was.
+pub type Work<'a, T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The messages of one connection whose handlers are still running.
 ///
@@ -33,12 +31,17 @@ pub type Work<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// waiting (their answer is queued by then) and take no place here. The set behind it is made
 /// for the first message that has to wait and dropped when it drains, so an idle connection
 /// holds none.
-#[derive(Default)]
-pub struct InFlight<'a> {
-    set: Option<FuturesUnordered<Work<'a>>>,
+pub struct InFlight<'a, T = ()> {
+    set: Option<FuturesUnordered<Work<'a, T>>>,
 }
 
-impl<'a> InFlight<'a> {
+impl<T> Default for InFlight<'_, T> {
+    fn default() -> Self {
+        Self { set: None }
+    }
+}
+
+impl<'a, T> InFlight<'a, T> {
     /// No message in flight.
     pub fn new() -> Self {
         Self { set: None }
@@ -54,27 +57,28 @@ impl<'a> InFlight<'a> {
         self.len() == 0
     }
 
-    /// Runs `work` until it first has to wait, and keeps it then.
-    pub async fn start(&mut self, mut work: Work<'a>) {
+    /// Runs `work` until it first has to wait, and keeps it then: `true` when it was kept.
+    pub async fn start(&mut self, mut work: Work<'a, T>) -> bool {
         let done = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await;
         if !done {
             self.set.get_or_insert_with(FuturesUnordered::new).push(work);
         }
+        !done
     }
 
-    /// Resolves when a message in flight is done; never while none is (for a `select!` branch).
-    pub async fn next_done(&mut self) {
+    /// Resolves with the output of a message in flight once it is done; never while none is
+    /// (for a `select!` branch).
+    pub async fn next_done(&mut self) -> T {
         let Some(set) = self.set.as_mut() else { return std::future::pending().await };
-        if set.next().await.is_none() {
-            return std::future::pending().await;
-        }
+        let Some(done) = set.next().await else { return std::future::pending().await };
         if set.is_empty() {
             self.set = None;
         }
+        done
     }
 }
 
-impl std::fmt::Debug for InFlight<'_> {
+impl<T> std::fmt::Debug for InFlight<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight").field("len", &self.len()).finish()
     }
@@ -84,16 +88,15 @@ impl std::fmt::Debug for InFlight<'_> {
 /// frames, then flushes once: the answers to a pipelined batch leave in one system call.
 ///
 /// `event` and `direct` make the text of each event and each direct message; it must be
-/// UTF-8 (serialised JSON is), which is not checked again. An [`Outbound::Close`] in the
-/// queue ends the batch: what came before it is flushed, and its reason returned. Nothing is
-/// taken off the queue that the batch does not write.
+/// UTF-8 (serialised JSON is), which is not checked again. Nothing is taken off the queue that
+/// the batch does not write.
 pub async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     first: Outbound,
     rx: &mut OutboundRx,
     event: impl Fn(&Emission) -> Bytes,
     direct: impl Fn(&Direct) -> Bytes,
-) -> Result<Option<CloseReason>, WsError>
+) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -102,10 +105,6 @@ where
         let text = match item {
             Outbound::Event(emission) => event(&emission),
             Outbound::Direct(message) => direct(&message),
-            Outbound::Close(reason) => {
-                ws.flush().await?;
-                return Ok(Some(reason));
-            }
         };
         let frame = Frame::message(text, OpCode::Data(Data::Text), true);
         ws.feed(Message::Frame(frame)).await?;
@@ -117,8 +116,7 @@ where
             None => break,
         }
     }
-    ws.flush().await?;
-    Ok(None)
+    ws.flush().await
 }
 
 /// A deadline that may not be set: pending forever while it is not (for a `select!` branch).
@@ -135,15 +133,15 @@ mod tests {
 
     #[tokio::test]
     async fn only_work_that_waits_is_kept_and_the_set_goes_when_it_drains() {
-        let mut in_flight = InFlight::new();
-        in_flight.start(Box::pin(async {})).await;
+        let mut in_flight = InFlight::<u8>::new();
+        assert!(!in_flight.start(Box::pin(async { 1 })).await);
         assert!(in_flight.is_empty() && in_flight.set.is_none(), "done at once: never kept");
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        in_flight.start(Box::pin(async move { drop(rx.await) })).await;
+        assert!(in_flight.start(Box::pin(async move { rx.await.map_or(0, |()| 2) })).await);
         assert_eq!(in_flight.len(), 1);
         tx.send(()).ok();
-        in_flight.next_done().await;
+        assert_eq!(in_flight.next_done().await, 2, "its output says whose it was");
         assert!(in_flight.is_empty() && in_flight.set.is_none(), "drained: the set is dropped");
 
         // With nothing in flight, `next_done` never resolves.

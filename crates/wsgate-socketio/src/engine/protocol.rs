@@ -1,0 +1,236 @@
+//! Engine.IO v4 and Socket.IO v5 as a protocol of the session driver (`wsgate-transport`):
+//! how an Engine.IO session's frames read, whatever carries them.
+//!
+//! A session carries one channel per Socket.IO namespace the client connects (`40/chat,`),
+//! each a wsgate connection: `io("/")` and `io("/chat")` of one client share the session.
+//! Binary attachments follow their event as binary frames (or `b…` packets over polling) and
+//! count against `max_payload` with it. The heartbeat is Engine.IO's: the server's `2`,
+//! answered `3` within the ping timeout.
+
+use bytes::Bytes;
+use tracing::Instrument;
+use wsgate::adapter::{Direct, Emission};
+use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal};
+use wsgate_transport::{
+    Action, Channels, Heartbeat, Incoming, Link, Origin, Protocol, SessionConfig, SessionEnd,
+};
+
+use super::EngineConfig;
+use crate::TRANSPORT;
+use crate::message::decode;
+use crate::packet::{self, EventFrames, Packet};
+
+/// How long a closing websocket waits for the client's close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs an Engine.IO session over `link` until it ends.
+pub(crate) async fn run(
+    app: App,
+    origin: Box<Origin>,
+    link: Link,
+    config: std::sync::Arc<EngineConfig>,
+    span: tracing::Span,
+) {
+    let session = SessionConfig {
+        heartbeat: Heartbeat::Packet {
+            ping: Bytes::from_static(b"2"),
+            interval: config.ping_interval,
+            timeout: config.ping_timeout,
+        },
+        max_in_flight: config.max_in_flight,
+        unjoined_timeout: Some(config.connect_timeout),
+        close_timeout: CLOSE_TIMEOUT,
+    };
+    let protocol = EngineProtocol { origin, assembling: None, max_payload: config.max_payload };
+    wsgate_transport::run(&app, protocol, link, Vec::new(), &session).instrument(span).await;
+}
+
+/// The open packet: the session's id and settings.
+pub(crate) fn open_packet(sid: &str, upgrades: &str, config: &EngineConfig) -> String {
+    format!(
+        r#"0{{"sid":"{sid}","upgrades":[{upgrades}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+        config.ping_interval.as_millis(),
+        config.ping_timeout.as_millis(),
+        config.max_payload
+    )
+}
+
+/// Engine.IO and Socket.IO over the session driver.
+pub(crate) struct EngineProtocol {
+    /// What the request that opened the session told, for the namespaces' handshakes.
+    origin: Box<Origin>,
+    /// A binary event waiting for its attachments. Boxed: rare, and large for a session's
+    /// task to hold room for.
+    assembling: Option<Box<Assembling>>,
+    max_payload: usize,
+}
+
+/// A namespace connected over the session.
+pub(crate) struct Namespaced {
+    /// The namespace as the client wrote it.
+    ns: Box<str>,
+    /// The prefix its packets carry: empty for `/`, `/chat,` otherwise.
+    prefix: Box<str>,
+}
+
+/// A binary event waiting for its attachments.
+struct Assembling {
+    ns: Box<str>,
+    ack: Option<u64>,
+    body: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+    size: usize,
+}
+
+fn broken(why: &'static str) -> Action<Namespaced> {
+    tracing::debug!(why, "closing the session");
+    Action::End(SessionEnd::Close(CloseReason::PolicyViolation))
+}
+
+impl EngineProtocol {
+    /// An event for namespace `ns`: nothing when it is not connected (ignored, as Socket.IO
+    /// servers do).
+    fn event(
+        channels: &Channels<'_, Namespaced>,
+        ns: &str,
+        ack: Option<u64>,
+        body: &str,
+        binary: Vec<Bytes>,
+    ) -> Action<Namespaced> {
+        let Some(channel) = channels.find(|c| *c.ns == *ns) else {
+            tracing::debug!(ns, "event for a namespace not connected");
+            return Action::Nothing;
+        };
+        let ack = ack.map(AckId::Number);
+        match decode(body) {
+            Ok(mut message) => {
+                message.ack = ack;
+                message.binary = binary;
+                Action::Dispatch { channel, message }
+            }
+            Err(e) => Action::Reject { channel, message: e.to_string(), ack },
+        }
+    }
+
+    /// `0[/ns,][auth]`: the handshake of a namespace.
+    fn connect(
+        &self,
+        channels: &Channels<'_, Namespaced>,
+        ns: &str,
+        auth: Option<&str>,
+    ) -> Action<Namespaced> {
+        let prefix = packet::prefix(ns);
+        if channels.find(|c| *c.ns == *ns).is_some() {
+            tracing::debug!(ns, "namespace connected twice");
+            return Action::Nothing;
+        }
+        let auth = match auth.map(serde_json::from_str::<serde_json::Value>) {
+            // As the reference server: no payload is an empty one.
+            None => serde_json::Value::Object(serde_json::Map::new()),
+            Some(Ok(auth @ serde_json::Value::Object(_))) => auth,
+            Some(_) => {
+                let refused = packet::refused(&prefix, "The auth payload must be a JSON object.");
+                return Action::Send(refused.into());
+            }
+        };
+        let mut handshake = self.origin.handshake(Namespace::new(ns), TRANSPORT);
+        handshake.auth = Some(auth);
+        let channel = Namespaced { ns: ns.into(), prefix: prefix.into() };
+        Action::Open { channel, handshake: Box::new(handshake) }
+    }
+}
+
+impl Protocol for EngineProtocol {
+    type Channel = Namespaced;
+
+    fn read(&mut self, frame: Incoming, channels: Channels<'_, Namespaced>) -> Action<Namespaced> {
+        let text = match frame {
+            Incoming::Text(text) => text,
+            Incoming::Binary(data) => {
+                let Some(mut event) = self.assembling.take() else {
+                    return broken("binary frame without a binary event");
+                };
+                event.size += data.len();
+                if event.size > self.max_payload {
+                    return Action::End(SessionEnd::Close(CloseReason::TooBig));
+                }
+                event.attachments.push(data);
+                if event.attachments.len() < event.expected {
+                    self.assembling = Some(event);
+                    return Action::Nothing;
+                }
+                let Assembling { ns, ack, body, attachments, .. } = *event;
+                return Self::event(&channels, &ns, ack, &body, attachments);
+            }
+        };
+        if self.assembling.is_some() {
+            return broken("text frame while binary attachments were due");
+        }
+        match text.as_bytes().first() {
+            Some(b'4') => {}
+            // The pong.
+            Some(b'3') => return Action::Pong,
+            // A client's ping (`2probe`) is answered in kind.
+            Some(b'2') => return Action::Send(format!("3{}", &text.as_str()[1..]).into()),
+            // The client ends the session.
+            Some(b'1') => return Action::Close,
+            // Noop, and an upgrade on a transport that is not being upgraded.
+            Some(b'5' | b'6') => return Action::Nothing,
+            _ => return broken("not an Engine.IO packet"),
+        }
+        let packet = match packet::parse(&text.as_str()[1..]) {
+            Ok(packet) => packet,
+            Err(error) => return broken(error),
+        };
+        match packet {
+            Packet::Event { ns, ack, attachments: 0, body } => {
+                Self::event(&channels, ns, ack, body, Vec::new())
+            }
+            Packet::Event { ns, ack, attachments, body } => {
+                self.assembling = Some(Box::new(Assembling {
+                    ns: ns.into(),
+                    ack,
+                    body: body.to_owned(),
+                    expected: attachments,
+                    attachments: Vec::with_capacity(attachments),
+                    size: text.as_str().len(),
+                }));
+                Action::Nothing
+            }
+            Packet::Connect { ns, auth } => self.connect(&channels, ns, auth),
+            Packet::Disconnect { ns } => match channels.find(|c| *c.ns == *ns) {
+                Some(channel) => Action::Leave { channel },
+                None => Action::Nothing,
+            },
+            // wsgate's server never asks for acks.
+            Packet::Ack { .. } => Action::Nothing,
+        }
+    }
+
+    fn encode_event(emission: &Emission, channel: &Namespaced) -> Bytes {
+        packet::for_namespace(emission.encoded::<EventFrames>(), &channel.prefix)
+    }
+
+    fn encode_direct(direct: &Direct, channel: &Namespaced) -> Bytes {
+        packet::encode_direct(direct, &channel.prefix)
+    }
+
+    /// `41[/ns,]`, the session going on; a client too slow, or sending too much, loses the
+    /// whole session.
+    fn ended(channel: &Namespaced, reason: CloseReason) -> Option<Bytes> {
+        match reason {
+            CloseReason::SlowConsumer | CloseReason::TooBig => None,
+            _ => Some(packet::disconnect(&channel.prefix).into()),
+        }
+    }
+
+    fn opened(channel: &Namespaced, conn: &Connection) -> Bytes {
+        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), "socket.io connected");
+        packet::connected(&channel.prefix, &conn.id().to_string()).into()
+    }
+
+    fn refused(channel: &Namespaced, refusal: &Refusal) -> Bytes {
+        packet::refused(&channel.prefix, &refusal.message).into()
+    }
+}

@@ -1,0 +1,25 @@
+//! What wsgate's adapters share, so that a third adapter has it too: the HTTP upgrade, the
+//! handshake from an HTTP request, and one session driver for every transport.
+//!
+//! - [`upgrade`]: [`is_upgrade`], [`switch_protocols`] (RFC 6455's `101`), [`refuse`] (a
+//!   refused handshake as an HTTP response), [`Origin`] (what a request tells a handshake).
+//! - [`endpoint`]: an adapter in front of a router ([`Endpoint`], [`EndpointLayer`]): the
+//!   requests it takes, the rest passed on.
+//! - [`session`]: the driver. A [`Protocol`] reads frames into [`Action`]s and encodes
+//!   queued items; the driver owns the rest: the messages in flight, batched writes and the
+//!   stall guard, draining before close, the heartbeat and the close codes, over a websocket
+//!   or a [`PollLink`]. `wsgate-ws` (JSON frames) and `wsgate-socketio` (Engine.IO and
+//!   Socket.IO, with long-polling) are two protocols over it.
+//! - [`parts`]: the pieces it is made of, for an adapter with a driver of its own.
+
+pub mod endpoint;
+pub mod parts;
+pub mod session;
+pub mod upgrade;
+
+pub use endpoint::{Endpoint, EndpointLayer, EndpointService};
+pub use session::{
+    Action, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
+    SessionConfig, SessionEnd, Socket, finish, open_socket, run,
+};
+pub use upgrade::{Origin, is_upgrade, refuse, switch_protocols};

@@ -1,0 +1,896 @@
+//! The session driver: one task per client session, for every transport and protocol.
+//!
+//! A session is a [`Link`] to the client (a websocket, or a link such as Engine.IO's
+//! long-polling) carrying one or more *channels*: wsgate connections, each with its outbound
+//! queue (a plain WebSocket session has one, opened at the handshake; an Engine.IO session one
+//! per Socket.IO namespace the client connects). The [`Protocol`] reads the client's frames
+//! into [`Action`]s and encodes what the channels' queues yield; the driver does the rest, the
+//! same way for everyone:
+//! - **messages in flight**: at most `max_in_flight` per session; past that, nothing more is
+//!   read from the client (TCP backpressure over a websocket, a held request over polling);
+//!   frames already received are handled in one turn, so that the answers to a pipelined
+//!   batch leave in one write;
+//! - **batched writes**: what a queue holds is written in one batch and one flush; a write the
+//!   client takes nothing of is given up after the stall timeout, and at once if a queue
+//!   overflows meanwhile;
+//! - **draining before close**: a channel the server closes answers the messages it is
+//!   handling first (at most the app's drain timeout), then what is queued is written, then
+//!   the protocol's goodbye, or the session's close;
+//! - **the heartbeat**: WebSocket pings and an idle timeout, or the protocol's ping packet and
+//!   a pong deadline;
+//! - **the end**: the close frame with the reason's code, and every channel let go.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use wsgate::adapter::{Direct, Emission, Inbound, Outbound, OutboundRx};
+use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
+
+use crate::parts::{InFlight, WRITE_BATCH, WRITE_BUFFER, Work, deadline, write_batch};
+
+/// A server's websocket over an upgraded HTTP connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Makes the websocket of an upgraded connection: a read buffer of `read_buffer_size` (kept
+/// while the connection is idle), no message or frame over `max_message_size`, and frames
+/// gathered up to [`WRITE_BUFFER`] within a batch that is flushed anyway.
+pub async fn open_socket(
+    upgraded: Upgraded,
+    read_buffer_size: usize,
+    max_message_size: usize,
+) -> Socket {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer_size)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client sent a close frame or went away.
+    ClientClosed,
+    /// The link failed; nothing more can be written.
+    Broken,
+    /// The server closes the session for this reason.
+    Close(CloseReason),
+}
+
+/// A frame from the client.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame, or a text packet of a polling body.
+    Text(Utf8Bytes),
+    /// A binary frame, or a binary packet of a polling body.
+    Binary(Bytes),
+}
+
+/// What a [`PollLink`] has for the session.
+pub enum LinkEvent {
+    /// A frame from the client.
+    Frame(Incoming),
+    /// A request waits for packets: what is queued can go now.
+    Polled,
+    /// The client moved to a websocket: the session goes on over it, first with `waiting`
+    /// (what was queued for a poll). `keep` lives as long as the session (a registration).
+    Upgraded {
+        /// The websocket.
+        socket: Box<Socket>,
+        /// Packets that were waiting for a poll.
+        waiting: Vec<Bytes>,
+        /// Kept until the session ends.
+        keep: Box<dyn Send + Sync>,
+    },
+}
+
+/// A boxed future, for the links behind a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A link whose packets wait for the client to ask for them (Engine.IO's long-polling).
+pub trait PollLink: Send {
+    /// The next event: a frame (only when `read`), a poll, an upgrade. Cancel-safe.
+    fn next(&mut self, read: bool) -> BoxFuture<'_, Result<LinkEvent, SessionEnd>>;
+    /// Queues a packet for the next poll; an error ends the session (a client that never
+    /// polls).
+    fn push(&mut self, packet: Bytes) -> Result<(), SessionEnd>;
+    /// Answers a waiting poll with what is queued, if both exist.
+    fn flush(&mut self);
+    /// Whether a poll waits.
+    fn is_polled(&self) -> bool;
+    /// The session ends: the waiting poll and post learn it.
+    fn end(&mut self, end: SessionEnd);
+}
+
+/// What carries a session's frames.
+pub enum Link {
+    /// A websocket.
+    WebSocket(Box<Socket>),
+    /// A link whose packets wait for the client's polls.
+    Polling(Box<dyn PollLink>),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WebSocket(_) => "Link::WebSocket",
+            Self::Polling(_) => "Link::Polling",
+        })
+    }
+}
+
+/// What a frame asks of the session, as its [`Protocol`] reads it.
+#[derive(Debug)]
+pub enum Action<C> {
+    /// Nothing (a control frame, an event for a channel not open).
+    Nothing,
+    /// A message for channel `channel`'s gateways.
+    Dispatch {
+        /// The channel's index (see [`Channels::find`]).
+        channel: usize,
+        /// The message.
+        message: Inbound,
+    },
+    /// A frame for channel `channel` that is not a message: the client gets an `exception`.
+    Reject {
+        /// The channel's index.
+        channel: usize,
+        /// What was wrong, for the client.
+        message: String,
+        /// The frame's ack id, if it could be read.
+        ack: Option<AckId>,
+    },
+    /// Open a channel: the handshake runs, and the client gets [`Protocol::opened`] or
+    /// [`Protocol::refused`].
+    Open {
+        /// What the channel carries besides its connection.
+        channel: C,
+        /// The handshake for the app's connection middleware.
+        handshake: Box<Handshake>,
+    },
+    /// The client leaves channel `channel`.
+    Leave {
+        /// The channel's index.
+        channel: usize,
+    },
+    /// A packet of the protocol's own for the client (a probe's answer, a refusal).
+    Send(Bytes),
+    /// The client answered the heartbeat's ping.
+    Pong,
+    /// The client ends the session in the protocol's terms (Engine.IO's `1`).
+    Close,
+    /// The frame breaks the protocol: the session ends.
+    End(SessionEnd),
+}
+
+/// How the session keeps track of a quiet client.
+#[derive(Clone, Debug)]
+pub enum Heartbeat {
+    /// WebSocket pings every `interval`; a client silent (no frame, no pong) for
+    /// `idle_timeout` is closed (1001 `idle timeout`), checked at each ping.
+    Ping {
+        /// Between pings.
+        interval: Duration,
+        /// Silence allowed.
+        idle_timeout: Duration,
+    },
+    /// The protocol's own ping packet every `interval`, answered ([`Action::Pong`]) within
+    /// `timeout`.
+    Packet {
+        /// The ping packet.
+        ping: Bytes,
+        /// Between pings.
+        interval: Duration,
+        /// For the pong.
+        timeout: Duration,
+    },
+}
+
+impl Heartbeat {
+    /// How long a write the client takes nothing of may last.
+    fn stall(&self) -> Duration {
+        match self {
+            Self::Ping { idle_timeout, .. } => *idle_timeout,
+            Self::Packet { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// A session's settings.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The heartbeat.
+    pub heartbeat: Heartbeat,
+    /// How many messages of the session may be handled at once (at least 1).
+    pub max_in_flight: usize,
+    /// How long the session may have no channel open before it is closed (1001); `None`
+    /// when it starts with its channels and ends with the last.
+    pub unjoined_timeout: Option<Duration>,
+    /// How long a closing websocket waits for the client's close frame.
+    pub close_timeout: Duration,
+}
+
+/// A protocol over the session driver: how frames read and channels' items are written.
+pub trait Protocol: Send {
+    /// What a channel carries besides its connection (a Socket.IO namespace's prefix, say).
+    type Channel: Send + Sync;
+
+    /// What `frame` asks of the session; `channels` finds the channel a frame is for.
+    fn read(
+        &mut self,
+        frame: Incoming,
+        channels: Channels<'_, Self::Channel>,
+    ) -> Action<Self::Channel>;
+
+    /// The text of an event for `channel`'s client.
+    fn encode_event(emission: &Emission, channel: &Self::Channel) -> Bytes;
+
+    /// The text of an ack or an exception for `channel`'s client.
+    fn encode_direct(direct: &Direct, channel: &Self::Channel) -> Bytes;
+
+    /// The server ended `channel` (its messages answered, its queue written): the packet
+    /// that tells the client, the session going on; or `None`: the session closes with
+    /// `reason`.
+    fn ended(channel: &Self::Channel, reason: CloseReason) -> Option<Bytes>;
+
+    /// The packet telling the client that [`Action::Open`] opened `conn`.
+    fn opened(channel: &Self::Channel, conn: &Connection) -> Bytes;
+
+    /// The packet telling the client that [`Action::Open`] was refused.
+    fn refused(channel: &Self::Channel, refusal: &Refusal) -> Bytes;
+}
+
+/// The open channels of a session, for [`Protocol::read`].
+#[derive(Debug)]
+pub struct Channels<'s, C>(&'s [Channel<C>]);
+
+impl<C> Channels<'_, C> {
+    /// The index of the first channel `pred` accepts.
+    pub fn find(&self, pred: impl Fn(&C) -> bool) -> Option<usize> {
+        self.0.iter().position(|c| pred(&c.tag))
+    }
+
+    /// How many are open.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One wsgate connection of a session.
+#[derive(Debug)]
+struct Channel<C> {
+    conn: Connection,
+    rx: OutboundRx,
+    tag: C,
+    /// Messages of it still being handled.
+    busy: usize,
+}
+
+/// Whether the server closed a channel. Kept beside the channels, index for index, so that
+/// it is watched while a channel's queue is written.
+enum Closing {
+    /// Resolves when the server closes the channel's connection.
+    Open(Pin<Box<dyn Future<Output = CloseReason> + Send>>),
+    /// Closed: it answers the messages it is handling first, until the deadline.
+    Draining(CloseReason, Pin<Box<Sleep>>),
+}
+
+impl Closing {
+    fn of(conn: &Connection) -> Self {
+        let conn = conn.clone();
+        Self::Open(Box::pin(async move { conn.closed().await }))
+    }
+}
+
+/// Runs a session until it ends: `channels` are those open from the start (the plain
+/// WebSocket adapter's connection), others come with [`Action::Open`]. Then the link is
+/// closed politely and every channel let go.
+pub async fn run<P: Protocol>(
+    app: &App,
+    protocol: P,
+    link: Link,
+    channels: Vec<(Connection, OutboundRx, P::Channel)>,
+    config: &SessionConfig,
+) {
+    let mut closings = Vec::with_capacity(channels.len());
+    let channels = channels
+        .into_iter()
+        .map(|(conn, rx, tag)| {
+            closings.push(Closing::of(&conn));
+            Channel { conn, rx, tag, busy: 0 }
+        })
+        .collect();
+    let mut session = Session {
+        app,
+        protocol,
+        link,
+        channels,
+        closings,
+        config,
+        keep: None,
+        heard: false,
+        ponged: false,
+    };
+    let end = session.drive().await;
+    let Session { link, channels, keep, .. } = session;
+    drop(keep);
+    match link {
+        // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
+        Link::WebSocket(ws) => Box::pin(finish(*ws, end, config.close_timeout)).await,
+        Link::Polling(mut polling) => polling.end(end),
+    }
+    for channel in channels {
+        app.disconnect(&channel.conn).await;
+    }
+}
+
+struct Session<'a, P: Protocol> {
+    app: &'a App,
+    protocol: P,
+    link: Link,
+    channels: Vec<Channel<P::Channel>>,
+    closings: Vec<Closing>,
+    config: &'a SessionConfig,
+    keep: Option<Box<dyn Send + Sync>>,
+    /// A frame came since the last ping (for [`Heartbeat::Ping`]'s idle check).
+    heard: bool,
+    /// The client answered the ping (for [`Heartbeat::Packet`]).
+    ponged: bool,
+}
+
+/// What came from the link.
+enum Event {
+    /// A frame; `None` for a websocket's control frames (a pong, say): the client was heard.
+    Frame(Option<Incoming>),
+    Polled,
+    Upgraded(Box<Socket>, Vec<Bytes>, Box<dyn Send + Sync>),
+}
+
+impl<'a, P: Protocol> Session<'a, P> {
+    async fn drive(&mut self) -> SessionEnd {
+        let config = self.config;
+        let mut in_flight = InFlight::<'a, ConnectionId>::new();
+        let mut unjoined = None::<Pin<Box<Sleep>>>;
+        self.unjoined(&mut unjoined);
+        // For the packet heartbeat: when the ping was sent, while its pong is due.
+        let mut ping_sent = None::<Instant>;
+        // For the ping heartbeat: when the client was last heard from, as of the last ping
+        // (frames only set `heard`, so that a message does not cost a clock read).
+        let mut last_seen = Instant::now();
+        let heartbeat = tokio::time::sleep(match &config.heartbeat {
+            Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
+        });
+        tokio::pin!(heartbeat);
+        loop {
+            let busy = in_flight.len();
+            // Closing channels are read too: what their clients still send is refused with an
+            // exception (`The connection is closing.`), rather than left unanswered.
+            let read = busy < config.max_in_flight;
+            let writable = match &self.link {
+                Link::WebSocket(_) => true,
+                Link::Polling(polling) => polling.is_polled(),
+            };
+            let step = tokio::select! {
+                biased;
+                closing = closing_step(&mut self.closings) => match closing {
+                    (index, Some(reason)) => Box::pin(self.on_close(index, reason)).await,
+                    (index, None) => {
+                        tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
+                        Box::pin(self.end_channel(index)).await
+                    }
+                },
+                () = deadline(&mut unjoined) => {
+                    tracing::debug!("no channel opened in time");
+                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                }
+                id = in_flight.next_done(), if busy > 0 => self.done(id).await,
+                event = next_event(&mut self.link, read) => {
+                    match event {
+                        Ok(Event::Frame(frame)) => {
+                            self.heard = true;
+                            let mut step = match frame {
+                                Some(frame) => self.frame(frame, &mut in_flight).await,
+                                None => Ok(()),
+                            };
+                            // The frames already received are all handled before anything
+                            // else is polled again: one turn of this loop per batch.
+                            while step.is_ok() && in_flight.len() < config.max_in_flight {
+                                let Link::WebSocket(ws) = &mut self.link else { break };
+                                let next = std::future::poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx))).await;
+                                let Poll::Ready(next) = next else { break };
+                                step = match ws_frame(next) {
+                                    Ok(Some(frame)) => self.frame(frame, &mut in_flight).await,
+                                    Ok(None) => Ok(()),
+                                    Err(end) => Err(end),
+                                };
+                            }
+                            step
+                        }
+                        Ok(Event::Polled) => {
+                            self.fill_poll();
+                            Ok(())
+                        }
+                        Ok(Event::Upgraded(socket, waiting, keep)) => {
+                            Box::pin(self.upgraded(socket, waiting, keep)).await
+                        }
+                        Err(end) => Err(end),
+                    }
+                }
+                // After the frames: a pong already received is read before the timeout is.
+                () = &mut heartbeat => {
+                    let now = Instant::now();
+                    match &config.heartbeat {
+                        Heartbeat::Ping { interval, idle_timeout } => {
+                            if std::mem::take(&mut self.heard) {
+                                last_seen = now;
+                            }
+                            heartbeat.as_mut().reset(now + *interval);
+                            // A session whose handlers are still running is not idle.
+                            if busy == 0 && now.duration_since(last_seen) >= *idle_timeout {
+                                Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                            } else {
+                                self.ping().await
+                            }
+                        }
+                        Heartbeat::Packet { ping, timeout, .. } => {
+                            if ping_sent.is_some() {
+                                // Not reading (every slot busy), the pong may be waiting unread.
+                                if busy >= config.max_in_flight {
+                                    heartbeat.as_mut().reset(now + *timeout);
+                                    Ok(())
+                                } else {
+                                    tracing::debug!("no pong within the ping timeout");
+                                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                                }
+                            } else {
+                                ping_sent = Some(now);
+                                heartbeat.as_mut().reset(now + *timeout);
+                                self.send(ping.clone()).await
+                            }
+                        }
+                    }
+                }
+                // Last: frames already received are handled first, so that the answers to a
+                // pipelined batch leave in one write.
+                (index, item) = next_outbound(&mut self.channels), if writable => {
+                    // Boxed: a write's state is large, and an idle session's task would
+                    // otherwise hold room for it (one allocation per batch, not per item).
+                    Box::pin(self.write(index, item)).await
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+            if std::mem::take(&mut self.ponged)
+                && let (Some(sent), Heartbeat::Packet { interval, .. }) =
+                    (ping_sent.take(), &config.heartbeat)
+            {
+                // The next ping is due one interval after the last.
+                heartbeat.as_mut().reset(sent + *interval);
+            }
+            self.unjoined(&mut unjoined);
+        }
+    }
+
+    /// Starts or stops the deadline for a session without channels.
+    fn unjoined(&self, unjoined: &mut Option<Pin<Box<Sleep>>>) {
+        match self.config.unjoined_timeout {
+            Some(timeout) if self.channels.is_empty() => {
+                if unjoined.is_none() {
+                    *unjoined = Some(Box::pin(tokio::time::sleep(timeout)));
+                }
+            }
+            _ => *unjoined = None,
+        }
+    }
+
+    /// What a frame asks for. Not async in its reading: the frame, large, is gone before
+    /// anything waits, and takes no room in the session's task.
+    async fn frame(
+        &mut self,
+        frame: Incoming,
+        in_flight: &mut InFlight<'a, ConnectionId>,
+    ) -> Result<(), SessionEnd> {
+        let action = self.protocol.read(frame, Channels(&self.channels));
+        let app = self.app;
+        let (index, work): (usize, Work<'a, ConnectionId>) = match action {
+            Action::Nothing => return Ok(()),
+            Action::Dispatch { channel, message } => {
+                let conn = self.channels[channel].conn.clone();
+                (channel, Box::pin(async move { dispatched(app, conn, message).await }))
+            }
+            Action::Reject { channel, message, ack } => {
+                let conn = self.channels[channel].conn.clone();
+                (
+                    channel,
+                    Box::pin(async move {
+                        app.reject(&conn, &message, ack).await;
+                        conn.id()
+                    }),
+                )
+            }
+            Action::Open { channel, handshake } => {
+                return Box::pin(self.open(channel, *handshake)).await;
+            }
+            Action::Leave { channel } => return Box::pin(self.leave(channel)).await,
+            Action::Send(packet) => return self.send(packet).await,
+            Action::Pong => {
+                self.ponged = true;
+                return Ok(());
+            }
+            Action::Close => {
+                return Err(match self.link {
+                    // Over a websocket, the server closes it.
+                    Link::WebSocket(_) => SessionEnd::Close(CloseReason::Normal),
+                    Link::Polling(_) => SessionEnd::ClientClosed,
+                });
+            }
+            Action::End(end) => return Err(end),
+        };
+        if in_flight.start(work).await {
+            self.channels[index].busy += 1;
+        }
+        Ok(())
+    }
+
+    /// A message in flight is done; a channel that was waiting for it to close, closes.
+    async fn done(&mut self, id: ConnectionId) -> Result<(), SessionEnd> {
+        let Some(index) = self.channels.iter().position(|c| c.conn.id() == id) else {
+            // Its channel is gone already.
+            return Ok(());
+        };
+        let channel = &mut self.channels[index];
+        channel.busy = channel.busy.saturating_sub(1);
+        if channel.busy == 0 && matches!(self.closings[index], Closing::Draining(..)) {
+            return Box::pin(self.end_channel(index)).await;
+        }
+        Ok(())
+    }
+
+    /// The server closed a channel's connection: it ends once its messages are answered.
+    async fn on_close(&mut self, index: usize, reason: CloseReason) -> Result<(), SessionEnd> {
+        let busy = self.channels[index].busy;
+        tracing::debug!(conn = %self.channels[index].conn.id(), ?reason, busy, "closing");
+        let drain = self.app.config().drain_timeout;
+        self.closings[index] = Closing::Draining(reason, Box::pin(tokio::time::sleep(drain)));
+        // A client that does not read would not take the answers either.
+        if busy == 0 || !reason.drains() {
+            return self.end_channel(index).await;
+        }
+        Ok(())
+    }
+
+    /// Ends a closing channel: what is queued is written (unless the client is too slow to
+    /// take it), then the protocol's goodbye; or the session closes.
+    async fn end_channel(&mut self, index: usize) -> Result<(), SessionEnd> {
+        let reason = match &self.closings[index] {
+            Closing::Draining(reason, _) => *reason,
+            Closing::Open(_) => CloseReason::Normal,
+        };
+        if reason.drains() {
+            while let Some(item) = self.channels[index].rx.try_recv() {
+                self.write(index, item).await?;
+            }
+        }
+        let Some(goodbye) = P::ended(&self.channels[index].tag, reason) else {
+            return Err(SessionEnd::Close(reason));
+        };
+        let channel = self.channels.swap_remove(index);
+        self.closings.swap_remove(index);
+        let sent = self.send(goodbye).await;
+        self.app.disconnect(&channel.conn).await;
+        sent
+    }
+
+    /// [`Action::Open`]: the handshake, and the channel if it passes.
+    async fn open(&mut self, tag: P::Channel, handshake: Handshake) -> Result<(), SessionEnd> {
+        let accepted = match self.app.handshake(handshake).await {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                tracing::debug!(status = %refusal.status, reason = %refusal.message, "handshake refused");
+                return self.send(P::refused(&tag, &refusal)).await;
+            }
+        };
+        let (conn, rx) = accepted.open().await;
+        let opened = P::opened(&tag, &conn);
+        self.closings.push(Closing::of(&conn));
+        self.channels.push(Channel { conn, rx, tag, busy: 0 });
+        self.send(opened).await
+    }
+
+    /// [`Action::Leave`]: the channel goes, its queue unwritten.
+    async fn leave(&mut self, index: usize) -> Result<(), SessionEnd> {
+        let channel = self.channels.swap_remove(index);
+        self.closings.swap_remove(index);
+        tracing::debug!(conn = %channel.conn.id(), "left");
+        self.app.disconnect(&channel.conn).await;
+        Ok(())
+    }
+
+    /// The client moved from polling to a websocket.
+    async fn upgraded(
+        &mut self,
+        socket: Box<Socket>,
+        waiting: Vec<Bytes>,
+        keep: Box<dyn Send + Sync>,
+    ) -> Result<(), SessionEnd> {
+        tracing::debug!("upgraded to websocket");
+        self.keep = Some(keep);
+        self.link = Link::WebSocket(socket);
+        let Link::WebSocket(ws) = &mut self.link else { return Ok(()) };
+        for packet in waiting {
+            ws.feed(text(packet)?).await.map_err(|_| SessionEnd::Broken)?;
+        }
+        ws.flush().await.map_err(|_| SessionEnd::Broken)
+    }
+
+    /// Sends a packet of the protocol's own; over polling it waits for the next poll.
+    async fn send(&mut self, packet: Bytes) -> Result<(), SessionEnd> {
+        match &mut self.link {
+            Link::WebSocket(ws) => ws.send(text(packet)?).await.map_err(|_| SessionEnd::Broken),
+            Link::Polling(polling) => {
+                polling.push(packet)?;
+                polling.flush();
+                Ok(())
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), SessionEnd> {
+        match &mut self.link {
+            Link::WebSocket(ws) => {
+                ws.send(Message::Ping(Bytes::new())).await.map_err(|_| SessionEnd::Broken)
+            }
+            // Polling links have no pings of their own; their protocols use packets.
+            Link::Polling(_) => Ok(()),
+        }
+    }
+
+    /// Writes `first`, an item of channel `index`, and whatever else is queued.
+    async fn write(&mut self, index: usize, first: Outbound) -> Result<(), SessionEnd> {
+        match &mut self.link {
+            Link::WebSocket(ws) => {
+                let stall = self.config.heartbeat.stall();
+                write_ws::<P>(ws, &mut self.channels[index], first, stall, &mut self.closings).await
+            }
+            Link::Polling(polling) => {
+                polling.push(encode::<P>(&first, &self.channels[index].tag))?;
+                self.fill_poll();
+                Ok(())
+            }
+        }
+    }
+
+    /// Over polling, with a poll waiting: what the channels have queued goes in its answer
+    /// (up to a batch each).
+    fn fill_poll(&mut self) {
+        let Link::Polling(polling) = &mut self.link else { return };
+        if !polling.is_polled() {
+            return;
+        }
+        for channel in &mut self.channels {
+            for _ in 0..WRITE_BATCH {
+                let Some(item) = channel.rx.try_recv() else { break };
+                if polling.push(encode::<P>(&item, &channel.tag)).is_err() {
+                    channel.conn.close(CloseReason::SlowConsumer);
+                    break;
+                }
+            }
+        }
+        polling.flush();
+    }
+}
+
+/// Dispatches a message and says whose it was.
+async fn dispatched(app: &App, conn: Connection, message: Inbound) -> ConnectionId {
+    app.dispatch(&conn, message).await;
+    conn.id()
+}
+
+fn text(packet: Bytes) -> Result<Message, SessionEnd> {
+    Utf8Bytes::try_from(packet).map(Message::Text).map_err(|_| SessionEnd::Broken)
+}
+
+fn encode<P: Protocol>(item: &Outbound, tag: &P::Channel) -> Bytes {
+    match item {
+        Outbound::Event(emission) => P::encode_event(emission, tag),
+        Outbound::Direct(direct) => P::encode_direct(direct, tag),
+    }
+}
+
+/// A websocket frame as the session reads it: `None` for control frames.
+fn ws_frame(frame: Option<Result<Message, WsError>>) -> Result<Option<Incoming>, SessionEnd> {
+    match frame {
+        Some(Ok(Message::Text(text))) => Ok(Some(Incoming::Text(text))),
+        Some(Ok(Message::Binary(data))) => Ok(Some(Incoming::Binary(data))),
+        // Pings are answered by tungstenite itself.
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+        Some(Ok(Message::Close(_))) | None => Err(SessionEnd::ClientClosed),
+        Some(Err(WsError::Capacity(e))) => {
+            tracing::debug!(error = %e, "message over the size limit");
+            Err(SessionEnd::Close(CloseReason::TooBig))
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            Err(SessionEnd::Broken)
+        }
+    }
+}
+
+/// The link's next event; frames only when `read`. Cancel-safe.
+async fn next_event(link: &mut Link, read: bool) -> Result<Event, SessionEnd> {
+    match link {
+        Link::WebSocket(_) if !read => std::future::pending().await,
+        Link::WebSocket(ws) => Ok(Event::Frame(ws_frame(ws.next().await)?)),
+        Link::Polling(polling) => match polling.next(read).await? {
+            LinkEvent::Frame(frame) => Ok(Event::Frame(Some(frame))),
+            LinkEvent::Polled => Ok(Event::Polled),
+            LinkEvent::Upgraded { socket, waiting, keep } => {
+                Ok(Event::Upgraded(socket, waiting, keep))
+            }
+        },
+    }
+}
+
+/// The first channel the server closes, and why.
+async fn next_closing(closings: &mut [Closing]) -> (usize, CloseReason) {
+    std::future::poll_fn(|cx| {
+        for (index, closing) in closings.iter_mut().enumerate() {
+            if let Closing::Open(closed) = closing
+                && let Poll::Ready(reason) = closed.as_mut().poll(cx)
+            {
+                return Poll::Ready((index, reason));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The first channel the server closes, with why, or whose drain timeout passed, without.
+async fn closing_step(closings: &mut [Closing]) -> (usize, Option<CloseReason>) {
+    std::future::poll_fn(|cx| {
+        for (index, closing) in closings.iter_mut().enumerate() {
+            match closing {
+                Closing::Open(closed) => {
+                    if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
+                        return Poll::Ready((index, Some(reason)));
+                    }
+                }
+                Closing::Draining(_, deadline) => {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready((index, None));
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The next item of any channel's queue.
+async fn next_outbound<C>(channels: &mut [Channel<C>]) -> (usize, Outbound) {
+    match channels {
+        [] => std::future::pending().await,
+        [only] => (0, only.rx.recv().await),
+        many => {
+            let receiving: Vec<_> = many
+                .iter_mut()
+                .enumerate()
+                .map(|(i, c)| Box::pin(async move { (i, c.rx.recv().await) }))
+                .collect();
+            futures_util::future::select_all(receiving).await.0
+        }
+    }
+}
+
+/// Writes `first` and whatever else the channel has queued to a websocket, then flushes once.
+/// A client that takes nothing for `stall` is gone; so is one whose queue overflows meanwhile.
+async fn write_ws<P: Protocol>(
+    ws: &mut Socket,
+    channel: &mut Channel<P::Channel>,
+    first: Outbound,
+    stall: Duration,
+    closings: &mut [Closing],
+) -> Result<(), SessionEnd> {
+    let Channel { rx, tag, .. } = channel;
+    let writing = write_batch(
+        ws,
+        first,
+        rx,
+        |emission| P::encode_event(emission, tag),
+        |direct| P::encode_direct(direct, tag),
+    );
+    tokio::pin!(writing);
+    // Nearly always done at once; only a write that has to wait gets a timer (boxed, as its
+    // state would otherwise enlarge every session's task).
+    let written = match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+        Poll::Ready(written) => written,
+        Poll::Pending => Box::pin(within_stall(writing, stall, closings)).await?,
+    };
+    written.map_err(|_| SessionEnd::Broken)
+}
+
+/// Finishes a write that had to wait, unless the client takes nothing for `stall` or a
+/// channel is closed meanwhile as too slow (or as sending too much).
+async fn within_stall<F: Future>(
+    mut writing: Pin<&mut F>,
+    stall: Duration,
+    closings: &mut [Closing],
+) -> Result<F::Output, SessionEnd> {
+    let stalled = tokio::time::sleep(stall);
+    tokio::pin!(stalled);
+    let mut watch = true;
+    loop {
+        tokio::select! {
+            written = &mut writing => return Ok(written),
+            () = &mut stalled => {
+                tracing::debug!(?stall, "the client takes nothing: dropping it");
+                return Err(SessionEnd::Broken);
+            }
+            (index, reason) = next_closing(closings), if watch => {
+                if !reason.drains() || reason == CloseReason::TooBig {
+                    return Err(SessionEnd::Close(reason));
+                }
+                // Any other close is handled once this write is done.
+                closings[index] = Closing::Open(Box::pin(std::future::ready(reason)));
+                watch = false;
+            }
+        }
+    }
+}
+
+/// Ends a server's side of a WebSocket conversation politely, within `close_timeout`: the
+/// close frame for [`SessionEnd::Close`] (after an oversized message, the rest of it read and
+/// discarded, so that the close frame is not lost to a reset), then the client's.
+pub async fn finish<S>(mut ws: WebSocketStream<S>, end: SessionEnd, close_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reason = match end {
+        SessionEnd::Broken => return,
+        SessionEnd::ClientClosed => {
+            // Reading on flushes tungstenite's close reply and ends at the client's EOF.
+            let _ = tokio::time::timeout(close_timeout, ws.next()).await;
+            return;
+        }
+        SessionEnd::Close(reason) => reason,
+    };
+    tracing::debug!(code = reason.code(), reason = reason.text(), "closing");
+    let frame = CloseFrame { code: reason.code().into(), reason: reason.text().into() };
+    let closing = async {
+        if ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        if reason == CloseReason::TooBig {
+            // The rest of the oversized message is still arriving; it is read and discarded,
+            // because closing with unread data would reset the connection and the client
+            // could lose the close frame.
+            // On the heap: a buffer held across an await would enlarge every session's task.
+            let mut sink = vec![0u8; 4096];
+            while matches!(ws.get_mut().read(&mut sink).await, Ok(n) if n > 0) {}
+        } else {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    };
+    let _ = tokio::time::timeout(close_timeout, closing).await;
+}
