@@ -64,18 +64,22 @@ impl Chat {
         parts.iter().map(|p| p.len()).collect()
     }
 
-    /// Waits for a permit of the gate, then answers: a handler kept in flight at will.
+    /// `[gate, n]`: waits for a permit of gate `gate`, then answers `n`: a handler kept in
+    /// flight at will.
     #[subscribe_message("gated")]
-    async fn gated(&self, Data(n): Data<u32>) -> u32 {
-        if let Ok(permit) = GATE.acquire().await {
+    async fn gated(&self, Data((gate, n)): Data<(usize, u32)>) -> u32 {
+        if let Some(gate) = GATES.get(gate)
+            && let Ok(permit) = gate.acquire().await
+        {
             permit.forget();
         }
         n
     }
 }
 
-/// The permits of the `gated` handler (tests that use it open it themselves).
-static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// The gates of the `gated` handler, one per test that uses it (tests run at once).
+static GATES: [tokio::sync::Semaphore; 2] =
+    [tokio::sync::Semaphore::const_new(0), tokio::sync::Semaphore::const_new(0)];
 
 async fn serve() -> std::net::SocketAddr {
     serve_with(AppConfig::default()).await.0
@@ -505,11 +509,11 @@ async fn long_polling_holds_the_post_while_the_handlers_in_flight_are_at_the_lim
     assert!(client.packets().await[0].starts_with("40/chat,"));
     let post = tokio::spawn({
         let client = Polling { http: client.http.clone(), url: client.url.clone() };
-        async move { client.post("42/chat,1[\"gated\",1]\u{1e}42/chat,2[\"gated\",2]").await }
+        async move { client.post("42/chat,1[\"gated\",[0,1]]\u{1e}42/chat,2[\"gated\",[0,2]]").await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!post.is_finished(), "the POST was answered with a handler in flight");
-    GATE.add_permits(2);
+    GATES[0].add_permits(2);
     assert_eq!(post.await.expect("post"), (200, "ok".to_owned()));
     let mut acks = client.packets().await;
     if acks.len() < 2 {
@@ -612,4 +616,29 @@ async fn long_polling_upgrades_to_websocket_without_losing_anything() {
     assert!(matches!(other.next().await, Some(Ok(Message::Close(_))) | None | Some(Err(_))));
     drop(ws);
     gone(&app).await;
+}
+
+/// Closing the server over long-polling: the message in flight is answered, then `41` comes in
+/// a poll, and the session is gone.
+#[tokio::test]
+async fn long_polling_closes_gracefully_after_answering_what_is_in_flight() {
+    let (addr, app) = serve_with(AppConfig::default()).await;
+    let (client, _) = Polling::open(addr).await;
+    client.post("40/chat,").await;
+    assert!(client.packets().await[0].starts_with("40/chat,"));
+    // A handler in flight when the server starts closing.
+    client.post("42/chat,9[\"gated\",[1,9]]").await;
+    let server = app.server().clone();
+    let closing = tokio::spawn(async move {
+        server.close_all(CloseReason::GoingAway, Duration::from_secs(5)).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!closing.is_finished(), "the message in flight holds the close");
+    GATES[1].add_permits(1);
+    let mut packets = client.packets().await;
+    if packets.len() < 2 {
+        packets.extend(client.packets().await);
+    }
+    assert_eq!(packets, ["43/chat,9[9]", "41/chat,"]);
+    assert_eq!(closing.await.expect("close_all"), 0);
 }

@@ -20,6 +20,6 @@ pub mod upgrade;
 pub use endpoint::{Endpoint, EndpointLayer, EndpointService};
 pub use session::{
     Action, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
-    SessionConfig, SessionEnd, Socket, finish, open_socket, run,
+    SessionConfig, SessionEnd, Setup, Socket, finish, open_socket, run,
 };
 pub use upgrade::{Origin, is_upgrade, refuse, switch_protocols};

@@ -66,6 +66,11 @@ impl<'a, T> InFlight<'a, T> {
         !done
     }
 
+    /// Keeps `work`, which was polled and has to wait.
+    pub fn keep(&mut self, work: Work<'a, T>) {
+        self.set.get_or_insert_with(FuturesUnordered::new).push(work);
+    }
+
     /// Resolves with the output of a message in flight once it is done; never while none is
     /// (for a `select!` branch).
     pub async fn next_done(&mut self) -> T {

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
@@ -86,14 +87,12 @@ pub enum LinkEvent {
     /// A request waits for packets: what is queued can go now.
     Polled,
     /// The client moved to a websocket: the session goes on over it, first with `waiting`
-    /// (what was queued for a poll). `keep` lives as long as the session (a registration).
+    /// (what was queued for a poll).
     Upgraded {
         /// The websocket.
         socket: Box<Socket>,
         /// Packets that were waiting for a poll.
         waiting: Vec<Bytes>,
-        /// Kept until the session ends.
-        keep: Box<dyn Send + Sync>,
     },
 }
 
@@ -116,9 +115,12 @@ pub trait PollLink: Send {
 }
 
 /// What carries a session's frames.
+// The websocket inline: one allocation fewer per connection, and one pointer fewer to follow
+// at every wake-up; a link that polls is rare enough to be boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Link {
     /// A websocket.
-    WebSocket(Box<Socket>),
+    WebSocket(Socket),
     /// A link whose packets wait for the client's polls.
     Polling(Box<dyn PollLink>),
 }
@@ -254,8 +256,13 @@ pub trait Protocol: Send {
 }
 
 /// The open channels of a session, for [`Protocol::read`].
-#[derive(Debug)]
 pub struct Channels<'s, C>(&'s [Channel<C>]);
+
+impl<C> std::fmt::Debug for Channels<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").field("len", &self.0.len()).finish()
+    }
+}
 
 impl<C> Channels<'_, C> {
     /// The index of the first channel `pred` accepts.
@@ -275,85 +282,78 @@ impl<C> Channels<'_, C> {
 }
 
 /// One wsgate connection of a session.
-#[derive(Debug)]
 struct Channel<C> {
     conn: Connection,
     rx: OutboundRx,
     tag: C,
     /// Messages of it still being handled.
     busy: usize,
+    /// Set once the server closed it: it answers the messages it is handling first, until
+    /// the deadline.
+    draining: Option<(CloseReason, Pin<Box<Sleep>>)>,
 }
 
-/// Whether the server closed a channel. Kept beside the channels, index for index, so that
-/// it is watched while a channel's queue is written.
-enum Closing {
-    /// Resolves when the server closes the channel's connection.
-    Open(Pin<Box<dyn Future<Output = CloseReason> + Send>>),
-    /// Closed: it answers the messages it is handling first, until the deadline.
-    Draining(CloseReason, Pin<Box<Sleep>>),
+/// Lists inline for the usual one channel (a plain WebSocket connection, a Socket.IO client
+/// of one namespace), so that they take no allocation of their own.
+type List<T> = SmallVec<[T; 1]>;
+
+/// What a session starts with.
+pub struct Setup<P: Protocol> {
+    /// Its protocol.
+    pub protocol: P,
+    /// Its link to the client.
+    pub link: Link,
+    /// The channels open from the start (the plain WebSocket adapter's connection); others
+    /// come with [`Action::Open`].
+    pub channels: Vec<(Connection, OutboundRx, P::Channel)>,
 }
 
-impl Closing {
-    fn of(conn: &Connection) -> Self {
-        let conn = conn.clone();
-        Self::Open(Box::pin(async move { conn.closed().await }))
+impl<P: Protocol> std::fmt::Debug for Setup<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("link", &self.link)
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
     }
 }
 
-/// Runs a session until it ends: `channels` are those open from the start (the plain
-/// WebSocket adapter's connection), others come with [`Action::Open`]. Then the link is
-/// closed politely and every channel let go.
-pub async fn run<P: Protocol>(
-    app: &App,
-    protocol: P,
-    link: Link,
-    channels: Vec<(Connection, OutboundRx, P::Channel)>,
-    config: &SessionConfig,
-) {
-    let mut closings = Vec::with_capacity(channels.len());
-    let channels = channels
-        .into_iter()
-        .map(|(conn, rx, tag)| {
-            closings.push(Closing::of(&conn));
-            Channel { conn, rx, tag, busy: 0 }
-        })
-        .collect();
-    let mut session = Session {
-        app,
-        protocol,
-        link,
-        channels,
-        closings,
-        config,
-        keep: None,
-        heard: false,
-        ponged: false,
-    };
+/// Runs a session until it ends, then closes the link politely and lets every channel go.
+/// The setup comes boxed: what an async fn is given keeps its room in the future for as long
+/// as it runs, and every session would hold it twice.
+pub async fn run<P: Protocol>(app: &App, setup: Box<Setup<P>>, config: &SessionConfig) {
+    let mut session = Session::new(app, *setup, config);
     let end = session.drive().await;
-    let Session { link, channels, keep, .. } = session;
-    drop(keep);
-    match link {
-        // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
-        Link::WebSocket(ws) => Box::pin(finish(*ws, end, config.close_timeout)).await,
-        Link::Polling(mut polling) => polling.end(end),
-    }
-    for channel in channels {
-        app.disconnect(&channel.conn).await;
-    }
+    // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
+    Box::pin(session.end(end)).await;
 }
 
 struct Session<'a, P: Protocol> {
     app: &'a App,
     protocol: P,
     link: Link,
-    channels: Vec<Channel<P::Channel>>,
-    closings: Vec<Closing>,
+    channels: List<Channel<P::Channel>>,
     config: &'a SessionConfig,
-    keep: Option<Box<dyn Send + Sync>>,
     /// A frame came since the last ping (for [`Heartbeat::Ping`]'s idle check).
     heard: bool,
     /// The client answered the ping (for [`Heartbeat::Packet`]).
     ponged: bool,
+}
+
+/// Why [`Session::frames`] stopped early.
+enum Stop<C> {
+    /// A rare action, for the caller to box.
+    Act(Box<Action<C>>),
+    End(SessionEnd),
+}
+
+/// What a frame asks for, as [`Session::read`] sorts it.
+enum Read<'a, C> {
+    Nothing,
+    /// The work of a message for channel `.0`, to start.
+    Work(usize, Work<'a, ConnectionId>),
+    /// A rare action, boxed.
+    Act(Box<Action<C>>),
+    End(SessionEnd),
 }
 
 /// What came from the link.
@@ -361,20 +361,59 @@ enum Event {
     /// A frame; `None` for a websocket's control frames (a pong, say): the client was heard.
     Frame(Option<Incoming>),
     Polled,
-    Upgraded(Box<Socket>, Vec<Bytes>, Box<dyn Send + Sync>),
+    Upgraded(Box<Socket>, Vec<Bytes>),
 }
 
 impl<'a, P: Protocol> Session<'a, P> {
+    fn new(app: &'a App, setup: Setup<P>, config: &'a SessionConfig) -> Self {
+        let Setup { protocol, link, channels } = setup;
+        let mut session = Session {
+            app,
+            protocol,
+            link,
+            channels: List::new(),
+            config,
+            heard: false,
+            ponged: false,
+        };
+        for (conn, rx, tag) in channels {
+            session.add(conn, rx, tag);
+        }
+        session
+    }
+
+    /// Closes the link politely and lets every channel go.
+    async fn end(self, end: SessionEnd) {
+        let Session { app, link, channels, config, .. } = self;
+        match link {
+            Link::WebSocket(ws) => finish(ws, end, config.close_timeout).await,
+            Link::Polling(mut polling) => polling.end(end),
+        }
+        for channel in channels {
+            app.disconnect(&channel.conn).await;
+        }
+    }
+
+    fn add(&mut self, conn: Connection, rx: OutboundRx, tag: P::Channel) {
+        self.channels.push(Channel { conn, rx, tag, busy: 0, draining: None });
+    }
+
+    fn remove(&mut self, index: usize) -> Channel<P::Channel> {
+        self.channels.swap_remove(index)
+    }
+
     async fn drive(&mut self) -> SessionEnd {
         let config = self.config;
         let mut in_flight = InFlight::<'a, ConnectionId>::new();
         let mut unjoined = None::<Pin<Box<Sleep>>>;
         self.unjoined(&mut unjoined);
-        // For the packet heartbeat: when the ping was sent, while its pong is due.
-        let mut ping_sent = None::<Instant>;
         // For the ping heartbeat: when the client was last heard from, as of the last ping
-        // (frames only set `heard`, so that a message does not cost a clock read).
-        let mut last_seen = Instant::now();
+        // (frames only set `heard`, so that a message does not cost a clock read). For the
+        // packet heartbeat: when the ping was sent, while its pong is due.
+        let mut mark = match config.heartbeat {
+            Heartbeat::Ping { .. } => Some(Instant::now()),
+            Heartbeat::Packet { .. } => None,
+        };
         let heartbeat = tokio::time::sleep(match &config.heartbeat {
             Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
         });
@@ -390,13 +429,6 @@ impl<'a, P: Protocol> Session<'a, P> {
             };
             let step = tokio::select! {
                 biased;
-                closing = closing_step(&mut self.closings) => match closing {
-                    (index, Some(reason)) => Box::pin(self.on_close(index, reason)).await,
-                    (index, None) => {
-                        tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
-                        Box::pin(self.end_channel(index)).await
-                    }
-                },
                 () = deadline(&mut unjoined) => {
                     tracing::debug!("no channel opened in time");
                     Err(SessionEnd::Close(CloseReason::IdleTimeout))
@@ -406,30 +438,18 @@ impl<'a, P: Protocol> Session<'a, P> {
                     match event {
                         Ok(Event::Frame(frame)) => {
                             self.heard = true;
-                            let mut step = match frame {
-                                Some(frame) => self.frame(frame, &mut in_flight).await,
-                                None => Ok(()),
-                            };
-                            // The frames already received are all handled before anything
-                            // else is polled again: one turn of this loop per batch.
-                            while step.is_ok() && in_flight.len() < config.max_in_flight {
-                                let Link::WebSocket(ws) = &mut self.link else { break };
-                                let next = std::future::poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx))).await;
-                                let Poll::Ready(next) = next else { break };
-                                step = match ws_frame(next) {
-                                    Ok(Some(frame)) => self.frame(frame, &mut in_flight).await,
-                                    Ok(None) => Ok(()),
-                                    Err(end) => Err(end),
-                                };
+                            match self.frames(frame, &mut in_flight).await {
+                                Ok(()) => Ok(()),
+                                Err(Stop::Act(action)) => Box::pin(self.act(*action)).await,
+                                Err(Stop::End(end)) => Err(end),
                             }
-                            step
                         }
                         Ok(Event::Polled) => {
                             self.fill_poll();
                             Ok(())
                         }
-                        Ok(Event::Upgraded(socket, waiting, keep)) => {
-                            Box::pin(self.upgraded(socket, waiting, keep)).await
+                        Ok(Event::Upgraded(socket, waiting)) => {
+                            Box::pin(self.upgraded(socket, waiting)).await
                         }
                         Err(end) => Err(end),
                     }
@@ -439,19 +459,19 @@ impl<'a, P: Protocol> Session<'a, P> {
                     let now = Instant::now();
                     match &config.heartbeat {
                         Heartbeat::Ping { interval, idle_timeout } => {
-                            if std::mem::take(&mut self.heard) {
-                                last_seen = now;
-                            }
+                            let last_seen = if std::mem::take(&mut self.heard) { now } else { mark.unwrap_or(now) };
+                            mark = Some(last_seen);
                             heartbeat.as_mut().reset(now + *interval);
                             // A session whose handlers are still running is not idle.
                             if busy == 0 && now.duration_since(last_seen) >= *idle_timeout {
                                 Err(SessionEnd::Close(CloseReason::IdleTimeout))
                             } else {
-                                self.ping().await
+                                // Boxed, as every rare path: it takes no room in the task.
+                                Box::pin(self.ping()).await
                             }
                         }
                         Heartbeat::Packet { ping, timeout, .. } => {
-                            if ping_sent.is_some() {
+                            if mark.is_some() {
                                 // Not reading (every slot busy), the pong may be waiting unread.
                                 if busy >= config.max_in_flight {
                                     heartbeat.as_mut().reset(now + *timeout);
@@ -461,27 +481,32 @@ impl<'a, P: Protocol> Session<'a, P> {
                                     Err(SessionEnd::Close(CloseReason::IdleTimeout))
                                 }
                             } else {
-                                ping_sent = Some(now);
+                                mark = Some(now);
                                 heartbeat.as_mut().reset(now + *timeout);
-                                self.send(ping.clone()).await
+                                Box::pin(self.send(ping.clone())).await
                             }
                         }
                     }
                 }
                 // Last: frames already received are handled first, so that the answers to a
-                // pipelined batch leave in one write.
-                (index, item) = next_outbound(&mut self.channels), if writable => {
+                // pipelined batch leave in one write. The channels' closes come here too.
+                (index, step) = channel_step(&mut self.channels, writable) => match step {
                     // Boxed: a write's state is large, and an idle session's task would
                     // otherwise hold room for it (one allocation per batch, not per item).
-                    Box::pin(self.write(index, item)).await
-                }
+                    ChannelStep::Item(item) => Box::pin(self.write(index, item)).await,
+                    ChannelStep::Closed(reason) => Box::pin(self.on_close(index, reason)).await,
+                    ChannelStep::Expired => {
+                        tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
+                        Box::pin(self.end_channel(index)).await
+                    }
+                },
             };
             if let Err(end) = step {
                 return end;
             }
             if std::mem::take(&mut self.ponged)
-                && let (Some(sent), Heartbeat::Packet { interval, .. }) =
-                    (ping_sent.take(), &config.heartbeat)
+                && let Heartbeat::Packet { interval, .. } = &config.heartbeat
+                && let Some(sent) = mark.take()
             {
                 // The next ping is due one interval after the last.
                 heartbeat.as_mut().reset(sent + *interval);
@@ -502,53 +527,90 @@ impl<'a, P: Protocol> Session<'a, P> {
         }
     }
 
-    /// What a frame asks for. Not async in its reading: the frame, large, is gone before
-    /// anything waits, and takes no room in the session's task.
-    async fn frame(
-        &mut self,
-        frame: Incoming,
-        in_flight: &mut InFlight<'a, ConnectionId>,
-    ) -> Result<(), SessionEnd> {
+    /// What a frame asks for: the work of a message (for the caller to start), or nothing
+    /// more to do. Not async: the frame and the action, large, are gone before anything
+    /// waits, and take no room in the session's task; the rare actions that write or run a
+    /// handshake are boxed ([`Self::act`]).
+    fn read(&mut self, frame: Incoming) -> Read<'a, P::Channel> {
         let action = self.protocol.read(frame, Channels(&self.channels));
         let app = self.app;
-        let (index, work): (usize, Work<'a, ConnectionId>) = match action {
-            Action::Nothing => return Ok(()),
+        match action {
+            Action::Nothing => Read::Nothing,
+            // The future boxed is the call itself: a block around it would hold its arguments
+            // twice, and a larger box costs the allocator more than its size.
             Action::Dispatch { channel, message } => {
                 let conn = self.channels[channel].conn.clone();
-                (channel, Box::pin(async move { dispatched(app, conn, message).await }))
+                Read::Work(channel, Box::pin(dispatched(app, conn, message)))
             }
             Action::Reject { channel, message, ack } => {
                 let conn = self.channels[channel].conn.clone();
-                (
-                    channel,
-                    Box::pin(async move {
-                        app.reject(&conn, &message, ack).await;
-                        conn.id()
-                    }),
-                )
+                Read::Work(channel, Box::pin(rejected(app, conn, message, ack)))
             }
-            Action::Open { channel, handshake } => {
-                return Box::pin(self.open(channel, *handshake)).await;
-            }
-            Action::Leave { channel } => return Box::pin(self.leave(channel)).await,
-            Action::Send(packet) => return self.send(packet).await,
             Action::Pong => {
                 self.ponged = true;
-                return Ok(());
+                Read::Nothing
             }
-            Action::Close => {
-                return Err(match self.link {
-                    // Over a websocket, the server closes it.
-                    Link::WebSocket(_) => SessionEnd::Close(CloseReason::Normal),
-                    Link::Polling(_) => SessionEnd::ClientClosed,
-                });
-            }
-            Action::End(end) => return Err(end),
-        };
-        if in_flight.start(work).await {
-            self.channels[index].busy += 1;
+            Action::Close => Read::End(match self.link {
+                // Over a websocket, the server closes it.
+                Link::WebSocket(_) => SessionEnd::Close(CloseReason::Normal),
+                Link::Polling(_) => SessionEnd::ClientClosed,
+            }),
+            Action::End(end) => Read::End(end),
+            rare => Read::Act(Box::new(rare)),
         }
-        Ok(())
+    }
+
+    /// Handles `first` and the frames already received after it, in one turn: the answers to a
+    /// pipelined batch then leave in one write. Each message's work is polled once as it is
+    /// read and kept only if it has to wait. One poll, no await inside: what a frame holds
+    /// takes no room in the session's task. Stops at a rare action (for the caller to box).
+    async fn frames(
+        &mut self,
+        first: Option<Incoming>,
+        in_flight: &mut InFlight<'a, ConnectionId>,
+    ) -> Result<(), Stop<P::Channel>> {
+        let max = self.config.max_in_flight;
+        let mut frame = first;
+        std::future::poll_fn(move |cx| {
+            loop {
+                if let Some(incoming) = frame.take() {
+                    match self.read(incoming) {
+                        Read::Nothing => {}
+                        Read::Work(index, mut work) => {
+                            if work.as_mut().poll(cx).is_pending() {
+                                in_flight.keep(work);
+                                self.channels[index].busy += 1;
+                            }
+                        }
+                        Read::Act(action) => return Poll::Ready(Err(Stop::Act(action))),
+                        Read::End(end) => return Poll::Ready(Err(Stop::End(end))),
+                    }
+                }
+                if in_flight.len() >= max {
+                    return Poll::Ready(Ok(()));
+                }
+                let Link::WebSocket(ws) = &mut self.link else { return Poll::Ready(Ok(())) };
+                match ws.poll_next_unpin(cx) {
+                    Poll::Ready(next) => match ws_frame(next) {
+                        Ok(next) => frame = next,
+                        Err(end) => return Poll::Ready(Err(Stop::End(end))),
+                    },
+                    Poll::Pending => return Poll::Ready(Ok(())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The actions that open or leave a channel, or send a packet of the protocol's own.
+    async fn act(&mut self, action: Action<P::Channel>) -> Result<(), SessionEnd> {
+        match action {
+            Action::Open { channel, handshake } => self.open(channel, *handshake).await,
+            Action::Leave { channel } => self.leave(channel).await,
+            Action::Send(packet) => self.send(packet).await,
+            // Handled by `read`.
+            _ => Ok(()),
+        }
     }
 
     /// A message in flight is done; a channel that was waiting for it to close, closes.
@@ -559,7 +621,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         };
         let channel = &mut self.channels[index];
         channel.busy = channel.busy.saturating_sub(1);
-        if channel.busy == 0 && matches!(self.closings[index], Closing::Draining(..)) {
+        if channel.busy == 0 && channel.draining.is_some() {
             return Box::pin(self.end_channel(index)).await;
         }
         Ok(())
@@ -570,7 +632,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         let busy = self.channels[index].busy;
         tracing::debug!(conn = %self.channels[index].conn.id(), ?reason, busy, "closing");
         let drain = self.app.config().drain_timeout;
-        self.closings[index] = Closing::Draining(reason, Box::pin(tokio::time::sleep(drain)));
+        self.channels[index].draining = Some((reason, Box::pin(tokio::time::sleep(drain))));
         // A client that does not read would not take the answers either.
         if busy == 0 || !reason.drains() {
             return self.end_channel(index).await;
@@ -581,10 +643,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// Ends a closing channel: what is queued is written (unless the client is too slow to
     /// take it), then the protocol's goodbye; or the session closes.
     async fn end_channel(&mut self, index: usize) -> Result<(), SessionEnd> {
-        let reason = match &self.closings[index] {
-            Closing::Draining(reason, _) => *reason,
-            Closing::Open(_) => CloseReason::Normal,
-        };
+        let reason = self.channels[index].draining.as_ref().map_or(CloseReason::Normal, |d| d.0);
         if reason.drains() {
             while let Some(item) = self.channels[index].rx.try_recv() {
                 self.write(index, item).await?;
@@ -593,8 +652,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         let Some(goodbye) = P::ended(&self.channels[index].tag, reason) else {
             return Err(SessionEnd::Close(reason));
         };
-        let channel = self.channels.swap_remove(index);
-        self.closings.swap_remove(index);
+        let channel = self.remove(index);
         let sent = self.send(goodbye).await;
         self.app.disconnect(&channel.conn).await;
         sent
@@ -611,15 +669,13 @@ impl<'a, P: Protocol> Session<'a, P> {
         };
         let (conn, rx) = accepted.open().await;
         let opened = P::opened(&tag, &conn);
-        self.closings.push(Closing::of(&conn));
-        self.channels.push(Channel { conn, rx, tag, busy: 0 });
+        self.add(conn, rx, tag);
         self.send(opened).await
     }
 
     /// [`Action::Leave`]: the channel goes, its queue unwritten.
     async fn leave(&mut self, index: usize) -> Result<(), SessionEnd> {
-        let channel = self.channels.swap_remove(index);
-        self.closings.swap_remove(index);
+        let channel = self.remove(index);
         tracing::debug!(conn = %channel.conn.id(), "left");
         self.app.disconnect(&channel.conn).await;
         Ok(())
@@ -630,11 +686,9 @@ impl<'a, P: Protocol> Session<'a, P> {
         &mut self,
         socket: Box<Socket>,
         waiting: Vec<Bytes>,
-        keep: Box<dyn Send + Sync>,
     ) -> Result<(), SessionEnd> {
         tracing::debug!("upgraded to websocket");
-        self.keep = Some(keep);
-        self.link = Link::WebSocket(socket);
+        self.link = Link::WebSocket(*socket);
         let Link::WebSocket(ws) = &mut self.link else { return Ok(()) };
         for packet in waiting {
             ws.feed(text(packet)?).await.map_err(|_| SessionEnd::Broken)?;
@@ -669,7 +723,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         match &mut self.link {
             Link::WebSocket(ws) => {
                 let stall = self.config.heartbeat.stall();
-                write_ws::<P>(ws, &mut self.channels[index], first, stall, &mut self.closings).await
+                write_ws::<P>(ws, &mut self.channels, index, first, stall).await
             }
             Link::Polling(polling) => {
                 polling.push(encode::<P>(&first, &self.channels[index].tag))?;
@@ -702,6 +756,17 @@ impl<'a, P: Protocol> Session<'a, P> {
 /// Dispatches a message and says whose it was.
 async fn dispatched(app: &App, conn: Connection, message: Inbound) -> ConnectionId {
     app.dispatch(&conn, message).await;
+    conn.id()
+}
+
+/// Refuses a frame that is not a message and says whose it was.
+async fn rejected(
+    app: &App,
+    conn: Connection,
+    message: String,
+    ack: Option<AckId>,
+) -> ConnectionId {
+    app.reject(&conn, &message, ack).await;
     conn.id()
 }
 
@@ -743,42 +808,43 @@ async fn next_event(link: &mut Link, read: bool) -> Result<Event, SessionEnd> {
         Link::Polling(polling) => match polling.next(read).await? {
             LinkEvent::Frame(frame) => Ok(Event::Frame(Some(frame))),
             LinkEvent::Polled => Ok(Event::Polled),
-            LinkEvent::Upgraded { socket, waiting, keep } => {
-                Ok(Event::Upgraded(socket, waiting, keep))
-            }
+            LinkEvent::Upgraded { socket, waiting } => Ok(Event::Upgraded(socket, waiting)),
         },
     }
 }
 
-/// The first channel the server closes, and why.
-async fn next_closing(closings: &mut [Closing]) -> (usize, CloseReason) {
-    std::future::poll_fn(|cx| {
-        for (index, closing) in closings.iter_mut().enumerate() {
-            if let Closing::Open(closed) = closing
-                && let Poll::Ready(reason) = closed.as_mut().poll(cx)
-            {
-                return Poll::Ready((index, reason));
-            }
-        }
-        Poll::Pending
-    })
-    .await
+/// What a channel has for the session.
+enum ChannelStep {
+    /// The server closed it, for this reason.
+    Closed(CloseReason),
+    /// Its drain timeout passed.
+    Expired,
+    /// An item of its queue.
+    Item(Outbound),
 }
 
-/// The first channel the server closes, with why, or whose drain timeout passed, without.
-async fn closing_step(closings: &mut [Closing]) -> (usize, Option<CloseReason>) {
+/// The first channel the server closes or whose drain timeout passed, else (when `writable`)
+/// the first with an item queued. One poll for every channel: no future of its own for each.
+async fn channel_step<C>(channels: &mut [Channel<C>], writable: bool) -> (usize, ChannelStep) {
     std::future::poll_fn(|cx| {
-        for (index, closing) in closings.iter_mut().enumerate() {
-            match closing {
-                Closing::Open(closed) => {
-                    if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
-                        return Poll::Ready((index, Some(reason)));
+        for (index, channel) in channels.iter_mut().enumerate() {
+            match &mut channel.draining {
+                None => {
+                    if let Poll::Ready(reason) = channel.conn.poll_closed(cx) {
+                        return Poll::Ready((index, ChannelStep::Closed(reason)));
                     }
                 }
-                Closing::Draining(_, deadline) => {
+                Some((_, deadline)) => {
                     if deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready((index, None));
+                        return Poll::Ready((index, ChannelStep::Expired));
                     }
+                }
+            }
+        }
+        if writable {
+            for (index, channel) in channels.iter_mut().enumerate() {
+                if let Poll::Ready(item) = channel.rx.poll_recv(cx) {
+                    return Poll::Ready((index, ChannelStep::Item(item)));
                 }
             }
         }
@@ -787,32 +853,19 @@ async fn closing_step(closings: &mut [Closing]) -> (usize, Option<CloseReason>) 
     .await
 }
 
-/// The next item of any channel's queue.
-async fn next_outbound<C>(channels: &mut [Channel<C>]) -> (usize, Outbound) {
-    match channels {
-        [] => std::future::pending().await,
-        [only] => (0, only.rx.recv().await),
-        many => {
-            let receiving: Vec<_> = many
-                .iter_mut()
-                .enumerate()
-                .map(|(i, c)| Box::pin(async move { (i, c.rx.recv().await) }))
-                .collect();
-            futures_util::future::select_all(receiving).await.0
-        }
-    }
-}
-
-/// Writes `first` and whatever else the channel has queued to a websocket, then flushes once.
-/// A client that takes nothing for `stall` is gone; so is one whose queue overflows meanwhile.
+/// Writes `first` and whatever else channel `index` has queued to a websocket, then flushes
+/// once. A client that takes nothing for `stall` is gone; so is one whose queue overflows
+/// meanwhile.
 async fn write_ws<P: Protocol>(
     ws: &mut Socket,
-    channel: &mut Channel<P::Channel>,
+    channels: &mut [Channel<P::Channel>],
+    index: usize,
     first: Outbound,
     stall: Duration,
-    closings: &mut [Closing],
 ) -> Result<(), SessionEnd> {
-    let Channel { rx, tag, .. } = channel;
+    let (before, rest) = channels.split_at_mut(index);
+    let Some((channel, after)) = rest.split_first_mut() else { return Ok(()) };
+    let Channel { conn, rx, tag, .. } = channel;
     let writing = write_batch(
         ws,
         first,
@@ -825,34 +878,48 @@ async fn write_ws<P: Protocol>(
     // state would otherwise enlarge every session's task).
     let written = match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
         Poll::Ready(written) => written,
-        Poll::Pending => Box::pin(within_stall(writing, stall, closings)).await?,
+        Poll::Pending => {
+            let open = |c: &&Channel<P::Channel>| c.draining.is_none();
+            let others = before.iter().filter(open).chain(after.iter().filter(open));
+            // Rare: the connections whose close ends the wait, in a list of their own.
+            let mut watched: Vec<&Connection> = others.map(|c| &c.conn).collect();
+            watched.push(conn);
+            Box::pin(within_stall(writing, stall, &watched)).await?
+        }
     };
     written.map_err(|_| SessionEnd::Broken)
 }
 
-/// Finishes a write that had to wait, unless the client takes nothing for `stall` or a
-/// channel is closed meanwhile as too slow (or as sending too much).
+/// Finishes a write that had to wait, unless the client takes nothing for `stall` or one of
+/// `watched` is closed meanwhile as too slow (or as sending too much). Any other close is
+/// handled once the write is done (its reason stays with the connection).
 async fn within_stall<F: Future>(
     mut writing: Pin<&mut F>,
     stall: Duration,
-    closings: &mut [Closing],
+    watched: &[&Connection],
 ) -> Result<F::Output, SessionEnd> {
     let stalled = tokio::time::sleep(stall);
     tokio::pin!(stalled);
     let mut watch = true;
     loop {
+        let closed = std::future::poll_fn(|cx| {
+            for conn in watched {
+                if let Poll::Ready(reason) = conn.poll_closed(cx) {
+                    return Poll::Ready(reason);
+                }
+            }
+            Poll::Pending
+        });
         tokio::select! {
             written = &mut writing => return Ok(written),
             () = &mut stalled => {
                 tracing::debug!(?stall, "the client takes nothing: dropping it");
                 return Err(SessionEnd::Broken);
             }
-            (index, reason) = next_closing(closings), if watch => {
+            reason = closed, if watch => {
                 if !reason.drains() || reason == CloseReason::TooBig {
                     return Err(SessionEnd::Close(reason));
                 }
-                // Any other close is handled once this write is done.
-                closings[index] = Closing::Open(Box::pin(std::future::ready(reason)));
                 watch = false;
             }
         }

@@ -72,6 +72,9 @@ pub struct WsAdapter {
 
 #[derive(Clone, Debug)]
 pub(crate) struct WsConfig {
+    /// The session driver's settings, made from the others when the adapter is mounted: each
+    /// connection's task borrows them instead of holding a copy.
+    pub(crate) session: wsgate_transport::SessionConfig,
     pub(crate) max_message_size: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) max_in_flight: usize,
@@ -92,6 +95,15 @@ impl WsAdapter {
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
+                session: wsgate_transport::SessionConfig {
+                    heartbeat: wsgate_transport::Heartbeat::Ping {
+                        interval: Duration::ZERO,
+                        idle_timeout: Duration::ZERO,
+                    },
+                    max_in_flight: 0,
+                    unjoined_timeout: None,
+                    close_timeout: Duration::ZERO,
+                },
                 max_message_size: 64 * 1024,
                 read_buffer_size: 512,
                 max_in_flight: 16,
@@ -158,7 +170,17 @@ impl WsAdapter {
     }
 
     /// The tower layer serving `app` over this adapter, for services other than a `Router`.
-    pub fn layer(self, app: App) -> WsLayer {
+    pub fn layer(mut self, app: App) -> WsLayer {
+        let config = self.config_mut();
+        config.session = wsgate_transport::SessionConfig {
+            heartbeat: wsgate_transport::Heartbeat::Ping {
+                interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+            },
+            max_in_flight: config.max_in_flight,
+            unjoined_timeout: None,
+            close_timeout: config.close_timeout,
+        };
         WsLayer::new(WsEndpoint::new(app, self.config))
     }
 }

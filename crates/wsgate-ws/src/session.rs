@@ -7,7 +7,7 @@ use hyper::upgrade::OnUpgrade;
 use tracing::Instrument;
 use wsgate::adapter::{Accepted, Direct, Emission};
 use wsgate::{App, CloseReason, Connection, Refusal};
-use wsgate_transport::{Action, Channels, Heartbeat, Incoming, Link, Protocol, SessionConfig};
+use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, Setup};
 
 use crate::WsConfig;
 use crate::codec::{self, Decoded, JsonFrames};
@@ -69,25 +69,14 @@ pub(crate) struct Opening {
 /// arguments of an async fn keep their room in its future for as long as it runs, and every
 /// idle connection would hold them.
 pub(crate) async fn run(app: App, opening: Box<Opening>, config: Arc<WsConfig>) {
-    let Some((link, channel)) = Box::pin(open(opening, &config)).await else { return };
-    let span = tracing::debug_span!("ws", conn = %channel.0.id(), ns = %channel.0.namespace());
-    let session = SessionConfig {
-        heartbeat: Heartbeat::Ping {
-            interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
-        },
-        max_in_flight: config.max_in_flight,
-        unjoined_timeout: None,
-        close_timeout: config.close_timeout,
-    };
-    wsgate_transport::run(&app, JsonProtocol, link, vec![channel], &session).instrument(span).await;
+    let Some(setup) = Box::pin(open(opening, &config)).await else { return };
+    let conn = &setup.channels[0].0;
+    let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
+    wsgate_transport::run(&app, setup, &config.session).instrument(span).await;
 }
 
 /// Waits for the upgrade, then registers the connection.
-async fn open(
-    opening: Box<Opening>,
-    config: &WsConfig,
-) -> Option<(Link, (Connection, wsgate::adapter::OutboundRx, ()))> {
+async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<JsonProtocol>>> {
     let Opening { accepted, on_upgrade } = *opening;
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -100,5 +89,6 @@ async fn open(
         wsgate_transport::open_socket(upgraded, config.read_buffer_size, config.max_message_size)
             .await;
     let (conn, rx) = accepted.open().await;
-    Some((Link::WebSocket(Box::new(ws)), (conn, rx, ())))
+    let link = Link::WebSocket(ws);
+    Some(Box::new(Setup { protocol: JsonProtocol, link, channels: vec![(conn, rx, ())] }))
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -32,6 +33,12 @@ impl OutboundRx {
     /// The next item, waiting for one. Cancel-safe: nothing is lost if the future is dropped.
     pub async fn recv(&mut self) -> Outbound {
         self.conn.inner.queue.pop().await
+    }
+
+    /// The next item, or the task woken when one is queued: [`Self::recv`] as a poll, for a
+    /// session that watches many queues without a future for each.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outbound> {
+        self.conn.inner.queue.poll_pop(cx)
     }
 
     /// The next item if one is queued.
@@ -114,6 +121,8 @@ struct Inner {
     closing: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     close_notify: Notify,
+    /// The adapter's session polling [`Connection::poll_closed`].
+    close_waker: AtomicWaker,
     server: Server,
 }
 
@@ -140,6 +149,7 @@ impl Connection {
             closing: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_notify: Notify::new(),
+            close_waker: AtomicWaker::new(),
             server,
         };
         let conn = Self { inner: Arc::new(inner) };
@@ -275,6 +285,7 @@ impl Connection {
             *lock(&self.inner.close_reason) = Some(reason);
             // Every waiter: the adapter's session may wait in more than one place.
             self.inner.close_notify.notify_waiters();
+            self.inner.close_waker.wake();
         }
     }
 
@@ -292,6 +303,27 @@ impl Connection {
                 return reason;
             }
             notified.await;
+        }
+    }
+
+    /// [`Self::closed`] as a poll, for a session driver that watches many connections without
+    /// a future for each: ready with the reason once the server asked to close it; otherwise
+    /// the task is woken when it does. One task at a time may poll it (the last one is woken).
+    pub fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<CloseReason> {
+        if !self.is_closing() {
+            self.inner.close_waker.register(cx.waker());
+            // Looked at again: a close between the first look and the registration.
+            if !self.is_closing() {
+                return std::task::Poll::Pending;
+            }
+        }
+        match *lock(&self.inner.close_reason) {
+            Some(reason) => std::task::Poll::Ready(reason),
+            // Set just after the flag, under its lock: the waker registered is woken then.
+            None => {
+                self.inner.close_waker.register(cx.waker());
+                std::task::Poll::Pending
+            }
         }
     }
 

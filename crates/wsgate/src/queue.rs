@@ -7,6 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::message::Outbound;
@@ -17,8 +20,9 @@ const KEEP_CAPACITY: usize = 32;
 pub(crate) struct Queue {
     state: Mutex<State>,
     capacity: usize,
-    /// Wakes the single reader.
-    readable: Notify,
+    /// Wakes the single reader: a waker, not a `Notify`, so that a session polling many
+    /// queues needs no future per queue.
+    readable: AtomicWaker,
     /// Wakes writers waiting for room.
     writable: Notify,
 }
@@ -39,7 +43,7 @@ impl Queue {
         Self {
             state: Mutex::new(State { items: VecDeque::new(), closed: false }),
             capacity: capacity.max(1),
-            readable: Notify::new(),
+            readable: AtomicWaker::new(),
             writable: Notify::new(),
         }
     }
@@ -61,7 +65,7 @@ impl Queue {
             }
             state.items.push_back(item);
         }
-        self.readable.notify_one();
+        self.readable.wake();
         Ok(())
     }
 
@@ -83,7 +87,7 @@ impl Queue {
                         state.items.push_back(item);
                     }
                     drop(state);
-                    self.readable.notify_one();
+                    self.readable.wake();
                     return Ok(());
                 }
             }
@@ -106,16 +110,22 @@ impl Queue {
         Some(item)
     }
 
+    /// Takes the oldest item, or registers the reader's waker for the next push.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
+        if let Some(item) = self.try_pop() {
+            return Poll::Ready(item);
+        }
+        self.readable.register(cx.waker());
+        // Looked at again: a push between the first look and the registration woke nobody.
+        match self.try_pop() {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
+        }
+    }
+
     /// Takes the oldest item, waiting for one.
     pub(crate) async fn pop(&self) -> Outbound {
-        loop {
-            if let Some(item) = self.try_pop() {
-                return item;
-            }
-            // `notify_one` leaves a permit when the reader is not waiting, so a push between
-            // the check above and this wait is not missed.
-            self.readable.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_pop(cx)).await
     }
 
     /// The reader is gone: writers fail from now on, and queued items are dropped.

@@ -41,6 +41,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod broadcast;
 mod connect;
 mod echo;
+mod polling;
 
 #[derive(Parser)]
 #[command(about = "Load generator for wsgate servers")]
@@ -140,6 +141,10 @@ enum Command {
         /// Socket.IO only: the auth payload of the namespace connect, as JSON.
         #[arg(long, default_value = "{}")]
         auth: String,
+        /// Socket.IO over HTTP long-polling (`--url http://…/socket.io/?EIO=4&transport=polling`),
+        /// a poll waiting on each session, instead of a websocket.
+        #[arg(long)]
+        polling: bool,
     },
     /// Echo throughput and latency: each connection keeps `window` `echo` messages in flight
     /// for `duration` seconds (after a warm-up); prints replies/s, latency percentiles (HDR
@@ -277,8 +282,19 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Idle { url, connections, concurrency, hello, pid, settle, protocol, auth } => {
-                let client = Client { url, hello, protocol, auth };
+            Command::Idle {
+                url,
+                connections,
+                concurrency,
+                hello,
+                pid,
+                settle,
+                protocol,
+                auth,
+                polling,
+            } => {
+                let client =
+                    Client { url, hello, protocol, auth, polling, http: reqwest::Client::new() };
                 idle(client, connections, concurrency, pid, settle).await
             }
             Command::Fanout {
@@ -351,6 +367,10 @@ struct Client {
     hello: String,
     protocol: Protocol,
     auth: String,
+    /// Socket.IO over long-polling.
+    polling: bool,
+    /// For long-polling: one pool of HTTP connections.
+    http: reqwest::Client,
 }
 
 async fn idle(
@@ -415,6 +435,21 @@ async fn hold(
     ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    if client.polling {
+        let opened =
+            polling::Session::open(client.http.clone(), &client.url, &client.auth, &client.hello);
+        match tokio::time::timeout(Duration::from_secs(15), opened).await {
+            Ok(Ok(session)) => {
+                let _ = ready.send(Ok(()));
+                if let Err(e) = session.hold(stop).await {
+                    eprintln!("a long-polling session was lost: {e:#}");
+                }
+            }
+            Ok(Err(e)) => drop(ready.send(Err(e))),
+            Err(_) => drop(ready.send(Err(anyhow::anyhow!("session not set up within 15 s")))),
+        }
+        return;
+    }
     let phase = std::sync::Mutex::new("connecting");
     let opened = tokio::time::timeout(Duration::from_secs(15), open(&client, &phase)).await;
     let mut ws = match opened {
@@ -539,6 +574,8 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
                 hello: setup.subscribe.clone(),
                 protocol: Protocol::Ws,
                 auth: String::new(),
+                polling: false,
+                http: reqwest::Client::new(),
             };
             async move {
                 let phase = std::sync::Mutex::new("connecting");

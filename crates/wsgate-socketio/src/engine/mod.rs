@@ -25,7 +25,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::App;
 use wsgate_transport::{
-    BoxFuture, Endpoint, Link, Origin, Socket, is_upgrade, open_socket, refuse, switch_protocols,
+    BoxFuture, Endpoint, Heartbeat, Link, Origin, SessionConfig, Socket, is_upgrade, open_socket,
+    refuse, switch_protocols,
 };
 
 use polling::{Handle, Polling, Post};
@@ -41,6 +42,22 @@ pub(crate) struct EngineConfig {
     pub(crate) max_in_flight: usize,
 }
 
+impl EngineConfig {
+    /// The session driver's settings.
+    fn session(&self) -> SessionConfig {
+        SessionConfig {
+            heartbeat: Heartbeat::Packet {
+                ping: Bytes::from_static(b"2"),
+                interval: self.ping_interval,
+                timeout: self.ping_timeout,
+            },
+            max_in_flight: self.max_in_flight,
+            unjoined_timeout: Some(self.connect_timeout),
+            close_timeout: protocol::CLOSE_TIMEOUT,
+        }
+    }
+}
+
 /// The engine as an [`Endpoint`]: the requests for `/socket.io/`.
 #[derive(Clone, Debug)]
 pub(crate) struct EngineEndpoint {
@@ -49,7 +66,8 @@ pub(crate) struct EngineEndpoint {
 
 impl EngineEndpoint {
     pub(crate) fn new(app: App, config: EngineConfig) -> Self {
-        let engine = Engine { app, config: Arc::new(config), sessions: Arc::default() };
+        let session = Arc::new(config.session());
+        let engine = Engine { app, config: Arc::new(config), session, sessions: Arc::default() };
         Self { engine: Arc::new(engine) }
     }
 }
@@ -85,6 +103,8 @@ enum Entry {
 struct Engine {
     app: App,
     config: Arc<EngineConfig>,
+    /// Made once; each session's task borrows it.
+    session: Arc<SessionConfig>,
     sessions: Arc<Sessions>,
 }
 
@@ -95,9 +115,22 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    /// The session moved to a websocket: its channels go, its id stays taken.
-    pub(crate) fn upgraded(&self) {
-        lock(&self.sessions).insert(self.sid.clone(), Entry::Upgraded);
+    /// What marks the session upgraded.
+    pub(crate) fn marker(&self) -> UpgradeMarker {
+        UpgradeMarker { sessions: self.sessions.clone(), sid: self.sid.clone() }
+    }
+}
+
+/// Marks a long-polling session as moved to a websocket: its channels go, its id stays taken
+/// (requests naming it are refused) until the session ends.
+pub(crate) struct UpgradeMarker {
+    sessions: Arc<Sessions>,
+    sid: Box<str>,
+}
+
+impl UpgradeMarker {
+    pub(crate) fn mark(self) {
+        lock(&self.sessions).insert(self.sid, Entry::Upgraded);
     }
 }
 
@@ -193,17 +226,14 @@ impl Engine {
     fn open_polling(&self, mut req: Request<Body>) -> Response {
         let sid = engine_sid();
         let registered = Registered { sessions: self.sessions.clone(), sid: sid.as_str().into() };
-        let (handle, polling) = Polling::new(Some(registered));
+        let (handle, polling) = Polling::new(Some(registered.marker()));
         lock(&self.sessions).insert(sid.as_str().into(), Entry::Polling(handle));
         let open = protocol::open_packet(&sid, r#""websocket""#, &self.config);
         let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
-        tokio::spawn(protocol::run(
-            self.app.clone(),
-            Box::new(Origin::take(&mut req).detached()),
-            Link::Polling(Box::new(polling)),
-            self.config.clone(),
-            span,
-        ));
+        let origin = Box::new(Origin::take(&mut req).detached());
+        let link = Link::Polling(Box::new(polling));
+        let setup = protocol::setup(origin, link, Some(registered), &self.config);
+        tokio::spawn(protocol::run(self.app.clone(), setup, self.session.clone(), span));
         text(Bytes::from(open))
     }
 
@@ -240,20 +270,25 @@ impl Engine {
         };
         let origin = Box::new(Origin::take(&mut req).detached());
         drop(req);
-        let (app, config) = (self.app.clone(), self.config.clone());
+        let (app, config, session) = (self.app.clone(), self.config.clone(), self.session.clone());
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(e) => return tracing::debug!(error = %e, "socket.io websocket upgrade failed"),
             };
-            let mut ws = websocket(upgraded, &config).await;
+            // Boxed at once: the session's task holds the websocket once.
+            let link = Link::WebSocket(websocket(upgraded, &config).await);
+            let mut setup = protocol::setup(origin, link, None, &config);
             let sid = engine_sid();
             let open = protocol::open_packet(&sid, "", &config);
-            if ws.send(Message::text(open)).await.is_err() {
+            if let Link::WebSocket(ws) = &mut setup.link
+                && ws.send(Message::text(open)).await.is_err()
+            {
                 return;
             }
             let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
-            protocol::run(app, origin, Link::WebSocket(Box::new(ws)), config, span).await;
+            drop(config);
+            protocol::run(app, setup, session, span).await;
         });
         response
     }

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use wsgate_transport::{BoxFuture, Incoming, LinkEvent, PollLink, SessionEnd as End, Socket};
 
-use super::Registered;
+use super::UpgradeMarker;
 
 /// The separator of packets in a long-polling body (Engine.IO v4).
 pub(crate) const SEPARATOR: u8 = 0x1e;
@@ -74,9 +74,8 @@ enum Control {
 pub(crate) struct Polling {
     inbox: Inbox,
     outside: Outside,
-    /// The session's entry in the engine's table: marked upgraded when the client moves to
-    /// a websocket, removed when the session ends.
-    registered: Option<Registered>,
+    /// Marks the session's entry in the engine's table when the client moves to a websocket.
+    upgrade_marker: Option<UpgradeMarker>,
 }
 
 /// What the client posts.
@@ -109,7 +108,7 @@ struct Probe {
 
 impl Polling {
     /// A new session's channels: the HTTP side's ends and the session's.
-    pub(crate) fn new(registered: Option<Registered>) -> (Handle, Self) {
+    pub(crate) fn new(upgrade_marker: Option<UpgradeMarker>) -> (Handle, Self) {
         let (posts_tx, posts) = mpsc::channel(1);
         let (polls_tx, polls) = mpsc::channel(1);
         let (upgrades_tx, upgrades) = mpsc::channel(1);
@@ -117,7 +116,7 @@ impl Polling {
         let polling = Self {
             inbox: Inbox { posts, reading: None },
             outside: Outside { polls, upgrades, held: None, outbox: VecDeque::new(), probe: None },
-            registered,
+            upgrade_marker,
         };
         (handle, polling)
     }
@@ -140,15 +139,11 @@ impl PollLink for Polling {
             Ok(match event {
                 Control::Polled => LinkEvent::Polled,
                 Control::Upgraded(socket, waiting) => {
-                    let keep: Box<dyn Send + Sync> = match self.registered.take() {
-                        Some(registered) => {
-                            // Requests naming the session are refused from now on.
-                            registered.upgraded();
-                            Box::new(registered)
-                        }
-                        None => Box::new(()),
-                    };
-                    LinkEvent::Upgraded { socket, waiting, keep }
+                    // Requests naming the session are refused from now on.
+                    if let Some(marker) = self.upgrade_marker.take() {
+                        marker.mark();
+                    }
+                    LinkEvent::Upgraded { socket, waiting }
                 }
             })
         })

@@ -12,37 +12,42 @@ use tracing::Instrument;
 use wsgate::adapter::{Direct, Emission};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal};
 use wsgate_transport::{
-    Action, Channels, Heartbeat, Incoming, Link, Origin, Protocol, SessionConfig, SessionEnd,
+    Action, Channels, Incoming, Link, Origin, Protocol, SessionConfig, SessionEnd, Setup,
 };
 
-use super::EngineConfig;
+use super::{EngineConfig, Registered};
 use crate::TRANSPORT;
 use crate::message::decode;
 use crate::packet::{self, EventFrames, Packet};
 
 /// How long a closing websocket waits for the client's close frame.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs an Engine.IO session over `link` until it ends.
-pub(crate) async fn run(
-    app: App,
+/// What an Engine.IO session over `link` starts with; a session opened by long-polling
+/// holds its entry in the engine's table (`registered`) for as long as it runs.
+pub(crate) fn setup(
     origin: Box<Origin>,
     link: Link,
-    config: std::sync::Arc<EngineConfig>,
+    registered: Option<Registered>,
+    config: &EngineConfig,
+) -> Box<Setup<EngineProtocol>> {
+    let protocol = EngineProtocol {
+        origin,
+        assembling: None,
+        max_payload: config.max_payload,
+        _registered: registered,
+    };
+    Box::new(Setup { protocol, link, channels: Vec::new() })
+}
+
+/// Runs an Engine.IO session until it ends.
+pub(crate) async fn run(
+    app: App,
+    setup: Box<Setup<EngineProtocol>>,
+    session: std::sync::Arc<SessionConfig>,
     span: tracing::Span,
 ) {
-    let session = SessionConfig {
-        heartbeat: Heartbeat::Packet {
-            ping: Bytes::from_static(b"2"),
-            interval: config.ping_interval,
-            timeout: config.ping_timeout,
-        },
-        max_in_flight: config.max_in_flight,
-        unjoined_timeout: Some(config.connect_timeout),
-        close_timeout: CLOSE_TIMEOUT,
-    };
-    let protocol = EngineProtocol { origin, assembling: None, max_payload: config.max_payload };
-    wsgate_transport::run(&app, protocol, link, Vec::new(), &session).instrument(span).await;
+    wsgate_transport::run(&app, setup, &session).instrument(span).await;
 }
 
 /// The open packet: the session's id and settings.
@@ -63,6 +68,8 @@ pub(crate) struct EngineProtocol {
     /// task to hold room for.
     assembling: Option<Box<Assembling>>,
     max_payload: usize,
+    /// The session's entry in the engine's table, removed when the session ends.
+    _registered: Option<Registered>,
 }
 
 /// A namespace connected over the session.
