@@ -1,21 +1,26 @@
 // Starts the real blog binary on a free loopback port with a fresh SQLite database, and gives
 // tests small helpers for its REST API.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/**
+ * Cargo's target directory: CARGO_TARGET_DIR (a relative one from the workspace's root, where
+ * scripts/test runs cargo), or the workspace's `target`.
+ */
+const targetDir = resolve(root, process.env.CARGO_TARGET_DIR ?? 'target');
 
 /** The blog binary: BLOG_BIN, or the workspace's debug build (the profile the tests share). */
 export function blogBinary() {
-  return process.env.BLOG_BIN ?? join(root, 'target', 'debug', 'blog');
+  return process.env.BLOG_BIN ?? join(targetDir, 'debug', 'blog');
 }
 
 /** An example server of the workspace, from the same debug build. */
 export function exampleBinary(name) {
-  return join(root, 'target', 'debug', 'examples', name);
+  return join(targetDir, 'debug', 'examples', name);
 }
 
 /**
@@ -41,6 +46,10 @@ export async function startBlog(env = {}) {
 
 /** Starts a server binary on port 0 and resolves once it prints `listening on http://…`. */
 export async function startServer(binary, args = [], env = {}) {
+  if (!existsSync(binary)) {
+    // At once, not after the start timeout: nothing was built where the suite looks.
+    throw new Error(`${binary} does not exist: build it with \`cargo test --workspace --no-run\` (or set BLOG_BIN / CARGO_TARGET_DIR)`);
+  }
   const logs = [];
   const child = spawn(binary, args, {
     env: {

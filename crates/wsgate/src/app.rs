@@ -418,6 +418,8 @@ impl App {
             _ => Outcome::Ok,
         };
         let answer = self.answer(&ctx, filters, reply);
+        // The event's name and outcome, never its data (it may carry anything).
+        tracing::debug!(conn = %conn.id(), event = %crate::extract::shorten(ctx.event.as_str(), 60, 0), ?outcome, "message");
         if let Some(started) = started {
             let event = route.is_some().then_some(&ctx.event);
             let elapsed = started.elapsed();
