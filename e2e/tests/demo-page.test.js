@@ -2,11 +2,11 @@
 // the other sees it appear without reloading, over each transport.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startBlog } from '../lib/server.js';
+import { startBlog, seedBlog } from '../lib/server.js';
 
 const artifacts = join(dirname(fileURLToPath(import.meta.url)), '..', 'artifacts');
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -107,5 +107,45 @@ test('the API docs page renders every operation of /openapi.json, offline', asyn
     await page.screenshot({ path: join(artifacts, 'api-docs.png'), fullPage: true });
   } finally {
     await context.close();
+  }
+});
+
+test("the README's two client snippets run as written in the console of the blog's page", async () => {
+  const readme = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'README.md'), 'utf8');
+  const clients = readme.slice(readme.indexOf('## Clients'), readme.indexOf('## Try the blog'));
+  const snippets = [...clients.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+  assert.equal(snippets.length, 2, 'a plain WebSocket and a Socket.IO snippet');
+  // A fresh blog of its own: entry 1 and comment 1 are the ones the snippets ask for.
+  const own = await startBlog();
+  try {
+    const { alice } = await seedBlog(own, 'README');
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const logged = [];
+    page.on('console', async (message) => {
+      logged.push(await Promise.all(message.args().map((a) => a.jsonValue().catch(() => null))));
+    });
+    // The blog's own page, logged in (the page keeps the token in localStorage).
+    await page.goto(`http://localhost:${own.port}`);
+    await page.evaluate((token) => localStorage.setItem('token', token), alice.token);
+    for (const snippet of snippets) {
+      await page.addScriptTag({ content: snippet.replaceAll('localhost:3000', `localhost:${own.port}`) });
+    }
+    const seen = (pred) => logged.some(pred);
+    const deadline = Date.now() + 10_000;
+    const wanted = [
+      (l) => l[0]?.event === 'showComment' && l[0].data?.id === 1,
+      (l) => l[0]?.event === 'indexComment' && Array.isArray(l[0].data),
+      (l) => l[0]?.event === 'exception' && l[0].data?.message === 'Missing comment id.',
+      (l) => l[0] === 'showUser' && l[1]?.id === 1,
+      (l) => l[0] === 'indexComment' && Array.isArray(l[1]),
+      (l) => l[0] === 'showComment' && l[1]?.id === 1,
+      (l) => l[0] === 'exception' && l[1]?.message === 'Missing comment id.',
+    ];
+    while (!wanted.every(seen) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    wanted.forEach((pred, i) => assert.ok(seen(pred), `snippet output ${i} in the console: ${JSON.stringify(logged)}`));
+    await context.close();
+  } finally {
+    await own.stop();
   }
 });

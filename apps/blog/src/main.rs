@@ -32,8 +32,12 @@ async fn seed(config: &blog::Config) -> anyhow::Result<()> {
             seeded.users, seeded.entries, seeded.comments
         );
     }
-    for (email, first_name, _) in blog::seed::USERS {
-        println!("  {first_name}: {email} / {}", blog::seed::PASSWORD);
+    for ((email, first_name, _), created) in blog::seed::USERS.iter().zip(seeded.created) {
+        if created {
+            println!("  {first_name}: {email} / {}", blog::seed::PASSWORD);
+        } else {
+            println!("  {first_name}: {email} existed already: its password is unchanged");
+        }
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ pub const USERS: [(&str, &str, &str); 2] =
 pub struct Seeded {
     /// Users created (0 when the demo users existed already).
     pub users: usize,
+    /// Which of [`USERS`] were created (and so have [`PASSWORD`]).
+    pub created: [bool; USERS.len()],
     /// Entries created.
     pub entries: usize,
     /// Comments created.
@@ -28,11 +30,12 @@ pub async fn run(store: &Store) -> anyhow::Result<Seeded> {
     let mut seeded = Seeded::default();
     let hash = crate::password::hash(PASSWORD.to_owned()).await?;
     let mut created = Vec::new();
-    for (email, first_name, last_name) in USERS {
+    for (index, (email, first_name, last_name)) in USERS.into_iter().enumerate() {
         let new = NewUser { email, password_hash: &hash, first_name, last_name };
         match store.create_user(new).await {
             Ok(user) => {
                 seeded.users += 1;
+                seeded.created[index] = true;
                 created.push(user);
             }
             Err(StoreError::EmailTaken) => {}
