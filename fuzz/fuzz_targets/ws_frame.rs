@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         Decoded::Message(message) => {
             assert!(!message.event.as_str().is_empty(), "an event has a name");
             assert!(valid_json(message.data.get().as_bytes()), "the data is JSON");
-            assert!(valid_json(&JsonFrames::encode_event(&message.event, &message.data)));
+            assert!(valid_json(&JsonFrames::encode_event(&message.event, &message.data, None)));
             if let Some(id) = message.ack.clone() {
                 let ack = Direct::Ack { id, data: message.data.clone() };
                 assert!(valid_json(&encode_direct(&ack)));

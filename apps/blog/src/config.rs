@@ -69,6 +69,14 @@ pub struct Config {
     /// answered before the connections close anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, global = true)]
     pub shutdown_timeout: u64,
+    /// Seconds a dropped gateway connection's session is kept: a client that comes back
+    /// within them gets its rooms and every event it missed (connection state recovery).
+    /// 0 turns recovery off.
+    #[arg(long, env = "RECOVERY_WINDOW", default_value_t = 120, global = true)]
+    pub recovery_window: u64,
+    /// Events each namespace's recovery history holds at most.
+    #[arg(long, env = "RECOVERY_HISTORY", default_value_t = 10_000, global = true)]
+    pub recovery_history: usize,
 }
 
 impl Config {
@@ -78,6 +86,10 @@ impl Config {
             max_connections_per_peer: (self.max_connections_per_peer > 0)
                 .then_some(self.max_connections_per_peer),
             drain_timeout: self.shutdown_timeout(),
+            recovery: (self.recovery_window > 0).then(|| wsgate::Recovery {
+                window: std::time::Duration::from_secs(self.recovery_window),
+                max_events: self.recovery_history,
+            }),
             ..wsgate::AppConfig::default()
         }
     }
@@ -98,6 +110,8 @@ impl Config {
             allowed_origins: String::new(),
             max_connections_per_peer: 256,
             shutdown_timeout: 10,
+            recovery_window: 120,
+            recovery_history: 10_000,
         }
     }
 }
@@ -114,6 +128,8 @@ impl fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("recovery_window", &self.recovery_window)
+            .field("recovery_history", &self.recovery_history)
             .finish()
     }
 }

@@ -11,6 +11,11 @@
 //! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the answer
 //!   (guards, extractors, handler), before it is queued or written.
 //!
+//! Connection state recovery (unless `RECOVERY_WINDOW=0`):
+//! `wsgate_recoveries_total{outcome}` (`recovered`, `expired`: too late or unknown,
+//! `refused`: another identity or a forged offset), `wsgate_recovery_history_events` (events
+//! held for replay) and `wsgate_recovery_sessions` (dropped sessions waiting).
+//!
 //! Broker (with `REDIS_URL`): `wsgate_broker_connected` (1 or 0), and
 //! `wsgate_broker_{published,received,dropped,reconnects}_total`.
 //!
@@ -147,12 +152,59 @@ impl Collector for BrokerCollector {
     }
 }
 
+#[derive(Debug)]
+struct RecoveryCollector {
+    server: Server,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+impl Collector for RecoveryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(stats) = self.server.recovery_stats() else { return Ok(()) };
+        let outcomes = [
+            ("recovered", stats.recovered),
+            ("expired", stats.expired),
+            ("refused", stats.refused),
+        ];
+        let help = "Sessions presented for recovery, by outcome";
+        let mut family = encoder.encode_descriptor(
+            "wsgate_recoveries",
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (outcome, value) in outcomes {
+            let counter = ConstCounter::new(value);
+            counter.encode(family.encode_family(&OutcomeLabels { outcome })?)?;
+        }
+        let gauges = [
+            ("wsgate_recovery_history_events", "Events held for replay", stats.events),
+            (
+                "wsgate_recovery_sessions",
+                "Dropped sessions waiting to be recovered",
+                stats.sessions,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     /// Empty metrics, registered under their names; the broker's status (if `server` has a
     /// broker) is read from `server` at each scrape.
     pub fn new(server: &Server) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(BrokerCollector { server: server.clone() }));
+        registry.register_collector(Box::new(RecoveryCollector { server: server.clone() }));
         let connections = Family::default();
         registry.register("wsgate_connections", "Open gateway connections", connections.clone());
         let opened = Family::default();

@@ -80,12 +80,19 @@ pub(crate) fn parse(text: &str) -> Result<Packet<'_>, &'static str> {
 pub(crate) struct EventFrames;
 
 impl WireFormat for EventFrames {
-    fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
-        let mut out = Vec::with_capacity(8 + event.as_str().len() + data.get().len());
+    /// With recovery on, the event's offset is its last argument, as Socket.IO's connection
+    /// state recovery has it: `42["event",data,"<offset>"]`.
+    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
+        let extra = offset.map_or(0, |o| o.len() + 3);
+        let mut out = Vec::with_capacity(8 + event.as_str().len() + data.get().len() + extra);
         out.extend_from_slice(b"42[");
         push_str(&mut out, event.as_str());
         out.push(b',');
         out.extend_from_slice(data.get().as_bytes());
+        if let Some(offset) = offset {
+            out.push(b',');
+            push_str(&mut out, offset);
+        }
         out.push(b']');
         Bytes::from(out)
     }
@@ -133,8 +140,12 @@ pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
 }
 
 /// `40[/ns,]{"sid":…}`: the namespace connection is open.
-pub(crate) fn connected(prefix: &str, sid: &str) -> String {
-    format!("40{prefix}{{\"sid\":\"{sid}\"}}")
+pub(crate) fn connected(prefix: &str, sid: &str, pid: Option<&str>) -> String {
+    match pid {
+        // The session id is hex made by the server: nothing to escape.
+        Some(pid) => format!("40{prefix}{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}"),
+        None => format!("40{prefix}{{\"sid\":\"{sid}\"}}"),
+    }
 }
 
 /// `44[/ns,]{"message":…}`: the namespace connection is refused (the client's `connect_error`).
@@ -213,7 +224,9 @@ mod tests {
     #[test]
     fn frames_for_events_acks_exceptions_and_connections() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let frame = EventFrames::encode_event(&EventName::from("say \"hi\""), &data);
+        let offset = EventFrames::encode_event(&EventName::from("e"), &data, Some("a-1"));
+        assert_eq!(offset, r#"42["e",{"a":1},"a-1"]"#);
+        let frame = EventFrames::encode_event(&EventName::from("say \"hi\""), &data, None);
         assert_eq!(frame, r#"42["say \"hi\"",{"a":1}]"#);
         assert_eq!(for_namespace(frame.clone(), ""), frame);
         assert_eq!(for_namespace(frame, "/chat,"), r#"42/chat,["say \"hi\"",{"a":1}]"#);
@@ -222,7 +235,8 @@ mod tests {
         assert_eq!(encode_direct(&ack, "/chat,"), r#"43/chat,7[{"a":1}]"#);
         let exception = Direct::Exception { id: None, data };
         assert_eq!(encode_direct(&exception, ""), r#"42["exception",{"a":1}]"#);
-        assert_eq!(connected("", "12"), r#"40{"sid":"12"}"#);
+        assert_eq!(connected("", "12", None), r#"40{"sid":"12"}"#);
+        assert_eq!(connected("/a,", "12", Some("f0")), r#"40/a,{"sid":"12","pid":"f0"}"#);
         assert_eq!(refused("/chat,", "Invalid \"ns\""), r#"44/chat,{"message":"Invalid \"ns\""}"#);
         assert_eq!(disconnect("/chat,"), "41/chat,");
         assert_eq!(prefix("/"), "");

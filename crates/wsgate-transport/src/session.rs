@@ -36,7 +36,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wsgate::adapter::{Direct, Emission, Inbound, Outbound, OutboundRx};
+use wsgate::adapter::{Departure, Direct, Emission, Inbound, Outbound, OutboundRx};
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
 use crate::parts::{InFlight, WRITE_BATCH, WRITE_BUFFER, Work, deadline, write_batch};
@@ -163,7 +163,7 @@ pub enum Action<C> {
         /// The handshake for the app's connection middleware.
         handshake: Box<Handshake>,
     },
-    /// The client leaves channel `channel`.
+    /// The client leaves channel `channel`, saying goodbye: its recovery session ends.
     Leave {
         /// The channel's index.
         channel: usize,
@@ -253,6 +253,14 @@ pub trait Protocol: Send {
 
     /// The packet telling the client that [`Action::Open`] was refused.
     fn refused(channel: &Self::Channel, refusal: &Refusal) -> Bytes;
+
+    /// Whether a websocket close frame with `code` is the client's goodbye, which ends its
+    /// channels' recovery sessions ([`Departure::Farewell`](wsgate::adapter::Departure)); any
+    /// other end of the session leaves them recoverable. Default: never (a protocol whose
+    /// goodbye is a packet of its own, such as Socket.IO's `DISCONNECT`).
+    fn farewell(_code: Option<u16>) -> bool {
+        false
+    }
 }
 
 /// The open channels of a session, for [`Protocol::read`].
@@ -337,6 +345,8 @@ struct Session<'a, P: Protocol> {
     heard: bool,
     /// The client answered the ping (for [`Heartbeat::Packet`]).
     ponged: bool,
+    /// The client closed with its protocol's goodbye ([`Protocol::farewell`]).
+    farewell: bool,
 }
 
 /// Why [`Session::frames`] stopped early.
@@ -362,6 +372,8 @@ enum Event {
     Frame(Option<Incoming>),
     Polled,
     Upgraded(Box<Socket>, Vec<Bytes>),
+    /// The websocket's close frame, with its code.
+    Closed(Option<u16>),
 }
 
 impl<'a, P: Protocol> Session<'a, P> {
@@ -375,6 +387,7 @@ impl<'a, P: Protocol> Session<'a, P> {
             config,
             heard: false,
             ponged: false,
+            farewell: false,
         };
         for (conn, rx, tag) in channels {
             session.add(conn, rx, tag);
@@ -384,14 +397,18 @@ impl<'a, P: Protocol> Session<'a, P> {
 
     /// Closes the link politely and lets every channel go.
     async fn end(self, end: SessionEnd) {
-        let Session { app, link, channels, config, .. } = self;
+        let Session { app, link, channels, config, farewell, .. } = self;
+        let departure = if farewell { Departure::Farewell } else { Departure::Lost };
+        // Let go before the close handshake: a client that reconnects at once finds its
+        // session ready to recover.
+        for channel in &channels {
+            app.disconnect_with(&channel.conn, departure).await;
+        }
         match link {
             Link::WebSocket(ws) => finish(ws, end, config.close_timeout).await,
             Link::Polling(mut polling) => polling.end(end),
         }
-        for channel in channels {
-            app.disconnect(&channel.conn).await;
-        }
+        drop(channels);
     }
 
     fn add(&mut self, conn: Connection, rx: OutboundRx, tag: P::Channel) {
@@ -436,6 +453,10 @@ impl<'a, P: Protocol> Session<'a, P> {
                 id = in_flight.next_done(), if busy > 0 => self.done(id).await,
                 event = next_event(&mut self.link, read) => {
                     match event {
+                        Ok(Event::Closed(code)) => {
+                            self.farewell = P::farewell(code);
+                            Err(SessionEnd::ClientClosed)
+                        }
                         Ok(Event::Frame(frame)) => {
                             self.heard = true;
                             match self.frames(frame, &mut in_flight).await {
@@ -591,6 +612,10 @@ impl<'a, P: Protocol> Session<'a, P> {
                 }
                 let Link::WebSocket(ws) = &mut self.link else { return Poll::Ready(Ok(())) };
                 match ws.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                        self.farewell = P::farewell(frame.map(|f| u16::from(f.code)));
+                        return Poll::Ready(Err(Stop::End(SessionEnd::ClientClosed)));
+                    }
                     Poll::Ready(next) => match ws_frame(next) {
                         Ok(next) => frame = next,
                         Err(end) => return Poll::Ready(Err(Stop::End(end))),
@@ -677,7 +702,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     async fn leave(&mut self, index: usize) -> Result<(), SessionEnd> {
         let channel = self.remove(index);
         tracing::debug!(conn = %channel.conn.id(), "left");
-        self.app.disconnect(&channel.conn).await;
+        self.app.disconnect_with(&channel.conn, Departure::Farewell).await;
         Ok(())
     }
 
@@ -804,7 +829,10 @@ fn ws_frame(frame: Option<Result<Message, WsError>>) -> Result<Option<Incoming>,
 async fn next_event(link: &mut Link, read: bool) -> Result<Event, SessionEnd> {
     match link {
         Link::WebSocket(_) if !read => std::future::pending().await,
-        Link::WebSocket(ws) => Ok(Event::Frame(ws_frame(ws.next().await)?)),
+        Link::WebSocket(ws) => match ws.next().await {
+            Some(Ok(Message::Close(frame))) => Ok(Event::Closed(frame.map(|f| u16::from(f.code)))),
+            next => Ok(Event::Frame(ws_frame(next)?)),
+        },
         Link::Polling(polling) => match polling.next(read).await? {
             LinkEvent::Frame(frame) => Ok(Event::Frame(Some(frame))),
             LinkEvent::Polled => Ok(Event::Polled),

@@ -14,15 +14,50 @@ use wsgate::{AckId, EventName};
 pub struct JsonFrames;
 
 impl WireFormat for JsonFrames {
-    fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
-        let mut out = Vec::with_capacity(24 + event.as_str().len() + data.get().len());
-        out.extend_from_slice(b"{\"event\":");
-        push_str(&mut out, event.as_str());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data.get().as_bytes());
-        out.push(b'}');
-        Bytes::from(out)
+    /// Without the offset: the chapter's frames, for clients that did not ask for a session.
+    fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
+        encode_event(event, data, None)
     }
+}
+
+/// The frames of a plain WebSocket session (`session=new`): an event recorded for recovery
+/// carries its offset, `{"event":E,"data":D,"offset":"O"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFrames;
+
+impl WireFormat for SessionFrames {
+    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
+        encode_event(event, data, offset)
+    }
+}
+
+fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
+    let extra = offset.map_or(0, |o| o.len() + 12);
+    let mut out = Vec::with_capacity(24 + event.as_str().len() + data.get().len() + extra);
+    out.extend_from_slice(b"{\"event\":");
+    push_str(&mut out, event.as_str());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    if let Some(offset) = offset {
+        out.extend_from_slice(b",\"offset\":");
+        push_str(&mut out, offset);
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The first frame of a plain WebSocket session: `{"event":"session","data":{"id":S,
+/// "recovered":R}}`.
+pub fn encode_session(id: &str, recovered: bool) -> Bytes {
+    let mut out = Vec::with_capacity(64 + id.len());
+    out.extend_from_slice(b"{\"event\":\"session\",\"data\":{\"id\":");
+    push_str(&mut out, id);
+    out.extend_from_slice(if recovered {
+        b",\"recovered\":true}}"
+    } else {
+        b",\"recovered\":false}}"
+    });
+    Bytes::from(out)
 }
 
 /// Encodes an ack (`{"event":"ack","id":…,"data":…}`) or an exception

@@ -57,8 +57,8 @@ use axum::Router;
 use wsgate::App;
 use wsgate::adapter::Adapter;
 
-pub use codec::JsonFrames;
-pub use session::JsonProtocol;
+pub use codec::{JsonFrames, SessionFrames};
+pub use session::{JsonChannel, JsonProtocol};
 pub use upgrade::{WsEndpoint, WsLayer, WsService};
 
 /// The transport name connections of this adapter report.

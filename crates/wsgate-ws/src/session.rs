@@ -10,20 +10,31 @@ use wsgate::{App, CloseReason, Connection, Refusal};
 use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, Setup};
 
 use crate::WsConfig;
-use crate::codec::{self, Decoded, JsonFrames};
+use crate::codec::{self, Decoded, JsonFrames, SessionFrames};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// The plain WebSocket protocol over the session driver: one channel, the connection opened
 /// at the handshake; JSON frames in both formats ([`codec::decode`]); binary frames refused
-/// with an `exception`; the connection closed by the server closes the websocket.
+/// with an `exception`; the connection closed by the server closes the websocket. A client's
+/// close with code 1000 is its goodbye: its recovery session ends with it.
 #[derive(Debug, Default)]
 pub struct JsonProtocol;
+
+/// The one channel of a plain WebSocket session: whether its client asked for a recovery
+/// session, whose frames carry offsets ([`codec::SessionFrames`]).
+#[derive(Debug, Default)]
+pub struct JsonChannel {
+    /// The connection has a recovery session.
+    pub session: bool,
+}
 
 const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
 
 impl Protocol for JsonProtocol {
-    type Channel = ();
+    type Channel = JsonChannel;
 
-    fn read(&mut self, frame: Incoming, _: Channels<'_, ()>) -> Action<()> {
+    fn read(&mut self, frame: Incoming, _: Channels<'_, JsonChannel>) -> Action<JsonChannel> {
         let decoded = match frame {
             Incoming::Text(text) => codec::decode(&text),
             Incoming::Binary(_) => {
@@ -36,26 +47,34 @@ impl Protocol for JsonProtocol {
         }
     }
 
-    fn encode_event(emission: &Emission, (): &()) -> Bytes {
-        emission.encoded::<JsonFrames>()
+    fn encode_event(emission: &Emission, channel: &JsonChannel) -> Bytes {
+        if channel.session {
+            emission.encoded::<SessionFrames>()
+        } else {
+            emission.encoded::<JsonFrames>()
+        }
     }
 
-    fn encode_direct(direct: &Direct, (): &()) -> Bytes {
+    fn encode_direct(direct: &Direct, _: &JsonChannel) -> Bytes {
         codec::encode_direct(direct)
     }
 
     /// The connection is the session: it closes with the reason's code.
-    fn ended((): &(), _: CloseReason) -> Option<Bytes> {
+    fn ended(_: &JsonChannel, _: CloseReason) -> Option<Bytes> {
         None
     }
 
     // A plain WebSocket session opens no channel after its handshake.
-    fn opened((): &(), _: &Connection) -> Bytes {
+    fn opened(_: &JsonChannel, _: &Connection) -> Bytes {
         Bytes::new()
     }
 
-    fn refused((): &(), _: &Refusal) -> Bytes {
+    fn refused(_: &JsonChannel, _: &Refusal) -> Bytes {
         Bytes::new()
+    }
+
+    fn farewell(code: Option<u16>) -> bool {
+        code == Some(1000)
     }
 }
 
@@ -85,10 +104,19 @@ async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<Json
             return None;
         }
     };
-    let ws =
+    let mut ws =
         wsgate_transport::open_socket(upgraded, config.read_buffer_size, config.max_message_size)
             .await;
     let (conn, rx) = accepted.open().await;
+    let channel = JsonChannel { session: conn.session_id().is_some() };
+    if let Some(id) = conn.session_id() {
+        // First, before the missed events (already queued) and anything live.
+        let frame = codec::encode_session(id, conn.recovered());
+        let text = Utf8Bytes::try_from(frame).ok()?;
+        if ws.send(Message::Text(text)).await.is_err() {
+            return None;
+        }
+    }
     let link = Link::WebSocket(ws);
-    Some(Box::new(Setup { protocol: JsonProtocol, link, channels: vec![(conn, rx, ())] }))
+    Some(Box::new(Setup { protocol: JsonProtocol, link, channels: vec![(conn, rx, channel)] }))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
-use wsgate::{App, Namespace};
+use wsgate::{App, Handshake, Namespace, SessionRequest};
 use wsgate_transport::{
     BoxFuture, Endpoint, EndpointLayer, EndpointService, Origin, is_upgrade, refuse,
     switch_protocols,
@@ -63,6 +63,19 @@ fn namespace_of(app: &App, path: &str) -> Option<Namespace> {
     (app.has_namespace(&namespace) || path.starts_with("/ws/")).then_some(namespace)
 }
 
+/// What the query asks of connection state recovery: `session=new`, or `session=<id>` with
+/// `offset=<last offset received>` to recover; nothing without `session`.
+fn session_request(handshake: &Handshake) -> SessionRequest {
+    match handshake.query_param("session").as_deref() {
+        None | Some("") => SessionRequest::None,
+        Some("new") => SessionRequest::New,
+        Some(id) => SessionRequest::Resume {
+            id: id.to_owned(),
+            offset: handshake.query_param("offset").filter(|o| !o.is_empty()).map(Into::into),
+        },
+    }
+}
+
 async fn accept(
     app: App,
     config: Arc<WsConfig>,
@@ -73,8 +86,9 @@ async fn accept(
         Ok(switch) => switch,
         Err(refusal) => return refuse(&refusal),
     };
-    let handshake = Origin::take(&mut req).into_handshake(namespace, TRANSPORT);
+    let mut handshake = Origin::take(&mut req).into_handshake(namespace, TRANSPORT);
     drop(req);
+    handshake.session = session_request(&handshake);
     let accepted = match app.handshake(handshake).await {
         Ok(accepted) => accepted,
         Err(refusal) => {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use wsgate::adapter::{Direct, WireFormat, to_payload};
 use wsgate::{AckId, EventName};
-use wsgate_ws::codec::{Decoded, JsonFrames, decode, encode_direct};
+use wsgate_ws::codec::{Decoded, JsonFrames, SessionFrames, decode, encode_direct, encode_session};
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -110,8 +110,12 @@ proptest! {
         id in ack_id(),
     ) {
         let payload = to_payload(&data).unwrap();
-        let encoded = JsonFrames::encode_event(&EventName::from(event.as_str()), &payload);
-        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data })));
+        let encoded = JsonFrames::encode_event(&EventName::from(event.as_str()), &payload, Some("0-1"));
+        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data })), "no offset without a session");
+        let encoded = SessionFrames::encode_event(&EventName::from(event.as_str()), &payload, Some(&event));
+        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data, "offset": event })));
+        let encoded = encode_session(&event, id.is_some());
+        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": "session", "data": { "id": event, "recovered": id.is_some() } })));
 
         if let Some(ack) = &id {
             let encoded = encode_direct(&Direct::Ack { id: ack.clone(), data: payload.clone() });

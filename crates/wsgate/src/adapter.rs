@@ -19,7 +19,7 @@
 //! [`Reply`](crate::Reply) ([`IntoReply`](crate::IntoReply)), which the core queues as one
 //! [`Outbound`] item (or nothing).
 
-pub use crate::app::Accepted;
+pub use crate::app::{Accepted, Departure};
 pub use crate::connection::OutboundRx;
 pub use crate::extract::json_error_message;
 pub use crate::message::{

@@ -18,9 +18,10 @@ use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
 use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
-use crate::message::{Direct, Inbound, Outbound, to_payload};
+use crate::message::{CloseReason, Direct, Inbound, Outbound, to_payload};
 use crate::names::{EventName, Namespace};
 use crate::observe::{Observer, Outcome};
+use crate::recovery::{Recovery, SessionRequest};
 use crate::reply::Reply;
 use crate::server::Server;
 
@@ -47,6 +48,12 @@ pub struct AppConfig {
     /// How long a closing connection waits for the messages it is handling to finish before
     /// it closes anyway. Default 10 s.
     pub drain_timeout: Duration,
+    /// Connection state recovery: `Some` keeps each namespace's recent emissions and the
+    /// sessions of dropped connections, so that a client that comes back within the window
+    /// gets its connection id, its rooms and every event it missed, in order, once
+    /// ([`Recovery`]; Socket.IO clients always, plain WebSocket clients that connect with
+    /// `session=new`). Default `None` (off).
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for AppConfig {
@@ -58,6 +65,7 @@ impl Default for AppConfig {
             max_connections_per_peer: Some(256),
             max_rooms_per_connection: Some(100),
             drain_timeout: Duration::from_secs(10),
+            recovery: None,
         }
     }
 }
@@ -216,6 +224,9 @@ impl AppBuilder {
                 namespaces,
             }),
         };
+        if let Some(recovery) = &app.inner.config.recovery {
+            app.inner.server.enable_recovery(recovery.clone(), app.inner.namespaces.keys());
+        }
         for entry in app.inner.namespaces.values() {
             for gateway in &entry.gateways {
                 gateway.after_init(&app.inner.server).await;
@@ -236,18 +247,24 @@ pub struct Accepted {
     peer: Option<std::net::SocketAddr>,
     /// Shared by clones; the connection takes it over.
     peer_slot: Option<Arc<PeerSlot>>,
+    identity: Option<String>,
+    session: SessionRequest,
 }
 
 impl Accepted {
     /// Registers the connection, runs the `on_connect` hooks, and returns it with the
     /// receiving end of its outbound queue, which the adapter drains to the socket.
     ///
+    /// With recovery on and a session asked for ([`Handshake::session`]), the connection has
+    /// a session ([`Connection::session_id`]); a recovered one has its old id, its rooms, and
+    /// the events it missed already queued ([`Connection::recovered`]).
+    ///
     /// A hook that panics is contained: the hooks after it do not run, and the connection
     /// is asked to close with [`CloseReason::InternalError`](crate::CloseReason) (1011).
     /// The registration is released when the adapter drops the [`OutboundRx`].
     pub async fn open(self) -> (Connection, OutboundRx) {
         let inner = &self.app.inner;
-        let (conn, rx) = inner.server.open(Setup {
+        let setup = Setup {
             namespace: self.namespace,
             transport: self.transport,
             extensions: self.extensions,
@@ -255,8 +272,15 @@ impl Accepted {
             peer_slot: self.peer_slot,
             capacity: inner.config.outbound_capacity,
             max_rooms: inner.config.max_rooms_per_connection,
-        });
-        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), transport = conn.transport(), "connected");
+            session: None,
+        };
+        if let SessionRequest::Resume { id, .. } = &self.session {
+            // Its old connection may still be open here, dead without the server knowing.
+            let within = inner.config.drain_timeout.min(Duration::from_secs(3));
+            inner.server.take_over(&setup.namespace, id, self.identity.as_deref(), within).await;
+        }
+        let (conn, rx) = inner.server.open(setup, self.session, self.identity);
+        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), transport = conn.transport(), recovered = conn.recovered(), "connected");
         for observer in &inner.observers {
             observer.connection_opened(&conn);
         }
@@ -363,6 +387,8 @@ impl App {
             extensions: handshake.extensions,
             peer: handshake.peer,
             peer_slot,
+            identity: handshake.identity,
+            session: handshake.session,
         })
     }
 
@@ -482,11 +508,36 @@ impl App {
         }
     }
 
+    /// Ends a connection whose client is gone without a goodbye (a dropped transport):
+    /// [`Self::disconnect_with`] with [`Departure::Lost`].
+    pub async fn disconnect(&self, conn: &Connection) {
+        self.disconnect_with(conn, Departure::Lost).await;
+    }
+
     /// Ends a connection: it leaves its rooms and the `on_disconnect` hooks run (a hook that
     /// panics is logged; the others still run). An adapter that never calls it still leaks
     /// nothing: dropping the [`OutboundRx`] releases the registration, without the hooks.
-    pub async fn disconnect(&self, conn: &Connection) {
-        self.inner.server.unregister(conn);
+    ///
+    /// With recovery on, the session of a connection that was [`Departure::Lost`] is kept for
+    /// the window, unless the server closed it for misbehaving (a policy violation, an
+    /// oversized message), for an internal error, or on the application's request.
+    pub async fn disconnect_with(&self, conn: &Connection, departure: Departure) {
+        let rooms = self.inner.server.unregister(conn);
+        let recoverable = departure == Departure::Lost
+            && conn.close_reason().is_none_or(|reason| {
+                matches!(
+                    reason,
+                    CloseReason::GoingAway
+                        | CloseReason::SlowConsumer
+                        | CloseReason::IdleTimeout
+                        | CloseReason::Replaced
+                )
+            });
+        if recoverable {
+            self.inner.server.keep_session(conn, rooms);
+        } else {
+            self.inner.server.end_session(conn);
+        }
         tracing::debug!(conn = %conn.id(), "disconnected");
         for observer in &self.inner.observers {
             observer.connection_closed(conn);
@@ -499,6 +550,17 @@ impl App {
             }
         }
     }
+}
+
+/// How a connection's client left, for [`App::disconnect_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The transport dropped, or closed without the protocol's goodbye: the client may come
+    /// back and recover its session.
+    Lost,
+    /// The client said goodbye in its protocol's terms (Socket.IO's namespace `DISCONNECT`,
+    /// a plain WebSocket close with code 1000): its session ends with it.
+    Farewell,
 }
 
 /// Sends an `exception` `{status:"error", message}` about a message that was not handled.

@@ -62,6 +62,8 @@ impl Drop for OutboundRx {
         self.conn.inner.queue.close();
         // Breaks the cycle between the server's maps and the connection's server handle.
         self.conn.inner.server.unregister(&self.conn);
+        // Kept already if the adapter called `App::disconnect`; otherwise it ends here.
+        self.conn.inner.server.end_session(&self.conn);
     }
 }
 
@@ -103,6 +105,8 @@ pub(crate) struct Setup {
     pub(crate) peer_slot: Option<Arc<PeerSlot>>,
     pub(crate) capacity: usize,
     pub(crate) max_rooms: Option<usize>,
+    /// Its session, with connection state recovery on and asked for.
+    pub(crate) session: Option<Box<crate::recovery::Session>>,
 }
 
 struct Inner {
@@ -123,6 +127,8 @@ struct Inner {
     close_notify: Notify,
     /// The adapter's session polling [`Connection::poll_closed`].
     close_waker: AtomicWaker,
+    /// Its recovery session, if it has one; boxed, as most connections have none.
+    session: Option<Box<crate::recovery::Session>>,
     server: Server,
 }
 
@@ -150,6 +156,7 @@ impl Connection {
             close_reason: Mutex::new(None),
             close_notify: Notify::new(),
             close_waker: AtomicWaker::new(),
+            session: setup.session,
             server,
         };
         let conn = Self { inner: Arc::new(inner) };
@@ -188,6 +195,26 @@ impl Connection {
     /// The server handle.
     pub fn server(&self) -> &Server {
         &self.inner.server
+    }
+
+    /// Whether this connection recovered the session of one that dropped: same id, same
+    /// rooms, and the events it missed replayed ([`AppConfig::recovery`]). `on_connect` hooks
+    /// use it to skip what the recovered client already has (joining rooms, a welcome).
+    ///
+    /// [`AppConfig::recovery`]: crate::AppConfig::recovery
+    pub fn recovered(&self) -> bool {
+        self.inner.session.as_ref().is_some_and(|s| s.recovered)
+    }
+
+    /// Its recovery session's id, for the adapter to give the client (Socket.IO's `pid`, the
+    /// plain WebSocket `session` frame); `None` with recovery off or not asked for. A secret of
+    /// the client's: never log it or show it to others.
+    pub fn session_id(&self) -> Option<&str> {
+        self.inner.session.as_ref().map(|s| &*s.id)
+    }
+
+    pub(crate) fn session(&self) -> Option<&crate::recovery::Session> {
+        self.inner.session.as_deref()
     }
 
     /// Joins `room` (in this connection's namespace). Joining twice is harmless.
@@ -247,13 +274,32 @@ impl Connection {
     /// Emits `event` with `data` to this connection.
     ///
     /// It does not wait: if the outbound queue is full the client is too slow, and it is
-    /// disconnected (see [`SendError::Full`]).
+    /// disconnected (see [`SendError::Full`]). With recovery on and a session, the event is
+    /// recorded in the history first: a connection that dropped gets [`SendError::Closed`],
+    /// and the event is replayed if its client recovers the session.
     pub fn emit<T: Serialize + ?Sized>(
         &self,
         event: impl Into<EventName>,
         data: &T,
     ) -> Result<(), SendError> {
-        self.push(Outbound::Event(Emission::serialize(event, data)?))
+        let emission = Emission::serialize(event, data)?;
+        if self.inner.session.is_some()
+            && let Some(result) = self.inner.server.emit_recorded(self, &emission)
+        {
+            return result;
+        }
+        self.push(Outbound::Event(emission))
+    }
+
+    /// Queues a missed event of a recovered session, whatever the queue's capacity: the
+    /// history bounds them.
+    pub(crate) fn replay(&self, emission: Arc<Emission>) {
+        let _ = self.inner.queue.push_unbounded(Outbound::Event(emission));
+    }
+
+    /// The reason the server gave when it closed the connection, if it did.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        *lock(&self.inner.close_reason)
     }
 
     /// Queues an item without waiting; a full queue disconnects the client as too slow.

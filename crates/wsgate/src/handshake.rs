@@ -26,6 +26,11 @@ pub struct Handshake {
     pub peer: Option<SocketAddr>,
     /// Typed values attached by middleware; they become the connection's extensions.
     pub extensions: http::Extensions,
+    /// Who the client is, as authentication middleware established it (`JwtAuth`: the
+    /// token's subject). A recovered session must present the identity that opened it.
+    pub identity: Option<String>,
+    /// What the client asks of connection state recovery, as the adapter read it.
+    pub session: crate::recovery::SessionRequest,
 }
 
 impl Handshake {

@@ -111,7 +111,9 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Connection middleware: verifies the handshake's token, finds the user, and attaches it
-/// (and the [`Claims`]) to the connection. No token, a bad token or an unknown user is a 401.
+/// (and the [`Claims`]) to the connection; the token's subject becomes the handshake's
+/// [`identity`](Handshake::identity), which a recovered session must match. No token, a bad
+/// token or an unknown user is a 401.
 ///
 /// `find_user` gets the verified claims and returns the user, `None` when it no longer exists.
 pub struct JwtAuth<F> {
@@ -146,6 +148,7 @@ where
         };
         match (self.find_user)(claims.clone()).await {
             Ok(Some(user)) => {
+                hs.identity = Some(claims.sub.clone());
                 hs.extensions.insert(user);
                 hs.extensions.insert(claims);
                 Ok(())

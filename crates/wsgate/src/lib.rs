@@ -18,6 +18,7 @@ mod names;
 mod observe;
 mod origin;
 mod queue;
+mod recovery;
 mod reply;
 mod server;
 
@@ -43,6 +44,7 @@ pub use message::CloseReason;
 pub use names::{AckId, ConnectionId, EventName, Namespace, RoomId};
 pub use observe::{Observer, Outcome};
 pub use origin::AllowedOrigins;
+pub use recovery::{Recovery, RecoveryStats, SessionRequest};
 pub use reply::{Ack, IntoReply, Reply, WsResponse};
 pub use server::{Broadcast, Server};
 

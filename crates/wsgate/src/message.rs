@@ -64,6 +64,10 @@ impl Inbound {
 pub struct Emission {
     event: EventName,
     data: Payload,
+    /// Its place in its namespace's history, when connection state recovery is on and it was
+    /// emitted to a room, a namespace or a connection (not a reply to a message). Set before
+    /// anything encodes it.
+    offset: OnceLock<Box<str>>,
     /// The first encoding made: most emissions go out over one transport only, and this
     /// takes neither a lock nor an allocation.
     first: OnceLock<(TypeId, Bytes)>,
@@ -74,7 +78,37 @@ pub struct Emission {
 impl Emission {
     /// An emission of `event` with already-serialised data.
     pub fn new(event: EventName, data: Payload) -> Arc<Self> {
-        Arc::new(Self { event, data, first: OnceLock::new(), others: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            event,
+            data,
+            offset: OnceLock::new(),
+            first: OnceLock::new(),
+            others: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// This emission at `offset` of its namespace's history: itself when nothing else holds
+    /// it and nothing encoded it yet, otherwise a copy.
+    pub(crate) fn at_offset(self: &Arc<Self>, offset: Box<str>) -> Arc<Self> {
+        // Held by nobody else, it cannot be encoded meanwhile (no weak handles are made).
+        if Arc::strong_count(self) == 1 && self.first.get().is_none() {
+            if let Err(offset) = self.offset.set(offset) {
+                // Recorded twice: an emission delivered again keeps its first offset.
+                let copy = Self::new(self.event.clone(), self.data.clone());
+                let _ = copy.offset.set(offset);
+                return copy;
+            }
+            return self.clone();
+        }
+        let copy = Self::new(self.event.clone(), self.data.clone());
+        let _ = copy.offset.set(offset);
+        copy
+    }
+
+    /// Its offset in its namespace's history (opaque text), when it has one: the last
+    /// argument of a Socket.IO event, the `offset` field of a plain WebSocket session's frame.
+    pub fn offset(&self) -> Option<&str> {
+        self.offset.get().map(|o| &**o)
     }
 
     /// Serialises `data` and makes an emission of it.
@@ -98,8 +132,9 @@ impl Emission {
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
-        let (first, bytes) =
-            self.first.get_or_init(|| (key, F::encode_event(&self.event, &self.data)));
+        let (first, bytes) = self
+            .first
+            .get_or_init(|| (key, F::encode_event(&self.event, &self.data, self.offset())));
         if *first == key {
             return bytes.clone();
         }
@@ -108,7 +143,7 @@ impl Emission {
         if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
             return bytes.clone();
         }
-        let bytes = F::encode_event(&self.event, &self.data);
+        let bytes = F::encode_event(&self.event, &self.data, self.offset());
         others.push((key, bytes.clone()));
         bytes
     }
@@ -122,8 +157,9 @@ impl fmt::Debug for Emission {
 
 /// A transport's encoding of an event, implemented by adapters.
 pub trait WireFormat: 'static {
-    /// Encodes `event` with `data` as one frame of this format.
-    fn encode_event(event: &EventName, data: &RawValue) -> Bytes;
+    /// Encodes `event` with `data` as one frame of this format; `offset` is the event's place
+    /// in its namespace's history, for formats that carry it (connection state recovery).
+    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes;
 }
 
 /// Why the server closes a connection.
@@ -143,6 +179,9 @@ pub enum CloseReason {
     Normal,
     /// The server failed while opening it: a gateway's `on_connect` hook panicked (1011).
     InternalError,
+    /// Its client came back on a new connection and recovered its session (1001): this one
+    /// was dead without the server knowing yet.
+    Replaced,
 }
 
 impl CloseReason {
@@ -150,7 +189,7 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             Self::Normal => 1000,
-            Self::GoingAway | Self::IdleTimeout => 1001,
+            Self::GoingAway | Self::IdleTimeout | Self::Replaced => 1001,
             Self::SlowConsumer | Self::PolicyViolation => 1008,
             Self::TooBig => 1009,
             Self::InternalError => 1011,
@@ -159,9 +198,10 @@ impl CloseReason {
 
     /// Whether a connection closing for this reason first answers the messages it is
     /// handling (within [`AppConfig::drain_timeout`](crate::AppConfig::drain_timeout)): every
-    /// reason but [`Self::SlowConsumer`], whose client would not read the answers.
+    /// reason but [`Self::SlowConsumer`] and [`Self::Replaced`], whose clients would not read
+    /// the answers.
     pub fn drains(self) -> bool {
-        self != Self::SlowConsumer
+        !matches!(self, Self::SlowConsumer | Self::Replaced)
     }
 
     /// A short text for the close frame.
@@ -174,6 +214,7 @@ impl CloseReason {
             Self::TooBig => "message too big",
             Self::IdleTimeout => "idle timeout",
             Self::InternalError => "internal server error",
+            Self::Replaced => "replaced by a new connection",
         }
     }
 }
@@ -212,13 +253,13 @@ mod tests {
 
     struct Upper;
     impl WireFormat for Upper {
-        fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+        fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
             Bytes::from(format!("{}:{}", event.as_str().to_uppercase(), data.get()))
         }
     }
     struct Plain;
     impl WireFormat for Plain {
-        fn encode_event(event: &EventName, data: &RawValue) -> Bytes {
+        fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
             Bytes::from(format!("{event}={}", data.get()))
         }
     }

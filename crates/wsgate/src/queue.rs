@@ -69,6 +69,19 @@ impl Queue {
         Ok(())
     }
 
+    /// Queues `item` whatever the capacity (a recovered session's missed events).
+    pub(crate) fn push_unbounded(&self, item: Outbound) -> Result<(), PushError> {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            state.items.push_back(item);
+        }
+        self.readable.wake();
+        Ok(())
+    }
+
     /// Queues `item`, waiting for room. Fails only if the reader is gone.
     pub(crate) async fn push(&self, item: Outbound) -> Result<(), PushError> {
         let mut item = Some(item);

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,6 +14,7 @@ use crate::connection::{Connection, OutboundRx, SendError, Setup};
 use crate::limit::PeerCounts;
 use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::recovery::{Histories, Recovery, RecoveryStats, Session, SessionRequest, Target};
 
 /// A handle on every connection of this server, over every transport, and through a
 /// [`Broker`] on every other instance too. Cheap to clone.
@@ -36,6 +37,8 @@ pub(crate) struct ServerInner {
     accepting: AtomicBool,
     /// Woken whenever a connection is released, for [`Server::close_all`].
     released: Notify,
+    /// The histories and dropped sessions, with connection state recovery on.
+    recovery: OnceLock<Histories>,
 }
 
 impl Default for ServerInner {
@@ -58,6 +61,7 @@ impl ServerInner {
             peers: Arc::default(),
             accepting: AtomicBool::new(true),
             released: Notify::new(),
+            recovery: OnceLock::new(),
         }
     }
 }
@@ -107,25 +111,182 @@ impl Server {
         inner.upgrade().map(|inner| Self { inner })
     }
 
-    pub(crate) fn open(&self, setup: Setup) -> (Connection, OutboundRx) {
-        let id = ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+    /// Turns connection state recovery on for `namespaces` (once; the app does it when built).
+    pub(crate) fn enable_recovery<'a>(
+        &self,
+        config: Recovery,
+        namespaces: impl Iterator<Item = &'a Namespace>,
+    ) {
+        let _ = self.inner.recovery.set(Histories::new(config, namespaces));
+    }
+
+    /// Connection state recovery's counters and sizes; `None` when it is off.
+    pub fn recovery_stats(&self) -> Option<RecoveryStats> {
+        self.inner.recovery.get().map(Histories::stats)
+    }
+
+    fn next_id(&self) -> ConnectionId {
+        ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn register(&self, id: ConnectionId, setup: Setup) -> (Connection, OutboundRx) {
         let (conn, rx) = Connection::new(id, setup, self.clone());
         write(&self.inner.connections).insert(id, conn.clone());
         (conn, rx)
     }
 
+    /// Registers a connection; with recovery on and a session asked for, a new session or the
+    /// recovered one: its id, its rooms joined and its missed events queued, under its
+    /// namespace's history lock (so that each emission reaches it once, replayed or live).
+    pub(crate) fn open(
+        &self,
+        mut setup: Setup,
+        request: SessionRequest,
+        identity: Option<String>,
+    ) -> (Connection, OutboundRx) {
+        let histories = self.inner.recovery.get().filter(|_| request != SessionRequest::None);
+        let Some((histories, log)) =
+            histories.and_then(|h| h.log(&setup.namespace).map(|log| (h, log)))
+        else {
+            return self.register(self.next_id(), setup);
+        };
+        let identity: Option<Arc<str>> = identity.map(Arc::from);
+        let mut state = log.lock();
+        let restored = match &request {
+            SessionRequest::Resume { id, offset } => {
+                match histories.take(&mut state, id, offset.as_deref(), identity.as_deref()) {
+                    Ok(restored) => {
+                        histories.count(None);
+                        Some((Arc::<str>::from(id.as_str()), restored))
+                    }
+                    Err(failure) => {
+                        tracing::debug!(?failure, "session not recovered");
+                        histories.count(Some(failure));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some((id, restored)) = restored else {
+            let Some(id) = crate::recovery::session_id() else {
+                return self.register(self.next_id(), setup);
+            };
+            let conn_id = self.next_id();
+            state.hold(id.clone(), conn_id);
+            let session = Session { id, started: state.last(), recovered: false, identity };
+            setup.session = Some(Box::new(session));
+            return self.register(conn_id, setup);
+        };
+        state.hold(id.clone(), restored.conn);
+        let session = Session { id, started: restored.started, recovered: true, identity };
+        setup.session = Some(Box::new(session));
+        let (conn, rx) = self.register(restored.conn, setup);
+        for emission in state.missed(restored.after, restored.conn, &restored.rooms) {
+            conn.replay(emission.clone());
+        }
+        for room in restored.rooms {
+            // Within the limit when it was recorded; a lower one since leaves the rest out.
+            if let Err(e) = conn.join(room) {
+                tracing::debug!(conn = %conn.id(), error = ?e.message(), "room not restored");
+            }
+        }
+        drop(state);
+        (conn, rx)
+    }
+
+    /// A client asks to recover session `id` while a connection of this server still holds
+    /// it: the old connection died without the server noticing yet (a half-open TCP
+    /// connection, a long-polling client that stopped polling). If it belongs to the same
+    /// identity, it is closed ([`CloseReason::Replaced`]) and, once it let go (at most
+    /// `within`), its session is there to recover.
+    pub(crate) async fn take_over(
+        &self,
+        namespace: &Namespace,
+        id: &str,
+        identity: Option<&str>,
+        within: Duration,
+    ) {
+        let Some(log) = self.inner.recovery.get().and_then(|h| h.log(namespace)) else { return };
+        let holder = log.lock().holder(id).and_then(|conn| self.connection(conn));
+        let Some(holder) = holder else { return };
+        if holder.session().and_then(|s| s.identity.as_deref()) != identity {
+            return;
+        }
+        tracing::debug!(conn = %holder.id(), "session taken over by a new connection");
+        holder.close(CloseReason::Replaced);
+        drop(holder);
+        let released = async {
+            while log.lock().holder(id).is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(within, released).await;
+    }
+
+    /// The session of a connection that ended for good (its client said goodbye, or the
+    /// server threw it out) is no longer held.
+    pub(crate) fn end_session(&self, conn: &Connection) {
+        let (Some(histories), Some(session)) = (self.inner.recovery.get(), conn.session()) else {
+            return;
+        };
+        if let Some(log) = histories.log(conn.namespace()) {
+            log.lock().release(&session.id, conn.id());
+        }
+    }
+
+    /// Keeps the session of a connection that dropped, with the rooms it was in, for its
+    /// client to recover within the window.
+    pub(crate) fn keep_session(&self, conn: &Connection, rooms: Vec<RoomId>) {
+        let (Some(histories), Some(session)) = (self.inner.recovery.get(), conn.session()) else {
+            return;
+        };
+        if let Some(log) = histories.log(conn.namespace()) {
+            histories.keep(&mut log.lock(), session, conn.id(), rooms);
+        }
+    }
+
+    /// Records an emission to one connection in its namespace's history and queues it there
+    /// (on the connection of that id now registered: a recovered one, if it was); `None` when
+    /// recovery is off.
+    pub(crate) fn emit_recorded(
+        &self,
+        conn: &Connection,
+        emission: &Arc<Emission>,
+    ) -> Option<Result<(), SendError>> {
+        let log = self.inner.recovery.get()?.log(conn.namespace())?;
+        let histories = self.inner.recovery.get()?;
+        let mut state = log.lock();
+        let emission = histories.record(&mut state, Target::Connection(conn.id()), emission);
+        let result = match self.connection(conn.id()) {
+            Some(now) => now.push(Outbound::Event(emission)),
+            None => Err(SendError::Closed),
+        };
+        drop(state);
+        Some(result)
+    }
+
     /// Releases a connection's registration: its rooms, its map entry, its peer slot.
     /// Idempotent: [`App::disconnect`](crate::App::disconnect) calls it, and so does dropping
-    /// the adapter's [`OutboundRx`].
-    pub(crate) fn unregister(&self, conn: &Connection) {
-        for room in conn.take_rooms() {
-            self.remove_from_room(conn, &room);
+    /// the adapter's [`OutboundRx`]. Returns the rooms it was in (none after the first call).
+    pub(crate) fn unregister(&self, conn: &Connection) -> Vec<RoomId> {
+        let rooms = conn.take_rooms();
+        for room in &rooms {
+            self.remove_from_room(conn, room);
         }
-        let removed = write(&self.inner.connections).remove(&conn.id()).is_some();
+        let removed = {
+            let mut connections = write(&self.inner.connections);
+            // Only this connection's entry: a recovered one may hold the id by now.
+            match connections.get(&conn.id()) {
+                Some(registered) if registered == conn => connections.remove(&conn.id()).is_some(),
+                _ => false,
+            }
+        };
         conn.release_peer_slot();
         if removed {
             self.inner.released.notify_waiters();
         }
+        rooms
     }
 
     pub(crate) fn peer_counts(&self) -> &Arc<PeerCounts> {
@@ -153,6 +314,10 @@ impl Server {
         let mut rooms = write(&self.inner.rooms);
         let key = (conn.namespace().clone(), room.clone());
         if let Some(members) = rooms.get_mut(&key) {
+            // Only this connection: a recovered one may hold the id by now.
+            if members.get(&conn.id()).is_some_and(|m| m != conn) {
+                return;
+            }
             members.remove(&conn.id());
             if members.is_empty() {
                 rooms.remove(&key);
@@ -271,8 +436,51 @@ impl Server {
     }
 
     /// Delivers to this instance's recipients only (emits of other instances come here too);
-    /// returns how many received it.
+    /// returns how many received it. With recovery on, the emission is recorded in its
+    /// namespace's history first, and delivered under the history's lock.
     pub(crate) fn deliver_local(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
+        let Some(histories) = self.inner.recovery.get() else {
+            return self.push_to(recipients, emission);
+        };
+        match recipients {
+            Recipients::Connection { id } => {
+                let Some(conn) = self.connection(*id) else { return 0 };
+                if conn.session().is_none() {
+                    return self.push_to(recipients, emission);
+                }
+                usize::from(matches!(self.emit_recorded(&conn, emission), Some(Ok(()))))
+            }
+            Recipients::Broadcast { namespace: Some(ns), room, except } => {
+                let Some(log) = histories.log(ns) else {
+                    return self.push_to(recipients, emission);
+                };
+                let target = match room {
+                    Some(room) => Target::Room { room: room.clone(), except: *except },
+                    None => Target::All { except: *except },
+                };
+                let mut state = log.lock();
+                let emission = histories.record(&mut state, target, emission);
+                let delivered = self.push_to(recipients, &emission);
+                drop(state);
+                delivered
+            }
+            // Every namespace: recorded in each, with each one's offset.
+            Recipients::Broadcast { namespace: None, room, except } => histories
+                .logs()
+                .map(|(ns, _)| {
+                    let recipients = Recipients::Broadcast {
+                        namespace: Some(ns.clone()),
+                        room: room.clone(),
+                        except: *except,
+                    };
+                    self.deliver_local(&recipients, emission)
+                })
+                .sum(),
+        }
+    }
+
+    /// Queues the emission for this instance's recipients; returns how many took it.
+    fn push_to(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
         let push =
             |conn: &Connection| usize::from(conn.push(Outbound::Event(emission.clone())).is_ok());
         let (namespace, room, except) = match recipients {

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use tracing::Instrument;
 use wsgate::adapter::{Direct, Emission};
-use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal};
+use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
 use wsgate_transport::{
     Action, Channels, Incoming, Link, Origin, Protocol, SessionConfig, SessionEnd, Setup,
 };
@@ -142,9 +142,23 @@ impl EngineProtocol {
             }
         };
         let mut handshake = self.origin.handshake(Namespace::new(ns), TRANSPORT);
+        handshake.session = session_request(&auth);
         handshake.auth = Some(auth);
         let channel = Namespaced { ns: ns.into(), prefix: prefix.into() };
         Action::Open { channel, handshake: Box::new(handshake) }
+    }
+}
+
+/// What a CONNECT asks of connection state recovery: `socket.io-client` adds
+/// `{pid, offset}` to its `auth` payload when it has a session to recover. Anything else
+/// there (a `pid` that is not text, say) is a new session.
+fn session_request(auth: &serde_json::Value) -> SessionRequest {
+    match auth.get("pid").and_then(serde_json::Value::as_str) {
+        Some(pid) => SessionRequest::Resume {
+            id: pid.to_owned(),
+            offset: auth.get("offset").and_then(serde_json::Value::as_str).map(str::to_owned),
+        },
+        None => SessionRequest::New,
     }
 }
 
@@ -232,9 +246,10 @@ impl Protocol for EngineProtocol {
         }
     }
 
+    /// `40[/ns,]{"sid":…}`, with the `pid` of its session when recovery is on.
     fn opened(channel: &Namespaced, conn: &Connection) -> Bytes {
-        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), "socket.io connected");
-        packet::connected(&channel.prefix, &conn.id().to_string()).into()
+        tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), recovered = conn.recovered(), "socket.io connected");
+        packet::connected(&channel.prefix, &conn.id().to_string(), conn.session_id()).into()
     }
 
     fn refused(channel: &Namespaced, refusal: &Refusal) -> Bytes {
