@@ -13,12 +13,16 @@ use wsgate::{
     gateway,
 };
 
-struct Quiet;
+/// Records what each `on_connect` hook saw: whether the connection was recovered.
+#[derive(Default)]
+struct Quiet {
+    connects: std::sync::Mutex<Vec<bool>>,
+}
 
-#[gateway]
 impl Quiet {
-    #[subscribe_message("noop")]
-    async fn noop(&self) {}
+    fn connected(&self, conn: &Connection) {
+        self.connects.lock().unwrap().push(conn.recovered());
+    }
 }
 
 /// Takes the identity from the query (`user=…`), as authentication middleware would.
@@ -37,6 +41,24 @@ impl ConnectMiddleware for QueryIdentity {
 }
 
 async fn app(recovery: Option<Recovery>) -> App {
+    app_with(recovery, Arc::new(Quiet::default())).await
+}
+
+/// A gateway shared with the test, to read what its hooks saw.
+struct Shared(Arc<Quiet>);
+
+#[gateway]
+impl Shared {
+    #[subscribe_message("noop")]
+    async fn noop(&self) {}
+
+    #[on_connect]
+    async fn connected(&self, conn: &Connection) {
+        self.0.connected(conn);
+    }
+}
+
+async fn app_with(recovery: Option<Recovery>, quiet: Arc<Quiet>) -> App {
     // Room for every event the racing test emits while nobody reads.
     let config = AppConfig {
         recovery,
@@ -44,7 +66,13 @@ async fn app(recovery: Option<Recovery>) -> App {
         outbound_capacity: 1 << 20,
         ..AppConfig::default()
     };
-    App::builder().config(config).middleware(QueryIdentity).gateway(Quiet).build().await.unwrap()
+    App::builder()
+        .config(config)
+        .middleware(QueryIdentity)
+        .gateway(Shared(quiet))
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn open(app: &App, user: &str, session: SessionRequest) -> (Connection, OutboundRx) {
@@ -71,7 +99,8 @@ fn drain(rx: &mut OutboundRx) -> Vec<(String, Option<String>, String)> {
 
 #[tokio::test]
 async fn a_dropped_session_recovers_its_id_rooms_and_missed_events_once() {
-    let app = app(Some(Recovery::default())).await;
+    let hooks = Arc::new(Quiet::default());
+    let app = app_with(Some(Recovery::default()), hooks.clone()).await;
     let server = app.server().clone();
     let (conn, mut rx) = open(&app, "u1", SessionRequest::New).await;
     let session = conn.session_id().unwrap().to_owned();
@@ -106,6 +135,7 @@ async fn a_dropped_session_recovers_its_id_rooms_and_missed_events_once() {
     server.to("a").emit("live", &7).unwrap();
     assert_eq!(drain(&mut rx).len(), 1, "live events once, through the restored room");
     assert_eq!(server.recovery_stats().unwrap().recovered, 1);
+    assert_eq!(*hooks.connects.lock().unwrap(), [false, true], "on_connect hooks know");
 }
 
 #[tokio::test]

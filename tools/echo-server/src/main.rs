@@ -8,7 +8,8 @@
 //! over both transports.
 //!
 //! `JWT_SECRET` (required) signs the tokens; `PORT` (default 3000) and `HOST` (default
-//! 127.0.0.1) say where to listen. A token's subject becomes the connection's user; no
+//! 127.0.0.1) say where to listen; `RECOVERY=1` turns connection state recovery on (its
+//! defaults: 2 minutes, 10 000 events per namespace). A token's subject becomes the connection's user; no
 //! database is involved, so the figures are the framework's own.
 
 use anyhow::Context;
@@ -76,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         rate_limit: Some(RateLimit { per_second: 1e9, burst: 1_000_000 }),
         // Load comes from a few loopback addresses.
         max_connections_per_peer: None,
+        recovery: std::env::var("RECOVERY").is_ok_and(|v| v == "1").then(wsgate::Recovery::default),
         ..AppConfig::default()
     };
     let app = App::builder().config(config).middleware(auth).gateway(EchoGateway).build().await?;

@@ -73,7 +73,9 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
                     socketio_handshake(&mut ws, &setup.target.auth).await?;
                 }
                 ws.send(Message::text(join)).await?;
-                let reply = crate::next_text(&mut ws, |_| true).await?;
+                // A plain WebSocket recovery session (`session=new`) opens with its frame.
+                let reply =
+                    crate::next_text(&mut ws, |t| !t.starts_with(r#"{"event":"session""#)).await?;
                 if !reply.contains("true") {
                     bail!("join refused: {reply}");
                 }
