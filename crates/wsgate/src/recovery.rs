@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::message::Emission;
-use crate::names::{ConnectionId, Namespace, RoomId};
+use crate::message::{Emission, Payload};
+use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 
 /// Connection state recovery's settings ([`AppConfig::recovery`](crate::AppConfig::recovery)).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,11 +110,15 @@ impl Target {
     }
 }
 
+/// A recorded emission: its event and data only. The emission delivered live caches its
+/// encodings (one per transport); the history does not keep them alive, and a replay encodes
+/// afresh.
 struct Entry {
     seq: u64,
     at: Instant,
     target: Target,
-    emission: Arc<Emission>,
+    event: EventName,
+    data: Payload,
 }
 
 /// A dropped connection's session, waiting for its client.
@@ -324,8 +328,15 @@ impl Histories {
         let now = Instant::now();
         state.last += 1;
         let seq = state.last;
+        let entry = Entry {
+            seq,
+            at: now,
+            target,
+            event: emission.event().clone(),
+            data: emission.data().to_owned(),
+        };
         let emission = emission.at_offset(self.offset(seq));
-        state.entries.push_back(Entry { seq, at: now, target, emission: emission.clone() });
+        state.entries.push_back(entry);
         while state.entries.len() > self.config.max_events {
             state.entries.pop_front();
         }
@@ -365,19 +376,18 @@ impl LogState {
     }
 
     /// The events after offset `after` that `conn`, in `rooms`, was to receive, in order.
-    pub(crate) fn missed(
-        &self,
+    pub(crate) fn missed<'a>(
+        &'a self,
+        histories: &'a Histories,
         after: u64,
         conn: ConnectionId,
-        rooms: &[RoomId],
-    ) -> impl Iterator<Item = &Arc<Emission>> {
+        rooms: &'a [RoomId],
+    ) -> impl Iterator<Item = Arc<Emission>> + 'a {
         let first = self.entries.front().map_or(self.last + 1, |e| e.seq);
         let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
-        self.entries
-            .iter()
-            .skip(skip)
-            .filter(move |e| e.target.includes(conn, rooms))
-            .map(|e| &e.emission)
+        self.entries.iter().skip(skip).filter(move |e| e.target.includes(conn, rooms)).map(|e| {
+            Emission::new(e.event.clone(), e.data.clone()).at_offset(histories.offset(e.seq))
+        })
     }
 
     /// Drops entries and sessions older than the window.
@@ -475,7 +485,7 @@ mod tests {
         let restored = h.take(&mut state, "s1", Some(&first), Some("u1")).ok().unwrap();
         assert_eq!(restored.conn, conn);
         let missed: Vec<_> = state
-            .missed(restored.after, conn, &restored.rooms)
+            .missed(&h, restored.after, conn, &restored.rooms)
             .map(|e| h.parse(e.offset().unwrap()).unwrap())
             .collect();
         assert_eq!(missed, [2, 5, 7]);
@@ -504,7 +514,7 @@ mod tests {
         keep(&mut state);
         let latest = h.offset(state.last());
         let restored = h.take(&mut state, "s1", Some(&latest), None).ok().unwrap();
-        assert_eq!(state.missed(restored.after, conn, &[]).count(), 0);
+        assert_eq!(state.missed(&h, restored.after, conn, &[]).count(), 0);
         assert_eq!(state.entries.len(), 3, "bounded");
     }
 
@@ -565,7 +575,7 @@ mod tests {
                     Ok(restored) => {
                         prop_assert!(after <= total && after + 1 >= oldest);
                         let got: Vec<u64> = state
-                            .missed(restored.after, ConnectionId(conn), &restored.rooms)
+                            .missed(&h, restored.after, ConnectionId(conn), &restored.rooms)
                             .map(|e| h.parse(e.offset().unwrap()).unwrap())
                             .collect();
                         let want: Vec<u64> = ops

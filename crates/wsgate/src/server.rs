@@ -182,8 +182,8 @@ impl Server {
         let session = Session { id, started: restored.started, recovered: true, identity };
         setup.session = Some(Box::new(session));
         let (conn, rx) = self.register(restored.conn, setup);
-        for emission in state.missed(restored.after, restored.conn, &restored.rooms) {
-            conn.replay(emission.clone());
+        for emission in state.missed(histories, restored.after, restored.conn, &restored.rooms) {
+            conn.replay(emission);
         }
         for room in restored.rooms {
             // Within the limit when it was recorded; a lower one since leaves the rest out.

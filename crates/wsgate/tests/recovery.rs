@@ -234,7 +234,7 @@ async fn emits_racing_a_recovery_arrive_exactly_once_in_order() {
                 while !stop.load(Ordering::Relaxed) || n < 200 {
                     n += 1;
                     server.to("room").emit("n", &n).unwrap();
-                    if n % 16 == 0 {
+                    if n.is_multiple_of(16) {
                         std::thread::yield_now();
                     }
                 }
