@@ -27,77 +27,182 @@ async function api(method, path, body) {
 }
 
 // ---- live connection: one small interface over both transports ----
+//
+// Both transports survive a network drop without losing comments: the server keeps a dropped
+// connection's session for a while (connection state recovery) and, when the client comes back
+// in time, restores its rooms and replays the events it missed. The page then only has to show
+// what happened; it re-subscribes and refetches only when the session could not be recovered.
+//
+// A transport reports through `report(state, text, { resync })`:
+//   state  - 'connected' | 'recovered' | 'reconnecting' | 'offline' (#status's data-state)
+//   text   - what #status says
+//   resync - true when the connection starts without the page's rooms (a fresh session): the
+//            open entry must be subscribed and its comments fetched again.
 
-function connectSocketIo(token, onStatus) {
+function connectSocketIo(token, report) {
+  // socket.io-client reconnects by itself and, with the pid and last offset it kept, asks the
+  // server to recover the session (Socket.IO 4.6+ connection state recovery).
   const socket = io({ auth: { token } });
-  socket.on('connect', () => onStatus(`live over Socket.IO (${socket.io.engine.transport.name})`, true));
-  socket.io.engine?.on?.('upgrade', (t) => onStatus(`live over Socket.IO (${t.name})`, true));
-  socket.on('disconnect', () => onStatus('offline', false));
-  socket.on('connect_error', (err) => onStatus(`refused: ${err.message}`, false));
+  let recovered = false;
+  const text = () => {
+    const transport = socket.io.engine?.transport?.name;
+    return `live over Socket.IO (${transport})${recovered ? ' · recovered' : ''}`;
+  };
+  socket.on('connect', () => {
+    // `recovered`: same id, rooms restored server-side, the missed events arrive right after
+    // this by themselves. Otherwise (first connect or too late) it is a fresh session.
+    recovered = socket.recovered;
+    report(recovered ? 'recovered' : 'connected', text(), { resync: !recovered });
+  });
+  // Each (re)connection opens a new engine, which may upgrade from long-polling to websocket.
+  socket.io.on('open', () => {
+    socket.io.engine.on('upgrade', () => {
+      if (socket.connected) report(recovered ? 'recovered' : 'connected', text());
+    });
+  });
+  socket.on('disconnect', (reason) => {
+    // Only a goodbye (ours or the server's) is final; anything else is retried.
+    const final = reason === 'io client disconnect' || reason === 'io server disconnect';
+    report(final ? 'offline' : 'reconnecting', final ? 'offline' : 'reconnecting…');
+  });
+  socket.on('connect_error', (err) => {
+    // `active`: a network failure, the client keeps trying; otherwise the server refused us
+    // (e.g. a bad token) and it gives up.
+    if (socket.active) report('reconnecting', 'reconnecting…');
+    else report('offline', `refused: ${err.message}`);
+  });
   return {
     kind: 'socketio',
+    // Emits while disconnected are buffered by socket.io-client and sent on reconnect.
     request: (event, data) => socket.timeout(5000).emitWithAck(event, data),
     send: (event, data) => socket.emit(event, data),
-    on: (event, handler) => socket.on(event, handler),
+    // Room events carry their offset as an extra last argument: handlers get the payload only.
+    on: (event, handler) => socket.on(event, (data) => handler(data)),
+    // A goodbye: the server ends the session for good.
     close: () => socket.disconnect(),
   };
 }
 
-function connectWebSocket(token, onStatus) {
+function connectWebSocket(token, report) {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
   const listeners = new Map();
-  const pending = new Map();
-  const queue = [];
+  const pending = new Map(); // request id -> { resolve, reject }
+  const queue = []; // frames waiting for an open connection: { id, frame }
   let nextId = 1;
-  const deliver = (frame) => (ws.readyState === WebSocket.OPEN ? ws.send(frame) : queue.push(frame));
-  ws.onopen = () => {
-    onStatus('live over plain WebSocket', true);
-    while (queue.length) ws.send(queue.shift());
+  let ws = null;
+  let session = null; // the server's session id, from its `session` frame
+  let offset = null; // the offset of the last room event received in that session
+  let up = false; // open and its session frame received: frames go out at once
+  let closed = false; // closed on purpose: no reconnecting
+  let delay = 250; // reconnect backoff: 250 ms doubling up to 5 s
+  let timer = null;
+
+  const deliver = (id, frame) => (up ? ws.send(frame) : queue.push({ id, frame }));
+  const flush = () => {
+    while (queue.length) ws.send(queue.shift().frame);
   };
-  ws.onclose = () => onStatus('offline', false);
-  ws.onmessage = (message) => {
-    const { event, id, data } = JSON.parse(message.data);
-    if (id !== undefined && pending.has(id)) {
-      const { resolve, reject } = pending.get(id);
-      pending.delete(id);
-      return event === 'exception' ? reject(new Error(data.message)) : resolve(data);
+
+  function open() {
+    // `session=new` asks for a recoverable session; `session=S&offset=O` asks to resume one.
+    const params = new URLSearchParams({ token, session: session ?? 'new' });
+    if (session !== null && offset !== null) params.set('offset', offset);
+    const socket = new WebSocket(`${scheme}://${location.host}/ws?${params}`);
+    ws = socket;
+    socket.onmessage = (message) => {
+      const frame = JSON.parse(message.data);
+      if (frame.event === 'session') return onSession(frame.data);
+      if (frame.offset !== undefined) offset = frame.offset;
+      const { event, id, data } = frame;
+      if (id !== undefined && pending.has(id)) {
+        const { resolve, reject } = pending.get(id);
+        pending.delete(id);
+        return event === 'exception' ? reject(new Error(data.message)) : resolve(data);
+      }
+      for (const handler of listeners.get(event) || []) handler(data);
+    };
+    socket.onclose = () => {
+      if (closed || socket !== ws) return;
+      // A network drop or a server restart: the session stays recoverable for a while, so
+      // come back with it (and the last offset) after a growing pause.
+      up = false;
+      report('reconnecting', 'reconnecting…');
+      timer = setTimeout(open, delay);
+      delay = Math.min(delay * 2, 5000);
+    };
+  }
+
+  // The server's first frame on every connection.
+  function onSession({ id, recovered }) {
+    delay = 250;
+    up = true;
+    flush(); // what was asked while reconnecting, in order
+    if (recovered && id === session) {
+      // Rooms restored; the missed room events follow this frame, in order.
+      report('recovered', 'live over plain WebSocket · recovered');
+    } else {
+      // A fresh session (first connection, or the old one expired): its offsets start anew and
+      // the page must subscribe and fetch again.
+      session = id;
+      offset = null;
+      report('connected', 'live over plain WebSocket', { resync: true });
     }
-    for (const handler of listeners.get(event) || []) handler(data);
-  };
+  }
+
+  open();
   return {
     kind: 'ws',
     request(event, data) {
       const id = nextId++;
-      deliver(JSON.stringify({ event, data, id }));
+      deliver(id, JSON.stringify({ event, data, id }));
       return new Promise((resolve, reject) => {
         pending.set(id, { resolve, reject });
-        setTimeout(() => pending.delete(id) && reject(new Error(`no answer to ${event}`)), 5000);
+        setTimeout(() => {
+          if (!pending.delete(id)) return;
+          // Given up on: don't send it later either.
+          const queued = queue.findIndex((q) => q.id === id);
+          if (queued >= 0) queue.splice(queued, 1);
+          reject(new Error(`no answer to ${event}`));
+        }, 5000);
       });
     },
-    send: (event, data) => deliver(JSON.stringify({ event, data })),
+    send: (event, data) => deliver(null, JSON.stringify({ event, data })),
     on(event, handler) {
       listeners.set(event, [...(listeners.get(event) || []), handler]);
     },
-    close: () => ws.close(),
+    // Code 1000 is a goodbye: the server ends the session for good.
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      ws.close(1000);
+    },
   };
+}
+
+let generation = 0; // which connectLive() call is current: reports of replaced ones are ignored
+
+function setStatus(state, text) {
+  $('status').textContent = text;
+  $('status').dataset.state = state;
+  $('status').classList.toggle('live', state === 'connected' || state === 'recovered');
 }
 
 function connectLive() {
   state.live?.close();
-  const onStatus = (text, live) => {
-    $('status').textContent = text;
-    $('status').classList.toggle('live', live);
-    if (live && state.entry) subscribe(state.entry.id);
+  const current = ++generation;
+  const report = (status, text, { resync = false } = {}) => {
+    if (current !== generation) return;
+    setStatus(status, text);
+    if (resync && state.entry) subscribe(state.entry.id);
   };
+  setStatus('offline', 'connecting…');
   const connect = state.transport === 'ws' ? connectWebSocket : connectSocketIo;
-  const live = connect(state.token, onStatus);
+  const live = connect(state.token, report);
   live.on('indexComment', (comments) => {
     state.comments = new Map(comments.map((c) => [c.id, c]));
     renderComments();
   });
-  live.on('commentCreated', upsertComment);
-  live.on('commentUpdated', upsertComment);
+  live.on('commentCreated', (comment) => upsertComment(comment));
+  live.on('commentUpdated', (comment) => upsertComment(comment));
   live.on('commentDeleted', ({ id }) => {
     state.comments.delete(id);
     renderComments();
@@ -238,9 +343,10 @@ $('logout').onclick = () => {
   state.live?.close();
   localStorage.removeItem('token');
   localStorage.removeItem('user');
+  generation += 1; // nothing more from the closed connection
   Object.assign(state, { token: null, user: null, entry: null, live: null });
   $('entry').hidden = true;
-  $('status').textContent = 'offline';
+  setStatus('offline', 'offline');
   showApp();
 };
 

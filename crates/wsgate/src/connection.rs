@@ -225,6 +225,16 @@ impl Connection {
     /// [`AppConfig::max_rooms_per_connection`]: crate::AppConfig::max_rooms_per_connection
     pub fn join(&self, room: impl Into<RoomId>) -> Result<(), WsException> {
         let room = room.into();
+        if self.inner.session.is_some()
+            && let Some(joined) = self.inner.server.join_recorded(self, room.clone())
+        {
+            return joined;
+        }
+        self.join_room(room)
+    }
+
+    /// Joins `room`: [`Self::join`] without recovery's bookkeeping.
+    pub(crate) fn join_room(&self, room: RoomId) -> Result<(), WsException> {
         let mut rooms = lock(&self.inner.rooms);
         if rooms.released || rooms.joined.contains(&room) {
             // A released connection is in no room: its handler outlived its session.
@@ -251,12 +261,19 @@ impl Connection {
             let Some(at) = rooms.joined.iter().position(|r| *r == room) else { return };
             rooms.joined.swap_remove(at);
         }
+        if let Some(session) = self.session() {
+            session.left(&room);
+        }
         self.inner.server.remove_from_room(self, &room);
     }
 
     /// The rooms this connection is in.
     pub fn rooms(&self) -> Vec<RoomId> {
         lock(&self.inner.rooms).joined.clone()
+    }
+
+    pub(crate) fn rooms_contain(&self, room: &RoomId) -> bool {
+        lock(&self.inner.rooms).joined.contains(room)
     }
 
     /// The rooms to leave, once: the connection joins none from then on.

@@ -87,6 +87,42 @@ pub(crate) struct Session {
     pub(crate) started: u64,
     pub(crate) recovered: bool,
     pub(crate) identity: Option<Arc<str>>,
+    /// Each room joined, with the offset of the last event before the join: what the room
+    /// got until then is not the session's to replay.
+    pub(crate) joined: Mutex<Joined>,
+}
+
+/// Rooms with the offset of the last event before each was joined.
+pub(crate) type Joined = Vec<(RoomId, u64)>;
+
+impl Session {
+    pub(crate) fn new(
+        id: Arc<str>,
+        started: u64,
+        recovered: bool,
+        identity: Option<Arc<str>>,
+    ) -> Self {
+        Self { id, started, recovered, identity, joined: Mutex::new(Vec::new()) }
+    }
+
+    /// Notes that `room` was joined after offset `at` (its first join counts).
+    pub(crate) fn note_join(&self, room: RoomId, at: u64) {
+        let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        if !joined.iter().any(|(r, _)| *r == room) {
+            joined.push((room, at));
+        }
+    }
+
+    /// Notes that `room` was left.
+    pub(crate) fn left(&self, room: &RoomId) {
+        self.joined.lock().unwrap_or_else(|e| e.into_inner()).retain(|(r, _)| r != room);
+    }
+
+    /// The offset after which `room`'s events are the session's.
+    fn joined_at(&self, room: &RoomId) -> u64 {
+        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        joined.iter().find(|(r, _)| r == room).map_or(self.started, |(_, at)| *at)
+    }
 }
 
 /// Who a recorded emission was for.
@@ -101,10 +137,13 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn includes(&self, conn: ConnectionId, rooms: &[RoomId]) -> bool {
+    /// Whether event `seq` to this target was for `conn`, in `rooms` (joined after their offsets).
+    fn includes(&self, seq: u64, conn: ConnectionId, rooms: &[(RoomId, u64)]) -> bool {
         match self {
             Self::All { except } => *except != Some(conn),
-            Self::Room { room, except } => *except != Some(conn) && rooms.contains(room),
+            Self::Room { room, except } => {
+                *except != Some(conn) && rooms.iter().any(|(r, at)| r == room && seq > *at)
+            }
             Self::Connection(id) => *id == conn,
         }
     }
@@ -125,7 +164,7 @@ struct Entry {
 struct Record {
     conn: ConnectionId,
     identity: Option<Arc<str>>,
-    rooms: Vec<RoomId>,
+    rooms: Joined,
     started: u64,
     at: Instant,
 }
@@ -169,7 +208,7 @@ pub(crate) enum Failure {
 /// A session recovered: the connection it had, its rooms, where its client stopped.
 pub(crate) struct Restored {
     pub(crate) conn: ConnectionId,
-    pub(crate) rooms: Vec<RoomId>,
+    pub(crate) rooms: Joined,
     pub(crate) started: u64,
     /// Replay the entries after this offset.
     pub(crate) after: u64,
@@ -303,6 +342,13 @@ impl Histories {
     ) {
         let now = Instant::now();
         state.expire(now, &self.config);
+        let rooms = rooms
+            .into_iter()
+            .map(|room| {
+                let at = session.joined_at(&room);
+                (room, at)
+            })
+            .collect();
         let record = Record {
             conn,
             identity: session.identity.clone(),
@@ -381,13 +427,13 @@ impl LogState {
         histories: &'a Histories,
         after: u64,
         conn: ConnectionId,
-        rooms: &'a [RoomId],
+        rooms: &'a [(RoomId, u64)],
     ) -> impl Iterator<Item = Arc<Emission>> + 'a {
         let first = self.entries.front().map_or(self.last + 1, |e| e.seq);
         let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
-        self.entries.iter().skip(skip).filter(move |e| e.target.includes(conn, rooms)).map(|e| {
-            Emission::new(e.event.clone(), e.data.clone()).at_offset(histories.offset(e.seq))
-        })
+        self.entries.iter().skip(skip).filter(move |e| e.target.includes(e.seq, conn, rooms)).map(
+            |e| Emission::new(e.event.clone(), e.data.clone()).at_offset(histories.offset(e.seq)),
+        )
     }
 
     /// Drops entries and sessions older than the window.
@@ -444,7 +490,7 @@ mod tests {
     }
 
     fn session(started: u64, identity: Option<&str>) -> Session {
-        Session { id: "s1".into(), started, recovered: false, identity: identity.map(Arc::from) }
+        Session::new("s1".into(), started, false, identity.map(Arc::from))
     }
 
     fn emit(h: &Histories, state: &mut LogState, target: Target) -> String {
@@ -566,7 +612,8 @@ mod tests {
                     prop_assert!(state.entries.len() <= max);
                 }
                 let rooms: Vec<RoomId> = rooms.iter().map(|r| format!("r{r}").into()).collect();
-                let session = Session { id: "s".into(), started: 0, recovered: false, identity: None };
+                let joined: Joined = rooms.iter().map(|r| (r.clone(), 0)).collect();
+                let session = Session::new("s".into(), 0, false, None);
                 h.keep(&mut state, &session, ConnectionId(conn), rooms.clone());
                 let offset = h.offset(after);
                 let total = ops.len() as u64;
@@ -582,7 +629,7 @@ mod tests {
                             .iter()
                             .enumerate()
                             .map(|(i, op)| (i as u64 + 1, op))
-                            .filter(|(seq, op)| *seq > after && target(op).includes(ConnectionId(conn), &rooms))
+                            .filter(|(seq, op)| *seq > after && target(op).includes(*seq, ConnectionId(conn), &joined))
                             .map(|(seq, _)| seq)
                             .collect();
                         prop_assert_eq!(got, want);

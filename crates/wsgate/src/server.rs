@@ -174,21 +174,28 @@ impl Server {
             };
             let conn_id = self.next_id();
             state.hold(id.clone(), conn_id);
-            let session = Session { id, started: state.last(), recovered: false, identity };
+            let session = Session::new(id, state.last(), false, identity);
             setup.session = Some(Box::new(session));
             return self.register(conn_id, setup);
         };
         state.hold(id.clone(), restored.conn);
-        let session = Session { id, started: restored.started, recovered: true, identity };
+        let session = Session::new(id, restored.started, true, identity);
         setup.session = Some(Box::new(session));
         let (conn, rx) = self.register(restored.conn, setup);
         for emission in state.missed(histories, restored.after, restored.conn, &restored.rooms) {
             conn.replay(emission);
         }
-        for room in restored.rooms {
+        for (room, at) in restored.rooms {
             // Within the limit when it was recorded; a lower one since leaves the rest out.
-            if let Err(e) = conn.join(room) {
-                tracing::debug!(conn = %conn.id(), error = ?e.message(), "room not restored");
+            match conn.join_room(room.clone()) {
+                Ok(()) => {
+                    if let Some(session) = conn.session() {
+                        session.note_join(room, at);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(conn = %conn.id(), error = ?e.message(), "room not restored");
+                }
             }
         }
         drop(state);
@@ -233,6 +240,26 @@ impl Server {
         if let Some(log) = histories.log(conn.namespace()) {
             log.lock().release(&session.id, conn.id());
         }
+    }
+
+    /// Joins `room` under its namespace's history lock, noting the offset it was joined after:
+    /// each event of the room is then the session's (live or replayed) or not, never half.
+    /// `None` when the connection has no session or recovery is off.
+    pub(crate) fn join_recorded(
+        &self,
+        conn: &Connection,
+        room: RoomId,
+    ) -> Option<Result<(), crate::WsException>> {
+        let session = conn.session()?;
+        let log = self.inner.recovery.get()?.log(conn.namespace())?;
+        let state = log.lock();
+        let at = state.last();
+        let joined = conn.join_room(room.clone());
+        if joined.is_ok() && conn.rooms_contain(&room) {
+            session.note_join(room, at);
+        }
+        drop(state);
+        Some(joined)
     }
 
     /// Keeps the session of a connection that dropped, with the rooms it was in, for its

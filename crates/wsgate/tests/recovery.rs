@@ -265,3 +265,41 @@ async fn emits_racing_a_recovery_arrive_exactly_once_in_order() {
         assert_eq!(numbers, (1..=last).collect::<Vec<_>>(), "round {round}: each once, in order");
     }
 }
+
+/// A room's events from before the connection joined it are not replayed, with an offset or
+/// without one: the client had them from elsewhere (a fetch), or was not to have them.
+#[tokio::test]
+async fn events_of_a_room_from_before_the_join_are_not_replayed() {
+    let app = app(Some(Recovery::default())).await;
+    let server = app.server().clone();
+    let (conn, mut rx) = open(&app, "u1", SessionRequest::New).await;
+    let session = conn.session_id().unwrap().to_owned();
+    conn.join("a").unwrap();
+    server.to("a").emit("a1", &1).unwrap();
+    let offset = drain(&mut rx)[0].1.clone();
+    server.to("b").emit("b-before-join", &2).unwrap();
+    conn.join("b").unwrap();
+    conn.join("a").unwrap(); // joining again keeps the first join's offset
+    server.to("b").emit("b-after-join", &3).unwrap();
+    server.to("c").emit("c-left", &4).unwrap();
+    conn.join("c").unwrap();
+    conn.leave("c");
+    server.to("c").emit("c-after-leave", &5).unwrap();
+    drain(&mut rx);
+    app.disconnect(&conn).await;
+    drop(rx);
+    server.to("a").emit("a2", &6).unwrap();
+
+    for offset in [offset, None] {
+        let (again, mut rx) = open(&app, "u1", resume(&session, offset.as_deref())).await;
+        assert!(again.recovered());
+        let events: Vec<_> = drain(&mut rx).into_iter().map(|(e, _, _)| e).collect();
+        let expected = if offset.is_some() {
+            vec!["b-after-join", "a2"]
+        } else {
+            vec!["a1", "b-after-join", "a2"]
+        };
+        assert_eq!(events, expected, "offset {offset:?}");
+        app.disconnect(&again).await;
+    }
+}
