@@ -614,7 +614,7 @@ mod tests {
                 let rooms: Vec<RoomId> = rooms.iter().map(|r| format!("r{r}").into()).collect();
                 let joined: Joined = rooms.iter().map(|r| (r.clone(), 0)).collect();
                 let session = Session::new("s".into(), 0, false, None);
-                h.keep(&mut state, &session, ConnectionId(conn), rooms.clone());
+                h.keep(&mut state, &session, ConnectionId(conn), rooms);
                 let offset = h.offset(after);
                 let total = ops.len() as u64;
                 let oldest = total.saturating_sub(max as u64) + 1;
