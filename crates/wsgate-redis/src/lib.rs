@@ -22,6 +22,10 @@
 //! [`wsgate::Server::broker_status`] says whether it is connected, for health checks and
 //! metrics.
 
+mod streams;
+
+pub use streams::{DEFAULT_PREFIX, RedisStreamsBroker, StreamsConfig};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

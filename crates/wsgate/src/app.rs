@@ -224,6 +224,7 @@ impl AppBuilder {
                 namespaces,
             }),
         };
+        app.inner.server.set_namespaces(app.inner.namespaces.keys().cloned().collect());
         if let Some(recovery) = &app.inner.config.recovery {
             app.inner.server.enable_recovery(recovery.clone(), app.inner.namespaces.keys());
         }
@@ -275,6 +276,8 @@ impl Accepted {
             session: None,
         };
         if let SessionRequest::Resume { id, .. } = &self.session {
+            // Kept by another instance (with a log broker)?
+            inner.server.fetch_session(&setup.namespace, id, self.identity.as_deref()).await;
             // Its old connection may still be open here, dead without the server knowing.
             let within = inner.config.drain_timeout.min(Duration::from_secs(3));
             inner.server.take_over(&setup.namespace, id, self.identity.as_deref(), within).await;

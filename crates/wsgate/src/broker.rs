@@ -11,11 +11,13 @@
 //! links processes through Redis pub/sub.
 
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::message::{Emission, Payload};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::recovery::Offset;
 use crate::server::{Server, ServerInner};
 
 /// Identifies one server instance; random, chosen when the server is made.
@@ -49,6 +51,9 @@ pub enum Recipients {
     Connection {
         /// Its id (unique across instances).
         id: ConnectionId,
+        /// Its namespace, when the emitting instance knows it (the connection is its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<Namespace>,
     },
 }
 
@@ -113,7 +118,38 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is connected, and its counters.
     fn status(&self) -> BrokerStatus;
+
+    /// Whether the broker is a shared log that orders and numbers every emit (Redis Streams).
+    /// With connection state recovery on, a server then delivers its own emits too only when
+    /// the broker hands them back ([`Inbox::deliver_logged`]), numbered by the log, so that
+    /// every instance holds the same history with the same offsets. Default: `false`.
+    fn is_log(&self) -> bool {
+        false
+    }
+
+    /// Keeps a dropped connection's session record (opaque bytes) for `ttl`, for any instance
+    /// to recover: log brokers implement it, so that a client whose instance died recovers on
+    /// another. Default: nothing (sessions stay with their instance).
+    fn keep_session(&self, _namespace: &Namespace, _id: &str, _record: Vec<u8>, _ttl: Duration) {}
+
+    /// Holds the session record of a live connection (replacing the one held before), kept
+    /// alive for as long as it is held and for `ttl` after: if this instance dies without a
+    /// word, its clients still recover on another. [`Broker::keep_session`] (the connection
+    /// dropped) or [`Broker::forget_session`] (it ended) releases it. Default: nothing.
+    fn hold_session(&self, _namespace: &Namespace, _id: &str, _record: Vec<u8>, _ttl: Duration) {}
+
+    /// Takes a session record kept by [`Broker::keep_session`], once. Default: none.
+    fn take_session(&self, _namespace: &Namespace, _id: &str) -> SessionFuture {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Forgets a kept session record (recovered where it was kept). Default: nothing.
+    fn forget_session(&self, _namespace: &Namespace, _id: &str) {}
 }
+
+/// What [`Broker::take_session`] returns: the record, if one was kept.
+pub type SessionFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'static>>;
 
 /// Where a broker delivers envelopes from other instances: a weak handle on one server.
 #[derive(Clone, Debug)]
@@ -141,6 +177,40 @@ impl Inbox {
             server.deliver_local(&envelope.recipients, &emission);
         }
         true
+    }
+
+    /// Delivers an envelope a log broker read from `namespace`'s log at `offset` (its own
+    /// instance's too: with recovery on, a log broker's emits are delivered only this way).
+    /// Returns `false` when the server no longer exists.
+    pub fn deliver_logged(
+        &self,
+        namespace: &Namespace,
+        offset: Offset,
+        envelope: Envelope,
+    ) -> bool {
+        let Some(server) = Server::upgrade(&self.server) else { return false };
+        let emission = Emission::new(envelope.event, envelope.data);
+        server.deliver_logged(namespace, offset, envelope.origin, &envelope.recipients, &emission);
+        true
+    }
+
+    /// A log broker starts reading `namespace`'s log after `offset`: the history begins there
+    /// (a recovery from an older offset finds its events gone).
+    pub fn start_log(&self, namespace: &Namespace, offset: Offset) {
+        if let Some(server) = Server::upgrade(&self.server) {
+            server.start_log(namespace, offset);
+        }
+    }
+
+    /// The app's namespaces, whose logs a log broker reads; empty until the app is built on
+    /// the server (a broker is given to the server first: wait for them).
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        Server::upgrade(&self.server).map(|s| s.namespaces()).unwrap_or_default()
+    }
+
+    /// The recovery window, with recovery on: how long a log broker keeps sessions.
+    pub fn recovery_window(&self) -> Option<std::time::Duration> {
+        Server::upgrade(&self.server).and_then(|s| s.recovery_window())
     }
 
     /// Whether the server still exists.

@@ -265,6 +265,7 @@ impl Connection {
             session.left(&room);
         }
         self.inner.server.remove_from_room(self, &room);
+        self.inner.server.hold_session(self);
     }
 
     /// The rooms this connection is in.

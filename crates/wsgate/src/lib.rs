@@ -44,7 +44,7 @@ pub use message::CloseReason;
 pub use names::{AckId, ConnectionId, EventName, Namespace, RoomId};
 pub use observe::{Observer, Outcome};
 pub use origin::AllowedOrigins;
-pub use recovery::{Recovery, RecoveryStats, SessionRequest};
+pub use recovery::{Offset, Recovery, RecoveryStats, SessionRequest};
 pub use reply::{Ack, IntoReply, Reply, WsResponse};
 pub use server::{Broadcast, Server};
 

@@ -14,6 +14,7 @@ use crate::connection::{Connection, OutboundRx, SendError, Setup};
 use crate::limit::PeerCounts;
 use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::recovery::Offset;
 use crate::recovery::{Histories, Recovery, RecoveryStats, Session, SessionRequest, Target};
 
 /// A handle on every connection of this server, over every transport, and through a
@@ -39,6 +40,8 @@ pub(crate) struct ServerInner {
     released: Notify,
     /// The histories and dropped sessions, with connection state recovery on.
     recovery: OnceLock<Histories>,
+    /// The app's namespaces, for a log broker to read their logs.
+    namespaces: OnceLock<Vec<Namespace>>,
 }
 
 impl Default for ServerInner {
@@ -62,6 +65,7 @@ impl ServerInner {
             accepting: AtomicBool::new(true),
             released: Notify::new(),
             recovery: OnceLock::new(),
+            namespaces: OnceLock::new(),
         }
     }
 }
@@ -117,7 +121,8 @@ impl Server {
         config: Recovery,
         namespaces: impl Iterator<Item = &'a Namespace>,
     ) {
-        let _ = self.inner.recovery.set(Histories::new(config, namespaces));
+        let log = self.inner.broker.as_ref().is_some_and(|b| b.is_log());
+        let _ = self.inner.recovery.set(Histories::new(config, namespaces, log));
     }
 
     /// Connection state recovery's counters and sizes; `None` when it is off.
@@ -157,6 +162,9 @@ impl Server {
                 match histories.take(&mut state, id, offset.as_deref(), identity.as_deref()) {
                     Ok(restored) => {
                         histories.count(None);
+                        if let Some(broker) = self.log_broker() {
+                            broker.forget_session(&setup.namespace, id);
+                        }
                         Some((Arc::<str>::from(id.as_str()), restored))
                     }
                     Err(failure) => {
@@ -176,7 +184,10 @@ impl Server {
             state.hold(id.clone(), conn_id);
             let session = Session::new(id, state.last(), false, identity);
             setup.session = Some(Box::new(session));
-            return self.register(conn_id, setup);
+            let (conn, rx) = self.register(conn_id, setup);
+            drop(state);
+            self.hold_session(&conn);
+            return (conn, rx);
         };
         state.hold(id.clone(), restored.conn);
         let session = Session::new(id, restored.started, true, identity);
@@ -199,7 +210,21 @@ impl Server {
             }
         }
         drop(state);
+        self.hold_session(&conn);
         (conn, rx)
+    }
+
+    /// With a log broker: the broker holds the live connection's session record (its rooms
+    /// as they are now), so that its client recovers on another instance if this one dies.
+    pub(crate) fn hold_session(&self, conn: &Connection) {
+        let (Some(broker), Some(histories), Some(session)) =
+            (self.log_broker(), self.inner.recovery.get(), conn.session())
+        else {
+            return;
+        };
+        if let Some(record) = histories.export_live(session, conn.id()) {
+            broker.hold_session(conn.namespace(), &session.id, record, histories.window());
+        }
     }
 
     /// A client asks to recover session `id` while a connection of this server still holds
@@ -238,7 +263,14 @@ impl Server {
             return;
         };
         if let Some(log) = histories.log(conn.namespace()) {
-            log.lock().release(&session.id, conn.id());
+            let mut state = log.lock();
+            // Only while it is this connection's: a recovered one may hold the id by now.
+            if state.holder(&session.id) == Some(conn.id()) {
+                state.release(&session.id, conn.id());
+                if let Some(broker) = self.log_broker() {
+                    broker.forget_session(conn.namespace(), &session.id);
+                }
+            }
         }
     }
 
@@ -259,6 +291,7 @@ impl Server {
             session.note_join(room, at);
         }
         drop(state);
+        self.hold_session(conn);
         Some(joined)
     }
 
@@ -269,7 +302,38 @@ impl Server {
             return;
         };
         if let Some(log) = histories.log(conn.namespace()) {
-            histories.keep(&mut log.lock(), session, conn.id(), rooms);
+            let mut state = log.lock();
+            histories.keep(&mut state, session, conn.id(), rooms);
+            // With a log broker, any instance may recover it.
+            if let Some(broker) = self.log_broker()
+                && let Some(record) = histories.export(&state, &session.id)
+            {
+                broker.keep_session(conn.namespace(), &session.id, record, histories.window());
+            }
+        }
+    }
+
+    /// With a log broker: a session unknown here may have been kept by another instance (its
+    /// client's instance died, or the load balancer sent it elsewhere); its record is taken
+    /// from the broker, and given back if it belongs to another identity.
+    pub(crate) async fn fetch_session(
+        &self,
+        namespace: &Namespace,
+        id: &str,
+        identity: Option<&str>,
+    ) {
+        let Some(broker) = self.log_broker().cloned() else { return };
+        let Some((histories, log)) =
+            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
+        else {
+            return;
+        };
+        if id.len() > 64 || Histories::knows(&log.lock(), id) {
+            return;
+        }
+        let Some(record) = broker.take_session(namespace, id).await else { return };
+        if !histories.adopt(&mut log.lock(), id, &record, identity) {
+            broker.keep_session(namespace, id, record, histories.window());
         }
     }
 
@@ -281,6 +345,12 @@ impl Server {
         conn: &Connection,
         emission: &Arc<Emission>,
     ) -> Option<Result<(), SendError>> {
+        if let Some(broker) = self.log_broker() {
+            let recipients =
+                Recipients::Connection { id: conn.id(), namespace: Some(conn.namespace().clone()) };
+            self.append(broker, recipients, emission);
+            return Some(Ok(()));
+        }
         let log = self.inner.recovery.get()?.log(conn.namespace())?;
         let histories = self.inner.recovery.get()?;
         let mut state = log.lock();
@@ -376,7 +446,7 @@ impl Server {
                 if let Some(broker) = &self.inner.broker {
                     broker.publish(Envelope {
                         origin: self.inner.node,
-                        recipients: Recipients::Connection { id },
+                        recipients: Recipients::Connection { id, namespace: None },
                         event: event.into(),
                         data: crate::message::to_payload(data)?,
                     });
@@ -443,13 +513,58 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// Delivers to this instance's recipients, then hands the emit to the broker.
+    /// The broker, when it is a log that numbers emits and recovery is on: emits then go to
+    /// it first and are delivered here when it hands them back.
+    fn log_broker(&self) -> Option<&Arc<dyn Broker>> {
+        let broker = self.inner.broker.as_ref()?;
+        self.inner.recovery.get().filter(|h| h.is_log()).map(|_| broker)
+    }
+
+    /// Hands an emit to a log broker, one envelope per namespace it concerns.
+    fn append(&self, broker: &Arc<dyn Broker>, recipients: Recipients, emission: &Emission) {
+        let namespaces: Vec<Namespace> = match &recipients {
+            Recipients::Broadcast { namespace: Some(ns), .. }
+            | Recipients::Connection { namespace: Some(ns), .. } => vec![ns.clone()],
+            _ => self
+                .inner
+                .recovery
+                .get()
+                .map(|h| h.logs().map(|(ns, _)| ns.clone()).collect())
+                .unwrap_or_default(),
+        };
+        for ns in namespaces {
+            let recipients = match &recipients {
+                Recipients::Broadcast { room, except, .. } => Recipients::Broadcast {
+                    namespace: Some(ns),
+                    room: room.clone(),
+                    except: *except,
+                },
+                Recipients::Connection { id, .. } => {
+                    Recipients::Connection { id: *id, namespace: Some(ns) }
+                }
+            };
+            broker.publish(Envelope {
+                origin: self.inner.node,
+                recipients,
+                event: emission.event().clone(),
+                data: emission.data().to_owned(),
+            });
+        }
+    }
+
+    /// Delivers to this instance's recipients, then hands the emit to the broker. With a log
+    /// broker and recovery on, only hands it to the broker: it comes back numbered, and is
+    /// delivered here then (returns 0).
     fn deliver(&self, target: &Broadcast<'_>, emission: &Arc<Emission>) -> usize {
         let recipients = Recipients::Broadcast {
             namespace: target.namespace.clone(),
             room: target.room.clone(),
             except: target.except,
         };
+        if let Some(broker) = self.log_broker() {
+            self.append(broker, recipients, emission);
+            return 0;
+        }
         let delivered = self.deliver_local(&recipients, emission);
         if let Some(broker) = &self.inner.broker {
             broker.publish(Envelope {
@@ -470,7 +585,7 @@ impl Server {
             return self.push_to(recipients, emission);
         };
         match recipients {
-            Recipients::Connection { id } => {
+            Recipients::Connection { id, .. } => {
                 let Some(conn) = self.connection(*id) else { return 0 };
                 if conn.session().is_none() {
                     return self.push_to(recipients, emission);
@@ -506,12 +621,91 @@ impl Server {
         }
     }
 
+    /// An emit a log broker hands back, numbered: recorded in `namespace`'s history at
+    /// `offset` (unless held already) and delivered to this instance's recipients under the
+    /// history's lock. Without recovery (or for another process's emits with recovery off),
+    /// as any broker's.
+    pub(crate) fn deliver_logged(
+        &self,
+        namespace: &Namespace,
+        offset: Offset,
+        origin: NodeId,
+        recipients: &Recipients,
+        emission: &Arc<Emission>,
+    ) {
+        let Some((histories, log)) = self
+            .inner
+            .recovery
+            .get()
+            .filter(|h| h.is_log())
+            .and_then(|h| h.log(namespace).map(|log| (h, log)))
+        else {
+            if origin != self.inner.node {
+                self.deliver_local(recipients, emission);
+            }
+            return;
+        };
+        let target = match recipients {
+            Recipients::Broadcast { room: Some(room), except, .. } => {
+                Target::Room { room: room.clone(), except: *except }
+            }
+            Recipients::Broadcast { room: None, except, .. } => Target::All { except: *except },
+            Recipients::Connection { id, .. } => Target::Connection(*id),
+        };
+        let mut state = log.lock();
+        let Some(emission) = histories.record_at(&mut state, offset, target, emission) else {
+            return;
+        };
+        match recipients {
+            Recipients::Broadcast { room, except, .. } => {
+                let recipients = Recipients::Broadcast {
+                    namespace: Some(namespace.clone()),
+                    room: room.clone(),
+                    except: *except,
+                };
+                self.push_to(&recipients, &emission);
+            }
+            Recipients::Connection { id, .. } => {
+                if let Some(conn) = self.connection(*id).filter(|c| c.namespace() == namespace) {
+                    let _ = conn.push(Outbound::Event(emission));
+                }
+            }
+        }
+        drop(state);
+    }
+
+    /// A log broker reads `namespace`'s log from after `offset` on: the history starts there.
+    pub(crate) fn start_log(&self, namespace: &Namespace, offset: Offset) {
+        if let Some((histories, log)) =
+            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
+        {
+            histories.start_at(&mut log.lock(), offset);
+        }
+    }
+
+    /// The app's namespaces, once an app is built on this server (empty before).
+    pub(crate) fn namespaces(&self) -> Vec<Namespace> {
+        self.inner.namespaces.get().cloned().unwrap_or_default()
+    }
+
+    /// Notes the app's namespaces (once; the app does it when built).
+    pub(crate) fn set_namespaces(&self, namespaces: Vec<Namespace>) {
+        let _ = self.inner.namespaces.set(namespaces);
+    }
+
+    /// The recovery window, with recovery on.
+    pub(crate) fn recovery_window(&self) -> Option<Duration> {
+        self.inner.recovery.get().map(|h| h.window())
+    }
+
     /// Queues the emission for this instance's recipients; returns how many took it.
     fn push_to(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
         let push =
             |conn: &Connection| usize::from(conn.push(Outbound::Event(emission.clone())).is_ok());
         let (namespace, room, except) = match recipients {
-            Recipients::Connection { id } => return self.connection(*id).map_or(0, |c| push(&c)),
+            Recipients::Connection { id, .. } => {
+                return self.connection(*id).map_or(0, |c| push(&c));
+            }
             Recipients::Broadcast { namespace, room, except } => (namespace, room, *except),
         };
         let send = |conn: &Connection| if except == Some(conn.id()) { 0 } else { push(conn) };

@@ -1,0 +1,447 @@
+//! A [`Broker`] over Redis Streams: one stream per namespace that every instance appends to
+//! and reads from, so that with connection state recovery on every instance holds the same
+//! history with the same offsets (the streams' ids), and a client recovers on any of them.
+//!
+//! - **Emits** go to the namespace's stream (`XADD … MAXLEN ~ N`), in order, from one task per
+//!   instance. With recovery on, an instance delivers its own emits too only when it reads them
+//!   back: every instance delivers every event in the stream's order, numbered by its id.
+//! - **Reading**: one task per instance reads every namespace's stream from the last id it
+//!   read (`XREAD BLOCK`). It starts at the recovery window's beginning, so that a new
+//!   instance (one that replaces a dead one) holds the history its clients need.
+//! - **Sessions** of dropped connections are kept in Redis for the recovery window
+//!   (`SET … PX`), taken once by the instance the client comes back to (`GETDEL`).
+//! - **Outages**: while Redis is unreachable, emits wait in a bounded buffer (default 10 000)
+//!   and are appended in order when it is back; past the bound the oldest are dropped, counted
+//!   ([`BrokerStatus::dropped`]) and logged. Readers resume from their last id.
+//! - **Keys** carry a hash tag per namespace (`{prefix:/chat}:events`, `{prefix:/chat}:session:…`)
+//!   so that a Redis Cluster keeps a namespace's stream and sessions on one shard.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use tokio::sync::Notify;
+use wsgate::broker::{Broker, BrokerStatus, Envelope, Inbox, Recipients, SessionFuture};
+use wsgate::{Namespace, Offset};
+
+use crate::{BACKOFF_MAX, BACKOFF_START, ConnectError, Error, connect, redact};
+
+/// The key prefix used when none is named.
+pub const DEFAULT_PREFIX: &str = "wsgate";
+
+/// How many appends go to Redis in one pipeline.
+const BATCH: usize = 256;
+/// How long a read blocks waiting for entries.
+const BLOCK: Duration = Duration::from_secs(2);
+/// How many entries one read takes at most.
+const READ_COUNT: usize = 1024;
+
+/// Links server instances through Redis Streams; give it to [`wsgate::Server::with_broker`].
+#[derive(Clone, Debug)]
+pub struct RedisStreamsBroker {
+    shared: Arc<Shared>,
+}
+
+/// Settings of a [`RedisStreamsBroker`].
+#[derive(Clone, Debug)]
+pub struct StreamsConfig {
+    /// The keys' prefix: applications sharing one Redis use one each. Default `wsgate`.
+    pub prefix: String,
+    /// Entries each stream keeps (`MAXLEN ~`); at least the recovery history. Default 10 000.
+    pub max_len: usize,
+    /// Emits waiting while Redis is unreachable; past it the oldest are dropped. Default 10 000.
+    pub buffer: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self { prefix: DEFAULT_PREFIX.to_owned(), max_len: 10_000, buffer: 10_000 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    next: u64,
+    queue: VecDeque<(u64, Namespace, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    client: redis::Client,
+    config: StreamsConfig,
+    /// Emits waiting to be appended, numbered: (number, namespace, envelope as JSON).
+    pending: Mutex<Pending>,
+    wake_publisher: Notify,
+    /// A connection for sessions' commands (cheap to clone).
+    commands: Mutex<Option<MultiplexedConnection>>,
+    /// The app's namespaces, once the reader learnt them.
+    namespaces: Mutex<Vec<Namespace>>,
+    /// The session records of live connections, by key, with their time to live after the
+    /// last refresh: written again every third of it (and after Redis comes back).
+    live: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
+    publisher_up: AtomicBool,
+    reader_up: AtomicBool,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl RedisStreamsBroker {
+    /// Connects to Redis at `url` with the default settings. Fails if Redis does not answer
+    /// now; later outages are survived.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, StreamsConfig::default()).await
+    }
+
+    /// As [`RedisStreamsBroker::connect`], with settings.
+    pub async fn connect_with(url: &str, config: StreamsConfig) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(Error::Url)?;
+        let conn = connect(&client).await.map_err(|e| match e {
+            ConnectError::Redis(source) => Error::Connect { url: redact(url), source },
+            ConnectError::Timeout => Error::Timeout { url: redact(url) },
+        })?;
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            pending: Mutex::new(Pending::default()),
+            wake_publisher: Notify::new(),
+            commands: Mutex::new(Some(conn.clone())),
+            namespaces: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
+            publisher_up: AtomicBool::new(true),
+            reader_up: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+        });
+        tokio::spawn(publish_loop(shared.clone(), conn));
+        tokio::spawn(refresh_loop(Arc::downgrade(&shared)));
+        Ok(Self { shared })
+    }
+}
+
+impl Shared {
+    fn stream_key(&self, namespace: &Namespace) -> String {
+        format!("{{{}:{namespace}}}:events", self.config.prefix)
+    }
+
+    fn session_key(&self, namespace: &Namespace, id: &str) -> String {
+        format!("{{{}:{namespace}}}:session:{id}", self.config.prefix)
+    }
+
+    fn command_connection(&self) -> Option<MultiplexedConnection> {
+        lock(&self.commands).clone()
+    }
+
+    fn queue(&self, namespace: Namespace, envelope: Vec<u8>) {
+        let mut pending = lock(&self.pending);
+        if pending.queue.len() >= self.config.buffer.max(1) {
+            pending.queue.pop_front();
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "redis streams broker: buffer full, oldest emits dropped");
+            }
+        }
+        pending.next += 1;
+        let n = pending.next;
+        pending.queue.push_back((n, namespace, envelope));
+        drop(pending);
+        self.wake_publisher.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker for RedisStreamsBroker {
+    fn publish(&self, envelope: Envelope) {
+        let namespaces = match &envelope.recipients {
+            Recipients::Broadcast { namespace: Some(ns), .. }
+            | Recipients::Connection { namespace: Some(ns), .. } => vec![ns.clone()],
+            // Every namespace (known once the app is built).
+            _ => lock(&self.shared.namespaces).clone(),
+        };
+        let json = envelope.to_json();
+        for ns in namespaces {
+            self.shared.queue(ns, json.clone());
+        }
+    }
+
+    fn subscribe(&self, inbox: Inbox) {
+        tokio::spawn(read_loop(self.shared.clone(), inbox));
+    }
+
+    fn status(&self) -> BrokerStatus {
+        let s = &self.shared;
+        BrokerStatus {
+            connected: s.publisher_up.load(Ordering::Relaxed)
+                && s.reader_up.load(Ordering::Relaxed),
+            published: s.published.load(Ordering::Relaxed),
+            received: s.received.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_log(&self) -> bool {
+        true
+    }
+
+    fn hold_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
+        let key = self.shared.session_key(namespace, id);
+        lock(&self.shared.live).insert(key.clone(), (record.clone(), ttl));
+        set_session(&self.shared, key, record, ttl);
+    }
+
+    fn keep_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
+        let key = self.shared.session_key(namespace, id);
+        lock(&self.shared.live).remove(&key);
+        set_session(&self.shared, key, record, ttl);
+    }
+
+    fn take_session(&self, namespace: &Namespace, id: &str) -> SessionFuture {
+        let conn = self.shared.command_connection();
+        let key = self.shared.session_key(namespace, id);
+        Box::pin(async move {
+            let mut conn = conn?;
+            let taken = tokio::time::timeout(
+                Duration::from_secs(2),
+                redis::cmd("GETDEL").arg(&key).query_async::<Option<Vec<u8>>>(&mut conn),
+            )
+            .await;
+            match taken {
+                Ok(Ok(record)) => record,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "redis streams broker: session not read");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn forget_session(&self, namespace: &Namespace, id: &str) {
+        let key = self.shared.session_key(namespace, id);
+        lock(&self.shared.live).remove(&key);
+        let Some(mut conn) = self.shared.command_connection() else { return };
+        tokio::spawn(async move {
+            let _: redis::RedisResult<()> = conn.del(&key).await;
+        });
+    }
+}
+
+/// Writes a session record with its time to live, in the background.
+fn set_session(shared: &Shared, key: String, record: Vec<u8>, ttl: Duration) {
+    let Some(mut conn) = shared.command_connection() else { return };
+    let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    tokio::spawn(async move {
+        let set: redis::RedisResult<()> =
+            redis::cmd("SET").arg(&key).arg(record).arg("PX").arg(ttl).query_async(&mut conn).await;
+        if let Err(e) = set {
+            tracing::debug!(error = %e, "redis streams broker: session not written");
+        }
+    });
+}
+
+/// Writes the live sessions' records again every few seconds (a third of the shortest time to
+/// live, at most 10 s), so that they outlive this instance by their time to live and come back
+/// after a Redis restart.
+async fn refresh_loop(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let live: Vec<(String, Vec<u8>, Duration)> =
+            lock(&s.live).iter().map(|(k, (r, ttl))| (k.clone(), r.clone(), *ttl)).collect();
+        let every = live
+            .iter()
+            .map(|(_, _, ttl)| *ttl / 3)
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        if let Some(mut conn) = s.command_connection()
+            && !live.is_empty()
+        {
+            let mut pipe = redis::pipe();
+            for (key, record, ttl) in &live {
+                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                pipe.cmd("SET").arg(key).arg(record.as_slice()).arg("PX").arg(ttl).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                tracing::debug!(error = %e, "redis streams broker: live sessions not refreshed");
+            }
+        }
+        drop(s);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Appends what is pending, in order; on failure keeps it and reconnects. Runs for as long
+/// as the process (a broker lives as long as its server).
+async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
+    loop {
+        let notified = s.wake_publisher.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batch: Vec<(u64, Namespace, Vec<u8>)> =
+            lock(&s.pending).queue.iter().take(BATCH).cloned().collect();
+        if batch.is_empty() {
+            notified.await;
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (_, ns, envelope) in &batch {
+            pipe.cmd("XADD")
+                .arg(s.stream_key(ns))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(s.config.max_len)
+                .arg("*")
+                .arg("e")
+                .arg(envelope.as_slice())
+                .ignore();
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                // Only what was sent: the buffer may have dropped its oldest meanwhile.
+                let last = batch.last().map_or(0, |(n, _, _)| *n);
+                let mut pending = lock(&s.pending);
+                while pending.queue.front().is_some_and(|(n, _, _)| *n <= last) {
+                    pending.queue.pop_front();
+                }
+                drop(pending);
+                s.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                s.publisher_up.store(false, Ordering::Relaxed);
+                *lock(&s.commands) = None;
+                tracing::warn!(error = %e, pending = lock(&s.pending).queue.len(), "redis streams broker: append failed; emits wait for Redis");
+                let mut backoff = BACKOFF_START;
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    match connect(&s.client).await {
+                        Ok(fresh) => {
+                            conn = fresh;
+                            *lock(&s.commands) = Some(conn.clone());
+                            s.publisher_up.store(true, Ordering::Relaxed);
+                            tracing::info!(
+                                pending = lock(&s.pending).queue.len(),
+                                "redis streams broker: appending again"
+                            );
+                            break;
+                        }
+                        Err(_) => backoff = (backoff * 2).min(BACKOFF_MAX),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The milliseconds since the epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads every namespace's stream from the last id read, and hands each entry to the inbox.
+async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
+    // The namespaces are known once the app is built on the server.
+    let namespaces = loop {
+        if !inbox.is_open() {
+            return;
+        }
+        let namespaces = inbox.namespaces();
+        if !namespaces.is_empty() {
+            break namespaces;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    *lock(&shared.namespaces) = namespaces.clone();
+    // From the start of the recovery window: the history this instance's clients may need.
+    let window = inbox.recovery_window().unwrap_or_default();
+    let start = Offset {
+        major: now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(0)),
+        minor: 0,
+    };
+    let keys: Vec<String> = namespaces.iter().map(|ns| shared.stream_key(ns)).collect();
+    let by_key: HashMap<String, Namespace> =
+        keys.iter().cloned().zip(namespaces.iter().cloned()).collect();
+    let mut last: Vec<String> = keys.iter().map(|_| start.to_string()).collect();
+    for ns in &namespaces {
+        inbox.start_log(ns, start);
+    }
+    let mut backoff = BACKOFF_START;
+    let mut ever = false;
+    while inbox.is_open() {
+        let mut conn = match connect(&shared.client).await {
+            Ok(conn) => conn,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if ever {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("redis streams broker: reading again");
+        }
+        ever = true;
+        backoff = BACKOFF_START;
+        shared.reader_up.store(true, Ordering::Relaxed);
+        let options = StreamReadOptions::default()
+            .block(usize::try_from(BLOCK.as_millis()).unwrap_or(2000))
+            .count(READ_COUNT);
+        loop {
+            if !inbox.is_open() {
+                return;
+            }
+            let read = tokio::time::timeout(
+                BLOCK + Duration::from_secs(2),
+                conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &last, &options),
+            )
+            .await;
+            let reply = match read {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "redis streams broker: read failed; reconnecting");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("redis streams broker: read timed out; reconnecting");
+                    break;
+                }
+            };
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                let Some(ns) = by_key.get(&stream.key) else { continue };
+                let Some(slot) = keys.iter().position(|k| *k == stream.key) else { continue };
+                for entry in stream.ids {
+                    last[slot].clone_from(&entry.id);
+                    let Some(offset) = Offset::parse_log(&entry.id) else { continue };
+                    let Some(redis::Value::BulkString(bytes)) = entry.map.get("e") else {
+                        continue;
+                    };
+                    match Envelope::from_json(bytes) {
+                        Ok(envelope) => {
+                            shared.received.fetch_add(1, Ordering::Relaxed);
+                            inbox.deliver_logged(ns, offset, envelope);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, id = %entry.id, "redis streams broker: unreadable entry skipped")
+                        }
+                    }
+                }
+            }
+        }
+        shared.reader_up.store(false, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,246 @@
+//! Two server instances in one process linked by the Redis Streams broker, with connection
+//! state recovery on, on a `redis-server` this test starts on a free port: emits numbered by
+//! the stream, a session recovered on the other instance, an outage that loses nothing.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::{
+    App, AppConfig, Connection, Data, Handshake, Recovery, Server, SessionRequest, WsException,
+    gateway,
+};
+use wsgate_redis::{RedisStreamsBroker, StreamsConfig};
+
+struct RoomGateway;
+
+#[gateway]
+impl RoomGateway {
+    #[subscribe_message("join")]
+    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
+        conn.join(room)
+    }
+}
+
+fn unavailable(test: &str, message: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    let rule = "=".repeat(78);
+    let _ = writeln!(std::io::stderr(), "\n{rule}\nSKIPPED {test}: {message}\n{rule}\n");
+}
+
+/// A `redis-server` of this test's own, on a free port, with nothing kept on disk.
+struct OwnRedis {
+    port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> std::io::Result<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self { port, child })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn own_redis(test: &str) -> Option<OwnRedis> {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    match OwnRedis::start(port) {
+        Ok(redis) => {
+            redis.ready().await;
+            Some(redis)
+        }
+        Err(e) => {
+            unavailable(
+                test,
+                &format!(
+                    "cannot run redis-server ({e}); install it (`apt-get install redis-server`)."
+                ),
+            );
+            None
+        }
+    }
+}
+
+async fn instance(url: &str) -> App {
+    let broker = RedisStreamsBroker::connect_with(url, StreamsConfig::default()).await.unwrap();
+    let config = AppConfig { recovery: Some(Recovery::default()), ..AppConfig::default() };
+    App::builder()
+        .server(Server::with_broker(broker))
+        .config(config)
+        .gateway(RoomGateway)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn open(app: &App, session: SessionRequest) -> (Connection, OutboundRx) {
+    let mut hs = Handshake::new("/", "test");
+    hs.session = session;
+    app.handshake(hs).await.unwrap().open().await
+}
+
+async fn join(app: &App, conn: &Connection, room: &str) {
+    app.dispatch(conn, Inbound::new("join", to_payload(room).unwrap())).await;
+}
+
+/// The events received within `wait`: (event, data, offset).
+async fn drain(rx: &mut OutboundRx, wait: Duration) -> Vec<(String, String, String)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if let Outbound::Event(e) = item {
+            let offset = e.offset().unwrap_or_default().to_owned();
+            got.push((e.event().to_string(), e.data().get().to_owned(), offset));
+        }
+    }
+    got
+}
+
+async fn until_connected(apps: &[&App], connected: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected == connected) {
+        assert!(Instant::now() < deadline, "brokers never became connected={connected}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn emits_numbered_by_the_stream_reach_every_instance_once_with_the_same_offsets() {
+    let Some(redis) = own_redis("streams_numbering").await else { return };
+    let (a, b) = (instance(&redis.url()).await, instance(&redis.url()).await);
+    until_connected(&[&a, &b], true).await;
+    let (on_a, mut a_rx) = open(&a, SessionRequest::New).await;
+    let (on_b, mut b_rx) = open(&b, SessionRequest::New).await;
+    join(&a, &on_a, "room").await;
+    join(&b, &on_b, "room").await;
+    for n in 0..10 {
+        let from = if n % 2 == 0 { &a } else { &b };
+        from.server().to("room").emit("n", &n).unwrap();
+    }
+    let got_a = drain(&mut a_rx, Duration::from_millis(700)).await;
+    let got_b = drain(&mut b_rx, Duration::from_millis(100)).await;
+    assert_eq!(got_a.len(), 10, "{got_a:?}");
+    assert_eq!(got_a, got_b, "the same events, in the same order, with the same offsets");
+    let mut sorted = got_a.clone();
+    sorted.sort_by_key(|(_, _, o)| wsgate::Offset::parse_log(o).unwrap());
+    assert_eq!(got_a, sorted, "in the stream's order");
+    // Each instance's own emits in the order it made them.
+    let evens: Vec<_> =
+        got_a.iter().map(|(_, d, _)| d.parse::<u32>().unwrap()).filter(|n| n % 2 == 0).collect();
+    assert_eq!(evens, [0, 2, 4, 6, 8]);
+    redis.stop();
+}
+
+#[tokio::test]
+async fn a_session_recovers_on_another_instance_even_if_its_own_died_silently() {
+    let Some(redis) = own_redis("streams_failover").await else { return };
+    let (a, b) = (instance(&redis.url()).await, instance(&redis.url()).await);
+    until_connected(&[&a, &b], true).await;
+    let (conn, mut rx) = open(&a, SessionRequest::New).await;
+    let session = conn.session_id().unwrap().to_owned();
+    join(&a, &conn, "room").await;
+    b.server().to("room").emit("seen", &1).unwrap();
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(seen.len(), 1);
+    let offset = seen[0].2.clone();
+    // A "dies": nothing of its connection is released; B goes on emitting.
+    std::mem::forget(rx);
+    b.server().to("room").emit("missed", &2).unwrap();
+    b.server().to("other").emit("not for it", &3).unwrap();
+    b.server().to("room").emit("missed", &4).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let resume = SessionRequest::Resume { id: session.clone(), offset: Some(offset) };
+    let (again, mut rx) = open(&b, resume).await;
+    assert!(again.recovered(), "recovered on the other instance");
+    assert_eq!(again.id(), conn.id());
+    assert_eq!(again.rooms(), ["room".into()]);
+    let missed: Vec<_> =
+        drain(&mut rx, Duration::from_millis(300)).await.into_iter().map(|(_, d, _)| d).collect();
+    assert_eq!(missed, ["2", "4"]);
+    a.server().to("room").emit("live", &5).unwrap();
+    let live = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(live.len(), 1, "live events reach it on its new instance");
+    redis.stop();
+}
+
+#[tokio::test]
+async fn emits_wait_through_a_redis_outage_and_arrive_once_in_order() {
+    let Some(redis) = own_redis("streams_outage").await else { return };
+    let port = redis.port;
+    let (a, b) = (instance(&redis.url()).await, instance(&redis.url()).await);
+    until_connected(&[&a, &b], true).await;
+    let (on_a, mut a_rx) = open(&a, SessionRequest::New).await;
+    let (on_b, mut b_rx) = open(&b, SessionRequest::New).await;
+    join(&a, &on_a, "room").await;
+    join(&b, &on_b, "room").await;
+    a.server().to("room").emit("n", &0).unwrap();
+    assert_eq!(drain(&mut b_rx, Duration::from_millis(500)).await.len(), 1);
+    assert_eq!(drain(&mut a_rx, Duration::from_millis(50)).await.len(), 1);
+
+    redis.stop();
+    until_connected(&[&a, &b], false).await;
+    for n in 1..=10 {
+        let from = if n % 2 == 0 { &a } else { &b };
+        from.server().to("room").emit("n", &n).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let redis = OwnRedis::start(port).unwrap();
+    redis.ready().await;
+    until_connected(&[&a, &b], true).await;
+    let got_a: Vec<u32> = drain(&mut a_rx, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|(_, d, _)| d.parse().unwrap())
+        .collect();
+    let got_b: Vec<u32> = drain(&mut b_rx, Duration::from_millis(200))
+        .await
+        .iter()
+        .map(|(_, d, _)| d.parse().unwrap())
+        .collect();
+    let mut all = got_a.clone();
+    all.sort_unstable();
+    assert_eq!(all, (1..=10).collect::<Vec<_>>(), "every emit of the outage, once: {got_a:?}");
+    assert_eq!(got_a, got_b, "the same order on both instances");
+    let from_a: Vec<u32> = got_a.iter().copied().filter(|n| n % 2 == 0).collect();
+    assert_eq!(from_a, [2, 4, 6, 8, 10], "each instance's emits in its order");
+    assert_eq!(a.server().broker_status().unwrap().dropped, 0);
+    redis.stop();
+}
