@@ -1,21 +1,23 @@
 // A TCP proxy a test controls: clients connect through it, and `cut()` drops every connection
 // at once (both sides see their socket destroyed, as in a network failure) and refuses new ones
-// until `restore()`.
+// until `restore()`; `retarget(port)` sends new connections elsewhere (a load balancer's
+// failover).
 import net from 'node:net';
 
 /**
  * Starts a proxy on a free loopback port in front of `targetPort`.
- * @returns {Promise<{port: number, url: string, cut: () => void, restore: () => void, close: () => Promise<void>, connections: () => number}>}
+ * @returns {Promise<{port: number, url: string, cut: () => void, restore: () => void, retarget: (port: number) => void, close: () => Promise<void>, connections: () => number}>}
  */
 export async function startProxy(targetPort) {
   const open = new Set();
   let down = false;
+  let target = targetPort;
   const server = net.createServer((client) => {
     if (down) {
       client.destroy();
       return;
     }
-    const upstream = net.connect(targetPort, '127.0.0.1');
+    const upstream = net.connect(target, '127.0.0.1');
     open.add(client);
     open.add(upstream);
     const drop = () => {
@@ -44,6 +46,10 @@ export async function startProxy(targetPort) {
     },
     restore() {
       down = false;
+    },
+    /** New connections go to `port` from now on (a load balancer failing over). */
+    retarget(port) {
+      target = port;
     },
     connections: () => open.size,
     async close() {

@@ -84,7 +84,8 @@ export async function startServer(binary, args = [], env = {}) {
     });
   });
   const stop = async () => {
-    if (child.exitCode === null) {
+    // Not if it is gone already (exited, or killed by a signal: a test's kill -9).
+    if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
       await exited;

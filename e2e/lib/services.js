@@ -154,11 +154,11 @@ export async function startRedis(t) {
  * and migrates the database). If one fails to start, those already running are stopped. Each
  * `stop()` kills its blog if it has not exited 10 s after SIGTERM, so that cleanup never hangs.
  */
-export async function startInstances({ databaseUrl, redisUrl: redis, count = 2 }) {
+export async function startInstances({ databaseUrl, redisUrl: redis, count = 2, env = {} }) {
   const instances = [];
   try {
     for (let i = 0; i < count; i += 1) {
-      const blog = await startBlog({ DATABASE_URL: databaseUrl, REDIS_URL: redis });
+      const blog = await startBlog({ DATABASE_URL: databaseUrl, REDIS_URL: redis, ...env });
       const stop = blog.stop;
       blog.stop = async () => {
         const timer = setTimeout(() => blog.child.kill('SIGKILL'), 10_000);

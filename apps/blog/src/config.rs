@@ -36,6 +36,15 @@ pub enum Command {
     Seed,
 }
 
+/// The Redis broker `REDIS_BROKER` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisBrokerKind {
+    /// Redis Streams (`wsgate_redis::RedisStreamsBroker`).
+    Streams,
+    /// Redis pub/sub (`wsgate_redis::RedisBroker`).
+    Pubsub,
+}
+
 /// Settings of the application; each flag can also be given by its environment variable.
 #[derive(Clone, PartialEq, Eq, clap::Args)]
 pub struct Config {
@@ -56,6 +65,12 @@ pub struct Config {
     /// (run several behind a load balancer); one instance alone needs none.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// How instances share emits through Redis: `streams` (Redis Streams: with recovery on,
+    /// one history for all instances, so a client recovers on any of them, and an outage
+    /// of Redis loses nothing) or `pubsub` (Redis pub/sub: what is published while Redis is
+    /// down is lost; sessions recover only on their own instance).
+    #[arg(long, env = "REDIS_BROKER", default_value = "streams", global = true)]
+    pub redis_broker: RedisBrokerKind,
     /// Comma-separated origins whose pages may use the API and the gateways
     /// (`https://app.example.com,http://localhost:5173`), or `*` for any. The blog's own
     /// origin, and clients that send no `Origin` (not browsers), are always allowed.
@@ -107,6 +122,7 @@ impl Config {
             database_url: database_url.into(),
             jwt_secret: None,
             redis_url: None,
+            redis_broker: RedisBrokerKind::Streams,
             allowed_origins: String::new(),
             max_connections_per_peer: 256,
             shutdown_timeout: 10,
@@ -125,6 +141,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_password(&self.database_url))
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
+            .field("redis_broker", &self.redis_broker)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("shutdown_timeout", &self.shutdown_timeout)

@@ -75,11 +75,29 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     // An empty REDIS_URL (as `REDIS_URL= blog`) means none.
     let server = match config.redis_url.as_deref().filter(|url| !url.trim().is_empty()) {
         None => Server::new(),
-        Some(url) => {
-            let broker = wsgate_redis::RedisBroker::connect_with(url, REDIS_CHANNEL).await?;
-            tracing::info!(channel = REDIS_CHANNEL, "sharing rooms and broadcasts through Redis");
-            Server::with_broker(broker)
-        }
+        Some(url) => match config.redis_broker {
+            config::RedisBrokerKind::Streams => {
+                let settings = wsgate_redis::StreamsConfig {
+                    prefix: REDIS_CHANNEL.to_owned(),
+                    max_len: config.recovery_history.max(1000),
+                    ..wsgate_redis::StreamsConfig::default()
+                };
+                let broker = wsgate_redis::RedisStreamsBroker::connect_with(url, settings).await?;
+                tracing::info!(
+                    prefix = REDIS_CHANNEL,
+                    "sharing rooms and broadcasts through Redis Streams"
+                );
+                Server::with_broker(broker)
+            }
+            config::RedisBrokerKind::Pubsub => {
+                let broker = wsgate_redis::RedisBroker::connect_with(url, REDIS_CHANNEL).await?;
+                tracing::info!(
+                    channel = REDIS_CHANNEL,
+                    "sharing rooms and broadcasts through Redis pub/sub"
+                );
+                Server::with_broker(broker)
+            }
+        },
     };
     Ok(AppState {
         store: Store::new(pool),

@@ -380,13 +380,10 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
     let mut backoff = BACKOFF_START;
     let mut ever = false;
     while inbox.is_open() {
-        let mut conn = match connect(&shared.client).await {
-            Ok(conn) => conn,
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
+        let Ok(mut conn) = connect(&shared.client).await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
         };
         if ever {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,192 @@
+// Nothing lost across instances (DESIGN §9): two real blog processes on PostgreSQL and a
+// redis-server of the test's own, linked by the Redis Streams broker (the blog's default).
+// (a) Redis stopped for 3 s while comments are posted on both instances: every subscriber on
+// each instance, over each transport, receives every comment once, in the same order.
+// (b) The instance a Socket.IO client and a plain WebSocket client are on is killed (-9); the
+// load balancer (a TCP proxy) sends them to the survivor, where they recover their sessions and
+// every comment posted meanwhile.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+import { api, register } from '../lib/server.js';
+import { postgresDatabase, startInstances, startRedis } from '../lib/services.js';
+import { startProxy } from '../lib/proxy.js';
+import { once, waitFor } from '../lib/wait.js';
+
+const LIMIT = { timeout: 90_000 };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs `body` with everything it opens closed afterwards, pass or fail. */
+async function withCleanup(body) {
+  const cleanups = [];
+  try {
+    await body((fn) => cleanups.push(fn));
+  } finally {
+    for (const fn of cleanups.reverse()) {
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => {});
+    }
+  }
+}
+
+async function healthy(blog, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const health = await fetch(`${blog.url}/healthz`).then((r) => r.json()).catch(() => ({}));
+    if (health.redis === 'up') return;
+    if (Date.now() > deadline) throw new Error(`${blog.url} never reached Redis: ${JSON.stringify(health)}`);
+    await sleep(100);
+  }
+}
+
+/** A Socket.IO subscriber of the entry (through `url`), recording comment ids. */
+async function sioSubscriber(url, token, entryId, options = {}) {
+  const socket = io(url, {
+    auth: { token },
+    forceNew: true,
+    transports: ['websocket'],
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+    randomizationFactor: 0,
+    ...options,
+  });
+  const ids = [];
+  socket.on('commentCreated', (c) => ids.push(c.id));
+  await once(socket, 'connect', 10_000);
+  const ack = await socket.timeout(5000).emitWithAck('subscribeEntry', { entryId });
+  assert.deepEqual(ack, { entryId, subscribed: true });
+  return { name: `socket.io via ${url}`, socket, ids, close: () => socket.close() };
+}
+
+/** A plain WebSocket subscriber with a recovery session, recording comment ids and its frames. */
+async function wsSubscriber(port, token, entryId, query = 'session=new') {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}&${query}`);
+  const frames = [];
+  const ids = [];
+  ws.on('message', (raw) => {
+    const frame = JSON.parse(raw);
+    frames.push(frame);
+    if (frame.event === 'commentCreated') ids.push(frame.data.id);
+  });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  if (entryId !== null) {
+    ws.send(JSON.stringify({ event: 'subscribeEntry', data: { entryId }, id: 1 }));
+    await waitFor(() => frames.some((f) => f.event === 'ack' && f.id === 1), 5000);
+  }
+  const closed = new Promise((resolve) => ws.once('close', resolve));
+  return { name: `ws on ${port}`, ws, frames, ids, closed, close: () => ws.terminate() };
+}
+
+async function setup(t, defer) {
+  const db = await postgresDatabase(t);
+  if (!db) return null;
+  defer(() => db.drop());
+  const redis = await startRedis(t);
+  if (!redis) return null;
+  defer(() => redis.stop());
+  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
+  defer(() => a.stop());
+  defer(() => b.stop());
+  for (const blog of [a, b]) await healthy(blog);
+  const alice = await register(a.url, 'alice');
+  const bob = await register(a.url, 'bob');
+  const entry = await api(a.url, 'POST', '/entries', {
+    token: alice.token,
+    body: { title: 'Nothing lost', content: 'Across instances.' },
+  });
+  assert.equal(entry.status, 201);
+  const comment = async (blog, body) => {
+    const res = await api(blog.url, 'POST', `/entries/${entry.body.id}/comments`, { token: alice.token, body: { body } });
+    assert.equal(res.status, 201, `POST comment on ${blog.url}: ${JSON.stringify(res.body)}`);
+    return res.body.id;
+  };
+  return { redis, a, b, alice, bob, entryId: entry.body.id, comment };
+}
+
+test('Redis down for 3 s while comments are posted on both instances: every subscriber gets every comment once, in one order', LIMIT, async (t) => {
+  await withCleanup(async (defer) => {
+    const world = await setup(t, defer);
+    if (!world) return;
+    const { redis, a, b, bob, entryId, comment } = world;
+    const subscribers = [
+      await sioSubscriber(a.url, bob.token, entryId),
+      await wsSubscriber(a.port, bob.token, entryId),
+      await sioSubscriber(b.url, bob.token, entryId),
+      await wsSubscriber(b.port, bob.token, entryId),
+    ];
+    for (const s of subscribers) defer(() => s.close());
+
+    const posted = [await comment(a, 'before')];
+    await waitFor(() => subscribers.every((s) => s.ids.length === 1), 5000);
+
+    await redis.stop();
+    const outage = Date.now();
+    for (let i = 0; Date.now() - outage < 3000; i += 1) {
+      posted.push(await comment(i % 2 ? b : a, `during ${i}`));
+      await sleep(200);
+    }
+    await redis.start();
+    for (const blog of [a, b]) await healthy(blog);
+    posted.push(await comment(b, 'after'));
+
+    await waitFor(() => subscribers.every((s) => s.ids.length >= posted.length), 15_000).catch(() => {});
+    await sleep(500); // room for a duplicate
+    const order = subscribers[0].ids;
+    for (const s of subscribers) {
+      assert.deepEqual([...s.ids].sort((x, y) => x - y), [...posted].sort((x, y) => x - y), `${s.name}: every comment once`);
+      assert.deepEqual(s.ids, order, `${s.name}: the same order as everyone`);
+    }
+    // Each instance's comments in the order they were written.
+    for (const from of [a, b]) {
+      const mine = posted.filter((_, i) => i > 0 && i < posted.length - 1 && ((i - 1) % 2 ? b : a) === from);
+      assert.deepEqual(order.filter((id) => mine.includes(id)), mine);
+    }
+  });
+});
+
+test('kill -9 of the instance two clients are on: through the balancer they recover on the survivor, with every comment posted meanwhile', LIMIT, async (t) => {
+  await withCleanup(async (defer) => {
+    const world = await setup(t, defer);
+    if (!world) return;
+    const { a, b, bob, entryId, comment } = world;
+    const balancer = await startProxy(a.port);
+    defer(() => balancer.close());
+    const sio = await sioSubscriber(balancer.url, bob.token, entryId);
+    defer(() => sio.close());
+    const ws = await wsSubscriber(balancer.port, bob.token, entryId);
+    defer(() => ws.close());
+    const seen = await comment(b, 'seen on A');
+    await waitFor(() => sio.ids.length === 1 && ws.ids.length === 1, 5000);
+    const sid = sio.socket.id;
+    const session = ws.frames[0].data.id;
+    const offset = ws.frames.filter((f) => f.event === 'commentCreated').at(-1).offset;
+    assert.equal(typeof offset, 'string');
+
+    balancer.retarget(b.port);
+    a.child.kill('SIGKILL');
+    await ws.closed;
+    const missed = [];
+    for (let i = 0; i < 3; i += 1) missed.push(await comment(b, `missed ${i}`));
+
+    // Socket.IO reconnects by itself through the balancer, now to B.
+    await waitFor(() => sio.socket.connected && sio.ids.length === 4, 15_000).catch(() => {});
+    assert.equal(sio.socket.recovered, true, 'socket.recovered on the survivor');
+    assert.equal(sio.socket.id, sid, 'the same id');
+    // The plain WebSocket client comes back with its session and last offset.
+    const again = await wsSubscriber(balancer.port, bob.token, null, `session=${session}&offset=${encodeURIComponent(offset)}`);
+    defer(() => again.close());
+    await waitFor(() => again.ids.length === 3, 5000).catch(() => {});
+    assert.deepEqual(again.frames[0], { event: 'session', data: { id: session, recovered: true } });
+
+    const live = await comment(b, 'after the failover');
+    await waitFor(() => sio.ids.length === 5 && again.ids.length === 4, 5000).catch(() => {});
+    await sleep(300);
+    assert.deepEqual(sio.ids, [seen, ...missed, live], 'Socket.IO: each once, in order, the room restored');
+    assert.deepEqual(again.ids, [...missed, live], 'plain WebSocket: each once, in order, the room restored');
+  });
+});
