@@ -12,14 +12,16 @@
 //!   (`SET … PX`), taken once by the instance the client comes back to (`GETDEL`).
 //! - **Outages**: while Redis is unreachable, emits wait in a bounded buffer (default 10 000)
 //!   and are appended in order when it is back; past the bound the oldest are dropped, counted
-//!   ([`BrokerStatus::dropped`]) and logged. Readers resume from their last id.
+//!   ([`BrokerStatus::dropped`]) and logged, and a *gap* entry goes to every stream: every
+//!   instance then refuses recoveries from before it (`recovered: false`), never a silent gap.
+//!   Readers resume from their last id.
 //! - **Keys** carry a hash tag per namespace (`{prefix:/chat}:events`, `{prefix:/chat}:session:…`)
 //!   so that a Redis Cluster keeps a namespace's stream and sessions on one shard.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -83,6 +85,9 @@ struct Shared {
     /// The session records of live connections, by key, with their time to live after the
     /// last refresh: written again every third of it (and after Redis comes back).
     live: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
+    /// Emits were dropped from the buffer: a gap entry goes to every stream before the next
+    /// appends, for every instance to learn that sessions before it cannot recover.
+    gap: AtomicBool,
     publisher_up: AtomicBool,
     reader_up: AtomicBool,
     published: AtomicU64,
@@ -113,6 +118,7 @@ impl RedisStreamsBroker {
             commands: Mutex::new(Some(conn.clone())),
             namespaces: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
+            gap: AtomicBool::new(false),
             publisher_up: AtomicBool::new(true),
             reader_up: AtomicBool::new(false),
             published: AtomicU64::new(0),
@@ -143,6 +149,7 @@ impl Shared {
         let mut pending = lock(&self.pending);
         if pending.queue.len() >= self.config.buffer.max(1) {
             pending.queue.pop_front();
+            self.gap.store(true, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "redis streams broker: buffer full, oldest emits dropped");
@@ -295,6 +302,20 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
             continue;
         }
         let mut pipe = redis::pipe();
+        let gap = s.gap.swap(false, Ordering::Relaxed);
+        if gap {
+            for ns in lock(&s.namespaces).iter() {
+                pipe.cmd("XADD")
+                    .arg(s.stream_key(ns))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(s.config.max_len)
+                    .arg("*")
+                    .arg("gap")
+                    .arg(1)
+                    .ignore();
+            }
+        }
         for (_, ns, envelope) in &batch {
             pipe.cmd("XADD")
                 .arg(s.stream_key(ns))
@@ -318,6 +339,9 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
                 s.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
+                if gap {
+                    s.gap.store(true, Ordering::Relaxed);
+                }
                 s.publisher_up.store(false, Ordering::Relaxed);
                 *lock(&s.commands) = None;
                 tracing::warn!(error = %e, pending = lock(&s.pending).queue.len(), "redis streams broker: append failed; emits wait for Redis");
@@ -343,11 +367,20 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
     }
 }
 
-/// The milliseconds since the epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Redis's clock in milliseconds (`TIME`), waiting for Redis if it is away.
+async fn redis_now_ms(client: &redis::Client) -> u64 {
+    let mut backoff = BACKOFF_START;
+    loop {
+        if let Ok(mut conn) = connect(client).await {
+            let time: redis::RedisResult<(u64, u64)> =
+                redis::cmd("TIME").query_async(&mut conn).await;
+            if let Ok((secs, micros)) = time {
+                return secs * 1000 + micros / 1000;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
 }
 
 /// Reads every namespace's stream from the last id read, and hands each entry to the inbox.
@@ -364,12 +397,12 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     *lock(&shared.namespaces) = namespaces.clone();
-    // From the start of the recovery window: the history this instance's clients may need.
-    let window = inbox.recovery_window().unwrap_or_default();
-    let start = Offset {
-        major: now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(0)),
-        minor: 0,
-    };
+    // From the start of the recovery window: the history this instance's clients may need. On
+    // Redis's clock, which numbers the entries (this machine's may be ahead or behind).
+    let window =
+        u64::try_from(inbox.recovery_window().unwrap_or_default().as_millis()).unwrap_or(0);
+    let now = redis_now_ms(&shared.client).await;
+    let start = Offset { major: now.saturating_sub(window), minor: 0 };
     let keys: Vec<String> = namespaces.iter().map(|ns| shared.stream_key(ns)).collect();
     let by_key: HashMap<String, Namespace> =
         keys.iter().cloned().zip(namespaces.iter().cloned()).collect();
@@ -422,6 +455,10 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
                 for entry in stream.ids {
                     last[slot].clone_from(&entry.id);
                     let Some(offset) = Offset::parse_log(&entry.id) else { continue };
+                    if entry.map.contains_key("gap") {
+                        inbox.mark_gap(ns, offset);
+                        continue;
+                    }
                     let Some(redis::Value::BulkString(bytes)) = entry.map.get("e") else {
                         continue;
                     };

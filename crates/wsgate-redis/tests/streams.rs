@@ -244,3 +244,50 @@ async fn emits_wait_through_a_redis_outage_and_arrive_once_in_order() {
     assert_eq!(a.server().broker_status().unwrap().dropped, 0);
     redis.stop();
 }
+
+#[tokio::test]
+async fn emits_lost_past_the_outage_buffer_are_a_gap_no_session_recovers_across() {
+    let Some(redis) = own_redis("streams_gap").await else { return };
+    let port = redis.port;
+    let small = StreamsConfig { buffer: 3, ..StreamsConfig::default() };
+    let broker = RedisStreamsBroker::connect_with(&redis.url(), small).await.unwrap();
+    let config = AppConfig { recovery: Some(Recovery::default()), ..AppConfig::default() };
+    let a = App::builder()
+        .server(Server::with_broker(broker))
+        .config(config)
+        .gateway(RoomGateway)
+        .build()
+        .await
+        .unwrap();
+    let b = instance(&redis.url()).await;
+    until_connected(&[&a, &b], true).await;
+    let (conn, mut rx) = open(&b, SessionRequest::New).await;
+    let session = conn.session_id().unwrap().to_owned();
+    join(&b, &conn, "room").await;
+    a.server().to("room").emit("n", &0).unwrap();
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    let offset = seen[0].2.clone();
+    b.disconnect(&conn).await;
+    drop(rx);
+
+    redis.stop();
+    until_connected(&[&a], false).await;
+    for n in 1..=6 {
+        a.server().to("room").emit("n", &n).unwrap();
+    }
+    assert_eq!(a.server().broker_status().unwrap().dropped, 3, "the oldest past the buffer");
+    let redis = OwnRedis::start(port).unwrap();
+    redis.ready().await;
+    until_connected(&[&a, &b], true).await;
+    let (watcher, mut watch_rx) = open(&b, SessionRequest::New).await;
+    join(&b, &watcher, "room").await;
+    a.server().to("room").emit("n", &7).unwrap();
+    let after: Vec<String> =
+        drain(&mut watch_rx, Duration::from_secs(2)).await.into_iter().map(|(_, d, _)| d).collect();
+    assert_eq!(after, ["7"], "what survived the outage came before this watcher joined");
+
+    let resume = SessionRequest::Resume { id: session, offset: Some(offset) };
+    let (again, _rx) = open(&b, resume).await;
+    assert!(!again.recovered(), "events it should have had were lost: it must fetch again");
+    redis.stop();
+}

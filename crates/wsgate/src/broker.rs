@@ -194,6 +194,15 @@ impl Inbox {
         true
     }
 
+    /// A log broker read a gap in `namespace`'s log at `offset`: emits of some instance were
+    /// lost there (its buffer overflowed while the log was unreachable). A recovery from
+    /// before it is refused (`recovered: false`, the client fetches again): never a silent gap.
+    pub fn mark_gap(&self, namespace: &Namespace, offset: Offset) {
+        if let Some(server) = Server::upgrade(&self.server) {
+            server.mark_gap(namespace, offset);
+        }
+    }
+
     /// A log broker starts reading `namespace`'s log after `offset`: the history begins there
     /// (a recovery from an older offset finds its events gone).
     pub fn start_log(&self, namespace: &Namespace, offset: Offset) {

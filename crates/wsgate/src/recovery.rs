@@ -553,6 +553,12 @@ impl Histories {
         Some(emission)
     }
 
+    /// Events were lost at `offset`: a recovery from before it finds them gone.
+    pub(crate) fn gap_at(&self, state: &mut LogState, offset: Offset) {
+        state.floor = state.floor.max(offset);
+        state.last = state.last.max(offset);
+    }
+
     /// A log broker starts reading its log after `offset`: what came before is not held.
     pub(crate) fn start_at(&self, state: &mut LogState, offset: Offset) {
         if offset > state.last {
@@ -595,7 +601,8 @@ impl LogState {
 
     fn drop_oldest(&mut self) {
         if let Some(entry) = self.entries.pop_front() {
-            self.floor = entry.seq;
+            // Never lower: a gap may have raised it past the entries still held.
+            self.floor = self.floor.max(entry.seq);
         }
     }
 

@@ -674,6 +674,16 @@ impl Server {
         drop(state);
     }
 
+    /// Emits were lost at `offset` of `namespace`'s log: recoveries from before it fail.
+    pub(crate) fn mark_gap(&self, namespace: &Namespace, offset: Offset) {
+        if let Some((histories, log)) =
+            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
+        {
+            tracing::warn!(%namespace, %offset, "events were lost: sessions that missed them will not recover");
+            histories.gap_at(&mut log.lock(), offset);
+        }
+    }
+
     /// A log broker reads `namespace`'s log from after `offset` on: the history starts there.
     pub(crate) fn start_log(&self, namespace: &Namespace, offset: Offset) {
         if let Some((histories, log)) =
