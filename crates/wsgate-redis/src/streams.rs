@@ -418,6 +418,8 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         };
+        // A blocking read waits longer than the client's default answer timeout (500 ms).
+        conn.set_response_timeout(BLOCK + Duration::from_secs(2));
         if ever {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("redis streams broker: reading again");

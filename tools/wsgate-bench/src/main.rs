@@ -558,6 +558,9 @@ struct Tally {
     received: std::sync::atomic::AtomicUsize,
     target: std::sync::atomic::AtomicUsize,
     done: tokio::sync::Notify,
+    /// When the round's first delivery arrived, in microseconds since `epoch` (0: not yet).
+    first: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
 }
 
 async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Result<()> {
@@ -597,6 +600,17 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
                     && text.as_str().contains(needle.as_str())
                 {
                     let now = tally.received.fetch_add(1, Ordering::AcqRel) + 1;
+                    if tally.first.load(Ordering::Acquire) == 0
+                        && let Some(epoch) = tally.epoch.get()
+                    {
+                        let at = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        let _ = tally.first.compare_exchange(
+                            0,
+                            at.max(1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                    }
                     if now == tally.target.load(Ordering::Acquire) {
                         tally.done.notify_one();
                     }
@@ -611,9 +625,13 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
     );
     let http = reqwest::Client::new();
     let mut rates = Vec::with_capacity(rounds);
+    let mut firsts = Vec::with_capacity(rounds);
+    let mut lasts = Vec::with_capacity(rounds);
+    let epoch = *tally.epoch.get_or_init(Instant::now);
     let cpu_before = cpu_micros_total(&setup.pids)?;
     for round in 1..=rounds {
         tally.target.store(n * round, Ordering::Release);
+        tally.first.store(0, Ordering::Release);
         let mut request = http
             .post(&trigger.url)
             .header("content-type", "application/json")
@@ -635,8 +653,16 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
         }
         let elapsed = sent.elapsed();
         let rate = n as f64 / elapsed.as_secs_f64();
-        println!("round {round:>3}: {n} deliveries in {elapsed:>9.2?}  {rate:>12.0} deliveries/s");
+        let sent_at = u64::try_from(sent.duration_since(epoch).as_micros()).unwrap_or(0);
+        let first = tally.first.load(Ordering::Acquire).saturating_sub(sent_at);
+        println!(
+            "round {round:>3}: {n} deliveries in {elapsed:>9.2?}  {rate:>12.0} deliveries/s  \
+             first after {:.2} ms",
+            first as f64 / 1000.0
+        );
         rates.push(rate);
+        firsts.push(first);
+        lasts.push(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cpu = cpu_micros_total(&setup.pids)? - cpu_before;
@@ -649,6 +675,20 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     let best = rates[rates.len() - 1];
+    firsts.sort_unstable();
+    lasts.sort_unstable();
+    let pct = |v: &[u64], p: f64| {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "latency from the trigger request: first delivery p50 {:.2} ms, p99 {:.2} ms; last \
+         delivery p50 {:.2} ms, p99 {:.2} ms",
+        pct(&firsts, 0.5),
+        pct(&firsts, 0.99),
+        pct(&lasts, 0.5),
+        pct(&lasts, 0.99)
+    );
     println!(
         "median {median:.0} deliveries/s, best {best:.0} (from the trigger request sent to the \
          last subscriber's receipt; {total} deliveries in all, none missing, none doubled)"
