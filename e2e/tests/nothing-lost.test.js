@@ -105,7 +105,7 @@ async function setup(t, defer) {
     assert.equal(res.status, 201, `POST comment on ${blog.url}: ${JSON.stringify(res.body)}`);
     return res.body.id;
   };
-  return { redis, a, b, alice, bob, entryId: entry.body.id, comment };
+  return { db, redis, a, b, alice, bob, entryId: entry.body.id, comment };
 }
 
 test('Redis down for 3 s while comments are posted on both instances: every subscriber gets every comment once, in one order', LIMIT, async (t) => {
@@ -190,3 +190,112 @@ test('kill -9 of the instance two clients are on: through the balancer they reco
     assert.deepEqual(again.ids, [...missed, live], 'plain WebSocket: each once, in order, the room restored');
   });
 });
+
+test('60 s of comments with Redis restarted every 15 s and one instance killed and restarted: zero lost, zero doubled, per subscriber', { timeout: 180_000 }, async (t) => {
+  await withCleanup(async (defer) => {
+    const world = await setup(t, defer);
+    if (!world) return;
+    const { db, redis, b, bob, entryId, comment } = world;
+    let { a } = world;
+    const balancer = await startProxy(a.port);
+    defer(() => balancer.close());
+
+    // Subscribers: on B directly, and on A through the balancer (they move to B when A dies).
+    const sioB = await sioSubscriber(b.url, bob.token, entryId);
+    const sioA = await sioSubscriber(balancer.url, bob.token, entryId);
+    const wsB = await resumingWs(b.port, bob.token, entryId);
+    const wsA = await resumingWs(balancer.port, bob.token, entryId);
+    const subscribers = [sioB, sioA, wsB, wsA];
+    for (const s of subscribers) defer(() => s.close());
+
+    const posted = [];
+    let aUp = true;
+    let stop = false;
+    const poster = (async () => {
+      for (let i = 0; !stop; i += 1) {
+        // Every other comment on A while it is up; a request cut by its death is not counted.
+        const target = i % 2 === 0 && aUp ? a : b;
+        try {
+          posted.push(await comment(target, `chaos ${i}`));
+        } catch (e) {
+          if (target === b) throw e;
+        }
+        await sleep(100);
+      }
+    })();
+
+    const started = Date.now();
+    const at = (s) => sleep(Math.max(0, started + s * 1000 - Date.now()));
+    for (const when of [15, 30, 45]) {
+      await at(when);
+      await redis.stop();
+      await sleep(1000);
+      await redis.start();
+      if (when === 15) {
+        // Seven seconds later, A dies; the balancer sends its clients to B.
+        await at(22);
+        aUp = false;
+        await sleep(300); // no request of the poster is on its way to A
+        balancer.retarget(b.port);
+        a.child.kill('SIGKILL');
+      }
+      if (when === 30) {
+        // A comes back (a new process, reading the streams from the window's start) and
+        // takes its share of the comments again.
+        await at(35);
+        [a] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url, count: 1 });
+        defer(() => a.stop());
+        await healthy(a);
+        aUp = true;
+      }
+    }
+    await at(60);
+    stop = true;
+    await poster;
+    await waitFor(() => subscribers.every((s) => new Set(s.ids).size >= posted.length), 30_000).catch(() => {});
+    await sleep(1000); // room for a duplicate
+    const want = [...posted].sort((x, y) => x - y);
+    for (const s of subscribers) {
+      const doubled = s.ids.filter((id, i) => s.ids.indexOf(id) !== i);
+      const lost = want.filter((id) => !s.ids.includes(id));
+      assert.deepEqual({ lost, doubled }, { lost: [], doubled: [] }, `${s.name}: ${posted.length} comments`);
+    }
+    assert.deepEqual(sioA.ids, sioB.ids, 'one order everywhere');
+    assert.deepEqual(wsA.ids, wsB.ids, 'one order everywhere');
+    assert.ok(posted.length > 300, `a stream of comments: ${posted.length}`);
+    assert.ok(!wsA.lostSession && !wsB.lostSession, 'no plain WebSocket session was lost');
+  });
+});
+
+/** A plain WebSocket subscriber that comes back with its session and last offset whenever it is cut off. */
+async function resumingWs(port, token, entryId) {
+  const c = { name: `resuming ws via ${port}`, ids: [], session: null, offset: null, done: false };
+  const open = (query) =>
+    new Promise((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}&${query}`);
+      c.ws = ws;
+      ws.on('message', (raw) => {
+        const f = JSON.parse(raw);
+        if (f.event === 'session') {
+          if (c.session !== null && !f.data.recovered) c.lostSession = true;
+          c.session = f.data.id;
+          resolve();
+        } else if (f.event === 'commentCreated') {
+          c.ids.push(f.data.id);
+          c.offset = f.offset;
+        }
+      });
+      ws.on('error', () => {});
+      ws.on('close', () => {
+        if (!c.done) setTimeout(() => open(`session=${c.session}&offset=${encodeURIComponent(c.offset ?? '')}`).catch(() => {}), 200);
+      });
+    });
+  await open('session=new');
+  c.ws.send(JSON.stringify({ event: 'subscribeEntry', data: { entryId }, id: 1 }));
+  await sleep(200);
+  c.close = () => {
+    c.done = true;
+    c.ws.terminate();
+  };
+  return c;
+}

@@ -85,6 +85,8 @@ struct Shared {
     /// The session records of live connections, by key, with their time to live after the
     /// last refresh: written again every third of it (and after Redis comes back).
     live: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
+    /// Wakes the refresh of live sessions at once (Redis is back, and may have lost them).
+    refresh_now: Notify,
     /// Emits were dropped from the buffer: a gap entry goes to every stream before the next
     /// appends, for every instance to learn that sessions before it cannot recover.
     gap: AtomicBool,
@@ -118,6 +120,7 @@ impl RedisStreamsBroker {
             commands: Mutex::new(Some(conn.clone())),
             namespaces: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
+            refresh_now: Notify::new(),
             gap: AtomicBool::new(false),
             publisher_up: AtomicBool::new(true),
             reader_up: AtomicBool::new(false),
@@ -127,7 +130,7 @@ impl RedisStreamsBroker {
             reconnects: AtomicU64::new(0),
         });
         tokio::spawn(publish_loop(shared.clone(), conn));
-        tokio::spawn(refresh_loop(Arc::downgrade(&shared)));
+        tokio::spawn(refresh_loop(shared.clone()));
         Ok(Self { shared })
     }
 }
@@ -260,9 +263,8 @@ fn set_session(shared: &Shared, key: String, record: Vec<u8>, ttl: Duration) {
 /// Writes the live sessions' records again every few seconds (a third of the shortest time to
 /// live, at most 10 s), so that they outlive this instance by their time to live and come back
 /// after a Redis restart.
-async fn refresh_loop(shared: std::sync::Weak<Shared>) {
+async fn refresh_loop(s: Arc<Shared>) {
     loop {
-        let Some(s) = shared.upgrade() else { return };
         let live: Vec<(String, Vec<u8>, Duration)> =
             lock(&s.live).iter().map(|(k, (r, ttl))| (k.clone(), r.clone(), *ttl)).collect();
         let every = live
@@ -283,8 +285,13 @@ async fn refresh_loop(shared: std::sync::Weak<Shared>) {
                 tracing::debug!(error = %e, "redis streams broker: live sessions not refreshed");
             }
         }
-        drop(s);
-        tokio::time::sleep(every).await;
+        let refresh_now = s.refresh_now.notified();
+        tokio::pin!(refresh_now);
+        refresh_now.as_mut().enable();
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = refresh_now => {}
+        }
     }
 }
 
@@ -353,6 +360,8 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
                             conn = fresh;
                             *lock(&s.commands) = Some(conn.clone());
                             s.publisher_up.store(true, Ordering::Relaxed);
+                            // A Redis that restarted empty lost the live sessions' records.
+                            s.refresh_now.notify_one();
                             tracing::info!(
                                 pending = lock(&s.pending).queue.len(),
                                 "redis streams broker: appending again"
