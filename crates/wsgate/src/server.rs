@@ -640,8 +640,25 @@ impl Server {
             .filter(|h| h.is_log())
             .and_then(|h| h.log(namespace).map(|log| (h, log)))
         else {
+            // Without recovery a log is a carrier: the others' emits, scoped to the log's
+            // namespace (an emit to every namespace, or to a connection whose namespace the
+            // emitter did not know, is in every namespace's log).
             if origin != self.inner.node {
-                self.deliver_local(recipients, emission);
+                match recipients {
+                    Recipients::Broadcast { room, except, .. } => {
+                        let scoped = Recipients::Broadcast {
+                            namespace: Some(namespace.clone()),
+                            room: room.clone(),
+                            except: *except,
+                        };
+                        self.deliver_local(&scoped, emission);
+                    }
+                    Recipients::Connection { id, .. } => {
+                        if self.connection(*id).is_some_and(|c| c.namespace() == namespace) {
+                            self.deliver_local(recipients, emission);
+                        }
+                    }
+                }
             }
             return;
         };

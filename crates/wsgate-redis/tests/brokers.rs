@@ -1,0 +1,189 @@
+//! One broker test suite for both Redis brokers (pub/sub and Streams), with connection state
+//! recovery off and on: two instances in one process on a `redis-server` of the test's own;
+//! room broadcasts, emits to one connection on the other instance, and emits to everyone reach
+//! every recipient once, from either instance.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::{
+    App, AppConfig, Connection, Data, Handshake, Recovery, Server, SessionRequest, WsException,
+    gateway,
+};
+use wsgate_redis::{RedisBroker, RedisStreamsBroker, StreamsConfig};
+
+struct RoomGateway;
+
+#[gateway]
+impl RoomGateway {
+    #[subscribe_message("join")]
+    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
+        conn.join(room)
+    }
+}
+
+#[gateway(namespace = "/chat")]
+impl ChatGateway {
+    #[subscribe_message("noop")]
+    async fn noop(&self) {}
+}
+
+struct ChatGateway;
+
+struct OwnRedis(Child, u16);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn own_redis() -> Option<OwnRedis> {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        let message = "cannot run redis-server; install it (`apt-get install redis-server`).";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        let rule = "=".repeat(78);
+        let _ = writeln!(std::io::stderr(), "\n{rule}\nSKIPPED broker suite: {message}\n{rule}\n");
+        return None;
+    };
+    let redis = OwnRedis(child, port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let url = format!("redis://127.0.0.1:{port}");
+    while redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(redis)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    PubSub,
+    Streams,
+}
+
+async fn broker(kind: Kind, url: &str) -> Box<dyn FnOnce() -> Server> {
+    match kind {
+        Kind::PubSub => {
+            let b = RedisBroker::connect_with(url, "suite").await.unwrap();
+            Box::new(move || Server::with_broker(b))
+        }
+        Kind::Streams => {
+            let b = RedisStreamsBroker::connect_with(url, StreamsConfig::default()).await.unwrap();
+            Box::new(move || Server::with_broker(b))
+        }
+    }
+}
+
+async fn instance(kind: Kind, url: &str, recovery: bool) -> App {
+    let server = (broker(kind, url).await)();
+    let config = AppConfig { recovery: recovery.then(Recovery::default), ..AppConfig::default() };
+    App::builder()
+        .server(server)
+        .config(config)
+        .gateway(RoomGateway)
+        .gateway(ChatGateway)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn open(app: &App, ns: &str) -> (Connection, OutboundRx) {
+    let mut hs = Handshake::new(ns, "test");
+    hs.session = SessionRequest::New;
+    app.handshake(hs).await.unwrap().open().await
+}
+
+/// The events received within `wait`, sorted: emits of two instances have no order between
+/// them (each instance's own keep theirs).
+async fn events(rx: &mut OutboundRx, wait: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if let Outbound::Event(e) = item {
+            got.push(format!("{}={}", e.event(), e.data().get()));
+        }
+    }
+    got.sort();
+    got
+}
+
+async fn until_connected(apps: &[&App]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected) {
+        assert!(Instant::now() < deadline, "brokers never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn suite(kind: Kind, recovery: bool) {
+    let Some(redis) = own_redis().await else { return };
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let (a, b) = (instance(kind, &url, recovery).await, instance(kind, &url, recovery).await);
+    until_connected(&[&a, &b]).await;
+    let what = format!("{kind:?}, recovery {recovery}");
+
+    let (a1, mut a1_rx) = open(&a, "/").await;
+    let (b1, mut b1_rx) = open(&b, "/").await;
+    let (_b2, mut b2_rx) = open(&b, "/").await;
+    let (_chat, mut chat_rx) = open(&a, "/chat").await;
+    for (app, conn) in [(&a, &a1), (&b, &b1)] {
+        app.dispatch(conn, Inbound::new("join", to_payload("room").unwrap())).await;
+    }
+
+    // A room, from both instances; the sender left out.
+    a.server().to("room").emit("r", &1).unwrap();
+    b.server().to("room").except(a1.id()).emit("r", &2).unwrap();
+    // One connection, on the other instance.
+    a.server().emit_to(b1.id(), "direct", &3).unwrap();
+    // Everyone, every namespace.
+    b.server().emit("all", &4).unwrap();
+
+    let wait = Duration::from_millis(800);
+    assert_eq!(events(&mut a1_rx, wait).await, ["all=4", "r=1"], "{what}: a1");
+    let b1_got = events(&mut b1_rx, Duration::from_millis(100)).await;
+    assert_eq!(b1_got, ["all=4", "direct=3", "r=1", "r=2"], "{what}: b1");
+    assert_eq!(events(&mut b2_rx, Duration::from_millis(100)).await, ["all=4"], "{what}: b2");
+    assert_eq!(events(&mut chat_rx, Duration::from_millis(100)).await, ["all=4"], "{what}: /chat");
+    let status = a.server().broker_status().unwrap();
+    assert_eq!(status.dropped, 0, "{what}");
+}
+
+#[tokio::test]
+async fn pubsub_without_recovery() {
+    suite(Kind::PubSub, false).await;
+}
+
+#[tokio::test]
+async fn pubsub_with_recovery() {
+    suite(Kind::PubSub, true).await;
+}
+
+#[tokio::test]
+async fn streams_without_recovery() {
+    suite(Kind::Streams, false).await;
+}
+
+#[tokio::test]
+async fn streams_with_recovery() {
+    suite(Kind::Streams, true).await;
+}
