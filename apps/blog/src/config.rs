@@ -71,6 +71,11 @@ pub struct Config {
     /// down is lost; sessions recover only on their own instance).
     #[arg(long, env = "REDIS_BROKER", default_value = "streams", global = true)]
     pub redis_broker: RedisBrokerKind,
+    /// With `REDIS_BROKER=streams`: emits kept while Redis is unreachable, appended when it is
+    /// back; past it the oldest are dropped (counted, logged, and sessions that missed them
+    /// get `recovered: false`).
+    #[arg(long, env = "REDIS_BUFFER", default_value_t = 10_000, global = true)]
+    pub redis_buffer: usize,
     /// Comma-separated origins whose pages may use the API and the gateways
     /// (`https://app.example.com,http://localhost:5173`), or `*` for any. The blog's own
     /// origin, and clients that send no `Origin` (not browsers), are always allowed.
@@ -123,6 +128,7 @@ impl Config {
             jwt_secret: None,
             redis_url: None,
             redis_broker: RedisBrokerKind::Streams,
+            redis_buffer: 10_000,
             allowed_origins: String::new(),
             max_connections_per_peer: 256,
             shutdown_timeout: 10,
@@ -142,6 +148,7 @@ impl fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("redis_broker", &self.redis_broker)
+            .field("redis_buffer", &self.redis_buffer)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("shutdown_timeout", &self.shutdown_timeout)

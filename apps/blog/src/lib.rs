@@ -80,7 +80,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
                 let settings = wsgate_redis::StreamsConfig {
                     prefix: REDIS_CHANNEL.to_owned(),
                     max_len: config.recovery_history.max(1000),
-                    ..wsgate_redis::StreamsConfig::default()
+                    buffer: config.redis_buffer.max(1),
                 };
                 let broker = wsgate_redis::RedisStreamsBroker::connect_with(url, settings).await?;
                 tracing::info!(
