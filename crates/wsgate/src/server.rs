@@ -780,7 +780,9 @@ impl Broadcast<'_> {
     }
 
     /// Emits `event` with `data`, serialised once. Returns how many connections of this
-    /// instance received it (with a broker, the other instances deliver it too).
+    /// instance received it (with a broker, the other instances deliver it too; with a log
+    /// broker and recovery on, 0: every instance, this one included, delivers it when the log
+    /// hands it back).
     pub fn emit<T: Serialize + ?Sized>(
         self,
         event: impl Into<EventName>,
