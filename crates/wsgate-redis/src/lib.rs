@@ -89,10 +89,7 @@ struct Shared {
     channel: String,
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
-    published: AtomicU64,
-    received: AtomicU64,
-    dropped: AtomicU64,
-    reconnects: AtomicU64,
+    counters: Counters,
     /// Tells the publisher to check its connection (the subscriber lost its own).
     check_publisher: Notify,
 }
@@ -117,10 +114,7 @@ impl RedisBroker {
             channel: channel.to_owned(),
             publisher_up: AtomicBool::new(true),
             subscriber_up: AtomicBool::new(false),
-            published: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
+            counters: Counters::default(),
             check_publisher: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -138,11 +132,11 @@ impl Broker for RedisBroker {
     fn publish(&self, envelope: Envelope) {
         let shared = &self.shared;
         if !shared.publisher_up.load(Ordering::Relaxed) {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if self.tx.try_send(envelope.to_json()).is_err() {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -152,13 +146,29 @@ impl Broker for RedisBroker {
 
     fn status(&self) -> BrokerStatus {
         let s = &self.shared;
+        let connected =
+            s.publisher_up.load(Ordering::Relaxed) && s.subscriber_up.load(Ordering::Relaxed);
+        s.counters.status(connected)
+    }
+}
+
+/// What a broker has carried, for [`BrokerStatus`].
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Counters {
+    fn status(&self, connected: bool) -> BrokerStatus {
         BrokerStatus {
-            connected: s.publisher_up.load(Ordering::Relaxed)
-                && s.subscriber_up.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            received: s.received.load(Ordering::Relaxed),
-            dropped: s.dropped.load(Ordering::Relaxed),
-            reconnects: s.reconnects.load(Ordering::Relaxed),
+            connected,
+            published: self.published.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 }
@@ -215,15 +225,15 @@ async fn publish_loop(
         batch.clear();
         match result {
             Ok(()) => {
-                shared.published.fetch_add(sent, Ordering::Relaxed);
+                shared.counters.published.fetch_add(sent, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.publisher_up.store(false, Ordering::Relaxed);
-                shared.dropped.fetch_add(sent, Ordering::Relaxed);
+                shared.counters.dropped.fetch_add(sent, Ordering::Relaxed);
                 tracing::warn!(error = %e, "redis broker: publisher connection lost; reconnecting");
                 // Whatever queued up meanwhile would be stale: count it as dropped.
                 while rx.try_recv().is_ok() {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 match reconnect_publisher(&shared, &mut rx).await {
                     Some(fresh) => conn = fresh,
@@ -272,7 +282,7 @@ async fn subscribe_loop(shared: Arc<Shared>, inbox: Inbox) {
         match subscription(&shared).await {
             Ok(pubsub) => {
                 if ever_connected {
-                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(channel = %shared.channel, "redis broker: resubscribed");
                 }
                 ever_connected = true;
@@ -327,7 +337,7 @@ async fn receive(shared: &Shared, inbox: &Inbox, pubsub: redis::aio::PubSub) -> 
                 match Envelope::from_json(message.get_payload_bytes()) {
                     Ok(envelope) => {
                         if envelope.origin != inbox.node() {
-                            shared.received.fetch_add(1, Ordering::Relaxed);
+                            shared.counters.received.fetch_add(1, Ordering::Relaxed);
                         }
                         if !inbox.deliver(envelope) {
                             return false;

@@ -19,7 +19,7 @@
 //!   so that a Redis Cluster keeps a namespace's stream and sessions on one shard.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use wsgate::broker::{Broker, BrokerStatus, Envelope, Inbox, Recipients, SessionFuture};
 use wsgate::{Namespace, Offset};
 
-use crate::{BACKOFF_MAX, BACKOFF_START, ConnectError, Error, connect, redact};
+use crate::{BACKOFF_MAX, BACKOFF_START, ConnectError, Counters, Error, connect, redact};
 
 /// The key prefix used when none is named.
 pub const DEFAULT_PREFIX: &str = "wsgate";
@@ -92,10 +92,7 @@ struct Shared {
     gap: AtomicBool,
     publisher_up: AtomicBool,
     reader_up: AtomicBool,
-    published: AtomicU64,
-    received: AtomicU64,
-    dropped: AtomicU64,
-    reconnects: AtomicU64,
+    counters: Counters,
 }
 
 impl RedisStreamsBroker {
@@ -124,10 +121,7 @@ impl RedisStreamsBroker {
             gap: AtomicBool::new(false),
             publisher_up: AtomicBool::new(true),
             reader_up: AtomicBool::new(false),
-            published: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
+            counters: Counters::default(),
         });
         tokio::spawn(publish_loop(shared.clone(), conn));
         tokio::spawn(refresh_loop(shared.clone()));
@@ -144,6 +138,20 @@ impl Shared {
         format!("{{{}:{namespace}}}:session:{id}", self.config.prefix)
     }
 
+    /// Adds to `pipe` the append of one entry (`field` = `value`) to `namespace`'s stream,
+    /// trimmed to about `max_len` entries.
+    fn append(&self, pipe: &mut redis::Pipeline, namespace: &Namespace, field: &str, value: &[u8]) {
+        pipe.cmd("XADD")
+            .arg(self.stream_key(namespace))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.max_len)
+            .arg("*")
+            .arg(field)
+            .arg(value)
+            .ignore();
+    }
+
     fn command_connection(&self) -> Option<MultiplexedConnection> {
         lock(&self.commands).clone()
     }
@@ -153,7 +161,7 @@ impl Shared {
         if pending.queue.len() >= self.config.buffer.max(1) {
             pending.queue.pop_front();
             self.gap.store(true, Ordering::Relaxed);
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "redis streams broker: buffer full, oldest emits dropped");
             }
@@ -190,14 +198,9 @@ impl Broker for RedisStreamsBroker {
 
     fn status(&self) -> BrokerStatus {
         let s = &self.shared;
-        BrokerStatus {
-            connected: s.publisher_up.load(Ordering::Relaxed)
-                && s.reader_up.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            received: s.received.load(Ordering::Relaxed),
-            dropped: s.dropped.load(Ordering::Relaxed),
-            reconnects: s.reconnects.load(Ordering::Relaxed),
-        }
+        let connected =
+            s.publisher_up.load(Ordering::Relaxed) && s.reader_up.load(Ordering::Relaxed);
+        s.counters.status(connected)
     }
 
     fn is_log(&self) -> bool {
@@ -312,27 +315,11 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
         let gap = s.gap.swap(false, Ordering::Relaxed);
         if gap {
             for ns in lock(&s.namespaces).iter() {
-                pipe.cmd("XADD")
-                    .arg(s.stream_key(ns))
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(s.config.max_len)
-                    .arg("*")
-                    .arg("gap")
-                    .arg(1)
-                    .ignore();
+                s.append(&mut pipe, ns, "gap", b"1");
             }
         }
         for (_, ns, envelope) in &batch {
-            pipe.cmd("XADD")
-                .arg(s.stream_key(ns))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(s.config.max_len)
-                .arg("*")
-                .arg("e")
-                .arg(envelope.as_slice())
-                .ignore();
+            s.append(&mut pipe, ns, "e", envelope);
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
@@ -343,7 +330,7 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
                     pending.queue.pop_front();
                 }
                 drop(pending);
-                s.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                s.counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 if gap {
@@ -430,7 +417,7 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
         // A blocking read waits longer than the client's default answer timeout (500 ms).
         conn.set_response_timeout(BLOCK + Duration::from_secs(2));
         if ever {
-            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("redis streams broker: reading again");
         }
         ever = true;
@@ -475,7 +462,7 @@ async fn read_loop(shared: Arc<Shared>, inbox: Inbox) {
                     };
                     match Envelope::from_json(bytes) {
                         Ok(envelope) => {
-                            shared.received.fetch_add(1, Ordering::Relaxed);
+                            shared.counters.received.fetch_add(1, Ordering::Relaxed);
                             inbox.deliver_logged(ns, offset, envelope);
                         }
                         Err(e) => {

@@ -4,10 +4,11 @@
 //! every recipient once, from either instance.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::OwnRedis;
 
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
 use wsgate::{
@@ -33,47 +34,6 @@ impl ChatGateway {
 }
 
 struct ChatGateway;
-
-struct OwnRedis(Child, u16);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn own_redis() -> Option<OwnRedis> {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        let message = "cannot run redis-server; install it (`apt-get install redis-server`).";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message}");
-        }
-        let rule = "=".repeat(78);
-        let _ = writeln!(std::io::stderr(), "\n{rule}\nSKIPPED broker suite: {message}\n{rule}\n");
-        return None;
-    };
-    let redis = OwnRedis(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let url = format!("redis://127.0.0.1:{port}");
-    while redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Some(redis)
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -136,8 +96,8 @@ async fn until_connected(apps: &[&App]) {
 }
 
 async fn suite(kind: Kind, recovery: bool) {
-    let Some(redis) = own_redis().await else { return };
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let Some(redis) = OwnRedis::ready_on_free_port("broker suite").await else { return };
+    let url = redis.url();
     let (a, b) = (instance(kind, &url, recovery).await, instance(kind, &url, recovery).await);
     until_connected(&[&a, &b]).await;
     let what = format!("{kind:?}, recovery {recovery}");

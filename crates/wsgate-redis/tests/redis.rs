@@ -3,9 +3,8 @@
 //! free port for the outage, so that stopping it touches nothing else.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +12,8 @@ use serde_json::{Value, json};
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
 use wsgate::{App, Connection, Data, Handshake, Server, WsException, gateway};
 use wsgate_redis::RedisBroker;
+
+use common::{OwnRedis, free_port, unavailable};
 
 struct RoomGateway;
 
@@ -22,15 +23,6 @@ impl RoomGateway {
     fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
         conn.join(room)
     }
-}
-
-/// Says loudly that a test is skipped, or fails it under `CI=true`.
-fn unavailable(test: &str, message: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    let rule = "=".repeat(78);
-    let _ = writeln!(std::io::stderr(), "\n{rule}\nSKIPPED {test}: {message}\n{rule}\n");
 }
 
 /// A channel no other test run uses.
@@ -118,56 +110,6 @@ async fn broadcasts_reach_every_instance_exactly_once() {
     );
     let status = a.server().broker_status().unwrap();
     assert_eq!((status.published, status.received, status.dropped), (51, 50, 0));
-}
-
-/// A `redis-server` of this test's own, on a free port, with nothing kept on disk.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> std::io::Result<Self> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Self { port, child })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

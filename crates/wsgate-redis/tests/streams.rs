@@ -3,10 +3,11 @@
 //! the stream, a session recovered on the other instance, an outage that loses nothing.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::OwnRedis;
 
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
 use wsgate::{
@@ -25,77 +26,8 @@ impl RoomGateway {
     }
 }
 
-fn unavailable(test: &str, message: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    let rule = "=".repeat(78);
-    let _ = writeln!(std::io::stderr(), "\n{rule}\nSKIPPED {test}: {message}\n{rule}\n");
-}
-
-/// A `redis-server` of this test's own, on a free port, with nothing kept on disk.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> std::io::Result<Self> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Self { port, child })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 async fn own_redis(test: &str) -> Option<OwnRedis> {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    match OwnRedis::start(port) {
-        Ok(redis) => {
-            redis.ready().await;
-            Some(redis)
-        }
-        Err(e) => {
-            unavailable(
-                test,
-                &format!(
-                    "cannot run redis-server ({e}); install it (`apt-get install redis-server`)."
-                ),
-            );
-            None
-        }
-    }
+    OwnRedis::ready_on_free_port(test).await
 }
 
 async fn instance(url: &str) -> App {
