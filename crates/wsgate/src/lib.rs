@@ -21,6 +21,7 @@ mod queue;
 mod recovery;
 mod reply;
 mod server;
+pub mod testing;
 
 // What a gateway author uses. What a transport implements is in [`adapter`], what carries
 // emits between instances in [`broker`].
