@@ -124,7 +124,7 @@ test('Nest format with an ack id, bad frames and unknown events', async () => {
   const missing = await next();
   assert.equal(missing.event, 'exception');
   assert.equal(missing.id, 7);
-  assert.equal(missing.data.message, 'Comment not found.');
+  assert.equal(missing.data.message, 'Entry not found.');
   ws.close();
 });
 

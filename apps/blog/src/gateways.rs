@@ -17,7 +17,7 @@ use wsgate::{
 };
 
 use crate::AppState;
-use crate::comments::{announce, entry_room};
+use crate::domain::{Comments, Entries, Users, entry_room};
 use crate::models::{Comment, Entry, Page, User};
 use crate::store::Store;
 
@@ -29,9 +29,9 @@ pub async fn app(state: &AppState) -> Result<App, BuildError> {
         .observer(state.metrics.clone())
         .middleware(state.origins.clone())
         .middleware(auth_middleware(state.jwt.clone(), state.store.clone()))
-        .gateway(UserGateway::new(state.store.clone()))
-        .gateway(EntryGateway::new(state.store.clone()))
-        .gateway(CommentGateway::new(state.clone()))
+        .gateway(UserGateway::new(state.users()))
+        .gateway(EntryGateway::new(state.entries()))
+        .gateway(CommentGateway::new(state.comments(), state.entries()))
         .build()
         .await
 }
@@ -81,11 +81,7 @@ impl EntryQuery {
 #[serde(rename_all = "camelCase")]
 pub struct NewComment {
     entry_id: Option<i64>,
-    #[validate(length(
-        min = 1,
-        max = 10_000,
-        message = "body must be between 1 and 10000 characters long."
-    ))]
+    #[validate(custom(function = "crate::domain::comment_body"))]
     #[serde(default)]
     body: String,
 }
@@ -108,13 +104,13 @@ impl Guard for OwnUserOnly {
 
 /// Users: a user can read their own record only.
 pub struct UserGateway {
-    store: Store,
+    users: Users,
 }
 
 impl UserGateway {
-    /// The gateway over this store.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The gateway over the users service.
+    pub fn new(users: Users) -> Self {
+        Self { users }
     }
 }
 
@@ -124,21 +120,19 @@ impl UserGateway {
     #[use_guards(OwnUserOnly)]
     async fn show_user(&self, Data(query): Data<UserQuery>) -> Result<WsResponse<User>, WsError> {
         let user_id = query.user_id.ok_or_else(|| WsException::new("Missing user id."))?;
-        let user = self.store.user(user_id).await?;
-        let user = user.ok_or_else(|| WsException::new("User not found."))?;
-        Ok(WsResponse::new("showUser", user))
+        Ok(WsResponse::new("showUser", self.users.find(user_id).await?))
     }
 }
 
 /// Entries, readable by every signed-in user.
 pub struct EntryGateway {
-    store: Store,
+    entries: Entries,
 }
 
 impl EntryGateway {
-    /// The gateway over this store.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The gateway over the entries service.
+    pub fn new(entries: Entries) -> Self {
+        Self { entries }
     }
 }
 
@@ -153,8 +147,7 @@ impl EntryGateway {
         // No data at all means the first page.
         let page = page.unwrap_or_default();
         page.validate().map_err(|e| WsException::invalid(&e))?;
-        let entries = self.store.entries(page.limit, page.offset).await?;
-        Ok(WsResponse::new("indexEntry", entries))
+        Ok(WsResponse::new("indexEntry", self.entries.page(page.limit, page.offset).await?))
     }
 
     #[subscribe_message("showEntry")]
@@ -162,21 +155,20 @@ impl EntryGateway {
         &self,
         Data(query): Data<EntryQuery>,
     ) -> Result<WsResponse<Entry>, WsError> {
-        let entry = self.store.entry(query.entry_id()?).await?;
-        let entry = entry.ok_or_else(|| WsException::new("Entry not found."))?;
-        Ok(WsResponse::new("showEntry", entry))
+        Ok(WsResponse::new("showEntry", self.entries.find(query.entry_id()?).await?))
     }
 }
 
 /// Comments of an entry, and the entry's live room.
 pub struct CommentGateway {
-    state: AppState,
+    comments: Comments,
+    entries: Entries,
 }
 
 impl CommentGateway {
-    /// The gateway over the app's store and server handle.
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    /// The gateway over the comments and entries services.
+    pub fn new(comments: Comments, entries: Entries) -> Self {
+        Self { comments, entries }
     }
 }
 
@@ -187,11 +179,7 @@ impl CommentGateway {
         &self,
         Data(query): Data<EntryQuery>,
     ) -> Result<WsResponse<Vec<Comment>>, WsError> {
-        let entry_id = query.entry_id()?;
-        if self.state.store.entry(entry_id).await?.is_none() {
-            return Err(WsException::new("Entry not found.").into());
-        }
-        let comments = self.state.store.comments(entry_id).await?;
+        let comments = self.comments.of_entry(query.entry_id()?, None).await?;
         Ok(WsResponse::new("indexComment", comments))
     }
 
@@ -201,9 +189,7 @@ impl CommentGateway {
         Data(query): Data<EntryQuery>,
     ) -> Result<WsResponse<Comment>, WsError> {
         let (entry_id, comment_id) = (query.entry_id()?, query.comment_id()?);
-        let comment = self.state.store.comment(entry_id, comment_id).await?;
-        let comment = comment.ok_or_else(|| WsException::new("Comment not found."))?;
-        Ok(WsResponse::new("showComment", comment))
+        Ok(WsResponse::new("showComment", self.comments.find(entry_id, comment_id).await?))
     }
 
     /// Creates a comment as the connection's user. The stored comment is the ack, and the
@@ -217,10 +203,7 @@ impl CommentGateway {
         // The chapter's message for a missing entry comes before the body's rules.
         let entry_id = new.entry_id.ok_or_else(|| WsException::new("Missing entry id."))?;
         new.validate().map_err(|e| WsException::invalid(&e))?;
-        let comment = self.state.store.create_comment(entry_id, me.id, &new.body).await?;
-        let comment = comment.ok_or_else(|| WsException::new("Entry not found."))?;
-        announce(&self.state, &comment);
-        Ok(Ack(comment))
+        Ok(Ack(self.comments.create(entry_id, me.id, &new.body).await?))
     }
 
     /// Joins the room `entry:{id}`: the connection then receives `commentCreated`,
@@ -232,9 +215,7 @@ impl CommentGateway {
         Data(query): Data<EntryQuery>,
     ) -> Result<Value, WsError> {
         let entry_id = query.entry_id()?;
-        if self.state.store.entry(entry_id).await?.is_none() {
-            return Err(WsException::new("Entry not found.").into());
-        }
+        self.entries.find(entry_id).await?;
         conn.join(entry_room(entry_id))?;
         Ok(json!({ "entryId": entry_id, "subscribed": true }))
     }

@@ -20,6 +20,7 @@ pub mod auth;
 mod comments;
 pub mod config;
 pub mod db;
+pub mod domain;
 mod entries;
 pub mod error;
 mod extract;
@@ -63,6 +64,23 @@ pub struct AppState {
     pub origins: AllowedOrigins,
     /// The gateways' limits (connections per address, rooms, rates, drain timeout).
     pub gateway_config: wsgate::AppConfig,
+}
+
+impl AppState {
+    /// The users service.
+    pub fn users(&self) -> domain::Users {
+        domain::Users::new(self.store.clone())
+    }
+
+    /// The entries service.
+    pub fn entries(&self) -> domain::Entries {
+        domain::Entries::new(self.store.clone())
+    }
+
+    /// The comments service, pushing through the state's server handle.
+    pub fn comments(&self) -> domain::Comments {
+        domain::Comments::new(self.store.clone(), self.server.clone())
+    }
 }
 
 /// Connects to the database, applies pending migrations and loads the JWT secret

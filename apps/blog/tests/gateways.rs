@@ -80,7 +80,8 @@ async fn missing_and_mistyped_fields_get_the_chapters_messages() {
             json!({ "type": "showComment", "entryId": w.entry_id, "commentId": 999 }),
             "Comment not found.",
         ),
-        (json!({ "type": "showComment", "entryId": 999, "commentId": 1 }), "Comment not found."),
+        // What is missing, as over REST: the entry, or the comment on it.
+        (json!({ "type": "showComment", "entryId": 999, "commentId": 1 }), "Entry not found."),
         (json!({ "type": "indexComment", "entryId": 999 }), "Entry not found."),
         (
             json!({ "type": "indexComment", "entryId": "two" }),
