@@ -273,3 +273,51 @@ async fn comments_created_over_a_gateway_are_acked_and_pushed_to_the_room() {
         assert_eq!(recv(&mut bob).await["data"]["message"], expected, "{message}");
     }
 }
+
+/// The blog's gateways driven in memory with `wsgate::testing::TestClient` (no socket): the
+/// domain's rules, the handshake's token sources, and the room pushes, as a front-end sees them.
+#[tokio::test]
+async fn the_gateways_in_memory_with_a_test_client() {
+    use wsgate::testing::{Received, TestClient};
+
+    let w = world().await;
+    let gateways = blog::gateways::app(&w.app.state).await.expect("gateways");
+    let refused = TestClient::builder(&gateways).connect().await.expect_err("no token");
+    assert_eq!(refused.message, "Missing authentication token.");
+
+    let mut alice = TestClient::builder(&gateways)
+        .query(format!("token={}", w.alice.0))
+        .connect()
+        .await
+        .expect("alice");
+    let mut bob = TestClient::builder(&gateways)
+        .header("authorization", &format!("Bearer {}", w.bob.0))
+        .connect()
+        .await
+        .expect("bob");
+
+    // Nobody reads another user's record.
+    let bob_id = w.bob.1["id"].as_i64().expect("bob id");
+    alice.emit("showUser", json!({ "userId": bob_id })).await;
+    let Some(Received::Exception { data, .. }) = alice.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "Forbidden.");
+
+    // One body rule, over REST and the gateway alike.
+    let empty = alice.request("createComment", json!({ "entryId": w.entry_id, "body": "" })).await;
+    assert_eq!(empty.unwrap_err()["message"], "body must be between 1 and 10000 characters long.");
+
+    // A comment created over the gateway reaches the entry's room, the author's other tabs too.
+    assert_eq!(
+        bob.request("subscribeEntry", json!({ "entryId": w.entry_id })).await,
+        Ok(json!({ "entryId": w.entry_id, "subscribed": true }))
+    );
+    let created = alice
+        .request("createComment", json!({ "entryId": w.entry_id, "body": "In memory" }))
+        .await
+        .expect("created");
+    assert_eq!(bob.event("commentCreated").await, Some(created.clone()));
+    bob.emit("indexComment", json!({ "entryId": w.entry_id })).await;
+    assert_eq!(bob.event("indexComment").await, Some(json!([w.comment, created])));
+    alice.disconnect().await;
+    bob.disconnect().await;
+}
