@@ -353,8 +353,15 @@ async fn websocket(upgraded: hyper::upgrade::Upgraded, config: &EngineConfig) ->
     open_socket(upgraded, config.read_buffer_size, config.max_payload).await
 }
 
-/// A fresh engine session id: unique within the process, unpredictable across processes.
+/// A fresh engine session id: 128 bits from the operating system's generator (whoever knows
+/// it may poll and post for the session), as hex. Without a generator, a process-unique id
+/// from the standard library's randomly keyed hasher, logged as weaker.
 fn engine_sid() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return bytes.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    tracing::error!("no random generator: engine session ids are weaker");
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -378,6 +385,8 @@ mod tests {
 
     #[test]
     fn engine_sids_differ() {
-        assert_ne!(engine_sid(), engine_sid());
+        let (a, b) = (engine_sid(), engine_sid());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
     }
 }
