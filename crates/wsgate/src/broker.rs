@@ -57,6 +57,18 @@ pub enum Recipients {
     },
 }
 
+impl Recipients {
+    /// The same recipients within `namespace` (a connection's namespace, when known).
+    pub(crate) fn in_namespace(&self, namespace: Namespace) -> Self {
+        match self {
+            Self::Broadcast { room, except, .. } => {
+                Self::Broadcast { namespace: Some(namespace), room: room.clone(), except: *except }
+            }
+            Self::Connection { id, .. } => Self::Connection { id: *id, namespace: Some(namespace) },
+        }
+    }
+}
+
 /// An emit travelling between instances: where it came from, who it is for, and the event.
 ///
 /// [`Envelope::to_json`] and [`Envelope::from_json`] give brokers a wire format; the data is

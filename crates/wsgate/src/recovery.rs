@@ -76,7 +76,7 @@ pub struct RecoveryStats {
 }
 
 /// The longest session id or offset read; anything longer is refused unread.
-const MAX_TOKEN: usize = 64;
+pub(crate) const MAX_TOKEN: usize = 64;
 
 /// A place in a namespace's history, ordered. A server alone numbers its events itself
 /// (`major` 0, `minor` counting up); with a log broker (Redis Streams) offsets are the log's
@@ -182,6 +182,18 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// Who `recipients` are, within their namespace.
+    pub(crate) fn of(recipients: &crate::broker::Recipients) -> Self {
+        use crate::broker::Recipients;
+        match recipients {
+            Recipients::Broadcast { room: Some(room), except, .. } => {
+                Self::Room { room: room.clone(), except: *except }
+            }
+            Recipients::Broadcast { room: None, except, .. } => Self::All { except: *except },
+            Recipients::Connection { id, .. } => Self::Connection(*id),
+        }
+    }
+
     /// Whether event `seq` to this target was for `conn`, in `rooms` (joined after their offsets).
     fn includes(&self, seq: Offset, conn: ConnectionId, rooms: &[(RoomId, Offset)]) -> bool {
         match self {

@@ -239,7 +239,7 @@ impl Server {
         identity: Option<&str>,
         within: Duration,
     ) {
-        let Some(log) = self.inner.recovery.get().and_then(|h| h.log(namespace)) else { return };
+        let Some((_, log)) = self.history(namespace) else { return };
         let holder = log.lock().holder(id).and_then(|conn| self.connection(conn));
         let Some(holder) = holder else { return };
         if holder.session().and_then(|s| s.identity.as_deref()) != identity {
@@ -283,7 +283,7 @@ impl Server {
         room: RoomId,
     ) -> Option<Result<(), crate::WsException>> {
         let session = conn.session()?;
-        let log = self.inner.recovery.get()?.log(conn.namespace())?;
+        let (_, log) = self.history(conn.namespace())?;
         let state = log.lock();
         let at = state.last();
         let joined = conn.join_room(room.clone());
@@ -323,12 +323,8 @@ impl Server {
         identity: Option<&str>,
     ) {
         let Some(broker) = self.log_broker().cloned() else { return };
-        let Some((histories, log)) =
-            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
-        else {
-            return;
-        };
-        if id.len() > 64 || Histories::knows(&log.lock(), id) {
+        let Some((histories, log)) = self.history(namespace) else { return };
+        if id.len() > crate::recovery::MAX_TOKEN || Histories::knows(&log.lock(), id) {
             return;
         }
         let Some(record) = broker.take_session(namespace, id).await else { return };
@@ -351,8 +347,7 @@ impl Server {
             self.append(broker, recipients, emission);
             return Some(Ok(()));
         }
-        let log = self.inner.recovery.get()?.log(conn.namespace())?;
-        let histories = self.inner.recovery.get()?;
+        let (histories, log) = self.history(conn.namespace())?;
         let mut state = log.lock();
         let emission = histories.record(&mut state, Target::Connection(conn.id()), emission);
         let result = match self.connection(conn.id()) {
@@ -513,6 +508,12 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// The histories and `namespace`'s log, with recovery on.
+    fn history(&self, namespace: &Namespace) -> Option<(&Histories, &crate::recovery::Log)> {
+        let histories = self.inner.recovery.get()?;
+        Some((histories, histories.log(namespace)?))
+    }
+
     /// The broker, when it is a log that numbers emits and recovery is on: emits then go to
     /// it first and are delivered here when it hands them back.
     fn log_broker(&self) -> Option<&Arc<dyn Broker>> {
@@ -533,19 +534,9 @@ impl Server {
                 .unwrap_or_default(),
         };
         for ns in namespaces {
-            let recipients = match &recipients {
-                Recipients::Broadcast { room, except, .. } => Recipients::Broadcast {
-                    namespace: Some(ns),
-                    room: room.clone(),
-                    except: *except,
-                },
-                Recipients::Connection { id, .. } => {
-                    Recipients::Connection { id: *id, namespace: Some(ns) }
-                }
-            };
             broker.publish(Envelope {
                 origin: self.inner.node,
-                recipients,
+                recipients: recipients.in_namespace(ns),
                 event: emission.event().clone(),
                 data: emission.data().to_owned(),
             });
@@ -592,31 +583,20 @@ impl Server {
                 }
                 usize::from(matches!(self.emit_recorded(&conn, emission), Some(Ok(()))))
             }
-            Recipients::Broadcast { namespace: Some(ns), room, except } => {
+            Recipients::Broadcast { namespace: Some(ns), .. } => {
                 let Some(log) = histories.log(ns) else {
                     return self.push_to(recipients, emission);
                 };
-                let target = match room {
-                    Some(room) => Target::Room { room: room.clone(), except: *except },
-                    None => Target::All { except: *except },
-                };
                 let mut state = log.lock();
-                let emission = histories.record(&mut state, target, emission);
+                let emission = histories.record(&mut state, Target::of(recipients), emission);
                 let delivered = self.push_to(recipients, &emission);
                 drop(state);
                 delivered
             }
             // Every namespace: recorded in each, with each one's offset.
-            Recipients::Broadcast { namespace: None, room, except } => histories
+            Recipients::Broadcast { namespace: None, .. } => histories
                 .logs()
-                .map(|(ns, _)| {
-                    let recipients = Recipients::Broadcast {
-                        namespace: Some(ns.clone()),
-                        room: room.clone(),
-                        except: *except,
-                    };
-                    self.deliver_local(&recipients, emission)
-                })
+                .map(|(ns, _)| self.deliver_local(&recipients.in_namespace(ns.clone()), emission))
                 .sum(),
         }
     }
@@ -633,69 +613,37 @@ impl Server {
         recipients: &Recipients,
         emission: &Arc<Emission>,
     ) {
-        let Some((histories, log)) = self
-            .inner
-            .recovery
-            .get()
-            .filter(|h| h.is_log())
-            .and_then(|h| h.log(namespace).map(|log| (h, log)))
-        else {
-            // Without recovery a log is a carrier: the others' emits, scoped to the log's
-            // namespace (an emit to every namespace, or to a connection whose namespace the
-            // emitter did not know, is in every namespace's log).
-            if origin != self.inner.node {
-                match recipients {
-                    Recipients::Broadcast { room, except, .. } => {
-                        let scoped = Recipients::Broadcast {
-                            namespace: Some(namespace.clone()),
-                            room: room.clone(),
-                            except: *except,
-                        };
-                        self.deliver_local(&scoped, emission);
-                    }
-                    Recipients::Connection { id, .. } => {
-                        if self.connection(*id).is_some_and(|c| c.namespace() == namespace) {
-                            self.deliver_local(recipients, emission);
-                        }
-                    }
-                }
-            }
-            return;
-        };
-        let target = match recipients {
-            Recipients::Broadcast { room: Some(room), except, .. } => {
-                Target::Room { room: room.clone(), except: *except }
-            }
-            Recipients::Broadcast { room: None, except, .. } => Target::All { except: *except },
-            Recipients::Connection { id, .. } => Target::Connection(*id),
-        };
-        let mut state = log.lock();
-        let Some(emission) = histories.record_at(&mut state, offset, target, emission) else {
-            return;
-        };
-        match recipients {
-            Recipients::Broadcast { room, except, .. } => {
-                let recipients = Recipients::Broadcast {
-                    namespace: Some(namespace.clone()),
-                    room: room.clone(),
-                    except: *except,
-                };
-                self.push_to(&recipients, &emission);
-            }
+        // Scoped to the log's namespace: an emit to every namespace, or to a connection whose
+        // namespace the emitter did not know, is in every namespace's log.
+        let scoped = recipients.in_namespace(namespace.clone());
+        // A connection is reached through its own namespace's log only.
+        let here = match &scoped {
             Recipients::Connection { id, .. } => {
-                if let Some(conn) = self.connection(*id).filter(|c| c.namespace() == namespace) {
-                    let _ = conn.push(Outbound::Event(emission));
-                }
+                self.connection(*id).is_some_and(|c| c.namespace() == namespace)
             }
+            Recipients::Broadcast { .. } => true,
+        };
+        let Some((histories, log)) = self.history(namespace).filter(|(h, _)| h.is_log()) else {
+            // Without recovery a log is a carrier: the others' emits only.
+            if here && origin != self.inner.node {
+                self.deliver_local(&scoped, emission);
+            }
+            return;
+        };
+        // Recorded whoever it is for: a client of another instance may fail over here.
+        let mut state = log.lock();
+        let target = Target::of(&scoped);
+        if let Some(emission) = histories.record_at(&mut state, offset, target, emission)
+            && here
+        {
+            self.push_to(&scoped, &emission);
         }
         drop(state);
     }
 
     /// Emits were lost at `offset` of `namespace`'s log: recoveries from before it fail.
     pub(crate) fn mark_gap(&self, namespace: &Namespace, offset: Offset) {
-        if let Some((histories, log)) =
-            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
-        {
+        if let Some((histories, log)) = self.history(namespace) {
             tracing::warn!(%namespace, %offset, "events were lost: sessions that missed them will not recover");
             histories.gap_at(&mut log.lock(), offset);
         }
@@ -703,9 +651,7 @@ impl Server {
 
     /// A log broker reads `namespace`'s log from after `offset` on: the history starts there.
     pub(crate) fn start_log(&self, namespace: &Namespace, offset: Offset) {
-        if let Some((histories, log)) =
-            self.inner.recovery.get().and_then(|h| h.log(namespace).map(|log| (h, log)))
-        {
+        if let Some((histories, log)) = self.history(namespace) {
             histories.start_at(&mut log.lock(), offset);
         }
     }
