@@ -176,3 +176,17 @@ export async function startInstances({ databaseUrl, redisUrl: redis, count = 2, 
   }
   return instances;
 }
+
+/** Runs `body` with everything it opens closed afterwards, pass or fail. */
+export async function withCleanup(body) {
+  const cleanups = [];
+  try {
+    await body((fn) => cleanups.push(fn));
+  } finally {
+    for (const fn of cleanups.reverse()) {
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => {});
+    }
+  }
+}

@@ -10,26 +10,12 @@ import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { api, register } from '../lib/server.js';
-import { postgresDatabase, startInstances, startRedis } from '../lib/services.js';
+import { postgresDatabase, startInstances, startRedis, withCleanup } from '../lib/services.js';
 import { startProxy } from '../lib/proxy.js';
 import { once, waitFor } from '../lib/wait.js';
 
 const LIMIT = { timeout: 90_000 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `body` with everything it opens closed afterwards, pass or fail. */
-async function withCleanup(body) {
-  const cleanups = [];
-  try {
-    await body((fn) => cleanups.push(fn));
-  } finally {
-    for (const fn of cleanups.reverse()) {
-      await Promise.resolve()
-        .then(fn)
-        .catch(() => {});
-    }
-  }
-}
 
 async function healthy(blog, ms = 15_000) {
   const deadline = Date.now() + ms;

@@ -8,7 +8,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { api, register } from '../lib/server.js';
-import { postgresDatabase, redisUrl, startInstances, startRedis } from '../lib/services.js';
+import { postgresDatabase, redisUrl, startInstances, startRedis, withCleanup } from '../lib/services.js';
 import { once, waitFor } from '../lib/wait.js';
 
 /** An upper bound for each test, so that a hang shows as a failure (with cleanup run). */
@@ -100,20 +100,6 @@ async function metric(blog, name) {
   const text = await (await fetch(`${blog.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line === undefined ? undefined : Number(line.split(' ')[1]);
-}
-
-/** Runs `body` with everything it opens closed afterwards, pass or fail. */
-async function withCleanup(body) {
-  const cleanups = [];
-  try {
-    await body((fn) => cleanups.push(fn));
-  } finally {
-    for (const fn of cleanups.reverse()) {
-      await Promise.resolve()
-        .then(fn)
-        .catch(() => {});
-    }
-  }
 }
 
 test('a comment written on one instance reaches subscribers on every instance, over both transports, exactly once', LIMIT, async (t) => {

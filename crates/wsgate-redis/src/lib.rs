@@ -104,11 +104,7 @@ impl RedisBroker {
     /// As [`RedisBroker::connect`], on `channel`: applications sharing one Redis use one
     /// channel each.
     pub async fn connect_with(url: &str, channel: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(Error::Url)?;
-        let conn = connect(&client).await.map_err(|e| match e {
-            ConnectError::Redis(source) => Error::Connect { url: redact(url), source },
-            ConnectError::Timeout => Error::Timeout { url: redact(url) },
-        })?;
+        let (client, conn) = open(url).await?;
         let shared = Arc::new(Shared {
             client,
             channel: channel.to_owned(),
@@ -176,6 +172,17 @@ impl Counters {
 enum ConnectError {
     Redis(redis::RedisError),
     Timeout,
+}
+
+/// A client of `url` and a first connection: Redis must answer now (a wrong URL shows at
+/// start); later outages are survived by the brokers.
+async fn open(url: &str) -> Result<(redis::Client, MultiplexedConnection), Error> {
+    let client = redis::Client::open(url).map_err(Error::Url)?;
+    let conn = connect(&client).await.map_err(|e| match e {
+        ConnectError::Redis(source) => Error::Connect { url: redact(url), source },
+        ConnectError::Timeout => Error::Timeout { url: redact(url) },
+    })?;
+    Ok((client, conn))
 }
 
 async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, ConnectError> {

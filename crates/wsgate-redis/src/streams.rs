@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use wsgate::broker::{Broker, BrokerStatus, Envelope, Inbox, Recipients, SessionFuture};
 use wsgate::{Namespace, Offset};
 
-use crate::{BACKOFF_MAX, BACKOFF_START, ConnectError, Counters, Error, connect, redact};
+use crate::{BACKOFF_MAX, BACKOFF_START, Counters, Error, connect, open};
 
 /// The key prefix used when none is named.
 pub const DEFAULT_PREFIX: &str = "wsgate";
@@ -104,11 +104,7 @@ impl RedisStreamsBroker {
 
     /// As [`RedisStreamsBroker::connect`], with settings.
     pub async fn connect_with(url: &str, config: StreamsConfig) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(Error::Url)?;
-        let conn = connect(&client).await.map_err(|e| match e {
-            ConnectError::Redis(source) => Error::Connect { url: redact(url), source },
-            ConnectError::Timeout => Error::Timeout { url: redact(url) },
-        })?;
+        let (client, conn) = open(url).await?;
         let shared = Arc::new(Shared {
             client,
             config,

@@ -6,26 +6,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::OwnRedis;
+use common::{OwnRedis, RoomGateway, until_connected};
 
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
-use wsgate::{
-    App, AppConfig, Connection, Data, Handshake, Recovery, Server, SessionRequest, WsException,
-    gateway,
-};
+use wsgate::{App, AppConfig, Connection, Handshake, Recovery, Server, SessionRequest, gateway};
 use wsgate_redis::{RedisBroker, RedisStreamsBroker, StreamsConfig};
-
-struct RoomGateway;
-
-#[gateway]
-impl RoomGateway {
-    #[subscribe_message("join")]
-    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
-        conn.join(room)
-    }
-}
 
 #[gateway(namespace = "/chat")]
 impl ChatGateway {
@@ -87,19 +74,11 @@ async fn events(rx: &mut OutboundRx, wait: Duration) -> Vec<String> {
     got
 }
 
-async fn until_connected(apps: &[&App]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected) {
-        assert!(Instant::now() < deadline, "brokers never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn suite(kind: Kind, recovery: bool) {
     let Some(redis) = OwnRedis::ready_on_free_port("broker suite").await else { return };
     let url = redis.url();
     let (a, b) = (instance(kind, &url, recovery).await, instance(kind, &url, recovery).await);
-    until_connected(&[&a, &b]).await;
+    until_connected(&[&a, &b], true).await;
     let what = format!("{kind:?}, recovery {recovery}");
 
     let (a1, mut a1_rx) = open(&a, "/").await;

@@ -6,24 +6,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
-use wsgate::{App, Connection, Data, Handshake, Server, WsException, gateway};
+use wsgate::{App, Connection, Handshake, Server};
 use wsgate_redis::RedisBroker;
 
-use common::{OwnRedis, free_port, unavailable};
-
-struct RoomGateway;
-
-#[gateway]
-impl RoomGateway {
-    #[subscribe_message("join")]
-    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
-        conn.join(room)
-    }
-}
+use common::{OwnRedis, RoomGateway, free_port, unavailable, until_connected};
 
 /// A channel no other test run uses.
 fn channel(test: &str) -> String {
@@ -53,15 +43,6 @@ async fn drain(rx: &mut OutboundRx, wait: Duration) -> Vec<Value> {
         }
     }
     got
-}
-
-/// Waits until both instances' brokers report `connected`.
-async fn until_connected(apps: &[&App], connected: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected == connected) {
-        assert!(Instant::now() < deadline, "brokers never became connected={connected}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn redis_url() -> String {

@@ -5,26 +5,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::OwnRedis;
+use common::{OwnRedis, RoomGateway, until_connected};
 
 use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
-use wsgate::{
-    App, AppConfig, Connection, Data, Handshake, Recovery, Server, SessionRequest, WsException,
-    gateway,
-};
+use wsgate::{App, AppConfig, Connection, Handshake, Recovery, Server, SessionRequest};
 use wsgate_redis::{RedisStreamsBroker, StreamsConfig};
-
-struct RoomGateway;
-
-#[gateway]
-impl RoomGateway {
-    #[subscribe_message("join")]
-    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
-        conn.join(room)
-    }
-}
 
 async fn own_redis(test: &str) -> Option<OwnRedis> {
     OwnRedis::ready_on_free_port(test).await
@@ -63,14 +50,6 @@ async fn drain(rx: &mut OutboundRx, wait: Duration) -> Vec<(String, String, Stri
         }
     }
     got
-}
-
-async fn until_connected(apps: &[&App], connected: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected == connected) {
-        assert!(Instant::now() < deadline, "brokers never became connected={connected}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

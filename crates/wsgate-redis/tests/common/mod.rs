@@ -6,6 +6,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wsgate::{App, Connection, Data, WsException, gateway};
+
 /// Says loudly that a test is skipped, or fails it under `CI=true`.
 pub(crate) fn unavailable(test: &str, message: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -84,4 +86,24 @@ impl Drop for OwnRedis {
 
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A gateway whose `join` puts the connection in a room.
+pub(crate) struct RoomGateway;
+
+#[gateway]
+impl RoomGateway {
+    #[subscribe_message("join")]
+    fn join(&self, conn: Connection, Data(room): Data<String>) -> Result<(), WsException> {
+        conn.join(room)
+    }
+}
+
+/// Waits until every app's broker reports `connected`.
+pub(crate) async fn until_connected(apps: &[&App], connected: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !apps.iter().all(|a| a.server().broker_status().unwrap().connected == connected) {
+        assert!(Instant::now() < deadline, "brokers never became connected={connected}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
