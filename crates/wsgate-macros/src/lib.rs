@@ -45,12 +45,20 @@ use syn::{
 /// handler of `event`.
 ///
 /// Arguments (all optional): `namespace = "/chat"`, or `options = path::to::fn` naming a
-/// `fn(&Self) -> wsgate::GatewayOptions` for middleware, guards and filters.
+/// `fn(&Self) -> wsgate::GatewayOptions` for middleware, guards and filters; and
+/// `pushes("commentCreated": Comment, EVENT_CONST: Other, ...)`, the events the gateway emits
+/// on its own, for its description.
 ///
 /// Inside the block:
 /// - `#[subscribe_message("event")]` on a method taking `&self` (or `self: Arc<Self>`) and
 ///   extractors (`Data<T>`, `Valid<T>`, `Connection`, `Ext<User>`, `Server`, ...), returning
-///   anything that implements `IntoReply`;
+///   anything that implements `IntoReply`. Its description (`wsgate::describe`) is read off the
+///   signature: the `T` of `Data<T>` / `Valid<T>`, and the return type (`WsResponse<T>` replies
+///   with the handler's own event, or the one `#[subscribe_message("e", reply = "other")]`
+///   names; `Ack<T>` and plain values answer the ack; `()` nothing; `Result` and `Option` are
+///   looked through), and its doc comment;
+/// - `#[throws("Missing entry id.", NOT_FOUND, ...)]` beside it declares its exceptions'
+///   messages, for its description;
 /// - `#[use_guards(guard, ...)]` beside it adds guards to that handler;
 /// - `#[after_init]` (`&self, &Server`), `#[on_connect]` and `#[on_disconnect]`
 ///   (`&self, &Connection`) mark the lifecycle hooks.
@@ -78,6 +86,7 @@ fn misplaced(name: &str, input: TokenStream) -> TokenStream {
 struct GatewayArgs {
     namespace: Option<LitStr>,
     options: Option<Path>,
+    pushes: Vec<(Expr, syn::Type)>,
 }
 
 impl Parse for GatewayArgs {
@@ -85,6 +94,30 @@ impl Parse for GatewayArgs {
         let mut args = GatewayArgs::default();
         while !input.is_empty() {
             let key: Ident = input.parse()?;
+            if key == "pushes" {
+                let content;
+                syn::parenthesized!(content in input);
+                while !content.is_empty() {
+                    let event: Expr = if content.peek(LitStr) {
+                        Expr::Lit(syn::ExprLit { attrs: Vec::new(), lit: content.parse()? })
+                    } else {
+                        Expr::Path(syn::ExprPath {
+                            attrs: Vec::new(),
+                            qself: None,
+                            path: content.parse()?,
+                        })
+                    };
+                    content.parse::<Token![:]>()?;
+                    args.pushes.push((event, content.parse()?));
+                    if !content.is_empty() {
+                        content.parse::<Token![,]>()?;
+                    }
+                }
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+                continue;
+            }
             input.parse::<Token![=]>()?;
             match key.to_string().as_str() {
                 "namespace" => args.namespace = Some(input.parse()?),
@@ -92,7 +125,7 @@ impl Parse for GatewayArgs {
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown gateway argument: expected `namespace = \"/...\"` or `options = path`",
+                        "unknown gateway argument: expected `namespace = \"/...\"`, `options = path` or `pushes(\"event\": Type, ...)`",
                     ));
                 }
             }
@@ -118,7 +151,11 @@ enum Hook {
 
 struct Handler {
     event: LitStr,
+    reply: Option<LitStr>,
     guards: Vec<Expr>,
+    throws: Vec<Expr>,
+    doc: String,
+    output: Option<syn::Type>,
     method: Ident,
     receiver: Receiver,
     is_async: bool,
@@ -142,6 +179,7 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
         let ImplItem::Fn(f) = impl_item else { continue };
         let mut event = None;
         let mut guards = Vec::new();
+        let mut throws = Vec::new();
         let mut kept = Vec::with_capacity(f.attrs.len());
         for attr in std::mem::take(&mut f.attrs) {
             match attr_name(&attr).as_deref() {
@@ -149,7 +187,12 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
                     if event.is_some() {
                         return Err(syn::Error::new(attr.span(), "one event per handler"));
                     }
-                    event = Some(attr.parse_args::<LitStr>()?);
+                    event = Some(attr.parse_args::<SubscribeArgs>()?);
+                }
+                Some("throws") => {
+                    let list =
+                        attr.parse_args_with(Punctuated::<Expr, Token![,]>::parse_terminated)?;
+                    throws.extend(list);
                 }
                 Some("use_guards") => {
                     let list =
@@ -169,11 +212,11 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
         }
         f.attrs = kept;
         match event {
-            Some(event) => handlers.push(handler(f, event, guards)?),
-            None if !guards.is_empty() => {
+            Some(event) => handlers.push(handler(f, event, guards, throws)?),
+            None if !guards.is_empty() || !throws.is_empty() => {
                 return Err(syn::Error::new(
                     f.sig.ident.span(),
-                    "`#[use_guards]` needs `#[subscribe_message]` on the same method",
+                    "`#[use_guards]` and `#[throws]` need `#[subscribe_message]` on the same method",
                 ));
             }
             None => {}
@@ -192,6 +235,9 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
         (None, None) => quote! {},
     };
     let registrations = handlers.iter().map(registration);
+    let pushes = args.pushes.iter().map(|(event, ty)| {
+        quote_spanned! {ty.span()=> routes.pushes::<#ty>(#event); }
+    });
     let hooks = hooks.iter().map(|(hook, method, is_async, span)| {
         let call = if *is_async { quote! { .await } } else { quote! {} };
         let (name, param, ty) = match hook {
@@ -215,6 +261,7 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
 
             fn register(routes: &mut ::wsgate::Routes<Self>) {
                 #(#registrations)*
+                #(#pushes)*
             }
 
             #(#hooks)*
@@ -226,7 +273,51 @@ fn attr_name(attr: &Attribute) -> Option<String> {
     attr.path().segments.last().map(|s| s.ident.to_string())
 }
 
-fn handler(f: &ImplItemFn, event: LitStr, guards: Vec<Expr>) -> syn::Result<Handler> {
+/// `#[subscribe_message("event")]` or `#[subscribe_message("event", reply = "other")]`.
+struct SubscribeArgs {
+    event: LitStr,
+    reply: Option<LitStr>,
+}
+
+impl Parse for SubscribeArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let event = input.parse()?;
+        let mut reply = None;
+        if input.parse::<Option<Token![,]>>()?.is_some() && !input.is_empty() {
+            let key: Ident = input.parse()?;
+            if key != "reply" {
+                return Err(syn::Error::new(key.span(), "expected `reply = \"event\"`"));
+            }
+            input.parse::<Token![=]>()?;
+            reply = Some(input.parse()?);
+            input.parse::<Option<Token![,]>>()?;
+        }
+        Ok(Self { event, reply })
+    }
+}
+
+/// The method's doc comment, lines joined.
+fn doc_comment(attrs: &[Attribute]) -> String {
+    let lines = attrs.iter().filter(|a| a.path().is_ident("doc")).filter_map(|a| match &a.meta {
+        syn::Meta::NameValue(nv) => match &nv.value {
+            Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+            _ => None,
+        },
+        _ => None,
+    });
+    lines
+        .map(|l| l.strip_prefix(' ').map(str::to_owned).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn handler(
+    f: &ImplItemFn,
+    args: SubscribeArgs,
+    guards: Vec<Expr>,
+    throws: Vec<Expr>,
+) -> syn::Result<Handler> {
+    let SubscribeArgs { event, reply } = args;
     let mut receiver = Receiver::None;
     let mut args = Vec::new();
     for input in &f.sig.inputs {
@@ -248,7 +339,14 @@ fn handler(f: &ImplItemFn, event: LitStr, guards: Vec<Expr>) -> syn::Result<Hand
     }
     Ok(Handler {
         event,
+        reply,
         guards,
+        throws,
+        doc: doc_comment(&f.attrs),
+        output: match &f.sig.output {
+            syn::ReturnType::Default => None,
+            syn::ReturnType::Type(_, ty) => Some((**ty).clone()),
+        },
         method: f.sig.ident.clone(),
         receiver,
         is_async: f.sig.asyncness.is_some(),
@@ -258,7 +356,19 @@ fn handler(f: &ImplItemFn, event: LitStr, guards: Vec<Expr>) -> syn::Result<Hand
 }
 
 fn registration(h: &Handler) -> TokenStream2 {
-    let Handler { event, guards, method, receiver, is_async, args, span } = h;
+    let Handler {
+        event,
+        reply,
+        guards,
+        throws,
+        doc,
+        output,
+        method,
+        receiver,
+        is_async,
+        args,
+        span,
+    } = h;
     let names: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__arg{}", i)).collect();
     let call = match receiver {
         Receiver::Ref | Receiver::Arc => quote! { gateway.#method(#(#names),*) },
@@ -273,9 +383,83 @@ fn registration(h: &Handler) -> TokenStream2 {
         Receiver::None => quote! { _gateway },
         _ => quote! { gateway },
     };
+    let data = args.iter().find_map(|ty| {
+        let inner = wrapped(ty, &["Data", "Valid"])?;
+        Some(quote_spanned! {inner.span()=> route.data_schema((&::wsgate::__private::Probe::<#inner>::new()).schema()); })
+    });
+    let reply_event = reply.as_ref().unwrap_or(event);
+    let answer = answer(output.as_ref(), reply_event);
+    let describe = (!doc.trim().is_empty()).then(|| quote! { route.describe(#doc); });
     quote_spanned! {*span=>
-        routes
-            .on(#event, |#gateway: ::wsgate::__private::Arc<Self>, #(#names: #args),*| async move { #call })
-            #(.guard(#guards))*;
+        {
+            #[allow(unused_imports)]
+            use ::wsgate::__private::{ViaAny as _, ViaSchema as _};
+            #[allow(unused_variables)]
+            let route = routes
+                .on(#event, |#gateway: ::wsgate::__private::Arc<Self>, #(#names: #args),*| async move { #call })
+                #(.guard(#guards))*;
+            #describe
+            #data
+            #answer
+            #(route.throws(#throws);)*
+        }
+    }
+}
+
+/// `T` when `ty` is `Name<T>` for one of `names` (by the path's last segment).
+fn wrapped<'a>(ty: &'a syn::Type, names: &[&str]) -> Option<&'a syn::Type> {
+    let syn::Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if !names.iter().any(|n| last.ident == n) {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// The description of what a handler returning `output` sends back: `Result` and `Option`
+/// looked through, `WsResponse<T>` a reply event, `()` nothing, `Ack<T>` or any other value
+/// the ack; `impl Trait` and the like unknown.
+fn answer(output: Option<&syn::Type>, reply_event: &LitStr) -> TokenStream2 {
+    let Some(mut ty) = output else {
+        return quote! { route.answer(::wsgate::describe::Answer::Nothing); };
+    };
+    while let Some(inner) = wrapped(ty, &["Result", "Option"]) {
+        ty = inner;
+    }
+    if let syn::Type::Tuple(t) = ty
+        && t.elems.is_empty()
+    {
+        return quote! { route.answer(::wsgate::describe::Answer::Nothing); };
+    }
+    if let Some(inner) = wrapped(ty, &["WsResponse"]) {
+        return quote_spanned! {inner.span()=>
+            route.answer(::wsgate::describe::Answer::Event {
+                event: #reply_event.into(),
+                payload: (&::wsgate::__private::Probe::<#inner>::new()).schema(),
+            });
+        };
+    }
+    if let syn::Type::Path(path) = ty
+        && path.path.segments.last().is_some_and(|s| s.ident == "Reply")
+    {
+        return quote! {};
+    }
+    let value = wrapped(ty, &["Ack"]).unwrap_or(ty);
+    match value {
+        syn::Type::Path(_)
+        | syn::Type::Reference(_)
+        | syn::Type::Array(_)
+        | syn::Type::Slice(_) => {
+            quote_spanned! {value.span()=>
+                route.answer(::wsgate::describe::Answer::Ack {
+                    payload: (&::wsgate::__private::Probe::<#value>::new()).schema(),
+                });
+            }
+        }
+        _ => quote! {},
     }
 }

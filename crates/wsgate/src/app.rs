@@ -11,6 +11,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::connection::{Connection, OutboundRx, Setup};
+use crate::describe::{Description, HandlerDescription, NamespaceDescription, PushDescription};
 use crate::exception::{ExceptionContext, ExceptionFilter, WsError, WsException, render};
 use crate::extract::MessageContext;
 use crate::gateway::{DynGateway, Gateway, Routes};
@@ -117,6 +118,8 @@ struct NamespaceEntry {
     middlewares: Vec<Arc<dyn DynMiddleware>>,
     gateways: Vec<Arc<dyn DynGateway>>,
     routes: HashMap<EventName, RouteEntry>,
+    handlers: Vec<HandlerDescription>,
+    pushes: Vec<PushDescription>,
 }
 
 struct RouteEntry {
@@ -186,7 +189,9 @@ impl AppBuilder {
             let entry = namespaces.entry(options.namespace.clone()).or_default();
             entry.middlewares.extend(options.middlewares);
             entry.gateways.push(gateway);
+            entry.pushes.extend(routes.pushes);
             for route in routes.routes {
+                entry.handlers.push(route.doc);
                 let mut guards = options.guards.clone();
                 guards.extend(route.guards);
                 let slot =
@@ -330,6 +335,18 @@ impl App {
     /// The namespaces served.
     pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
         self.inner.namespaces.keys()
+    }
+
+    /// What the gateways serve, described from their code: the source of an AsyncAPI
+    /// document ([`crate::asyncapi`]) and of typed clients ([`crate::typescript`]).
+    pub fn description(&self) -> Description {
+        let namespaces =
+            self.inner.namespaces.iter().map(|(namespace, entry)| NamespaceDescription {
+                namespace: namespace.clone(),
+                handlers: entry.handlers.clone(),
+                pushes: entry.pushes.clone(),
+            });
+        Description::new(namespaces.collect())
     }
 
     /// Mounts an adapter on `target` (for the shipped adapters, an axum `Router`).

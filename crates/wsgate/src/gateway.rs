@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::connection::Connection;
+use crate::describe::{Answer, HandlerDescription, PushDescription, Schema};
 use crate::exception::ExceptionFilter;
 use crate::guard::{DynGuard, Guard};
 use crate::handler::{Bound, ErasedHandler, Handler};
@@ -99,11 +100,12 @@ impl std::fmt::Debug for GatewayOptions {
 pub struct Routes<G> {
     gateway: Arc<G>,
     pub(crate) routes: Vec<Route>,
+    pub(crate) pushes: Vec<PushDescription>,
 }
 
 impl<G: Send + Sync + 'static> Routes<G> {
     pub(crate) fn new(gateway: Arc<G>) -> Self {
-        Self { gateway, routes: Vec::new() }
+        Self { gateway, routes: Vec::new(), pushes: Vec::new() }
     }
 
     /// Handles `event` with `handler` (Nest's `@SubscribeMessage(event)`).
@@ -114,13 +116,28 @@ impl<G: Send + Sync + 'static> Routes<G> {
     {
         let bound =
             Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
+        let event = event.into();
         self.routes.push(Route {
-            event: event.into(),
+            doc: HandlerDescription::new(event.clone()),
+            event,
             handler: Arc::new(bound),
             guards: Vec::new(),
         });
         let last = self.routes.len() - 1;
         &mut self.routes[last]
+    }
+
+    /// Declares an event this gateway pushes on its own (to a room, to everyone), with its
+    /// data's schema, for the [description](crate::describe). `#[gateway(pushes("e": T))]`
+    /// writes it.
+    pub fn pushes<T: utoipa::ToSchema>(&mut self, event: impl Into<EventName>) -> &mut Self {
+        self.push_schema(event, Schema::of::<T>())
+    }
+
+    /// As [`Routes::pushes`], with the schema given.
+    pub fn push_schema(&mut self, event: impl Into<EventName>, payload: Schema) -> &mut Self {
+        self.pushes.push(PushDescription { event: event.into(), summary: None, payload });
+        self
     }
 
     /// The gateway, for handlers written as closures.
@@ -129,17 +146,63 @@ impl<G: Send + Sync + 'static> Routes<G> {
     }
 }
 
-/// One registered handler, to which guards can be added.
+/// One registered handler, to which guards and its [description](crate::describe) can be
+/// added.
 pub struct Route {
     pub(crate) event: EventName,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) guards: Vec<Arc<dyn DynGuard>>,
+    pub(crate) doc: HandlerDescription,
 }
 
 impl Route {
     /// A guard for this handler only, run after the gateway's guards.
     pub fn guard(&mut self, guard: impl Guard) -> &mut Self {
         self.guards.push(Arc::new(guard));
+        self
+    }
+
+    /// What the handler does, for people: the first paragraph is its summary.
+    pub fn describe(&mut self, text: &str) -> &mut Self {
+        let text = text.trim();
+        if !text.is_empty() {
+            let summary = text.split("\n\n").next().unwrap_or(text);
+            self.doc.summary = Some(summary.split_whitespace().collect::<Vec<_>>().join(" "));
+            self.doc.description = Some(text.to_owned());
+        }
+        self
+    }
+
+    /// The handler reads data of type `T`.
+    pub fn data<T: utoipa::ToSchema>(&mut self) -> &mut Self {
+        self.data_schema(Schema::of::<T>())
+    }
+
+    /// The handler reads data of this schema.
+    pub fn data_schema(&mut self, schema: Schema) -> &mut Self {
+        self.doc.data = Some(schema);
+        self
+    }
+
+    /// The handler replies with `event` carrying a `T` (a `WsResponse`).
+    pub fn replies<T: utoipa::ToSchema>(&mut self, event: impl Into<EventName>) -> &mut Self {
+        self.answer(Answer::Event { event: event.into(), payload: Schema::of::<T>() })
+    }
+
+    /// The handler answers the client's acknowledgement with a `T`.
+    pub fn acks<T: utoipa::ToSchema>(&mut self) -> &mut Self {
+        self.answer(Answer::Ack { payload: Schema::of::<T>() })
+    }
+
+    /// What the handler sends back.
+    pub fn answer(&mut self, answer: Answer) -> &mut Self {
+        self.doc.answer = answer;
+        self
+    }
+
+    /// The handler may fail with an exception of this message.
+    pub fn throws(&mut self, message: impl Into<String>) -> &mut Self {
+        self.doc.exceptions.push(message.into());
         self
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod adapter;
 mod app;
+pub mod asyncapi;
 pub mod broker;
 mod connection;
+pub mod describe;
 mod exception;
 mod extract;
 mod gateway;
@@ -22,6 +24,7 @@ mod recovery;
 mod reply;
 mod server;
 pub mod testing;
+pub mod typescript;
 
 // What a gateway author uses. What a transport implements is in [`adapter`], what carries
 // emits between instances in [`broker`].
@@ -29,6 +32,7 @@ pub use app::{
     App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN, TOO_MANY_MESSAGES,
 };
 pub use connection::{Connection, SendError};
+pub use describe::Description;
 pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,
     WsException,
@@ -56,4 +60,6 @@ pub use wsgate_macros::{gateway, subscribe_message};
 #[doc(hidden)]
 pub mod __private {
     pub use std::sync::Arc;
+
+    pub use crate::describe::probe::{Probe, ViaAny, ViaSchema};
 }
