@@ -73,8 +73,16 @@ pub(crate) struct AuthResponse {
     user: User,
 }
 
+/// Register
+///
+/// Creates an account and answers as a login does: a token (valid for the REST API and the
+/// gateways) and the user. The password is at least 8 characters; the e-mail address is
+/// compared without case.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, description = "Registered: a token and the user", body = AuthResponse), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 409, description = "Email taken", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 201, description = "Registered: a token and the user", body = AuthResponse),
+        (status = 400, description = "Malformed JSON, or a field fails validation (the message names it)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The e-mail address is registered already", body = crate::openapi::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ValidJson(req): ValidJson<RegisterRequest>,
@@ -93,8 +101,15 @@ async fn register(
     Ok((StatusCode::CREATED, Json(AuthResponse { token, user })))
 }
 
+/// Log in
+///
+/// A token for the REST API (`Authorization: Bearer <token>`) and the gateways (Socket.IO
+/// `auth.token`, or `?token=` on the WebSocket URL), and the user.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, description = "A token and the user", body = AuthResponse), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "Invalid email or password.", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "A token and the user", body = AuthResponse),
+        (status = 400, description = "Malformed JSON, or a field missing", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`Invalid email or password.`", body = crate::openapi::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     extract::Json(req): extract::Json<LoginRequest>,

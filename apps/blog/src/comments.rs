@@ -16,7 +16,9 @@ use crate::extract::{Path, ValidJson, ValidQuery};
 use crate::models::Page;
 use crate::store::Comment;
 
-/// The routes under `/entries/{entryId}/comments`.
+/// The routes under `/entries/{entryId}/comments`. The router names the entry's id
+/// `entry_id`, as the entries' routes do (one name per path segment); the handlers take the
+/// ids by position.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/entries/{entry_id}/comments", get(index).post(create))
@@ -30,11 +32,16 @@ pub(crate) struct CommentBody {
     body: String,
 }
 
-/// `GET /entries/{entryId}/comments?limit=&offset=`: oldest first; 404 when the entry
-/// doesn't exist (rather than an empty list).
-#[utoipa::path(get, path = "/entries/{entry_id}/comments", tag = "comments", security(("bearer" = [])),
-    params(("entry_id" = i64, Path, description = "The entry's id"), crate::models::Page),
-    responses((status = 200, description = "The entry's comments, oldest first", body = [crate::models::Comment]), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// List an entry's comments
+///
+/// Oldest first, a page at a time. A missing entry is a 404, not an empty list.
+#[utoipa::path(get, path = "/entries/{entryId}/comments", tag = "comments", security(("bearer" = [])),
+    params(("entryId" = i64, Path, description = "The entry's id"), crate::models::Page),
+    responses(
+        (status = 200, description = "The entry's comments, oldest first", body = [crate::models::Comment]),
+        (status = 400, description = "A bad id, or `limit` or `offset` out of range (the message names it)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
 async fn index(
     State(state): State<AppState>,
     _: AuthUser,
@@ -44,8 +51,17 @@ async fn index(
     Ok(Json(state.comments().of_entry(entry_id, Some((page.limit, page.offset))).await?))
 }
 
-#[utoipa::path(post, path = "/entries/{entry_id}/comments", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")), request_body = CommentBody,
-    responses((status = 201, description = "The new comment, also pushed as `commentCreated` to the room `entry:{entry_id}`", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Comment on an entry
+///
+/// The signed-in user becomes the comment's author. Everyone subscribed to the entry (the
+/// gateways' room `entry:{id}`) receives it as `commentCreated`.
+#[utoipa::path(post, path = "/entries/{entryId}/comments", tag = "comments", security(("bearer" = [])),
+    params(("entryId" = i64, Path, description = "The entry's id")), request_body = CommentBody,
+    responses(
+        (status = 201, description = "The new comment, also pushed as `commentCreated`", body = crate::models::Comment),
+        (status = 400, description = "A bad id, malformed JSON, or a `body` outside 1 to 10000 characters", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -56,8 +72,16 @@ async fn create(
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
-#[utoipa::path(get, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
-    responses((status = 200, description = "The comment", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Read a comment
+///
+/// The comment must belong to the entry of the path.
+#[utoipa::path(get, path = "/entries/{entryId}/comments/{id}", tag = "comments", security(("bearer" = [])),
+    params(("entryId" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
+    responses(
+        (status = 200, description = "The comment", body = crate::models::Comment),
+        (status = 400, description = "An id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.` or `Comment not found.`", body = crate::openapi::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     _: AuthUser,
@@ -66,9 +90,18 @@ async fn show(
     Ok(Json(state.comments().find(entry_id, id).await?))
 }
 
-/// `PUT`: the author replaces the body; the room receives `commentUpdated`.
-#[utoipa::path(put, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")), request_body = CommentBody,
-    responses((status = 200, description = "The changed comment, also pushed as `commentUpdated`", body = crate::models::Comment), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Change a comment
+///
+/// Its author replaces the body; anyone else is refused. The entry's room receives
+/// `commentUpdated`.
+#[utoipa::path(put, path = "/entries/{entryId}/comments/{id}", tag = "comments", security(("bearer" = [])),
+    params(("entryId" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")), request_body = CommentBody,
+    responses(
+        (status = 200, description = "The changed comment, also pushed as `commentUpdated`", body = crate::models::Comment),
+        (status = 400, description = "A bad id, malformed JSON, or a `body` outside 1 to 10000 characters", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "You are not its author", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.` or `Comment not found.`", body = crate::openapi::ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -82,9 +115,17 @@ async fn update(
     Ok(Json(comments.update(entry_id, id, &req.body).await?))
 }
 
-/// `DELETE`: the author deletes the comment; the room receives `commentDeleted`.
-#[utoipa::path(delete, path = "/entries/{entry_id}/comments/{id}", tag = "comments", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
-    responses((status = 204, description = "Deleted; `commentDeleted` {id, entryId} goes to the room"), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Delete a comment
+///
+/// Its author deletes it; the entry's room receives `commentDeleted` with `{id, entryId}`.
+#[utoipa::path(delete, path = "/entries/{entryId}/comments/{id}", tag = "comments", security(("bearer" = [])),
+    params(("entryId" = i64, Path, description = "The entry's id"), ("id" = i64, Path, description = "The comment's id")),
+    responses(
+        (status = 204, description = "Deleted, and `commentDeleted` pushed"),
+        (status = 400, description = "An id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "You are not its author", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.` or `Comment not found.`", body = crate::openapi::ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     user: AuthUser,

@@ -8,7 +8,7 @@ use wsgate::{Server, WsError, WsException};
 
 use crate::error::AppError;
 use crate::models::{Comment, Entry, User};
-use crate::store::{Store, StoreError};
+use crate::store::{Author, Store, StoreError};
 
 /// What the blog holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,12 @@ impl Entries {
     /// A page of entries, newest first.
     pub async fn page(&self, limit: i64, offset: i64) -> Result<Vec<Entry>, DomainError> {
         Ok(self.store.entries(limit, offset).await?)
+    }
+
+    /// The names of who wrote entry `id` and its comments (never their e-mail addresses).
+    pub async fn authors(&self, id: i64) -> Result<Vec<Author>, DomainError> {
+        self.find(id).await?;
+        Ok(self.store.entry_authors(id).await?)
     }
 }
 

@@ -1,5 +1,5 @@
-//! `GET|POST /entries`, `GET|PUT|DELETE /entries/{id}`. Any signed-in user reads entries
-//! (they are blog posts); only the author changes or deletes one.
+//! `GET|POST /entries`, `GET|PUT|DELETE /entries/{id}`, `GET /entries/{id}/authors`. Any
+//! signed-in user reads entries (they are blog posts); only the author changes or deletes one.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,17 +13,19 @@ use crate::auth::AuthUser;
 use crate::error::AppError;
 use crate::extract::{Path, ValidJson, ValidQuery};
 use crate::models::Page;
-use crate::store::Entry;
+use crate::store::{Author, Entry};
 
 /// The message of a 404 for an entry, here and under its comments.
 pub(crate) const ENTRY_NOT_FOUND: &str = "Entry not found.";
 
-/// The routes under `/entries` (comments have their own module). The parameter is named
-/// `entry_id` here too, because the router wants one name per path segment.
+/// The routes under `/entries` (comments have their own module). The router names the id
+/// `entry_id` here too, because it wants one name per path segment; the documented paths say
+/// `{id}`, as the README does (the handlers take the id by position).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/entries", get(index).post(create))
         .route("/entries/{entry_id}", get(show).put(update).delete(remove))
+        .route("/entries/{entry_id}/authors", get(authors))
 }
 
 /// 404 [`ENTRY_NOT_FOUND`].
@@ -48,9 +50,15 @@ pub(crate) struct EntryBody {
     content: String,
 }
 
-/// `GET /entries?limit=&offset=`: newest first.
-#[utoipa::path(get, path = "/entries", tag = "entries", security(("bearer" = [])), params(crate::models::Page),
-    responses((status = 200, description = "Entries, newest first", body = [crate::models::Entry]), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+/// List entries
+///
+/// Every signed-in user reads every entry, newest first, a page at a time.
+#[utoipa::path(get, path = "/entries", tag = "entries", security(("bearer" = [])),
+    params(crate::models::Page),
+    responses(
+        (status = 200, description = "Entries, newest first", body = [crate::models::Entry]),
+        (status = 400, description = "`limit` or `offset` out of range (the message names it)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 async fn index(
     State(state): State<AppState>,
     _: AuthUser,
@@ -59,8 +67,15 @@ async fn index(
     Ok(Json(state.store.entries(page.limit, page.offset).await?))
 }
 
-#[utoipa::path(post, path = "/entries", tag = "entries", security(("bearer" = [])), request_body = EntryBody,
-    responses((status = 201, description = "The new entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+/// Write an entry
+///
+/// The signed-in user becomes its author, the only one who may change or delete it.
+#[utoipa::path(post, path = "/entries", tag = "entries", security(("bearer" = [])),
+    request_body = EntryBody,
+    responses(
+        (status = 201, description = "The new entry", body = crate::models::Entry),
+        (status = 400, description = "Malformed JSON, or a field fails validation (the message names it)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -70,8 +85,17 @@ async fn create(
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
-#[utoipa::path(get, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")),
-    responses((status = 200, description = "The entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Read an entry
+///
+/// Its comments are under `/entries/{entryId}/comments`; the names of who wrote it and them
+/// under `/entries/{id}/authors`.
+#[utoipa::path(get, path = "/entries/{id}", tag = "entries", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The entry's id")),
+    responses(
+        (status = 200, description = "The entry", body = crate::models::Entry),
+        (status = 400, description = "The id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     _: AuthUser,
@@ -88,9 +112,18 @@ async fn owned_entry(state: &AppState, user: &AuthUser, id: i64) -> Result<Entry
     Ok(entry)
 }
 
-/// `PUT /entries/{id}`: the author replaces title and content.
-#[utoipa::path(put, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")), request_body = EntryBody,
-    responses((status = 200, description = "The changed entry", body = crate::models::Entry), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Change an entry
+///
+/// Its author replaces the title and the content; anyone else is refused.
+#[utoipa::path(put, path = "/entries/{id}", tag = "entries", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The entry's id")),
+    request_body = EntryBody,
+    responses(
+        (status = 200, description = "The changed entry", body = crate::models::Entry),
+        (status = 400, description = "A bad id, malformed JSON, or a field fails validation (the message names it)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "You are not its author", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -104,9 +137,17 @@ async fn update(
     entry.map(Json).ok_or_else(entry_not_found)
 }
 
-/// `DELETE /entries/{id}`: the author deletes the entry and its comments.
-#[utoipa::path(delete, path = "/entries/{entry_id}", tag = "entries", security(("bearer" = [])), params(("entry_id" = i64, Path, description = "The entry's id")),
-    responses((status = 204, description = "Deleted, with its comments"), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::openapi::ErrorBody)))]
+/// Delete an entry
+///
+/// Its author deletes it, and its comments with it.
+#[utoipa::path(delete, path = "/entries/{id}", tag = "entries", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The entry's id")),
+    responses(
+        (status = 204, description = "Deleted, with its comments"),
+        (status = 400, description = "The id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "You are not its author", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
@@ -117,4 +158,25 @@ async fn remove(
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(entry_not_found()),
     }
+}
+
+/// Who wrote an entry and its comments
+///
+/// The entry's author and everyone who commented on it, once each, by id: `id`, `firstName`
+/// and `lastName`, never an e-mail address, so that a page can put names on the `userId`s it
+/// shows. Only who wrote on this entry is listed: the route does not tell who else is
+/// registered.
+#[utoipa::path(get, path = "/entries/{id}/authors", tag = "entries", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The entry's id")),
+    responses(
+        (status = 200, description = "The authors, by id", body = [crate::store::Author]),
+        (status = 400, description = "The id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Entry not found.`", body = crate::openapi::ErrorBody)))]
+async fn authors(
+    State(state): State<AppState>,
+    _: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<Author>>, AppError> {
+    Ok(Json(state.entries().authors(id).await?))
 }

@@ -19,9 +19,14 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz))
 }
 
+/// Health
+///
+/// Whether the database answers and, with Redis configured, whether the broker is connected.
+/// Public, for load balancers and orchestrators.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "`{status: ok|degraded, database: up, redis?: up|down}`", body = serde_json::Value),
-              (status = 503, description = "The database does not answer", body = serde_json::Value)))]
+    responses(
+        (status = 200, description = "`{status: ok|degraded, database: up, redis?: up|down}`: `degraded` while Redis is down", body = serde_json::Value),
+        (status = 503, description = "`{status: error, database: down}`: the database does not answer", body = serde_json::Value)))]
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "health check: the database does not answer");

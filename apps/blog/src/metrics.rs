@@ -313,6 +313,10 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// Metrics
+///
+/// Prometheus metrics in the OpenMetrics text format: gateway connections and messages,
+/// handler latency, REST requests by route. Public, as `/healthz` is.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics, OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use serde::Serialize;
 use sqlx::AnyPool;
 
 pub use crate::models::{Comment, Entry, Page, Timestamp, User};
@@ -10,6 +11,19 @@ pub use crate::models::{Comment, Entry, Page, Timestamp, User};
 const USER_COLUMNS: &str = "id, email, first_name, last_name, created_at";
 const ENTRY_COLUMNS: &str = "id, title, content, user_id, created_at, updated_at";
 const COMMENT_COLUMNS: &str = "id, body, entry_id, user_id, created_at, updated_at";
+
+/// Someone who wrote an entry or a comment, as every reader may see them: the name, never the
+/// e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Author {
+    /// The user's id (a comment's or an entry's `userId`).
+    pub id: i64,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +158,15 @@ impl Store {
             format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT $1 OFFSET $2");
         let query = sqlx::query_as(&sql).bind(limit.max(0)).bind(offset.max(0));
         Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// The authors of entry `entry_id` and of its comments, by id; empty when there is no
+    /// such entry.
+    pub async fn entry_authors(&self, entry_id: i64) -> Result<Vec<Author>, StoreError> {
+        let sql = "SELECT id, first_name, last_name FROM users WHERE id IN \
+                   (SELECT user_id FROM entries WHERE id = $1 \
+                    UNION SELECT user_id FROM comments WHERE entry_id = $1) ORDER BY id";
+        Ok(sqlx::query_as(sql).bind(entry_id).fetch_all(&self.pool).await?)
     }
 
     /// Replaces an entry's title and content and sets `updated_at` to now; `None` when there
@@ -357,6 +380,31 @@ mod tests {
             .await?;
         assert_eq!(left, 0);
         assert_eq!(titles(store.entries(10, 0).await?), ["three", "two"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_entrys_authors_are_its_writer_and_its_commenters_once_each()
+    -> Result<(), StoreError> {
+        let store = store().await;
+        let grace = NewUser { email: "grace@example.com", first_name: "Grace", ..ada() };
+        let silent = NewUser { email: "silent@example.com", first_name: "Silent", ..ada() };
+        let ada = store.create_user(ada()).await?;
+        let grace = store.create_user(grace).await?;
+        store.create_user(silent).await?;
+        let entry = store.create_entry(ada.id, "Title", "Content").await?;
+        let author = |u: &User| Author {
+            id: u.id,
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+        };
+        assert_eq!(store.entry_authors(entry.id).await?, vec![author(&ada)]);
+        for (user, body) in [(&grace, "one"), (&grace, "two"), (&ada, "three")] {
+            store.create_comment(entry.id, user.id, body).await?;
+        }
+        // Who never wrote on it is not among them.
+        assert_eq!(store.entry_authors(entry.id).await?, vec![author(&ada), author(&grace)]);
+        assert_eq!(store.entry_authors(entry.id + 1).await?, vec![]);
         Ok(())
     }
 

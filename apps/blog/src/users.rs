@@ -14,15 +14,21 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/users/{id}", get(show))
 }
 
-/// `GET /users/{id}`: the signed-in user's own account, and nobody else's.
+/// Your account
 ///
-/// The ownership check comes before any lookup: every other id is 403 `Forbidden.`,
-/// whether or not such a user exists, so that the route never tells who is registered.
-/// One's own id cannot be missing: the [`AuthUser`] extractor has just loaded that user (a
-/// token of a user who no longer exists is a 401 `Unknown user.`), so there is no 404 here.
+/// The signed-in user's own account, e-mail address included, and nobody else's: every other
+/// id is 403, whether or not such a user exists, so that the route never tells who is
+/// registered. (Others' names are under `/entries/{id}/authors`, for those who wrote there.)
+// The ownership check comes before any lookup. One's own id cannot be missing: the
+// `AuthUser` extractor has just loaded that user (a token of a user who no longer exists is a
+// 401 `Unknown user.`), so there is no 404 here.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path, description = "Your own user id")),
-    responses((status = 200, description = "Your account", body = crate::models::User), (status = 400, description = "Malformed JSON, failed validation (the field is named) or a bad id", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "Not yours", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "Your account", body = crate::models::User),
+        (status = 400, description = "The id is not a positive integer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Forbidden.`: not your id", body = crate::openapi::ErrorBody)))]
 async fn show(me: AuthUser, Path(id): Path<i64>) -> Result<Json<User>, AppError> {
     me.ensure_owner(id)?;
     Ok(Json(me.0))

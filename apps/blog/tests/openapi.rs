@@ -12,14 +12,14 @@ const PROTECTED: &[(&str, &str)] = &[
     ("get", "/users/{id}"),
     ("get", "/entries"),
     ("post", "/entries"),
-    ("get", "/entries/{entry_id}"),
-    ("put", "/entries/{entry_id}"),
-    ("delete", "/entries/{entry_id}"),
-    ("get", "/entries/{entry_id}/comments"),
-    ("post", "/entries/{entry_id}/comments"),
-    ("get", "/entries/{entry_id}/comments/{id}"),
-    ("put", "/entries/{entry_id}/comments/{id}"),
-    ("delete", "/entries/{entry_id}/comments/{id}"),
+    ("get", "/entries/{id}"),
+    ("put", "/entries/{id}"),
+    ("delete", "/entries/{id}"),
+    ("get", "/entries/{entryId}/comments"),
+    ("post", "/entries/{entryId}/comments"),
+    ("get", "/entries/{entryId}/comments/{id}"),
+    ("put", "/entries/{entryId}/comments/{id}"),
+    ("delete", "/entries/{entryId}/comments/{id}"),
 ];
 const PUBLIC: &[(&str, &str)] = &[
     ("post", "/auth/register"),
@@ -79,7 +79,7 @@ async fn the_document_lists_every_route_with_its_security_and_statuses() {
 async fn every_documented_route_is_served() {
     let app = common::spawn().await;
     for (method, path) in PROTECTED {
-        let concrete = path.replace("{entry_id}", "1").replace("{id}", "1");
+        let concrete = path.replace("{entryId}", "1").replace("{id}", "1");
         let method = method.to_uppercase().parse().expect("method");
         let res = app.client.request(method, app.url(&concrete)).send().await.expect("request");
         // Without a token every protected route says 401: it exists, and it is protected.

@@ -86,3 +86,8 @@ async fn postgres_pagination() {
 async fn postgres_users_self_only() {
     on_postgres("postgres_users_self_only", flows::users_self_only).await;
 }
+
+#[tokio::test]
+async fn postgres_entry_authors() {
+    on_postgres("postgres_entry_authors", flows::entry_authors).await;
+}

@@ -214,18 +214,24 @@ async fn comments_are_read_by_all_and_written_by_their_author() {
 }
 
 #[tokio::test]
+async fn an_entrys_authors_have_names_and_no_emails() {
+    flows::entry_authors(&spawn().await).await;
+}
+
+#[tokio::test]
 async fn lists_are_paginated() {
     flows::pagination(&spawn().await).await;
 }
 
 /// Every route but register, login and `/healthz`, whether or not the ids exist.
-const PROTECTED: [(Method, &str); 12] = [
+const PROTECTED: [(Method, &str); 13] = [
     (Method::GET, "/users/1"),
     (Method::GET, "/entries"),
     (Method::POST, "/entries"),
     (Method::GET, "/entries/1"),
     (Method::PUT, "/entries/1"),
     (Method::DELETE, "/entries/1"),
+    (Method::GET, "/entries/1/authors"),
     (Method::GET, "/entries/1/comments"),
     (Method::POST, "/entries/1/comments"),
     (Method::GET, "/entries/1/comments/1"),

@@ -206,3 +206,22 @@ pub async fn users_self_only(app: &TestApp) {
     let nobody = format!("/users/{}", id(&bob_user) + 1000);
     assert_eq!(app.get(&nobody, Some(&alice)).await, forbidden());
 }
+
+/// An entry's authors: its writer and its commenters, once each, by id, with their names and
+/// never an e-mail address; nobody who did not write there.
+pub async fn entry_authors(app: &TestApp) {
+    let (alice, alice_user) = app.register("alice@example.com").await;
+    let (bob, bob_user) = app.register("bob@example.com").await;
+    app.register("carol@example.com").await; // registered, silent: never listed
+    let entry_id = id(&app.create_entry(&alice, "Who wrote here").await);
+    let path = format!("/entries/{entry_id}/authors");
+    let author = |user: &Value| json!({ "id": user["id"], "firstName": user["firstName"], "lastName": user["lastName"] });
+    assert_eq!(app.get(&path, Some(&bob)).await, (StatusCode::OK, json!([author(&alice_user)])));
+    app.create_comment(&bob, entry_id, "One").await;
+    app.create_comment(&bob, entry_id, "Two").await;
+    app.create_comment(&alice, entry_id, "Three").await;
+    let both = json!([author(&alice_user), author(&bob_user)]);
+    assert_eq!(app.get(&path, Some(&bob)).await, (StatusCode::OK, both));
+    let missing = format!("/entries/{}/authors", entry_id + 1000);
+    assert_eq!(app.get(&missing, Some(&alice)).await, entry_not_found());
+}
