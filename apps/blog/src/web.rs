@@ -8,11 +8,15 @@ use axum::routing::get;
 
 use crate::AppState;
 
-/// The page, its script, and the socket.io-client browser bundle (4.8.4, MIT).
+/// The page, its script, its icon, and the socket.io-client browser bundle (4.8.4, MIT).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(app_js))
+        .route("/favicon.svg", get(favicon))
+        // The pages link the SVG; browsers and tools that ask for the traditional name get it
+        // too, rather than a 404 in the console.
+        .route("/favicon.ico", get(favicon))
         .route("/vendor/socket.io.min.js", get(socket_io_js))
 }
 
@@ -26,6 +30,10 @@ async fn app_js() -> impl IntoResponse {
 
 async fn socket_io_js() -> impl IntoResponse {
     javascript(include_str!("../web/vendor/socket.io.min.js"))
+}
+
+async fn favicon() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], include_str!("../web/favicon.svg"))
 }
 
 fn javascript(source: &'static str) -> impl IntoResponse {

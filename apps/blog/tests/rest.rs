@@ -26,6 +26,17 @@ async fn healthz_answers_ok() {
 }
 
 #[tokio::test]
+async fn the_pages_icon_is_served_under_both_names() {
+    let app = spawn().await;
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let res = app.client.get(app.url(path)).send().await.expect("GET");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.headers()["content-type"], "image/svg+xml", "{path}");
+        assert!(res.text().await.expect("body").starts_with("<svg"), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_routes_answer_json_errors() {
     let app = spawn().await;
     assert_eq!(app.get("/nope", None).await, error(StatusCode::NOT_FOUND, "Not found."));

@@ -41,3 +41,15 @@ async fn a_demo_user_that_exists_already_is_not_counted_as_created() {
     let login = json!({ "email": ada, "password": seed::PASSWORD });
     assert_eq!(app.post("/auth/login", None, &login).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// The demo page's login form names the demo users and their password: the seed's own.
+#[tokio::test]
+async fn the_demo_page_names_the_seeds_users_and_password() {
+    let app = spawn().await;
+    let page = app.client.get(app.url("/")).send().await.expect("GET /").text().await;
+    let page = page.expect("the page");
+    for (email, _, _) in seed::USERS {
+        assert!(page.contains(email), "{email}");
+    }
+    assert!(page.contains(seed::PASSWORD));
+}

@@ -10,6 +10,7 @@ const state = {
   live: null,
   entry: null,
   comments: new Map(),
+  authors: new Map(), // user id -> {id, firstName, lastName}: who wrote the open entry and its comments
 };
 
 function showError(message, where = 'error') {
@@ -22,8 +23,14 @@ async function api(method, path, body) {
   const res = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new Error(data?.message || `HTTP ${res.status}`);
+  if (!res.ok) throw Object.assign(new Error(data?.message || `HTTP ${res.status}`), { status: res.status });
   return data;
+}
+
+// A failed call with an expired or unknown token sends the page back to the login form.
+function handleError(e) {
+  if (e.status === 401 && state.token) signOut(`${e.message} Log in again.`);
+  else showError(e.message);
 }
 
 // ---- live connection: one small interface over both transports ----
@@ -220,7 +227,67 @@ async function subscribe(entryId) {
   }
 }
 
+// ---- names ----
+//
+// Entries and comments carry a `userId`; GET /entries/{id}/authors gives the names of who wrote
+// the entry and its comments (never their e-mail addresses). A comment from someone new (it
+// arrived live) asks again, once per entry and author.
+
+let authorsAsked = new Set(); // `${entryId}:${userId}` asked for since the entry was opened
+
+async function loadAuthors(entryId) {
+  const authors = await api('GET', `/entries/${entryId}/authors`);
+  for (const author of authors) state.authors.set(author.id, author);
+  if (state.entry?.id === entryId) {
+    renderByline();
+    renderComments();
+  }
+}
+
+function nameOf(userId) {
+  if (state.user?.id === userId) return `${state.user.firstName} ${state.user.lastName} (you)`;
+  const author = state.authors.get(userId);
+  return author ? `${author.firstName} ${author.lastName}` : '…';
+}
+
+// Comments by someone the page has no name for yet (written after the names were loaded).
+function askForMissingAuthors() {
+  const entry = state.entry;
+  if (!entry) return;
+  const missing = [...state.comments.values()]
+    .map((c) => c.userId)
+    .filter((id) => id !== state.user?.id && !state.authors.has(id) && !authorsAsked.has(`${entry.id}:${id}`));
+  if (!missing.length) return;
+  for (const id of missing) authorsAsked.add(`${entry.id}:${id}`);
+  loadAuthors(entry.id).catch(handleError);
+}
+
+function renderWhoami() {
+  const user = state.user;
+  $('whoami').hidden = !user;
+  $('whoami').textContent = user ? `Signed in as ${user.firstName} ${user.lastName}` : '';
+  if (user) $('whoami').title = user.email;
+}
+
+// The signed-in user: kept from the login, or (a token set by hand) asked for by the id the
+// token names.
+async function loadMe() {
+  if (state.user) return renderWhoami();
+  const payload = state.token.split('.')[1] ?? '';
+  const { sub } = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/')));
+  state.user = await api('GET', `/users/${sub}`);
+  localStorage.setItem('user', JSON.stringify(state.user));
+  renderWhoami();
+}
+
 // ---- rendering ----
+
+function renderByline() {
+  const entry = state.entry;
+  $('entry-byline').textContent = entry
+    ? `by ${nameOf(entry.userId)} · ${new Date(entry.createdAt).toLocaleString()}`
+    : '';
+}
 
 function upsertComment(comment) {
   if (!state.entry || comment.entryId !== state.entry.id) return;
@@ -239,11 +306,12 @@ function renderComments() {
         li.textContent = c.body;
         const meta = document.createElement('div');
         meta.className = 'meta';
-        meta.textContent = `user ${c.userId} · ${new Date(c.createdAt).toLocaleString()}`;
+        meta.textContent = `${nameOf(c.userId)} · ${new Date(c.createdAt).toLocaleString()}`;
         li.append(meta);
         return li;
       }),
   );
+  askForMissingAuthors();
 }
 
 async function loadEntries() {
@@ -254,7 +322,9 @@ async function loadEntries() {
       li.className = 'entry';
       li.dataset.testid = 'entry';
       li.textContent = entry.title;
-      li.onclick = () => openEntry(entry);
+      li.dataset.id = entry.id;
+      li.classList.toggle('open', state.entry?.id === entry.id);
+      li.onclick = () => openEntry(entry).catch(handleError);
       return li;
     }),
   );
@@ -266,10 +336,16 @@ async function openEntry(entry) {
   }
   state.entry = entry;
   state.comments = new Map();
+  authorsAsked = new Set([`${entry.id}:${entry.userId}`]); // asked for below
+  for (const li of $('entries').children) li.classList.toggle('open', Number(li.dataset.id) === entry.id);
+  $('pick').hidden = true;
   $('entry').hidden = false;
   $('entry-title').textContent = entry.title;
   $('entry-content').textContent = entry.content;
+  renderByline();
   renderComments();
+  // The names first, so that the comments arrive with them.
+  await loadAuthors(entry.id).catch(handleError);
   await subscribe(entry.id);
 }
 
@@ -278,9 +354,11 @@ function showApp() {
   $('auth').hidden = signedIn;
   $('app').hidden = !signedIn;
   $('logout').hidden = !signedIn;
+  renderWhoami();
   if (signedIn) {
     connectLive();
-    loadEntries().catch((e) => showError(e.message));
+    loadMe().catch(handleError);
+    loadEntries().catch(handleError);
   }
 }
 
@@ -315,7 +393,7 @@ $('entry-form').onsubmit = async (event) => {
     await loadEntries();
     await openEntry(entry);
   } catch (e) {
-    showError(e.message);
+    handleError(e);
   }
 };
 
@@ -339,15 +417,21 @@ $('transport').onchange = (event) => {
   if (state.token) connectLive();
 };
 
-$('logout').onclick = () => {
+// Back to the login form, with `message` there (why, when it was not the user's choice).
+function signOut(message = '') {
   state.live?.close();
   localStorage.removeItem('token');
   localStorage.removeItem('user');
   generation += 1; // nothing more from the closed connection
-  Object.assign(state, { token: null, user: null, entry: null, live: null });
+  Object.assign(state, { token: null, user: null, entry: null, live: null, authors: new Map() });
   $('entry').hidden = true;
+  $('pick').hidden = false;
   setStatus('offline', 'offline');
+  showError('');
+  showError(message, 'auth-error');
   showApp();
-};
+}
+
+$('logout').onclick = () => signOut();
 
 showApp();
