@@ -250,48 +250,161 @@ test('the API docs page renders every operation of /openapi.json, offline', asyn
     assert.equal(await page.locator('details.op').count(), 15, 'one block per operation');
     assert.equal(await page.locator('details.op .lock').count(), 11, 'the protected ones are marked');
     assert.deepEqual(outside, [], 'nothing is fetched from another origin');
+    // Every operation says what it does, in words rather than by repeating its route.
+    const summaries = await page.locator('details.op .summary').allTextContents();
+    assert.ok(summaries.every((text) => text && !text.includes('/')), `summaries: ${summaries}`);
+    for (const op of await page.locator('details.op').all()) await op.locator('summary').click();
+    const described = await page.locator('details.op').evaluateAll((ops) => ops.filter((op) => op.querySelector('.body > p')).length);
+    assert.equal(described, 15, 'every operation has a description');
+    // Code spans are <code>, not raw backticks; paths are named as in the README.
+    const text = await page.locator('main').innerText();
+    assert.ok(!text.includes('`'), 'no raw backtick on the page');
+    assert.ok(await page.locator('.body p code', { hasText: 'commentCreated' }).count() > 0);
+    const paths = await page.locator('details.op .path').allTextContents();
+    assert.ok(paths.includes('/entries/{id}') && paths.includes('/entries/{entryId}/comments/{id}'), `paths: ${paths}`);
+    assert.ok(!paths.some((path) => path.includes('_')), `paths: ${paths}`);
     await page.screenshot({ path: join(artifacts, 'api-docs.png'), fullPage: true });
   } finally {
     await context.close();
   }
 });
 
-test("the README's two client snippets run as written in the console of the blog's page", async () => {
-  const readme = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'README.md'), 'utf8');
-  const clients = readme.slice(readme.indexOf('## Clients'), readme.indexOf('## Try the blog'));
-  const snippets = [...clients.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
-  assert.equal(snippets.length, 2, 'a plain WebSocket and a Socket.IO snippet');
-  // A fresh blog of its own: entry 1 and comment 1 are the ones the snippets ask for.
-  const own = await startBlog();
-  try {
-    const { alice } = await seedBlog(own, 'README');
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const logged = [];
-    page.on('console', async (message) => {
-      logged.push(await Promise.all(message.args().map((a) => a.jsonValue().catch(() => null))));
-    });
-    // The blog's own page, logged in (the page keeps the token in localStorage).
-    await page.goto(`http://localhost:${own.port}`);
-    await page.evaluate((token) => localStorage.setItem('token', token), alice.token);
-    for (const snippet of snippets) {
-      await page.addScriptTag({ content: snippet.replaceAll('localhost:3000', `localhost:${own.port}`) });
+for (const host of ['localhost', '127.0.0.1']) {
+  test(`the README's two client snippets run as written in the console of the blog's page (${host})`, async () => {
+    const readme = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'README.md'), 'utf8');
+    const clients = readme.slice(readme.indexOf('## Clients'), readme.indexOf('## Try the blog'));
+    const snippets = [...clients.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+    assert.equal(snippets.length, 2, 'a plain WebSocket and a Socket.IO snippet');
+    // A fresh blog of its own: entry 1 and comment 1 are the ones the snippets ask for.
+    const own = await startBlog();
+    try {
+      const { alice } = await seedBlog(own, 'README');
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const logged = [];
+      page.on('console', async (message) => {
+        logged.push(await Promise.all(message.args().map((a) => a.jsonValue().catch(() => null))));
+      });
+      // The blog's own page, logged in (the page keeps the token in localStorage), under the
+      // host name the reader typed: the snippets are pasted as they are.
+      await page.goto(`http://${host}:${own.port}`);
+      await page.evaluate((token) => localStorage.setItem('token', token), alice.token);
+      for (const snippet of snippets) await page.addScriptTag({ content: snippet });
+      const seen = (pred) => logged.some(pred);
+      const deadline = Date.now() + 10_000;
+      const wanted = [
+        (l) => l[0]?.event === 'showComment' && l[0].data?.id === 1,
+        (l) => l[0]?.event === 'indexComment' && Array.isArray(l[0].data),
+        (l) => l[0]?.event === 'exception' && l[0].data?.message === 'Missing comment id.',
+        (l) => l[0] === 'showUser' && l[1]?.id === 1,
+        (l) => l[0] === 'indexComment' && Array.isArray(l[1]),
+        (l) => l[0] === 'showComment' && l[1]?.id === 1,
+        (l) => l[0] === 'exception' && l[1]?.message === 'Missing comment id.',
+      ];
+      while (!wanted.every(seen) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      wanted.forEach((pred, i) => assert.ok(seen(pred), `snippet output ${i} in the console: ${JSON.stringify(logged)}`));
+      await context.close();
+    } finally {
+      await own.stop();
     }
-    const seen = (pred) => logged.some(pred);
-    const deadline = Date.now() + 10_000;
-    const wanted = [
-      (l) => l[0]?.event === 'showComment' && l[0].data?.id === 1,
-      (l) => l[0]?.event === 'indexComment' && Array.isArray(l[0].data),
-      (l) => l[0]?.event === 'exception' && l[0].data?.message === 'Missing comment id.',
-      (l) => l[0] === 'showUser' && l[1]?.id === 1,
-      (l) => l[0] === 'indexComment' && Array.isArray(l[1]),
-      (l) => l[0] === 'showComment' && l[1]?.id === 1,
-      (l) => l[0] === 'exception' && l[1]?.message === 'Missing comment id.',
-    ];
-    while (!wanted.every(seen) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    wanted.forEach((pred, i) => assert.ok(seen(pred), `snippet output ${i} in the console: ${JSON.stringify(logged)}`));
-    await context.close();
-  } finally {
-    await own.stop();
-  }
-});
+  });
+}
+
+// ---- the page at a phone's width and a laptop's ----
+
+/** Elements that stick out of the viewport on the right, or a page wider than it. */
+function overflow(page) {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const out = [...document.querySelectorAll('body *')]
+      .filter((el) => el.getClientRects().length > 0)
+      .filter((el) => el.getBoundingClientRect().right > width + 0.5 || el.getBoundingClientRect().left < -0.5)
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
+    return { width, scrollWidth: document.documentElement.scrollWidth, out };
+  });
+}
+
+/** Inputs whose placeholder is wider than the room the input gives it. */
+function cutPlaceholders(page) {
+  return page.evaluate(() => {
+    const ctx = document.createElement('canvas').getContext('2d');
+    return [...document.querySelectorAll('input[placeholder]')]
+      .filter((input) => input.getClientRects().length > 0)
+      .filter((input) => {
+        const style = getComputedStyle(input);
+        ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+        const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        return ctx.measureText(input.placeholder).width > room;
+      })
+      .map((input) => input.placeholder);
+  });
+}
+
+for (const width of [420, 1280]) {
+  test(`the demo page at ${width} px: names, who is signed in, a hint, nothing off screen`, async () => {
+    const alice = await register(blog.url, 'Alice');
+    const bob = await register(blog.url, 'Bob');
+    const title = `A long title with a long word: Pneumonoultramicroscopicsilicovolcanoconiosis-${width}`;
+    const entry = await api(blog.url, 'POST', '/entries', {
+      token: alice.token,
+      body: { title, content: 'Does the page fit a phone? '.repeat(8) },
+    });
+    assert.equal(entry.status, 201, JSON.stringify(entry.body));
+    for (const [who, body] of [[bob, 'First, from Bob.'], [alice, 'Thanks, Bob!']]) {
+      const res = await api(blog.url, 'POST', `/entries/${entry.body.id}/comments`, { token: who.token, body: { body } });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    }
+
+    const context = await browser.newContext({ viewport: { width, height: 900 } });
+    const page = await context.newPage();
+    const problems = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+    });
+    page.on('response', (res) => {
+      if (res.status() >= 400) problems.push(`${res.status()} ${res.url()}`);
+    });
+    try {
+      await page.goto(blog.url);
+      await page.getByTestId('email').waitFor();
+      assert.deepEqual(await cutPlaceholders(page), [], 'every placeholder fits its input');
+      const login = await overflow(page);
+      assert.deepEqual(login.out, [], `the login form fits ${width} px`);
+      await page.screenshot({ path: join(artifacts, `demo-login-${width}.png`), fullPage: true });
+
+      await page.getByTestId('email').fill(bob.user.email);
+      await page.getByTestId('password').fill('correct horse battery');
+      await page.getByTestId('login').click();
+      await page.getByTestId('entry-submit').waitFor();
+      assert.equal(await page.getByTestId('whoami').textContent(), 'Signed in as Bob Tester');
+      assert.ok(await page.getByTestId('pick-entry').isVisible(), 'a hint where the entry will be');
+      assert.match(await page.getByTestId('pick-entry').textContent(), /Pick an entry/);
+
+      await page.getByTestId('entry').filter({ hasText: title }).click();
+      await page.getByTestId('comment').filter({ hasText: 'Thanks, Bob!' }).waitFor();
+      assert.equal(await page.getByTestId('pick-entry').isVisible(), false);
+      await page.waitForFunction(() => document.querySelector('[data-testid=entry-byline]').textContent.startsWith('by Alice Tester'));
+      const metas = await page.getByTestId('comment').locator('.meta').allTextContents();
+      assert.match(metas[0], /^Bob Tester \(you\) · /);
+      assert.match(metas[1], /^Alice Tester · /);
+      assert.ok(!metas.some((m) => /user \d/.test(m)), `names, not ids: ${metas}`);
+
+      // Nothing wider than the viewport, from the page's own layout.
+      const layout = await overflow(page);
+      assert.ok(layout.scrollWidth <= layout.width, `the page scrolls sideways: ${layout.scrollWidth} > ${layout.width}`);
+      assert.deepEqual(layout.out, [], `elements off screen at ${width} px`);
+      const [list, open] = await Promise.all(
+        [page.getByTestId('entries'), page.getByTestId('entry-heading')].map((l) => l.evaluate((el) => {
+          const r = el.closest('section').getBoundingClientRect();
+          return { left: r.left, right: r.right, top: r.top, bottom: r.bottom };
+        })),
+      );
+      if (width === 420) assert.ok(open.top >= list.bottom, 'one column: the entry under the list');
+      else assert.ok(open.left >= list.right && open.top === list.top, 'two columns side by side');
+      await page.screenshot({ path: join(artifacts, `demo-${width}.png`), fullPage: true });
+      assert.deepEqual(problems, [], 'no failed request and no error in the console (the icon is served)');
+    } finally {
+      await context.close();
+    }
+  });
+}
