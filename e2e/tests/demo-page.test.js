@@ -247,15 +247,15 @@ test('the API docs page renders every operation of /openapi.json, offline', asyn
     const login = page.locator('details.op', { hasText: '/auth/login' });
     await login.locator('summary').click();
     await login.locator('td code', { hasText: '401' }).waitFor();
-    assert.equal(await page.locator('details.op').count(), 15, 'one block per operation');
-    assert.equal(await page.locator('details.op .lock').count(), 11, 'the protected ones are marked');
+    assert.equal(await page.locator('details.op').count(), 16, 'one block per operation');
+    assert.equal(await page.locator('details.op .lock').count(), 12, 'the protected ones are marked');
     assert.deepEqual(outside, [], 'nothing is fetched from another origin');
     // Every operation says what it does, in words rather than by repeating its route.
     const summaries = await page.locator('details.op .summary').allTextContents();
     assert.ok(summaries.every((text) => text && !text.includes('/')), `summaries: ${summaries}`);
     for (const op of await page.locator('details.op').all()) await op.locator('summary').click();
     const described = await page.locator('details.op').evaluateAll((ops) => ops.filter((op) => op.querySelector('.body > p')).length);
-    assert.equal(described, 15, 'every operation has a description');
+    assert.equal(described, 16, 'every operation has a description');
     // Code spans are <code>, not raw backticks; paths are named as in the README.
     const text = await page.locator('main').innerText();
     assert.ok(!text.includes('`'), 'no raw backtick on the page');

@@ -34,6 +34,11 @@ pub enum Command {
     Migrate,
     /// Migrate, then add demo users (password `correct horse battery`), entries and comments.
     Seed,
+    /// Print the gateways' TypeScript: event maps for socket.io-client and a typed plain
+    /// WebSocket client (`scripts/types` writes it to apps/blog/web/gateways.ts).
+    Types,
+    /// Print the gateways' AsyncAPI document (as served at `/asyncapi.json`).
+    Asyncapi,
 }
 
 /// The Redis broker `REDIS_BROKER` names.

@@ -138,7 +138,7 @@ pub fn entry_room(entry_id: i64) -> String {
 }
 
 /// What `commentDeleted` carries: which comment of which entry is gone.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletedComment {
     /// The deleted comment's id.

@@ -8,8 +8,7 @@
 //! own message (`Missing entry id.`), while a field of the wrong type gets the extractor's
 //! message naming it (`Invalid entryId: …`).
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use validator::Validate;
 use wsgate::{
     Ack, App, BuildError, Claims, Connection, Data, Ext, Guard, JwtAuth, JwtKeys, MessageContext,
@@ -17,7 +16,10 @@ use wsgate::{
 };
 
 use crate::AppState;
-use crate::domain::{Comments, Entries, Users, entry_room};
+use crate::domain::{
+    COMMENT_CREATED, COMMENT_DELETED, COMMENT_UPDATED, Comments, DeletedComment, Entity, Entries,
+    Users, entry_room,
+};
 use crate::models::{Comment, Entry, Page, User};
 use crate::store::Store;
 
@@ -50,40 +52,65 @@ pub fn auth_middleware(keys: JwtKeys, store: Store) -> impl wsgate::ConnectMiddl
     })
 }
 
+/// The exception of a message without `entryId`.
+pub const MISSING_ENTRY_ID: &str = "Missing entry id.";
+/// The exception of `showComment` without `commentId`.
+pub const MISSING_COMMENT_ID: &str = "Missing comment id.";
+/// The exception of `showUser` without `userId`.
+pub const MISSING_USER_ID: &str = "Missing user id.";
+/// The exception of `showUser` for another user.
+pub const FORBIDDEN: &str = "Forbidden.";
+
 /// `showUser {userId}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserQuery {
+    /// The user's id: your own (another user's is `Forbidden.`).
     user_id: Option<i64>,
 }
 
 /// `showEntry {entryId}`, `indexComment {entryId}`, `showComment {entryId, commentId}`,
-/// `subscribeEntry {entryId}`.
-#[derive(Debug, Deserialize)]
+/// `subscribeEntry {entryId}`, `unsubscribeEntry {entryId}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryQuery {
+    /// The entry's id.
     entry_id: Option<i64>,
+    /// The comment's id (`showComment`).
     comment_id: Option<i64>,
 }
 
 impl EntryQuery {
     fn entry_id(&self) -> Result<i64, WsException> {
-        self.entry_id.ok_or_else(|| WsException::new("Missing entry id."))
+        self.entry_id.ok_or_else(|| WsException::new(MISSING_ENTRY_ID))
     }
 
     fn comment_id(&self) -> Result<i64, WsException> {
-        self.comment_id.ok_or_else(|| WsException::new("Missing comment id."))
+        self.comment_id.ok_or_else(|| WsException::new(MISSING_COMMENT_ID))
     }
 }
 
 /// `createComment {entryId, body}`.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewComment {
+    /// The entry to comment on.
     entry_id: Option<i64>,
+    /// The comment's text, 1 to 10 000 characters.
     #[validate(custom(function = "crate::domain::comment_body"))]
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 10000)]
     body: String,
+}
+
+/// The ack of `subscribeEntry` and `unsubscribeEntry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// The entry.
+    pub entry_id: i64,
+    /// Whether the connection is now in the entry's room.
+    pub subscribed: bool,
 }
 
 /// Lets a message through only if its `userId`, when it has one, is the connection's user:
@@ -96,7 +123,7 @@ impl Guard for OwnUserOnly {
         let asked =
             serde_json::from_str::<UserQuery>(ctx.data().get()).ok().and_then(|q| q.user_id);
         match (asked, ctx.extension::<User>()) {
-            (Some(id), Some(me)) if id != me.id => Err(WsException::new("Forbidden.").into()),
+            (Some(id), Some(me)) if id != me.id => Err(WsException::new(FORBIDDEN).into()),
             _ => Ok(()),
         }
     }
@@ -116,10 +143,12 @@ impl UserGateway {
 
 #[gateway]
 impl UserGateway {
+    /// Your own user record (the chapter's `showUser`).
     #[subscribe_message("showUser")]
     #[use_guards(OwnUserOnly)]
+    #[throws(MISSING_USER_ID, FORBIDDEN, Entity::User.not_found())]
     async fn show_user(&self, Data(query): Data<UserQuery>) -> Result<WsResponse<User>, WsError> {
-        let user_id = query.user_id.ok_or_else(|| WsException::new("Missing user id."))?;
+        let user_id = query.user_id.ok_or_else(|| WsException::new(MISSING_USER_ID))?;
         Ok(WsResponse::new("showUser", self.users.find(user_id).await?))
     }
 }
@@ -140,6 +169,7 @@ impl EntryGateway {
 impl EntryGateway {
     /// Entries, newest first: `{limit?, offset?}` as over REST (20 by default, 100 at most).
     #[subscribe_message("indexEntry")]
+    #[throws("limit must be between 1 and 100.", "offset must be at least 0.")]
     async fn index_entry(
         &self,
         Data(page): Data<Option<Page>>,
@@ -150,7 +180,9 @@ impl EntryGateway {
         Ok(WsResponse::new("indexEntry", self.entries.page(page.limit, page.offset).await?))
     }
 
+    /// One entry.
     #[subscribe_message("showEntry")]
+    #[throws(MISSING_ENTRY_ID, Entity::Entry.not_found())]
     async fn show_entry(
         &self,
         Data(query): Data<EntryQuery>,
@@ -172,9 +204,15 @@ impl CommentGateway {
     }
 }
 
-#[gateway]
+#[gateway(pushes(
+    COMMENT_CREATED: Comment,
+    COMMENT_UPDATED: Comment,
+    COMMENT_DELETED: DeletedComment,
+))]
 impl CommentGateway {
+    /// The comments of an entry, oldest first (the chapter's `indexComment`).
     #[subscribe_message("indexComment")]
+    #[throws(MISSING_ENTRY_ID, Entity::Entry.not_found())]
     async fn index_comment(
         &self,
         Data(query): Data<EntryQuery>,
@@ -183,7 +221,14 @@ impl CommentGateway {
         Ok(WsResponse::new("indexComment", comments))
     }
 
+    /// One comment of an entry (the chapter's `showComment`).
     #[subscribe_message("showComment")]
+    #[throws(
+        MISSING_ENTRY_ID,
+        MISSING_COMMENT_ID,
+        Entity::Entry.not_found(),
+        Entity::Comment.not_found()
+    )]
     async fn show_comment(
         &self,
         Data(query): Data<EntryQuery>,
@@ -195,13 +240,18 @@ impl CommentGateway {
     /// Creates a comment as the connection's user. The stored comment is the ack, and the
     /// entry's room receives `commentCreated`, as for a comment created over REST.
     #[subscribe_message("createComment")]
+    #[throws(
+        MISSING_ENTRY_ID,
+        "body must be between 1 and 10000 characters long.",
+        Entity::Entry.not_found()
+    )]
     async fn create_comment(
         &self,
         Ext(me): Ext<User>,
         Data(new): Data<NewComment>,
     ) -> Result<Ack<Comment>, WsError> {
         // The chapter's message for a missing entry comes before the body's rules.
-        let entry_id = new.entry_id.ok_or_else(|| WsException::new("Missing entry id."))?;
+        let entry_id = new.entry_id.ok_or_else(|| WsException::new(MISSING_ENTRY_ID))?;
         new.validate().map_err(|e| WsException::invalid(&e))?;
         Ok(Ack(self.comments.create(entry_id, me.id, &new.body).await?))
     }
@@ -209,26 +259,28 @@ impl CommentGateway {
     /// Joins the room `entry:{id}`: the connection then receives `commentCreated`,
     /// `commentUpdated` and `commentDeleted` for the entry, however they happened.
     #[subscribe_message("subscribeEntry")]
+    #[throws(MISSING_ENTRY_ID, Entity::Entry.not_found())]
     async fn subscribe_entry(
         &self,
         conn: Connection,
         Data(query): Data<EntryQuery>,
-    ) -> Result<Value, WsError> {
+    ) -> Result<Ack<Subscription>, WsError> {
         let entry_id = query.entry_id()?;
         self.entries.find(entry_id).await?;
         conn.join(entry_room(entry_id))?;
-        Ok(json!({ "entryId": entry_id, "subscribed": true }))
+        Ok(Ack(Subscription { entry_id, subscribed: true }))
     }
 
     /// Leaves the room `entry:{id}`.
     #[subscribe_message("unsubscribeEntry")]
+    #[throws(MISSING_ENTRY_ID)]
     async fn unsubscribe_entry(
         &self,
         conn: Connection,
         Data(query): Data<EntryQuery>,
-    ) -> Result<Value, WsException> {
+    ) -> Result<Ack<Subscription>, WsException> {
         let entry_id = query.entry_id()?;
         conn.leave(entry_room(entry_id));
-        Ok(json!({ "entryId": entry_id, "subscribed": false }))
+        Ok(Ack(Subscription { entry_id, subscribed: false }))
     }
 }

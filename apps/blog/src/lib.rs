@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use wsgate::{AllowedOrigins, CloseReason, JwtKeys, Server};
 
+pub mod asyncapi;
 pub mod auth;
 mod comments;
 pub mod config;
@@ -164,8 +165,20 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
 /// WebSocket (`/` and `/ws`) and Socket.IO (`/socket.io/`).
 pub async fn router(state: AppState) -> anyhow::Result<Router> {
     let app = gateways::app(&state).await?;
-    let router = app.mount(rest_router(state), wsgate_ws::WsAdapter::new());
+    // `/asyncapi.json` describes the gateways this router serves.
+    let rest = rest_router(state).merge(asyncapi::router(app.description()));
+    let router = app.mount(rest, wsgate_ws::WsAdapter::new());
     Ok(app.mount(router, wsgate_socketio::SocketIoAdapter::new()))
+}
+
+/// The gateways' description (`wsgate::describe`), from an app over an in-memory database:
+/// nothing is written, no service is needed. What `blog types` and `blog asyncapi` print.
+pub async fn description() -> anyhow::Result<wsgate::Description> {
+    let mut config = Config::new("sqlite::memory:");
+    config.jwt_secret = Some("only the description is made, nothing is signed".into());
+    config.redis_url = None;
+    let state = open(&config).await?;
+    Ok(gateways::app(&state).await?.description())
 }
 
 /// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -18,6 +18,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => blog::serve(cli.config).await,
         Command::Migrate => blog::migrate(&cli.config).await,
         Command::Seed => seed(&cli.config).await,
+        Command::Types => {
+            print!("{}", blog::asyncapi::typescript(&blog::description().await?));
+            Ok(())
+        }
+        Command::Asyncapi => {
+            let document = blog::asyncapi::document(&blog::description().await?, "localhost:3000");
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(())
+        }
     }
 }
 

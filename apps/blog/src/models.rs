@@ -73,17 +73,21 @@ pub struct Comment {
 
 /// A slice of a list: `?limit=&offset=` over REST. Missing fields take their defaults
 /// (the first [`Page::DEFAULT_LIMIT`] items); [`Validate`] checks the bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate, utoipa::IntoParams)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate, utoipa::IntoParams, utoipa::ToSchema,
+)]
 #[serde(default)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
-    /// How many items at most, 1 to [`Page::MAX_LIMIT`].
+    /// How many items at most, 1 to 100.
     #[validate(range(min = 1, max = Page::MAX_LIMIT))]
     #[param(minimum = 1, maximum = 100, default = 20)]
+    #[schema(minimum = 1, maximum = 100, default = 20)]
     pub limit: i64,
     /// How many items to skip, 0 or more.
     #[validate(range(min = 0))]
     #[param(minimum = 0, default = 0)]
+    #[schema(minimum = 0, default = 0)]
     pub offset: i64,
 }
 

@@ -39,6 +39,7 @@ pub(crate) struct ErrorBody {
         crate::entries::show,
         crate::entries::update,
         crate::entries::remove,
+        crate::entries::authors,
         crate::comments::index,
         crate::comments::create,
         crate::comments::show,

@@ -15,6 +15,7 @@ const PROTECTED: &[(&str, &str)] = &[
     ("get", "/entries/{id}"),
     ("put", "/entries/{id}"),
     ("delete", "/entries/{id}"),
+    ("get", "/entries/{id}/authors"),
     ("get", "/entries/{entryId}/comments"),
     ("post", "/entries/{entryId}/comments"),
     ("get", "/entries/{entryId}/comments/{id}"),

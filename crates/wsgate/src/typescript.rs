@@ -280,10 +280,14 @@ fn events(out: &mut String, ns: &NamespaceDescription) {
 const CLIENT: &str = r#"/** The data an event of a `ClientToServerEvents` map takes. */
 export type DataOf<F> = F extends (...args: infer A) => void ? A[0] : never;
 /** The ack value an event of a `ClientToServerEvents` map answers with. */
-export type AckOf<F> = F extends (data: any, ack: (answer: infer A) => void) => void ? A : never;
-/** The events of a map that answer with an ack. */
+export type AckOf<F> = F extends (...args: infer A) => void
+  ? A extends [any, (answer: infer R) => void] ? R : never
+  : never;
+/** The events of a map that answer with an ack (their signature ends with the callback). */
 export type AckEvents<M> = {
-  [K in keyof M]: M[K] extends (data: any, ack: (answer: any) => void) => void ? K : never;
+  [K in keyof M]: M[K] extends (...args: infer A) => void
+    ? A extends [any, (answer: any) => void] ? K : never
+    : never;
 }[keyof M];
 
 /** An exception the server answered a request with. */
@@ -319,8 +323,12 @@ export class GatewaySocket<Out = ClientToServerEvents, In = ServerToClientEvents
     this.socket = new WebSocketImpl(url);
     this.opened = new Promise((resolve, reject) => {
       this.socket.addEventListener("open", () => resolve());
+      this.socket.addEventListener("error", () => reject(new Error("the connection failed")));
       this.socket.addEventListener("close", (e) => reject(new Error(`closed (${e.code})`)));
     });
+    // Whoever does not wait for `opened` learns of a failure from `close`, not from an
+    // unhandled rejection.
+    this.opened.catch(() => {});
     this.socket.addEventListener("message", (m) => this.#receive(String(m.data)));
     this.socket.addEventListener("close", () => {
       for (const p of this.#pending.values()) p.reject(new Error("the connection closed"));
