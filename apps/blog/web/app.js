@@ -1,8 +1,46 @@
 // The blog's demo page: REST for accounts and entries, a live gateway connection (Socket.IO or
 // plain WebSocket, switchable) for comments.
+//
+// Plain JavaScript, type-checked (`tsc -p apps/blog/web`, in scripts/test) against the types
+// generated from the gateways (gateways.ts, `scripts/types`): an event the gateways do not
+// serve, or data of the wrong shape, fails the check.
+// @ts-check
 'use strict';
 
-const $ = (id) => document.getElementById(id);
+/** @typedef {import('./gateways').ClientToServerEvents} ClientToServerEvents */
+/** @typedef {import('./gateways').ServerToClientEvents} ServerToClientEvents */
+/** @typedef {import('./gateways').Comment} BlogComment */
+/** @typedef {import('./gateways').Entry} Entry */
+/** @typedef {import('./gateways').User} User */
+/** @typedef {{ id: number, firstName: string, lastName: string }} Author */
+/**
+ * @template {keyof ClientToServerEvents} E
+ * @typedef {import('./gateways').DataOf<ClientToServerEvents[E]>} DataOf
+ */
+/**
+ * @template {keyof ClientToServerEvents} E
+ * @typedef {import('./gateways').AckOf<ClientToServerEvents[E]>} AckOf
+ */
+/**
+ * The live connection, over either transport, typed by the gateways' event maps.
+ * @typedef {{
+ *   kind: 'socketio' | 'ws',
+ *   request: <E extends import('./gateways').AckEvents<ClientToServerEvents>>(event: E, data: DataOf<E>) => Promise<AckOf<E>>,
+ *   send: <E extends keyof ClientToServerEvents>(event: E, data: DataOf<E>) => void,
+ *   on: <E extends keyof ServerToClientEvents>(event: E, handler: (data: Parameters<ServerToClientEvents[E]>[0]) => void) => void,
+ *   close: () => void,
+ * }} Live
+ */
+
+const $ = (/** @type {string} */ id) => document.getElementById(id);
+/** The element `id`, as the kind of element it is. @template T @param {string} id @param {new () => T} _kind @returns {T} */
+const $as = (id, _kind) => /** @type {T} */ (/** @type {unknown} */ (document.getElementById(id)));
+/**
+ * @type {{
+ *   token: string | null, user: User | null, transport: string, live: Live | null,
+ *   entry: Entry | null, comments: Map<number, BlogComment>, authors: Map<number, Author>,
+ * }}
+ */
 const state = {
   token: localStorage.getItem('token'),
   user: JSON.parse(localStorage.getItem('user') || 'null'),
@@ -46,9 +84,11 @@ function handleError(e) {
 //   resync - true when the connection starts without the page's rooms (a fresh session): the
 //            open entry must be subscribed and its comments fetched again.
 
+/** @returns {Live} */
 function connectSocketIo(token, report) {
   // socket.io-client reconnects by itself and, with the pid and last offset it kept, asks the
   // server to recover the session (Socket.IO 4.6+ connection state recovery).
+  /** @type {import('socket.io-client').Socket<ServerToClientEvents, ClientToServerEvents>} */
   const socket = io({ auth: { token } });
   let recovered = false;
   const text = () => {
@@ -78,18 +118,23 @@ function connectSocketIo(token, report) {
     if (socket.active) report('reconnecting', 'reconnecting…');
     else report('offline', `refused: ${err.message}`);
   });
+  // The maps type every call site (`Live`); socket.io-client's own generics cannot follow an
+  // event name that is itself generic, hence the untyped view here.
+  /** @type {any} */
+  const untyped = socket;
   return {
     kind: 'socketio',
     // Emits while disconnected are buffered by socket.io-client and sent on reconnect.
-    request: (event, data) => socket.timeout(5000).emitWithAck(event, data),
-    send: (event, data) => socket.emit(event, data),
+    request: (event, data) => untyped.timeout(5000).emitWithAck(event, data),
+    send: (event, data) => untyped.emit(event, data),
     // Room events carry their offset as an extra last argument: handlers get the payload only.
-    on: (event, handler) => socket.on(event, (data) => handler(data)),
+    on: (event, handler) => untyped.on(event, (data) => handler(data)),
     // A goodbye: the server ends the session for good.
     close: () => socket.disconnect(),
   };
 }
 
+/** @returns {Live} */
 function connectWebSocket(token, report) {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const listeners = new Map();
@@ -337,7 +382,7 @@ async function openEntry(entry) {
   state.entry = entry;
   state.comments = new Map();
   authorsAsked = new Set([`${entry.id}:${entry.userId}`]); // asked for below
-  for (const li of $('entries').children) li.classList.toggle('open', Number(li.dataset.id) === entry.id);
+  for (const li of $('entries').querySelectorAll('li')) li.classList.toggle('open', Number(li.dataset.id) === entry.id);
   $('pick').hidden = true;
   $('entry').hidden = false;
   $('entry-title').textContent = entry.title;
@@ -366,8 +411,9 @@ function showApp() {
 
 $('auth-form').onsubmit = async (event) => {
   event.preventDefault();
-  const form = new FormData(event.target);
-  const action = event.submitter?.value || 'login';
+  const form = new FormData($as('auth-form', HTMLFormElement));
+  const submitter = /** @type {HTMLButtonElement | null} */ (event.submitter);
+  const action = submitter?.value || 'login';
   const body = Object.fromEntries(form.entries());
   try {
     const { token, user } = await api('POST', `/auth/${action}`, action === 'login'
@@ -386,10 +432,11 @@ $('auth-form').onsubmit = async (event) => {
 
 $('entry-form').onsubmit = async (event) => {
   event.preventDefault();
-  const form = new FormData(event.target);
+  const formElement = $as('entry-form', HTMLFormElement);
+  const form = new FormData(formElement);
   try {
     const entry = await api('POST', '/entries', Object.fromEntries(form.entries()));
-    event.target.reset();
+    formElement.reset();
     await loadEntries();
     await openEntry(entry);
   } catch (e) {
@@ -399,20 +446,22 @@ $('entry-form').onsubmit = async (event) => {
 
 $('comment-form').onsubmit = async (event) => {
   event.preventDefault();
-  const body = new FormData(event.target).get('body');
+  const formElement = $as('comment-form', HTMLFormElement);
+  const body = String(new FormData(formElement).get('body') ?? '');
   try {
     const comment = await state.live.request('createComment', { entryId: state.entry.id, body });
     upsertComment(comment);
-    event.target.reset();
+    formElement.reset();
     showError('');
   } catch (e) {
     showError(e.message);
   }
 };
 
-$('transport').value = state.transport;
-$('transport').onchange = (event) => {
-  state.transport = event.target.value;
+const transportSelect = $as('transport', HTMLSelectElement);
+transportSelect.value = state.transport;
+transportSelect.onchange = () => {
+  state.transport = transportSelect.value;
   localStorage.setItem('transport', state.transport);
   if (state.token) connectLive();
 };
