@@ -175,8 +175,15 @@ impl TestClient {
     /// Sends `event` with `data` and waits until it is handled (its answer, if any, is then
     /// waiting in [`Self::next`]).
     pub async fn emit<T: Serialize>(&mut self, event: &str, data: T) {
-        let data = to_payload(&data).unwrap_or_else(|_| crate::adapter::null_payload());
-        self.app.dispatch(&self.conn, Inbound::new(event, data)).await;
+        self.app.dispatch(&self.conn, inbound(event, &data)).await;
+    }
+
+    /// Sends `event` with `data` asking for an ack with the given `id`, and waits until it is
+    /// handled: its answer ([`Received::Ack`] or [`Received::Exception`] with this `id`, or
+    /// nothing when the handler returns no value) is then waiting in [`Self::next`]. For ids a
+    /// test chooses (text ids, ids sent twice); [`Self::request`] numbers its own from 1.
+    pub async fn emit_with_ack_id<T: Serialize>(&mut self, event: &str, data: T, id: AckId) {
+        self.app.dispatch(&self.conn, inbound(event, &data).with_ack(id)).await;
     }
 
     /// Sends `event` with `data` asking for an ack; the ack's value, or the exception's data.
@@ -184,8 +191,7 @@ impl TestClient {
     pub async fn request<T: Serialize>(&mut self, event: &str, data: T) -> Result<Value, Value> {
         self.next_ack += 1;
         let id = AckId::Number(self.next_ack);
-        let data = to_payload(&data).unwrap_or_else(|_| crate::adapter::null_payload());
-        self.app.dispatch(&self.conn, Inbound::new(event, data).with_ack(id.clone())).await;
+        self.emit_with_ack_id(event, data, id.clone()).await;
         let mut kept = Vec::new();
         let answer = loop {
             match self.next().await {
@@ -240,6 +246,11 @@ impl TestClient {
         self.app.disconnect(&self.conn).await;
         self.rx = None;
     }
+}
+
+/// A message as an adapter would decode it (`null` data if `data` does not serialize).
+fn inbound<T: Serialize>(event: &str, data: &T) -> Inbound {
+    Inbound::new(event, to_payload(data).unwrap_or_else(|_| crate::adapter::null_payload()))
 }
 
 fn received(item: Outbound) -> Received {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 use wsgate::testing::{Received, TestClient};
 use wsgate::{
-    App, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server, WsException,
+    AckId, App, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server, WsException,
     WsResponse, gateway,
 };
 
@@ -111,4 +111,33 @@ async fn a_test_client_connects_sends_and_receives_in_memory() {
     ann.disconnect().await;
     assert_eq!(gone.load(Ordering::SeqCst), 1, "on_disconnect ran");
     assert_eq!(app.server().room_members(&"/".into(), &"lobby".into()), [bob.connection().id()]);
+}
+
+#[tokio::test]
+async fn a_test_client_may_choose_its_ack_ids() {
+    let app = App::builder()
+        .middleware(Who)
+        .gateway(Chat { gone: Arc::default() })
+        .build()
+        .await
+        .unwrap();
+    let mut ann = TestClient::builder(&app).query("user=ann").connect().await.unwrap();
+
+    ann.emit_with_ack_id("join", "lobby", AckId::Text("j".into())).await;
+    assert_eq!(
+        ann.next().await,
+        Some(Received::Ack { id: AckId::Text("j".into()), data: json!(true) })
+    );
+    ann.emit_with_ack_id("say", "", AckId::Number(7)).await;
+    let Some(Received::Exception { id, data }) = ann.next().await else { panic!("an exception") };
+    assert_eq!(id, Some(AckId::Number(7)));
+    assert_eq!(data["message"], "Say something.");
+
+    // A handler without a value answers nothing, even when asked for an ack.
+    ann.emit_with_ack_id("say", "hello", AckId::Number(8)).await;
+    assert_eq!(ann.drain(), [Received::event("said", json!("hello"))], "the room's push only");
+
+    // `request` numbers its own ids and still finds its answer.
+    assert_eq!(ann.request("join", "hall").await, Ok(json!(true)));
+    assert!(ann.drain().is_empty());
 }
