@@ -1,5 +1,6 @@
-//! The core's message path driven in memory, as an adapter drives it: handshake, open,
-//! dispatch, and the outbound queue read back.
+//! The core's message path driven in memory: gateways through `wsgate::testing::TestClient`,
+//! and what only an adapter does (a handshake accepted but not yet opened, a session's
+//! outbound queue aborted or dropped) through the adapter's API.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wsgate::adapter::{Direct, Inbound, Outbound, OutboundRx, to_payload};
 use wsgate::broker::Broker;
+use wsgate::testing::{Received, TestClient};
 use wsgate::{
     AckId, App, ConnectMiddleware, Connection, Data, ExceptionContext, Ext, Gateway,
     GatewayOptions, Handshake, MessageContext, Namespace, Refusal, Routes, Server, Valid, WsError,
@@ -146,138 +147,119 @@ async fn app(counters: Arc<Counters>) -> App {
         .unwrap()
 }
 
-async fn connect(app: &App, ns: &str, user: i64) -> (Connection, OutboundRx) {
-    let mut hs = Handshake::new(ns, "test");
-    hs.query = Some(format!("user={user}"));
-    app.handshake(hs).await.unwrap().open().await
-}
-
-fn msg(event: &str, data: Value) -> Inbound {
-    Inbound::new(event, to_payload(&data).unwrap())
-}
-
-/// The next outbound item as JSON: `{event, data}`, `{ack, data}` or `{exception, id, data}`.
-fn next(rx: &mut OutboundRx) -> Value {
-    match rx.try_recv().expect("an outbound item") {
-        Outbound::Event(e) => {
-            json!({ "event": e.event().as_str(), "data": serde_json::from_str::<Value>(e.data().get()).unwrap() })
-        }
-        Outbound::Direct(d) => match *d {
-            Direct::Ack { id, data } => {
-                json!({ "ack": id, "data": serde_json::from_str::<Value>(data.get()).unwrap() })
-            }
-            Direct::Exception { id, data } => {
-                json!({ "exception": id, "data": serde_json::from_str::<Value>(data.get()).unwrap() })
-            }
-        },
-    }
+/// A client of `app` in namespace `ns`, signed in as `user` (through `QueryUser`).
+async fn connect_as(app: &App, ns: &str, user: i64) -> TestClient {
+    TestClient::builder(app).namespace(ns).query(format!("user={user}")).connect().await.unwrap()
 }
 
 #[tokio::test]
 async fn ws_response_is_emitted_and_values_go_to_the_ack() {
     let app = app(Arc::default()).await;
-    let (conn, mut rx) = connect(&app, "/", 5).await;
+    let mut client = connect_as(&app, "/", 5).await;
 
-    app.dispatch(&conn, msg("showEntry", json!({ "entryId": 2 }))).await;
-    assert_eq!(next(&mut rx), json!({ "event": "showEntry", "data": { "id": 2 } }));
+    client.emit("showEntry", json!({ "entryId": 2 })).await;
+    assert_eq!(client.next().await, Some(Received::event("showEntry", json!({ "id": 2 }))));
 
-    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(9))).await;
-    assert_eq!(next(&mut rx), json!({ "ack": 9, "data": 5 }));
+    client.emit_with_ack_id("whoami", Value::Null, AckId::Number(9)).await;
+    assert_eq!(client.next().await, Some(Received::Ack { id: AckId::Number(9), data: json!(5) }));
 
     // Without an ack id, a plain value has nowhere to go.
-    app.dispatch(&conn, msg("whoami", Value::Null)).await;
-    assert!(rx.try_recv().is_none());
+    client.emit("whoami", Value::Null).await;
+    assert!(client.drain().is_empty());
 }
 
 #[tokio::test]
 async fn validation_and_unknown_events_are_exceptions() {
     let app = app(Arc::default()).await;
-    let (conn, mut rx) = connect(&app, "/", 5).await;
+    let mut client = connect_as(&app, "/", 5).await;
 
-    app.dispatch(&conn, msg("showEntry", json!({}))).await;
+    client.emit("showEntry", json!({})).await;
     assert_eq!(
-        next(&mut rx),
-        json!({ "exception": null, "data": {
-            "status": "error", "message": "Missing entry id.",
-            "cause": { "pattern": "showEntry", "data": {} } } })
+        client.next().await,
+        Some(Received::Exception {
+            id: None,
+            data: json!({
+                "status": "error", "message": "Missing entry id.",
+                "cause": { "pattern": "showEntry", "data": {} } }),
+        })
     );
 
-    app.dispatch(
-        &conn,
-        msg("showEntry", json!({ "entryId": "x" })).with_ack(AckId::Text("a".into())),
-    )
-    .await;
-    let reply = next(&mut rx);
-    assert_eq!(reply["exception"], "a");
-    assert_eq!(
-        reply["data"]["message"],
-        "Invalid entryId: invalid type: string \"x\", expected i64"
-    );
+    client.emit_with_ack_id("showEntry", json!({ "entryId": "x" }), AckId::Text("a".into())).await;
+    let Some(Received::Exception { id, data }) = client.next().await else {
+        panic!("an exception")
+    };
+    assert_eq!(id, Some(AckId::Text("a".into())));
+    assert_eq!(data["message"], "Invalid entryId: invalid type: string \"x\", expected i64");
 
-    app.dispatch(&conn, msg("nope", json!(1))).await;
-    assert_eq!(next(&mut rx)["data"]["message"], "There is no handler for event 'nope'.");
+    client.emit("nope", json!(1)).await;
+    let Some(Received::Exception { data, .. }) = client.next().await else {
+        panic!("an exception")
+    };
+    assert_eq!(data["message"], "There is no handler for event 'nope'.");
 }
 
 #[tokio::test]
 async fn internal_errors_and_panics_are_not_leaked() {
     let app = app(Arc::default()).await;
-    let (conn, mut rx) = connect(&app, "/", 5).await;
+    let mut client = connect_as(&app, "/", 5).await;
     for event in ["fail", "panic"] {
-        app.dispatch(&conn, msg(event, Value::Null)).await;
-        let reply = next(&mut rx);
-        assert_eq!(reply["data"]["message"], "Internal server error", "{event}");
-        assert_eq!(reply["data"]["cause"]["pattern"], event);
+        client.emit(event, Value::Null).await;
+        let Some(Received::Exception { data, .. }) = client.next().await else {
+            panic!("an exception for {event}")
+        };
+        assert_eq!(data["message"], "Internal server error", "{event}");
+        assert_eq!(data["cause"]["pattern"], event);
     }
     // The connection still works.
-    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(1))).await;
-    assert_eq!(next(&mut rx)["data"], 5);
+    assert_eq!(client.request("whoami", Value::Null).await, Ok(json!(5)));
 }
 
 #[tokio::test]
 async fn guards_run_per_handler_and_per_gateway() {
     let app = app(Arc::default()).await;
-    let (user, mut user_rx) = connect(&app, "/", 5).await;
-    let (admin, mut admin_rx) = connect(&app, "/", 1).await;
+    let mut user = connect_as(&app, "/", 5).await;
+    let mut admin = connect_as(&app, "/", 1).await;
 
-    app.dispatch(&user, msg("admin", Value::Null).with_ack(AckId::Number(1))).await;
-    assert_eq!(next(&mut user_rx)["data"]["message"], "Forbidden.");
-    app.dispatch(&admin, msg("admin", Value::Null).with_ack(AckId::Number(1))).await;
-    assert_eq!(next(&mut admin_rx), json!({ "ack": 1, "data": "welcome" }));
+    assert_eq!(user.request("admin", Value::Null).await.unwrap_err()["message"], "Forbidden.");
+    admin.emit_with_ack_id("admin", Value::Null, AckId::Number(1)).await;
+    assert_eq!(
+        admin.next().await,
+        Some(Received::Ack { id: AckId::Number(1), data: json!("welcome") })
+    );
 
-    let (chat, mut chat_rx) = connect(&app, "/chat", 5).await;
-    app.dispatch(&chat, msg("blocked", Value::Null)).await;
-    assert_eq!(next(&mut chat_rx)["data"]["message"], "Blocked by the gateway guard.");
-    app.dispatch(&chat, msg("say", json!("hi"))).await;
-    assert_eq!(next(&mut chat_rx), json!({ "event": "said", "data": "hi" }));
+    let mut chat = connect_as(&app, "/chat", 5).await;
+    chat.emit("blocked", Value::Null).await;
+    let Some(Received::Exception { data, .. }) = chat.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "Blocked by the gateway guard.");
+    chat.emit("say", json!("hi")).await;
+    assert_eq!(chat.next().await, Some(Received::event("said", json!("hi"))));
 }
 
 #[tokio::test]
 async fn gateway_filters_come_before_the_default() {
     let app = app(Arc::default()).await;
-    let (chat, mut rx) = connect(&app, "/chat", 5).await;
-    app.dispatch(&chat, msg("teapot", Value::Null)).await;
-    assert_eq!(
-        next(&mut rx)["data"],
-        json!({ "status": "error", "message": "I am a teapot", "event": "teapot" })
-    );
+    let mut chat = connect_as(&app, "/chat", 5).await;
+    chat.emit("teapot", Value::Null).await;
+    let Some(Received::Exception { data, .. }) = chat.next().await else { panic!("an exception") };
+    assert_eq!(data, json!({ "status": "error", "message": "I am a teapot", "event": "teapot" }));
     // Events of the root namespace do not exist in /chat.
-    app.dispatch(&chat, msg("whoami", Value::Null)).await;
-    assert_eq!(next(&mut rx)["data"]["message"], "There is no handler for event 'whoami'.");
+    chat.emit("whoami", Value::Null).await;
+    let Some(Received::Exception { data, .. }) = chat.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "There is no handler for event 'whoami'.");
 }
 
 #[tokio::test]
 async fn middleware_refuses_and_unknown_namespaces_are_refused() {
     let app = app(Arc::default()).await;
-    let err = app.handshake(Handshake::new("/", "test")).await.unwrap_err();
+    let err = TestClient::builder(&app).connect().await.unwrap_err();
     assert_eq!(err, Refusal::unauthorized("Missing authentication token."));
     assert_eq!(
         err.body(),
         json!({ "status": "error", "message": "Missing authentication token." })
     );
 
-    let mut hs = Handshake::new("/nowhere", "test");
-    hs.query = Some("user=1".into());
-    assert_eq!(app.handshake(hs).await.unwrap_err().status, http::StatusCode::NOT_FOUND);
+    let nowhere = TestClient::builder(&app).namespace("/nowhere").query("user=1").connect().await;
+    assert_eq!(nowhere.unwrap_err().status, http::StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -285,11 +267,11 @@ async fn hooks_run_at_init_connect_and_disconnect() {
     let counters = Arc::new(Counters::default());
     let app = app(counters.clone()).await;
     assert_eq!(counters.init.load(Ordering::SeqCst), 1);
-    let (conn, _rx) = connect(&app, "/", 5).await;
-    let (_other, _rx2) = connect(&app, "/chat", 5).await;
+    let client = connect_as(&app, "/", 5).await;
+    let _other = connect_as(&app, "/chat", 5).await;
     assert_eq!(counters.connected.load(Ordering::SeqCst), 1, "only the gateway's namespace");
     assert_eq!(app.server().connection_count(), 2);
-    app.disconnect(&conn).await;
+    client.disconnect().await;
     assert_eq!(counters.disconnected.load(Ordering::SeqCst), 1);
     assert_eq!(app.server().connection_count(), 1);
 }
@@ -297,30 +279,33 @@ async fn hooks_run_at_init_connect_and_disconnect() {
 #[tokio::test]
 async fn rooms_and_broadcasts_reach_members_once() {
     let app = app(Arc::default()).await;
-    let (a, mut a_rx) = connect(&app, "/", 1).await;
-    let (b, mut b_rx) = connect(&app, "/", 2).await;
-    let (_c, mut c_rx) = connect(&app, "/", 3).await;
-    app.dispatch(&a, msg("join", json!("entry:1"))).await;
-    app.dispatch(&b, msg("join", json!("entry:1"))).await;
-    app.dispatch(&b, msg("join", json!("entry:1"))).await;
+    let mut a = connect_as(&app, "/", 1).await;
+    let mut b = connect_as(&app, "/", 2).await;
+    let mut c = connect_as(&app, "/", 3).await;
+    a.emit("join", json!("entry:1")).await;
+    b.emit("join", json!("entry:1")).await;
+    b.emit("join", json!("entry:1")).await;
 
     let server = app.server();
     assert_eq!(server.to("entry:1").emit("commentCreated", &json!({ "id": 7 })).unwrap(), 2);
-    for rx in [&mut a_rx, &mut b_rx] {
-        assert_eq!(next(rx), json!({ "event": "commentCreated", "data": { "id": 7 } }));
-        assert!(rx.try_recv().is_none(), "delivered once");
+    for client in [&mut a, &mut b] {
+        assert_eq!(
+            client.next().await,
+            Some(Received::event("commentCreated", json!({ "id": 7 })))
+        );
+        assert!(client.drain().is_empty(), "delivered once");
     }
-    assert!(c_rx.try_recv().is_none());
+    assert!(c.drain().is_empty());
 
-    assert_eq!(server.to("entry:1").except(a.id()).emit("x", &1).unwrap(), 1);
-    assert!(a_rx.try_recv().is_none());
-    assert_eq!(next(&mut b_rx)["event"], "x");
+    assert_eq!(server.to("entry:1").except(a.connection().id()).emit("x", &1).unwrap(), 1);
+    assert!(a.drain().is_empty());
+    assert_eq!(b.next().await, Some(Received::event("x", json!(1))));
 
-    b.leave("entry:1");
-    app.disconnect(&a).await;
+    b.connection().leave("entry:1");
+    a.disconnect().await;
     assert_eq!(server.to("entry:1").emit("y", &1).unwrap(), 0);
     assert_eq!(server.emit("all", &1).unwrap(), 2);
-    assert_eq!(next(&mut c_rx)["event"], "all");
+    assert_eq!(c.next().await, Some(Received::event("all", json!(1))));
 }
 
 #[tokio::test]
@@ -379,14 +364,15 @@ async fn observed_app(config: wsgate::AppConfig) -> (App, Recorder) {
 #[tokio::test]
 async fn observers_see_connections_and_messages_but_not_invented_event_names() {
     let (app, recorder) = observed_app(wsgate::AppConfig::default()).await;
-    assert!(app.handshake(Handshake::new("/", "test")).await.is_err());
-    let (conn, _rx) = connect(&app, "/", 1).await;
-    app.dispatch(&conn, msg("showEntry", json!({ "entryId": 2 }))).await;
-    app.dispatch(&conn, msg("showEntry", json!({}))).await;
-    app.dispatch(&conn, msg("panic", Value::Null)).await;
-    app.dispatch(&conn, msg("made-up-by-a-client", Value::Null)).await;
-    app.reject(&conn, "Invalid JSON.", None).await;
-    app.disconnect(&conn).await;
+    assert!(TestClient::builder(&app).connect().await.is_err());
+    let mut client = connect_as(&app, "/", 1).await;
+    client.emit("showEntry", json!({ "entryId": 2 })).await;
+    client.emit("showEntry", json!({})).await;
+    client.emit("panic", Value::Null).await;
+    client.emit("made-up-by-a-client", Value::Null).await;
+    // A frame that does not decode is reported by its adapter: a client sends only messages.
+    app.reject(client.connection(), "Invalid JSON.", None).await;
+    client.disconnect().await;
     assert_eq!(
         *recorder.0.lock().unwrap(),
         [
@@ -409,12 +395,12 @@ async fn observers_see_messages_refused_by_the_rate_or_a_closing_connection() {
         ..wsgate::AppConfig::default()
     };
     let (app, recorder) = observed_app(config).await;
-    let (conn, _rx) = connect(&app, "/", 1).await;
-    app.dispatch(&conn, msg("whoami", Value::Null)).await;
-    app.dispatch(&conn, msg("whoami", Value::Null)).await;
-    let (other, _other_rx) = connect(&app, "/", 2).await;
-    other.close(wsgate::CloseReason::GoingAway);
-    app.dispatch(&other, msg("whoami", Value::Null)).await;
+    let mut client = connect_as(&app, "/", 1).await;
+    client.emit("whoami", Value::Null).await;
+    client.emit("whoami", Value::Null).await;
+    let mut other = connect_as(&app, "/", 2).await;
+    other.connection().close(wsgate::CloseReason::GoingAway);
+    other.emit("whoami", Value::Null).await;
     let seen = recorder.0.lock().unwrap().clone();
     assert_eq!(
         seen,
@@ -445,42 +431,46 @@ async fn linked_apps() -> (App, App, wsgate::broker::MemoryBroker) {
 async fn a_broker_carries_broadcasts_to_other_instances_once() {
     let (one, two, broker) = linked_apps().await;
     assert_ne!(one.server().node(), two.server().node());
-    let (a, mut a_rx) = connect(&one, "/", 1).await;
-    let (b, mut b_rx) = connect(&two, "/", 2).await;
-    let (_c, mut c_rx) = connect(&two, "/", 3).await;
-    let (_chat, mut chat_rx) = connect(&two, "/chat", 4).await;
-    assert_ne!(a.id(), b.id(), "connection ids are unique across instances");
-    one.dispatch(&a, msg("join", json!("entry:1"))).await;
-    two.dispatch(&b, msg("join", json!("entry:1"))).await;
+    let mut a = connect_as(&one, "/", 1).await;
+    let mut b = connect_as(&two, "/", 2).await;
+    let mut c = connect_as(&two, "/", 3).await;
+    let mut chat = connect_as(&two, "/chat", 4).await;
+    let (a_id, b_id) = (a.connection().id(), b.connection().id());
+    assert_ne!(a_id, b_id, "connection ids are unique across instances");
+    a.emit("join", json!("entry:1")).await;
+    b.emit("join", json!("entry:1")).await;
 
     // A room broadcast from instance one reaches the member on each instance, once.
     let local = one.server().to("entry:1").emit("commentCreated", &json!({ "id": 7 })).unwrap();
     assert_eq!(local, 1, "the count is of this instance's recipients");
-    for rx in [&mut a_rx, &mut b_rx] {
-        assert_eq!(next(rx), json!({ "event": "commentCreated", "data": { "id": 7 } }));
-        assert!(rx.try_recv().is_none(), "delivered once");
+    for client in [&mut a, &mut b] {
+        assert_eq!(
+            client.next().await,
+            Some(Received::event("commentCreated", json!({ "id": 7 })))
+        );
+        assert!(client.drain().is_empty(), "delivered once");
     }
-    assert!(c_rx.try_recv().is_none(), "not a member");
+    assert!(c.drain().is_empty(), "not a member");
 
     // `except` names a connection of another instance.
-    two.server().to("entry:1").except(a.id()).emit("x", &1).unwrap();
-    assert!(a_rx.try_recv().is_none());
-    assert_eq!(next(&mut b_rx)["event"], "x");
+    two.server().to("entry:1").except(a_id).emit("x", &1).unwrap();
+    assert!(a.drain().is_empty());
+    assert_eq!(b.next().await, Some(Received::event("x", json!(1))));
 
     // Namespaces hold across instances; `emit` reaches everyone everywhere.
     one.server().of("/chat").emit("chat", &"hi").unwrap();
-    assert_eq!(next(&mut chat_rx), json!({ "event": "chat", "data": "hi" }));
-    assert!(b_rx.try_recv().is_none() && a_rx.try_recv().is_none());
+    assert_eq!(chat.next().await, Some(Received::event("chat", json!("hi"))));
+    assert!(b.drain().is_empty() && a.drain().is_empty());
     one.server().emit("all", &1).unwrap();
-    for rx in [&mut a_rx, &mut b_rx, &mut c_rx, &mut chat_rx] {
-        assert_eq!(next(rx)["event"], "all");
-        assert!(rx.try_recv().is_none());
+    for client in [&mut a, &mut b, &mut c, &mut chat] {
+        assert_eq!(client.next().await, Some(Received::event("all", json!(1))));
+        assert!(client.drain().is_empty());
     }
 
     // An emit to a connection of the other instance finds it there.
-    assert!(!one.server().emit_to(b.id(), "direct", &json!({ "to": "b" })).unwrap());
-    assert_eq!(next(&mut b_rx), json!({ "event": "direct", "data": { "to": "b" } }));
-    assert!(a_rx.try_recv().is_none() && c_rx.try_recv().is_none());
+    assert!(!one.server().emit_to(b_id, "direct", &json!({ "to": "b" })).unwrap());
+    assert_eq!(b.next().await, Some(Received::event("direct", json!({ "to": "b" }))));
+    assert!(a.drain().is_empty() && c.drain().is_empty());
 
     let status = broker.status();
     assert!(status.connected);
@@ -494,24 +484,32 @@ async fn a_connection_over_its_rate_gets_exceptions_then_is_closed() {
         ..wsgate::AppConfig::default()
     };
     let app = limited_app(config).await;
-    let (conn, mut rx) = connect(&app, "/", 1).await;
-    let (other, mut other_rx) = connect(&app, "/", 2).await;
+    let mut client = connect_as(&app, "/", 1).await;
+    let mut other = connect_as(&app, "/", 2).await;
     for _ in 0..3 {
-        app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(1))).await;
-        assert_eq!(next(&mut rx), json!({ "ack": 1, "data": 1 }));
+        client.emit_with_ack_id("whoami", Value::Null, AckId::Number(1)).await;
+        assert_eq!(
+            client.next().await,
+            Some(Received::Ack { id: AckId::Number(1), data: json!(1) })
+        );
     }
     // Over the rate: refused, with the ack id, and the handler does not run.
-    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(2))).await;
+    client.emit_with_ack_id("whoami", Value::Null, AckId::Number(2)).await;
     assert_eq!(
-        next(&mut rx),
-        json!({ "exception": 2, "data": { "status": "error", "message": "Too many messages." } })
+        client.next().await,
+        Some(Received::Exception {
+            id: Some(AckId::Number(2)),
+            data: json!({ "status": "error", "message": "Too many messages." }),
+        })
     );
+    let conn = client.connection().clone();
     assert!(!conn.is_closing());
     // Another connection has its own bucket.
-    app.dispatch(&other, msg("whoami", Value::Null).with_ack(AckId::Number(3))).await;
-    assert_eq!(next(&mut other_rx), json!({ "ack": 3, "data": 2 }));
+    other.emit_with_ack_id("whoami", Value::Null, AckId::Number(3)).await;
+    assert_eq!(other.next().await, Some(Received::Ack { id: AckId::Number(3), data: json!(2) }));
     // Going on regardless: after `burst` refusals in a row, the connection is closed (1008).
-    app.dispatch(&conn, msg("whoami", Value::Null)).await;
+    client.emit("whoami", Value::Null).await;
+    // A frame that does not decode is reported by its adapter: a client sends only messages.
     app.reject(&conn, "Invalid JSON.", None).await;
     assert!(conn.is_closing());
     assert_eq!(conn.closed().await, wsgate::CloseReason::PolicyViolation);
@@ -530,7 +528,7 @@ impl ConnectMiddleware for Hangs {
 async fn a_handshake_whose_middleware_hangs_is_refused_after_the_timeout() {
     let app = App::builder().middleware(Hangs).gateway(ChatGateway).build().await.unwrap();
     let started = tokio::time::Instant::now();
-    let refusal = app.handshake(Handshake::new("/chat", "test")).await.unwrap_err();
+    let refusal = TestClient::builder(&app).namespace("/chat").connect().await.unwrap_err();
     assert_eq!(refusal.status, http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refusal.message, "Handshake timed out.");
     assert_eq!(started.elapsed(), std::time::Duration::from_secs(10), "the default timeout");
@@ -554,6 +552,7 @@ fn from(peer: &str, user: i64) -> Handshake {
     hs
 }
 
+// Low-level: a handshake accepted but not yet opened holds a slot, and TestClient opens at once.
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_connections() {
     let config = wsgate::AppConfig { max_connections_per_peer: Some(2), ..Default::default() };
@@ -612,20 +611,24 @@ fn anonymous_clone(hs: &Handshake) -> Handshake {
 async fn a_connection_may_join_only_so_many_rooms() {
     let config = wsgate::AppConfig { max_rooms_per_connection: Some(2), ..Default::default() };
     let app = limited_app(config).await;
-    let (conn, mut rx) = connect(&app, "/", 1).await;
+    let mut client = connect_as(&app, "/", 1).await;
     for room in ["a", "b", "b"] {
-        app.dispatch(&conn, msg("join", json!(room)).with_ack(AckId::Number(1))).await;
-        assert!(rx.try_recv().is_none(), "joining {room} is answered with nothing");
+        client.emit_with_ack_id("join", json!(room), AckId::Number(1)).await;
+        assert!(client.drain().is_empty(), "joining {room} is answered with nothing");
     }
-    app.dispatch(&conn, msg("join", json!("c")).with_ack(AckId::Number(2))).await;
+    client.emit_with_ack_id("join", json!("c"), AckId::Number(2)).await;
     assert_eq!(
-        next(&mut rx),
-        json!({ "exception": 2, "data": {
-            "status": "error",
-            "message": "Too many rooms: a connection may be in at most 2.",
-            "cause": { "pattern": "join", "data": "c" },
-        } })
+        client.next().await,
+        Some(Received::Exception {
+            id: Some(AckId::Number(2)),
+            data: json!({
+                "status": "error",
+                "message": "Too many rooms: a connection may be in at most 2.",
+                "cause": { "pattern": "join", "data": "c" },
+            }),
+        })
     );
+    let conn = client.connection();
     assert_eq!(conn.rooms().len(), 2);
     conn.leave("a");
     assert!(conn.join("c").is_ok(), "a room left makes room");
@@ -634,25 +637,30 @@ async fn a_connection_may_join_only_so_many_rooms() {
 #[tokio::test]
 async fn a_closing_server_refuses_handshakes_and_closing_connections_refuse_messages() {
     let app = app(Arc::default()).await;
-    let (conn, mut rx) = connect(&app, "/", 1).await;
+    let mut client = connect_as(&app, "/", 1).await;
     let server = app.server().clone();
     let closing = tokio::spawn(async move {
         server.close_all(wsgate::CloseReason::GoingAway, std::time::Duration::from_secs(5)).await
     });
-    assert_eq!(conn.closed().await, wsgate::CloseReason::GoingAway);
-    let refusal = app.handshake(from("10.0.0.1:1", 2)).await.unwrap_err();
+    assert_eq!(client.connection().closed().await, wsgate::CloseReason::GoingAway);
+    let late = TestClient::builder(&app).query("user=2").peer("10.0.0.1:1".parse().unwrap());
+    let refusal = late.connect().await.unwrap_err();
     assert_eq!(refusal.status, http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refusal.message, wsgate::SHUTTING_DOWN);
     // A message that still arrives is refused, with its ack id: not handled, and said so.
-    app.dispatch(&conn, msg("whoami", Value::Null).with_ack(AckId::Number(4))).await;
+    client.emit_with_ack_id("whoami", Value::Null, AckId::Number(4)).await;
     assert_eq!(
-        next(&mut rx),
-        json!({ "exception": 4, "data": { "status": "error", "message": "The connection is closing." } })
+        client.next().await,
+        Some(Received::Exception {
+            id: Some(AckId::Number(4)),
+            data: json!({ "status": "error", "message": "The connection is closing." }),
+        })
     );
-    app.disconnect(&conn).await;
+    client.disconnect().await;
     assert_eq!(closing.await.unwrap(), 0, "close_all returns once every connection is gone");
 }
 
+// Low-level: an adapter's session task, owning the outbound queue, is what is aborted here.
 #[tokio::test]
 async fn an_aborted_session_releases_its_rooms_maps_and_slot() {
     let app = limited_app(wsgate::AppConfig::default()).await;
@@ -677,6 +685,7 @@ async fn an_aborted_session_releases_its_rooms_maps_and_slot() {
     assert!(matches!(conn.emit("x", &1), Err(wsgate::SendError::Closed)));
 }
 
+// Low-level: the adapter's part (seeing the close, then dropping its queue) is what is tested.
 #[tokio::test]
 async fn close_all_returns_when_the_last_connection_is_let_go() {
     let app = limited_app(wsgate::AppConfig::default()).await;
