@@ -1,5 +1,6 @@
-//! The blog's gateways over plain WebSocket, on the same port as its REST API: a real server,
-//! a real SQLite file and a real WebSocket client.
+//! The blog's gateways: their wire format and handshake over plain WebSocket, on the same port
+//! as its REST API (a real server, a real SQLite file and a real WebSocket client), and their
+//! behaviour driven in memory with `wsgate::testing::TestClient` over the same app state.
 
 mod common;
 
@@ -11,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use wsgate::{Claims, JwtKeys};
+use wsgate::testing::{Received, TestClient};
+use wsgate::{AckId, App, Claims, JwtKeys};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -25,6 +27,16 @@ async fn send(ws: &mut Client, value: Value) {
 
 async fn recv(ws: &mut Client) -> Value {
     common::recv_json(ws).await
+}
+
+/// The blog's gateways over `w`'s state, for [`TestClient`]s (pushes from REST reach them too).
+async fn in_memory(w: &World) -> App {
+    blog::gateways::app(&w.app.state).await.expect("gateways")
+}
+
+/// A client of `gateways` with `token` in the query, as the chapter's clients connect.
+async fn test_client(gateways: &App, token: &str) -> TestClient {
+    TestClient::builder(gateways).query(format!("token={token}")).connect().await.expect("connect")
 }
 
 /// Two users, an entry of the first and a comment of the second on it.
@@ -69,57 +81,86 @@ async fn show_comment_and_index_comment_in_the_chapter_format() {
 }
 
 #[tokio::test]
-async fn missing_and_mistyped_fields_get_the_chapters_messages() {
+async fn exceptions_in_the_chapter_format() {
     let w = world().await;
     let mut ws = connect(&w.app, &w.alice.0).await;
+
+    // The cause is the message's pattern and its data: the message without `type`.
+    send(&mut ws, json!({ "type": "showComment", "entryId": w.entry_id })).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "exception", "data": {
+            "status": "error",
+            "message": "Missing comment id.",
+            "cause": { "pattern": "showComment", "data": { "entryId": w.entry_id } },
+        } })
+    );
+
+    // In the Nest.js format, with an ack id: the exception carries the id.
+    let data = json!({ "entryId": w.entry_id, "commentId": 999 });
+    send(&mut ws, json!({ "event": "showComment", "id": 4, "data": data })).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "exception", "id": 4, "data": {
+            "status": "error",
+            "message": "Comment not found.",
+            "cause": { "pattern": "showComment", "data": data },
+        } })
+    );
+}
+
+#[tokio::test]
+async fn missing_and_mistyped_fields_get_the_chapters_messages() {
+    let w = world().await;
+    let gateways = in_memory(&w).await;
+    let mut alice = test_client(&gateways, &w.alice.0).await;
     let cases = [
-        (json!({ "type": "showComment", "commentId": 1 }), "Missing entry id."),
-        (json!({ "type": "showComment", "entryId": w.entry_id }), "Missing comment id."),
-        (json!({ "type": "indexComment" }), "Missing entry id."),
-        (
-            json!({ "type": "showComment", "entryId": w.entry_id, "commentId": 999 }),
-            "Comment not found.",
-        ),
+        ("showComment", json!({ "commentId": 1 }), "Missing entry id."),
+        ("showComment", json!({ "entryId": w.entry_id }), "Missing comment id."),
+        ("indexComment", json!({}), "Missing entry id."),
+        ("showComment", json!({ "entryId": w.entry_id, "commentId": 999 }), "Comment not found."),
         // What is missing, as over REST: the entry, or the comment on it.
-        (json!({ "type": "showComment", "entryId": 999, "commentId": 1 }), "Entry not found."),
-        (json!({ "type": "indexComment", "entryId": 999 }), "Entry not found."),
+        ("showComment", json!({ "entryId": 999, "commentId": 1 }), "Entry not found."),
+        ("indexComment", json!({ "entryId": 999 }), "Entry not found."),
         (
-            json!({ "type": "indexComment", "entryId": "two" }),
+            "indexComment",
+            json!({ "entryId": "two" }),
             "Invalid entryId: invalid type: string \"two\", expected i64",
         ),
-        (json!({ "type": "showUser" }), "Missing user id."),
-        (json!({ "type": "showEntry", "entryId": -3 }), "Entry not found."),
-        (json!({ "type": "subscribeEntry" }), "Missing entry id."),
-        (json!({ "type": "subscribeEntry", "entryId": 999 }), "Entry not found."),
-        (json!({ "type": "unsubscribeEntry" }), "Missing entry id."),
-        (json!({ "type": "indexEntry", "limit": 101 }), "limit must be between 1 and 100."),
-        (json!({ "type": "indexEntry", "offset": -1 }), "offset must be at least 0."),
+        ("showUser", json!({}), "Missing user id."),
+        ("showEntry", json!({ "entryId": -3 }), "Entry not found."),
+        ("subscribeEntry", json!({}), "Missing entry id."),
+        ("subscribeEntry", json!({ "entryId": 999 }), "Entry not found."),
+        ("unsubscribeEntry", json!({}), "Missing entry id."),
+        ("indexEntry", json!({ "limit": 101 }), "limit must be between 1 and 100."),
+        ("indexEntry", json!({ "offset": -1 }), "offset must be at least 0."),
     ];
-    for (message, expected) in cases {
-        send(&mut ws, message.clone()).await;
-        let reply = recv(&mut ws).await;
-        assert_eq!(reply["event"], "exception", "{message}");
-        assert_eq!(reply["data"]["status"], "error");
-        assert_eq!(reply["data"]["message"], expected, "{message}");
-        let mut data = message.clone();
-        let pattern = data.as_object_mut().and_then(|o| o.remove("type")).expect("type");
-        assert_eq!(reply["data"]["cause"], json!({ "pattern": pattern, "data": data }));
+    for (pattern, data, expected) in cases {
+        alice.emit(pattern, &data).await;
+        let Some(Received::Exception { id: None, data: reply }) = alice.next().await else {
+            panic!("{pattern} {data}: an exception")
+        };
+        assert_eq!(reply["status"], "error");
+        assert_eq!(reply["message"], expected, "{pattern} {data}");
+        assert_eq!(reply["cause"], json!({ "pattern": pattern, "data": data }));
     }
 }
 
 #[tokio::test]
 async fn show_user_is_for_yourself_only() {
     let w = world().await;
-    let mut ws = connect(&w.app, &w.alice.0).await;
-    send(&mut ws, json!({ "type": "showUser", "userId": w.alice.1["id"] })).await;
-    let me = recv(&mut ws).await;
-    assert_eq!(me, json!({ "event": "showUser", "data": w.alice.1 }));
-    assert!(me["data"].get("passwordHash").is_none());
+    let gateways = in_memory(&w).await;
+    let mut alice = test_client(&gateways, &w.alice.0).await;
+    alice.emit("showUser", json!({ "userId": w.alice.1["id"] })).await;
+    let Some(Received::Event { event, data: me, .. }) = alice.next().await else {
+        panic!("a reply")
+    };
+    assert_eq!((event.as_str(), &me), ("showUser", &w.alice.1));
+    assert!(me.get("passwordHash").is_none());
 
-    send(&mut ws, json!({ "type": "showUser", "userId": w.bob.1["id"] })).await;
-    let other = recv(&mut ws).await;
-    assert_eq!(other["event"], "exception");
-    assert_eq!(other["data"]["message"], "Forbidden.");
+    alice.emit("showUser", json!({ "userId": w.bob.1["id"] })).await;
+    let Some(Received::Exception { data, .. }) = alice.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "Forbidden.");
 }
 
 #[tokio::test]
@@ -143,15 +184,29 @@ async fn comments_created_over_rest_reach_the_entrys_subscribers() {
     // Bob did not subscribe: his next message is the answer to his own request.
     send(&mut bob, json!({ "type": "indexComment", "entryId": w.entry_id })).await;
     assert_eq!(recv(&mut bob).await["event"], "indexComment");
+}
 
-    send(&mut alice, json!({ "type": "unsubscribeEntry", "entryId": w.entry_id, "id": 2 })).await;
-    assert_eq!(recv(&mut alice).await["data"]["subscribed"], false);
+#[tokio::test]
+async fn unsubscribing_ends_the_pushes_and_missing_entries_are_not_subscribed() {
+    let w = world().await;
+    let gateways = in_memory(&w).await;
+    let mut alice = test_client(&gateways, &w.alice.0).await;
+    let subscribed = alice.request("subscribeEntry", json!({ "entryId": w.entry_id })).await;
+    assert_eq!(subscribed, Ok(json!({ "entryId": w.entry_id, "subscribed": true })));
+
+    let left = alice.request("unsubscribeEntry", json!({ "entryId": w.entry_id })).await;
+    assert_eq!(left.expect("an ack")["subscribed"], false);
     w.app.create_comment(&w.bob.0, w.entry_id, "Unheard").await;
-    send(&mut alice, json!({ "type": "showUser", "userId": w.alice.1["id"] })).await;
-    assert_eq!(recv(&mut alice).await["event"], "showUser", "no commentCreated after leaving");
+    alice.emit("showUser", json!({ "userId": w.alice.1["id"] })).await;
+    let next = alice.next().await;
+    assert!(
+        matches!(&next, Some(Received::Event { event, .. }) if event == "showUser"),
+        "no commentCreated after leaving: {next:?}"
+    );
 
-    send(&mut alice, json!({ "type": "subscribeEntry", "entryId": 999 })).await;
-    assert_eq!(recv(&mut alice).await["data"]["message"], "Entry not found.");
+    alice.emit("subscribeEntry", json!({ "entryId": 999 })).await;
+    let Some(Received::Exception { data, .. }) = alice.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "Entry not found.");
 }
 
 #[tokio::test]
@@ -205,72 +260,80 @@ async fn plain_get_root_is_still_http() {
 async fn entries_are_listed_and_shown() {
     let w = world().await;
     let second = w.app.create_entry(&w.bob.0, "Second").await;
-    let mut ws = connect(&w.app, &w.alice.0).await;
+    let gateways = in_memory(&w).await;
+    let mut alice = test_client(&gateways, &w.alice.0).await;
 
-    send(&mut ws, json!({ "type": "indexEntry" })).await;
-    let index = recv(&mut ws).await;
-    assert_eq!(index["event"], "indexEntry");
-    let ids: Vec<i64> = index["data"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|e| e["id"].as_i64().expect("id"))
-        .collect();
+    alice.emit("indexEntry", json!({})).await;
+    let Some(Received::Event { event, data: index, .. }) = alice.next().await else {
+        panic!("an event")
+    };
+    assert_eq!(event, "indexEntry");
+    let ids: Vec<i64> =
+        index.as_array().expect("a list").iter().map(|e| e["id"].as_i64().expect("id")).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&w.entry_id) && ids.contains(&second["id"].as_i64().expect("id")));
 
-    send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 1 } })).await;
-    assert_eq!(recv(&mut ws).await["data"].as_array().expect("a list").len(), 1);
-    send(&mut ws, json!({ "event": "indexEntry", "data": { "limit": 0 } })).await;
-    assert_eq!(recv(&mut ws).await["data"]["message"], "limit must be between 1 and 100.");
+    alice.emit("indexEntry", json!({ "limit": 1 })).await;
+    let Some(Received::Event { data: page, .. }) = alice.next().await else { panic!("a page") };
+    assert_eq!(page.as_array().expect("a list").len(), 1);
+    alice.emit("indexEntry", json!({ "limit": 0 })).await;
+    let Some(Received::Exception { data, .. }) = alice.next().await else { panic!("an exception") };
+    assert_eq!(data["message"], "limit must be between 1 and 100.");
 
-    send(&mut ws, json!({ "type": "showEntry", "entryId": second["id"] })).await;
-    assert_eq!(recv(&mut ws).await, json!({ "event": "showEntry", "data": second }));
-    send(&mut ws, json!({ "type": "showEntry" })).await;
-    assert_eq!(recv(&mut ws).await["data"]["message"], "Missing entry id.");
-    send(&mut ws, json!({ "type": "showEntry", "entryId": 999 })).await;
-    assert_eq!(recv(&mut ws).await["data"]["message"], "Entry not found.");
+    alice.emit("showEntry", json!({ "entryId": second["id"] })).await;
+    assert_eq!(alice.next().await, Some(Received::event("showEntry", second)));
+    for (data, expected) in
+        [(json!({}), "Missing entry id."), (json!({ "entryId": 999 }), "Entry not found.")]
+    {
+        alice.emit("showEntry", &data).await;
+        let Some(Received::Exception { data: reply, .. }) = alice.next().await else {
+            panic!("{data}: an exception")
+        };
+        assert_eq!(reply["message"], expected, "{data}");
+    }
 }
 
 #[tokio::test]
 async fn comments_created_over_a_gateway_are_acked_and_pushed_to_the_room() {
     let w = world().await;
-    let mut alice = connect(&w.app, &w.alice.0).await;
-    let mut bob = connect(&w.app, &w.bob.0).await;
-    send(&mut alice, json!({ "type": "subscribeEntry", "entryId": w.entry_id, "id": 1 })).await;
-    assert_eq!(recv(&mut alice).await["event"], "ack");
+    let gateways = in_memory(&w).await;
+    let mut alice = test_client(&gateways, &w.alice.0).await;
+    let mut bob = test_client(&gateways, &w.bob.0).await;
+    alice
+        .emit_with_ack_id("subscribeEntry", json!({ "entryId": w.entry_id }), AckId::Number(1))
+        .await;
+    assert!(matches!(alice.next().await, Some(Received::Ack { id: AckId::Number(1), .. })));
 
-    send(
-        &mut bob,
-        json!({ "type": "createComment", "entryId": w.entry_id, "body": "Via a gateway", "id": 7 }),
-    )
-    .await;
-    let ack = recv(&mut bob).await;
-    assert_eq!(ack["event"], "ack");
-    assert_eq!(ack["id"], 7);
-    assert_eq!(ack["data"]["body"], "Via a gateway");
-    assert_eq!(ack["data"]["userId"], w.bob.1["id"]);
-    assert_eq!(recv(&mut alice).await, json!({ "event": "commentCreated", "data": ack["data"] }));
+    let create = json!({ "entryId": w.entry_id, "body": "Via a gateway" });
+    bob.emit_with_ack_id("createComment", create, AckId::Number(7)).await;
+    let Some(Received::Ack { id, data: created }) = bob.next().await else { panic!("an ack") };
+    assert_eq!(id, AckId::Number(7));
+    assert_eq!(created["body"], "Via a gateway");
+    assert_eq!(created["userId"], w.bob.1["id"]);
+    let Some(Received::Event { event, data, .. }) = alice.next().await else { panic!("a push") };
+    assert_eq!((event.as_str(), data), ("commentCreated", created));
 
     // Stored: REST and the gateway see it.
-    send(&mut bob, json!({ "type": "indexComment", "entryId": w.entry_id })).await;
-    assert_eq!(recv(&mut bob).await["data"].as_array().expect("a list").len(), 2);
+    bob.emit("indexComment", json!({ "entryId": w.entry_id })).await;
+    let Some(Received::Event { event, data, .. }) = bob.next().await else { panic!("a reply") };
+    assert_eq!(event, "indexComment");
+    assert_eq!(data.as_array().expect("a list").len(), 2);
 
     let cases = [
-        (json!({ "type": "createComment", "body": "x" }), "Missing entry id."),
+        (json!({ "body": "x" }), "Missing entry id."),
+        (json!({ "entryId": w.entry_id }), "body must be between 1 and 10000 characters long."),
         (
-            json!({ "type": "createComment", "entryId": w.entry_id }),
+            json!({ "entryId": w.entry_id, "body": "" }),
             "body must be between 1 and 10000 characters long.",
         ),
-        (
-            json!({ "type": "createComment", "entryId": w.entry_id, "body": "" }),
-            "body must be between 1 and 10000 characters long.",
-        ),
-        (json!({ "type": "createComment", "entryId": 999, "body": "x" }), "Entry not found."),
+        (json!({ "entryId": 999, "body": "x" }), "Entry not found."),
     ];
-    for (message, expected) in cases {
-        send(&mut bob, message.clone()).await;
-        assert_eq!(recv(&mut bob).await["data"]["message"], expected, "{message}");
+    for (data, expected) in cases {
+        bob.emit("createComment", &data).await;
+        let Some(Received::Exception { data: reply, .. }) = bob.next().await else {
+            panic!("{data}: an exception")
+        };
+        assert_eq!(reply["message"], expected, "{data}");
     }
 }
 
@@ -278,10 +341,8 @@ async fn comments_created_over_a_gateway_are_acked_and_pushed_to_the_room() {
 /// domain's rules, the handshake's token sources, and the room pushes, as a front-end sees them.
 #[tokio::test]
 async fn the_gateways_in_memory_with_a_test_client() {
-    use wsgate::testing::{Received, TestClient};
-
     let w = world().await;
-    let gateways = blog::gateways::app(&w.app.state).await.expect("gateways");
+    let gateways = in_memory(&w).await;
     let refused = TestClient::builder(&gateways).connect().await.expect_err("no token");
     assert_eq!(refused.message, "Missing authentication token.");
 
