@@ -119,6 +119,12 @@ async fn gateways_refuse_foreign_origins_by_default() {
     let own = format!("http://{}", app.addr);
     assert_eq!(upgrade_from(&app, &token, None).await, 101, "no Origin: not a browser");
     assert_eq!(upgrade_from(&app, &token, Some(&own)).await, 101, "the blog's own page");
+    // The blog listens on 127.0.0.1; its page opened as localhost is the same server's.
+    let port = app.addr.port();
+    let by_name = format!("http://localhost:{port}");
+    assert_eq!(upgrade_from(&app, &token, Some(&by_name)).await, 101, "{by_name}");
+    let other_port = format!("http://localhost:{}", port.wrapping_add(1));
+    assert_eq!(upgrade_from(&app, &token, Some(&other_port)).await, 403, "{other_port}");
     assert_eq!(upgrade_from(&app, &token, Some("http://evil.example")).await, 403);
     // Refused before authentication: a foreign page learns nothing about the token.
     assert_eq!(upgrade_from(&app, "garbage", Some("http://evil.example")).await, 403);
