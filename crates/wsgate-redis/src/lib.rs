@@ -22,6 +22,7 @@
 //! [`wsgate::Server::broker_status`] says whether it is connected, for health checks and
 //! metrics.
 
+mod signals;
 mod streams;
 
 pub use streams::{DEFAULT_PREFIX, RedisStreamsBroker, StreamsConfig};
@@ -81,6 +82,7 @@ pub enum Error {
 pub struct RedisBroker {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Vec<u8>>,
+    signals: signals::Signals,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,7 @@ impl RedisBroker {
     /// channel each.
     pub async fn connect_with(url: &str, channel: &str) -> Result<Self, Error> {
         let (client, conn) = open(url).await?;
+        let signals = signals::Signals::new(client.clone(), channel);
         let shared = Arc::new(Shared {
             client,
             channel: channel.to_owned(),
@@ -115,7 +118,7 @@ impl RedisBroker {
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish_loop(shared.clone(), conn, rx));
-        Ok(Self { shared, tx })
+        Ok(Self { shared, tx, signals })
     }
 
     /// The channel envelopes travel on.
@@ -137,7 +140,12 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe(&self, inbox: Inbox) {
+        self.signals.subscribe(inbox.clone());
         tokio::spawn(subscribe_loop(self.shared.clone(), inbox));
+    }
+
+    fn signal(&self, bytes: Vec<u8>) {
+        self.signals.send(bytes);
     }
 
     fn status(&self) -> BrokerStatus {

@@ -46,6 +46,7 @@ const READ_COUNT: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct RedisStreamsBroker {
     shared: Arc<Shared>,
+    signals: crate::signals::Signals,
 }
 
 /// Settings of a [`RedisStreamsBroker`].
@@ -105,6 +106,7 @@ impl RedisStreamsBroker {
     /// As [`RedisStreamsBroker::connect`], with settings.
     pub async fn connect_with(url: &str, config: StreamsConfig) -> Result<Self, Error> {
         let (client, conn) = open(url).await?;
+        let signals = crate::signals::Signals::new(client.clone(), &config.prefix);
         let shared = Arc::new(Shared {
             client,
             config,
@@ -121,7 +123,7 @@ impl RedisStreamsBroker {
         });
         tokio::spawn(publish_loop(shared.clone(), conn));
         tokio::spawn(refresh_loop(shared.clone()));
-        Ok(Self { shared })
+        Ok(Self { shared, signals })
     }
 }
 
@@ -189,7 +191,12 @@ impl Broker for RedisStreamsBroker {
     }
 
     fn subscribe(&self, inbox: Inbox) {
+        self.signals.subscribe(inbox.clone());
         tokio::spawn(read_loop(self.shared.clone(), inbox));
+    }
+
+    fn signal(&self, bytes: Vec<u8>) {
+        self.signals.send(bytes);
     }
 
     fn status(&self) -> BrokerStatus {

@@ -105,6 +105,27 @@ async fn suite(kind: Kind, recovery: bool) {
     assert_eq!(events(&mut chat_rx, Duration::from_millis(100)).await, ["all=4"], "{what}: /chat");
     let status = a.server().broker_status().unwrap();
     assert_eq!(status.dropped, 0, "{what}");
+
+    // Presence and volatile emits travel as signals, beside the broker's envelopes (with
+    // recovery on too: neither is logged).
+    a1.track("room", "ada", &"from a").unwrap();
+    b1.track("room", "bob", &"from b").unwrap();
+    let keys = |app: &App| -> Vec<String> {
+        app.server().presence("room").into_iter().map(|e| e.key).collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while keys(&a) != ["ada", "bob"] || keys(&b) != ["ada", "bob"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: presence {:?} / {:?}",
+            keys(&a),
+            keys(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.server().to("room").except(a1.id()).volatile().emit("v", &5).unwrap();
+    assert_eq!(events(&mut b1_rx, wait).await, ["v=5"], "{what}: a volatile emit");
+    assert!(events(&mut a1_rx, Duration::from_millis(100)).await.is_empty(), "{what}");
 }
 
 #[tokio::test]

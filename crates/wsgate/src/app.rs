@@ -22,6 +22,7 @@ use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
 use crate::message::{CloseReason, Direct, Inbound, Outbound, to_payload};
 use crate::names::{EventName, Namespace};
 use crate::observe::{Observer, Outcome};
+use crate::presence::{DiffFormat, PresenceConfig, PresenceDiff};
 use crate::recovery::{Recovery, SessionRequest};
 use crate::reply::Reply;
 use crate::server::Server;
@@ -55,6 +56,9 @@ pub struct AppConfig {
     /// ([`Recovery`]; Socket.IO clients always, plain WebSocket clients that connect with
     /// `session=new`). Default `None` (off).
     pub recovery: Option<Recovery>,
+    /// Presence: how often diffs and changes go out, how often instances say they are alive,
+    /// and how long a silent one keeps its entries ([`PresenceConfig`]).
+    pub presence: PresenceConfig,
 }
 
 impl Default for AppConfig {
@@ -67,6 +71,7 @@ impl Default for AppConfig {
             max_rooms_per_connection: Some(100),
             drain_timeout: Duration::from_secs(10),
             recovery: None,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct AppBuilder {
     filters: Vec<Arc<dyn ExceptionFilter>>,
     observers: Vec<Arc<dyn Observer>>,
     registrations: Vec<Registration>,
+    presence_format: Option<DiffFormat>,
 }
 
 impl AppBuilder {
@@ -175,6 +181,18 @@ impl AppBuilder {
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Shapes the presence diffs watchers receive: the event and its data for a room's
+    /// diff, or `None` to send nothing. Default: `presenceDiff` with `{room, joins, leaves}`
+    /// ([`PresenceDiff::to_json`]).
+    #[must_use]
+    pub fn presence_diff(
+        mut self,
+        format: impl Fn(&PresenceDiff) -> Option<(EventName, serde_json::Value)> + Send + Sync + 'static,
+    ) -> Self {
+        self.presence_format = Some(Arc::new(format));
         self
     }
 
@@ -233,6 +251,7 @@ impl AppBuilder {
         if let Some(recovery) = &app.inner.config.recovery {
             app.inner.server.enable_recovery(recovery.clone(), app.inner.namespaces.keys());
         }
+        app.inner.server.enable_presence(app.inner.config.presence.clone(), self.presence_format);
         for entry in app.inner.namespaces.values() {
             for gateway in &entry.gateways {
                 gateway.after_init(&app.inner.server).await;

@@ -157,6 +157,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Forgets a kept session record (recovered where it was kept). Default: nothing.
     fn forget_session(&self, _namespace: &Namespace, _id: &str) {}
+
+    /// Sends a signal (opaque bytes: presence, volatile emits) to every other instance, for
+    /// [`Inbox::deliver_signal`]. Signals are never logged or replayed, and may be lost (a
+    /// presence heartbeat repairs what is lost); at most once, in order per sender. Default:
+    /// nothing, so presence and volatile emits stay on their instance.
+    fn signal(&self, _bytes: Vec<u8>) {}
 }
 
 /// What [`Broker::take_session`] returns: the record, if one was kept.
@@ -234,6 +240,14 @@ impl Inbox {
         Server::upgrade(&self.server).and_then(|s| s.recovery_window())
     }
 
+    /// Takes in a signal another instance sent with [`Broker::signal`] (this instance's own
+    /// are skipped). Returns `false` when the server no longer exists.
+    pub fn deliver_signal(&self, bytes: &[u8]) -> bool {
+        let Some(server) = Server::upgrade(&self.server) else { return false };
+        server.receive_signal(bytes);
+        true
+    }
+
     /// Whether the server still exists.
     pub fn is_open(&self) -> bool {
         self.server.strong_count() > 0
@@ -280,6 +294,17 @@ impl Broker for MemoryBroker {
 
     fn subscribe(&self, inbox: Inbox) {
         crate::connection::lock(&self.inner).inboxes.push(inbox);
+    }
+
+    fn signal(&self, bytes: Vec<u8>) {
+        let inboxes = {
+            let mut inner = crate::connection::lock(&self.inner);
+            inner.inboxes.retain(Inbox::is_open);
+            inner.inboxes.clone()
+        };
+        for inbox in &inboxes {
+            inbox.deliver_signal(&bytes);
+        }
     }
 
     fn status(&self) -> BrokerStatus {

@@ -9,7 +9,7 @@ use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::exception::WsException;
+use crate::exception::{WsError, WsException};
 use crate::limit::PeerSlot;
 use crate::message::{CloseReason, Direct, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
@@ -265,7 +265,48 @@ impl Connection {
             session.left(&room);
         }
         self.inner.server.remove_from_room(self, &room);
+        self.inner.server.presence_leave(self, &room);
         self.inner.server.hold_session(self);
+    }
+
+    /// Tracks this connection's presence in `room` under `key` (the app's: a user id) with
+    /// `meta` (what the room may see of it), joining the room first if needed. Tracking again
+    /// replaces the meta. Leaving the room, [`Self::untrack`] or disconnecting ends it; a
+    /// recovered connection is back in its rooms but tracks again ([presence](crate::presence)).
+    pub fn track<T: Serialize + ?Sized>(
+        &self,
+        room: impl Into<RoomId>,
+        key: impl Into<String>,
+        meta: &T,
+    ) -> Result<(), WsError> {
+        let room = room.into();
+        let meta = serde_json::to_value(meta).map_err(|e| WsError::Internal(Box::new(e)))?;
+        self.join(room.clone())?;
+        let rooms = lock(&self.inner.rooms);
+        // Under the room lock: a connection released meanwhile tracks nothing.
+        if !rooms.released && rooms.joined.contains(&room) {
+            self.inner.server.presence_track(self, room, key.into(), meta);
+        }
+        Ok(())
+    }
+
+    /// Stops tracking this connection's presence in `room`; it stays in the room.
+    pub fn untrack(&self, room: impl Into<RoomId>) {
+        self.inner.server.presence_untrack(self, &room.into());
+    }
+
+    /// Sends this connection the `presenceDiff` events of `room` (which it should be in):
+    /// who joined and left, coalesced per [`PresenceConfig::interval`]. Volatile: a full queue
+    /// misses one, recovery does not replay them.
+    ///
+    /// [`PresenceConfig::interval`]: crate::presence::PresenceConfig::interval
+    pub fn watch_presence(&self, room: impl Into<RoomId>) {
+        self.inner.server.presence_watch(self, room.into());
+    }
+
+    /// Who is in `room` of this connection's namespace, on every instance.
+    pub fn presence(&self, room: impl Into<RoomId>) -> Vec<crate::presence::PresenceEntry> {
+        self.inner.server.presence_in(self.namespace().clone(), room)
     }
 
     /// The rooms this connection is in.
@@ -321,6 +362,22 @@ impl Connection {
     }
 
     /// Queues an item without waiting; a full queue disconnects the client as too slow.
+    /// Emits `event` with `data` to this connection if its queue has room, and never records
+    /// it for recovery: `false` when it was dropped (queue full or connection closed).
+    pub fn emit_volatile<T: Serialize + ?Sized>(
+        &self,
+        event: impl Into<EventName>,
+        data: &T,
+    ) -> Result<bool, SendError> {
+        let emission = Emission::serialize(event, data)?;
+        Ok(self.push_volatile(Outbound::Event(emission)))
+    }
+
+    /// Queues `item` if there is room; a full queue drops it, and the client stays.
+    pub(crate) fn push_volatile(&self, item: Outbound) -> bool {
+        self.inner.queue.try_push(item).is_ok()
+    }
+
     pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
         match self.inner.queue.try_push(item) {
             Ok(()) => Ok(()),

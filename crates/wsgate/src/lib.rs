@@ -19,6 +19,7 @@ mod message;
 mod names;
 mod observe;
 mod origin;
+pub mod presence;
 mod queue;
 mod recovery;
 mod reply;

@@ -14,6 +14,7 @@ use crate::connection::{Connection, OutboundRx, SendError, Setup};
 use crate::limit::PeerCounts;
 use crate::message::{CloseReason, Emission, Outbound};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
+use crate::presence::{DiffFormat, Place, PresenceConfig, PresenceEntry, Runtime, Signal};
 use crate::recovery::Offset;
 use crate::recovery::{Histories, Recovery, RecoveryStats, Session, SessionRequest, Target};
 
@@ -42,6 +43,8 @@ pub(crate) struct ServerInner {
     recovery: OnceLock<Histories>,
     /// The app's namespaces, for a log broker to read their logs.
     namespaces: OnceLock<Vec<Namespace>>,
+    /// Presence: who is tracked in which room, here and on the other instances.
+    presence: OnceLock<crate::presence::Runtime>,
 }
 
 impl Default for ServerInner {
@@ -66,6 +69,7 @@ impl ServerInner {
             released: Notify::new(),
             recovery: OnceLock::new(),
             namespaces: OnceLock::new(),
+            presence: OnceLock::new(),
         }
     }
 }
@@ -363,8 +367,13 @@ impl Server {
     /// the adapter's [`OutboundRx`]. Returns the rooms it was in (none after the first call).
     pub(crate) fn unregister(&self, conn: &Connection) -> Vec<RoomId> {
         let rooms = conn.take_rooms();
+        // A connection that took this one's session over holds the id, and its own presence.
+        let replaced = self.connection(conn.id()).is_some_and(|c| c != *conn);
         for room in &rooms {
             self.remove_from_room(conn, room);
+            if !replaced {
+                self.presence_leave(conn, room);
+            }
         }
         let removed = {
             let mut connections = write(&self.inner.connections);
@@ -458,7 +467,13 @@ impl Server {
 
     /// Addresses the connections of one namespace.
     pub fn of(&self, namespace: impl Into<Namespace>) -> Broadcast<'_> {
-        Broadcast { server: self, namespace: Some(namespace.into()), room: None, except: None }
+        Broadcast {
+            server: self,
+            namespace: Some(namespace.into()),
+            room: None,
+            except: None,
+            volatile: false,
+        }
     }
 
     /// Emits to every connection of every namespace. Returns how many received it.
@@ -467,7 +482,139 @@ impl Server {
         event: impl Into<EventName>,
         data: &T,
     ) -> Result<usize, SendError> {
-        Broadcast { server: self, namespace: None, room: None, except: None }.emit(event, data)
+        Broadcast { server: self, namespace: None, room: None, except: None, volatile: false }
+            .emit(event, data)
+    }
+
+    /// Who is in `room` of the default namespace `/`, on every instance: each key with its
+    /// metas, oldest first ([presence](crate::presence)).
+    pub fn presence(&self, room: impl Into<RoomId>) -> Vec<PresenceEntry> {
+        self.presence_in(Namespace::root(), room)
+    }
+
+    /// Who is in `room` of `namespace`, on every instance.
+    pub fn presence_in(
+        &self,
+        namespace: impl Into<Namespace>,
+        room: impl Into<RoomId>,
+    ) -> Vec<PresenceEntry> {
+        let place = (namespace.into(), room.into());
+        self.presence_runtime().tracker().list(&place)
+    }
+
+    fn presence_runtime(&self) -> &Runtime {
+        self.inner.presence.get_or_init(|| Runtime::new(self.inner.node, PresenceConfig::default()))
+    }
+
+    /// Sets presence up when the app is built: the settings, the diffs' shape, and a task that
+    /// sends diffs to watchers and changes to the other instances every interval.
+    pub(crate) fn enable_presence(&self, config: PresenceConfig, format: Option<DiffFormat>) {
+        let runtime =
+            self.inner.presence.get_or_init(|| Runtime::new(self.inner.node, config.clone()));
+        if let Some(format) = format {
+            let _ = runtime.format.set(format);
+        }
+        // Without a Tokio runtime (an app built on another executor) nothing is sent on a
+        // timer: presence still lists, diffs wait.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let weak = self.downgrade();
+        let interval = runtime.tracker().config().interval;
+        handle.spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                let Some(server) = Server::upgrade(&weak) else { break };
+                server.presence_tick();
+            }
+        });
+    }
+
+    /// One interval's work: changes and heartbeats to the other instances, diffs to watchers.
+    pub(crate) fn presence_tick(&self) {
+        let runtime = self.presence_runtime();
+        let (messages, diffs) = {
+            let mut tracker = runtime.tracker();
+            (tracker.tick(std::time::Instant::now()), tracker.diffs())
+        };
+        self.signal_presence(messages);
+        for diff in diffs {
+            let Some((event, data)) = runtime.render(&diff) else { continue };
+            let Ok(emission) = Emission::serialize(event, &data) else { continue };
+            let place = (diff.namespace.clone(), diff.room.clone());
+            let watchers: Vec<ConnectionId> = runtime
+                .watchers()
+                .get(&place)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default();
+            for id in watchers {
+                if let Some(conn) = self.connection(id)
+                    && conn.rooms_contain(&diff.room)
+                {
+                    conn.push_volatile(Outbound::Event(emission.clone()));
+                }
+            }
+        }
+    }
+
+    fn signal_presence(&self, messages: Vec<crate::presence::Message>) {
+        let Some(broker) = &self.inner.broker else { return };
+        for message in messages {
+            broker.signal(Signal::Presence(message).to_json());
+        }
+    }
+
+    /// A signal from another instance: presence, or a volatile emit.
+    pub(crate) fn receive_signal(&self, bytes: &[u8]) {
+        match serde_json::from_slice::<Signal>(bytes) {
+            Ok(Signal::Presence(message)) => {
+                let replies =
+                    self.presence_runtime().tracker().receive(message, std::time::Instant::now());
+                self.signal_presence(replies);
+            }
+            Ok(Signal::Volatile(envelope)) => {
+                if envelope.origin != self.inner.node {
+                    let emission = Emission::new(envelope.event, envelope.data);
+                    self.push_volatile_to(&envelope.recipients, &emission);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable signal from the broker"),
+        }
+    }
+
+    /// Tracks `conn` in `room` (which it is in) under `key` with `meta`. Called under the
+    /// connection's room lock, so that a release cannot slip in between.
+    pub(crate) fn presence_track(
+        &self,
+        conn: &Connection,
+        room: RoomId,
+        key: String,
+        meta: serde_json::Value,
+    ) {
+        let place: Place = (conn.namespace().clone(), room);
+        self.presence_runtime().tracker().track(place, conn.id(), key, meta);
+    }
+
+    /// Untracks `conn` in `room`, and stops its watching there (it left).
+    pub(crate) fn presence_leave(&self, conn: &Connection, room: &RoomId) {
+        let Some(runtime) = self.inner.presence.get() else { return };
+        let place: Place = (conn.namespace().clone(), room.clone());
+        runtime.tracker().untrack(&place, conn.id());
+        if let Some(watching) = runtime.watchers().get_mut(&place) {
+            watching.remove(&conn.id());
+        }
+    }
+
+    /// Untracks `conn` in `room`; it stays in the room.
+    pub(crate) fn presence_untrack(&self, conn: &Connection, room: &RoomId) {
+        let Some(runtime) = self.inner.presence.get() else { return };
+        runtime.tracker().untrack(&(conn.namespace().clone(), room.clone()), conn.id());
+    }
+
+    /// `conn` receives the diffs of `room`.
+    pub(crate) fn presence_watch(&self, conn: &Connection, room: RoomId) {
+        let place: Place = (conn.namespace().clone(), room);
+        self.presence_runtime().watchers().entry(place).or_default().insert(conn.id());
     }
 
     /// Shuts the gateways down: refuses new handshakes (503 `The server is shutting down.`),
@@ -552,6 +699,19 @@ impl Server {
             room: target.room.clone(),
             except: target.except,
         };
+        if target.volatile {
+            let delivered = self.push_volatile_to(&recipients, emission);
+            if let Some(broker) = &self.inner.broker {
+                let envelope = Envelope {
+                    origin: self.inner.node,
+                    recipients,
+                    event: emission.event().clone(),
+                    data: emission.data().to_owned(),
+                };
+                broker.signal(Signal::Volatile(envelope).to_json());
+            }
+            return delivered;
+        }
         if let Some(broker) = self.log_broker() {
             self.append(broker, recipients, emission);
             return 0;
@@ -671,10 +831,31 @@ impl Server {
         self.inner.recovery.get().map(|h| h.window())
     }
 
+    /// Queues a volatile emission for this instance's recipients: those with room in their
+    /// queue. Returns how many took it.
+    pub(crate) fn push_volatile_to(
+        &self,
+        recipients: &Recipients,
+        emission: &Arc<Emission>,
+    ) -> usize {
+        self.push_with(recipients, emission, true)
+    }
+
     /// Queues the emission for this instance's recipients; returns how many took it.
     fn push_to(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
-        let push =
-            |conn: &Connection| usize::from(conn.push(Outbound::Event(emission.clone())).is_ok());
+        self.push_with(recipients, emission, false)
+    }
+
+    fn push_with(
+        &self,
+        recipients: &Recipients,
+        emission: &Arc<Emission>,
+        volatile: bool,
+    ) -> usize {
+        let push = |conn: &Connection| {
+            let item = Outbound::Event(emission.clone());
+            usize::from(if volatile { conn.push_volatile(item) } else { conn.push(item).is_ok() })
+        };
         let (namespace, room, except) = match recipients {
             Recipients::Connection { id, .. } => {
                 return self.connection(*id).map_or(0, |c| push(&c));
@@ -708,6 +889,7 @@ pub struct Broadcast<'a> {
     namespace: Option<Namespace>,
     room: Option<RoomId>,
     except: Option<ConnectionId>,
+    volatile: bool,
 }
 
 impl Broadcast<'_> {
@@ -722,6 +904,15 @@ impl Broadcast<'_> {
     #[must_use]
     pub fn except(mut self, id: ConnectionId) -> Self {
         self.except = Some(id);
+        self
+    }
+
+    /// Makes the emit volatile (Socket.IO's `volatile`): a recipient whose queue is full misses
+    /// it instead of being disconnected, and connection state recovery neither records nor
+    /// replays it. For what is stale a second later: "is typing", a cursor.
+    #[must_use]
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
         self
     }
 
