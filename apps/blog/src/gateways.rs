@@ -1,7 +1,9 @@
 //! The blog's gateways, served over every transport the server mounts: the chapter's
 //! `showUser`, `indexComment` and `showComment`; `indexEntry` and `showEntry`;
 //! `createComment`; and `subscribeEntry` / `unsubscribeEntry` for the live `commentCreated`,
-//! `commentUpdated` and `commentDeleted` pushes of an entry's room.
+//! `commentUpdated` and `commentDeleted` pushes of an entry's room. Presence: a subscriber is a
+//! reader of the entry (`presenceEntry`, `presenceDiff`), and `typing` is relayed to the other
+//! readers.
 //!
 //! Every connection carries the [`User`] that [`auth_middleware`] attached at the handshake.
 //! Data fields are optional in the payload types so that a missing field gets the chapter's
@@ -10,9 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 use validator::Validate;
+use wsgate::presence::{PresenceChange, PresenceDiff};
 use wsgate::{
-    Ack, App, BuildError, Claims, Connection, Data, Ext, Guard, JwtAuth, JwtKeys, MessageContext,
-    WsError, WsException, WsResponse, gateway,
+    Ack, App, BuildError, Claims, Connection, Data, EventName, Ext, Guard, JwtAuth, JwtKeys,
+    MessageContext, Server, WsError, WsException, WsResponse, gateway,
 };
 
 use crate::AppState;
@@ -31,11 +34,83 @@ pub async fn app(state: &AppState) -> Result<App, BuildError> {
         .observer(state.metrics.clone())
         .middleware(state.origins.clone())
         .middleware(auth_middleware(state.jwt.clone(), state.store.clone()))
+        .presence_diff(presence_diff)
         .gateway(UserGateway::new(state.users()))
         .gateway(EntryGateway::new(state.entries()))
         .gateway(CommentGateway::new(state.comments(), state.entries()))
         .build()
         .await
+}
+
+/// The event readers of an entry receive as others come and go.
+pub const PRESENCE_DIFF: &str = "presenceDiff";
+/// The event relayed to an entry's other readers while someone types.
+pub const TYPING: &str = "typing";
+/// The exception of `typing` from a connection that is not reading the entry.
+pub const NOT_SUBSCRIBED: &str = "Subscribe to the entry first.";
+
+/// A reader of an entry, as others see them: never the e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reader {
+    /// The reader's user id.
+    pub user_id: i64,
+    /// Their given name.
+    pub first_name: String,
+}
+
+/// `presenceDiff`: who started and stopped reading an entry (a user with two tabs open is one
+/// reader, who leaves with the last tab).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadersDiff {
+    /// The entry.
+    pub entry_id: i64,
+    /// New readers.
+    pub joins: Vec<Reader>,
+    /// Readers gone.
+    pub leaves: Vec<Reader>,
+}
+
+/// The reply of `presenceEntry`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Readers {
+    /// The entry.
+    pub entry_id: i64,
+    /// Who reads it now, on every instance, in user id order.
+    pub readers: Vec<Reader>,
+}
+
+/// `typing`, relayed to an entry's other readers: volatile (a slow client misses it, and
+/// recovery never replays it).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Typing {
+    /// The entry.
+    pub entry_id: i64,
+    /// Who types.
+    pub user_id: i64,
+    /// Their given name.
+    pub first_name: String,
+}
+
+/// The entry of a room `entry:{id}`.
+fn room_entry(room: &str) -> Option<i64> {
+    room.strip_prefix("entry:")?.parse().ok()
+}
+
+/// Readers from presence metas (what `subscribeEntry` tracked); others are skipped.
+fn readers<'a>(metas: impl Iterator<Item = &'a serde_json::Value>) -> Vec<Reader> {
+    metas.filter_map(|m| serde_json::from_value(m.clone()).ok()).collect()
+}
+
+/// The core's diff of an entry's room as `presenceDiff {entryId, joins, leaves}`.
+fn presence_diff(diff: &PresenceDiff) -> Option<(EventName, serde_json::Value)> {
+    let entry_id = room_entry(diff.room.as_str())?;
+    let metas = |side: &[PresenceChange]| readers(side.iter().map(|c| &c.meta));
+    let body = ReadersDiff { entry_id, joins: metas(&diff.joins), leaves: metas(&diff.leaves) };
+    Some((PRESENCE_DIFF.into(), serde_json::to_value(body).ok()?))
 }
 
 /// The connection middleware: a valid token of an existing user, attached as [`User`].
@@ -208,6 +283,8 @@ impl CommentGateway {
     COMMENT_CREATED: Comment,
     COMMENT_UPDATED: Comment,
     COMMENT_DELETED: DeletedComment,
+    PRESENCE_DIFF: ReadersDiff,
+    TYPING: Typing,
 ))]
 impl CommentGateway {
     /// The comments of an entry, oldest first (the chapter's `indexComment`).
@@ -263,12 +340,53 @@ impl CommentGateway {
     async fn subscribe_entry(
         &self,
         conn: Connection,
+        Ext(me): Ext<User>,
         Data(query): Data<EntryQuery>,
     ) -> Result<Ack<Subscription>, WsError> {
         let entry_id = query.entry_id()?;
         self.entries.find(entry_id).await?;
-        conn.join(entry_room(entry_id))?;
+        let room = entry_room(entry_id);
+        // A reader of the entry: the others see `{userId, firstName}`, never the e-mail.
+        let reader = Reader { user_id: me.id, first_name: me.first_name.clone() };
+        conn.track(room.clone(), me.id.to_string(), &reader)?;
+        conn.watch_presence(room);
         Ok(Ack(Subscription { entry_id, subscribed: true }))
+    }
+
+    /// Who reads an entry now, on every instance (open to any signed-in user).
+    #[subscribe_message("presenceEntry")]
+    #[throws(MISSING_ENTRY_ID, Entity::Entry.not_found())]
+    async fn presence_entry(
+        &self,
+        server: Server,
+        Data(query): Data<EntryQuery>,
+    ) -> Result<WsResponse<Readers>, WsError> {
+        let entry_id = query.entry_id()?;
+        self.entries.find(entry_id).await?;
+        let present = server.presence(entry_room(entry_id));
+        let readers = readers(present.iter().filter_map(|e| e.metas.first()));
+        Ok(WsResponse::new("presenceEntry", Readers { entry_id, readers }))
+    }
+
+    /// Tells the entry's other readers that you are typing (`typing {entryId, userId,
+    /// firstName}`, volatile). Send it every few seconds while typing; it answers nothing.
+    #[subscribe_message("typing")]
+    #[throws(MISSING_ENTRY_ID, NOT_SUBSCRIBED)]
+    async fn typing(
+        &self,
+        conn: Connection,
+        server: Server,
+        Ext(me): Ext<User>,
+        Data(query): Data<EntryQuery>,
+    ) -> Result<(), WsError> {
+        let entry_id = query.entry_id()?;
+        let room = entry_room(entry_id);
+        if !conn.rooms().iter().any(|r| r.as_str() == room) {
+            return Err(WsException::new(NOT_SUBSCRIBED).into());
+        }
+        let typing = Typing { entry_id, user_id: me.id, first_name: me.first_name };
+        server.to(room).except(conn.id()).volatile().emit(TYPING, &typing)?;
+        Ok(())
     }
 
     /// Leaves the room `entry:{id}`.

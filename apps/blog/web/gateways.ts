@@ -61,12 +61,54 @@ export interface NewComment {
   entryId?: number | null;
 }
 
+/** A reader of an entry, as others see them: never the e-mail address. */
+export interface Reader {
+  /** Their given name. */
+  firstName: string;
+  /** The reader's user id. */
+  userId: number;
+}
+
+/** The reply of `presenceEntry`. */
+export interface Readers {
+  /** The entry. */
+  entryId: number;
+  /** Who reads it now, on every instance, in user id order. */
+  readers: Reader[];
+}
+
+/**
+ * `presenceDiff`: who started and stopped reading an entry (a user with two tabs open is one
+ * reader, who leaves with the last tab).
+ */
+export interface ReadersDiff {
+  /** The entry. */
+  entryId: number;
+  /** New readers. */
+  joins: Reader[];
+  /** Readers gone. */
+  leaves: Reader[];
+}
+
 /** The ack of `subscribeEntry` and `unsubscribeEntry`. */
 export interface Subscription {
   /** The entry. */
   entryId: number;
   /** Whether the connection is now in the entry's room. */
   subscribed: boolean;
+}
+
+/**
+ * `typing`, relayed to an entry's other readers: volatile (a slow client misses it, and
+ * recovery never replays it).
+ */
+export interface Typing {
+  /** The entry. */
+  entryId: number;
+  /** Their given name. */
+  firstName: string;
+  /** Who types. */
+  userId: number;
 }
 
 /** A registered user. Never carries the password hash. */
@@ -118,6 +160,8 @@ export interface ClientToServerEvents {
     /** How many items to skip, 0 or more. */
     offset?: number;
   }) => void;
+  /** Who reads an entry now, on every instance (open to any signed-in user). */
+  presenceEntry: (data: EntryQuery) => void;
   /** One comment of an entry (the chapter's `showComment`). */
   showComment: (data: EntryQuery) => void;
   /** One entry. */
@@ -126,6 +170,8 @@ export interface ClientToServerEvents {
   showUser: (data: UserQuery) => void;
   /** Joins the room `entry:{id}`: the connection then receives `commentCreated`, `commentUpdated` and `commentDeleted` for the entry, however they happened. */
   subscribeEntry: (data: EntryQuery, ack: (answer: Subscription) => void) => void;
+  /** Tells the entry's other readers that you are typing (`typing {entryId, userId, firstName}`, volatile). Send it every few seconds while typing; it answers nothing. */
+  typing: (data: EntryQuery) => void;
   /** Leaves the room `entry:{id}`. */
   unsubscribeEntry: (data: EntryQuery, ack: (answer: Subscription) => void) => void;
 }
@@ -136,6 +182,8 @@ export interface ServerToClientEvents {
   indexComment: (data: Comment[]) => void;
   /** The reply to `indexEntry`. */
   indexEntry: (data: Entry[]) => void;
+  /** The reply to `presenceEntry`. */
+  presenceEntry: (data: Readers) => void;
   /** The reply to `showComment`. */
   showComment: (data: Comment) => void;
   /** The reply to `showEntry`. */
@@ -145,6 +193,8 @@ export interface ServerToClientEvents {
   commentCreated: (data: Comment, offset?: string) => void;
   commentDeleted: (data: DeletedComment, offset?: string) => void;
   commentUpdated: (data: Comment, offset?: string) => void;
+  presenceDiff: (data: ReadersDiff, offset?: string) => void;
+  typing: (data: Typing, offset?: string) => void;
   /** A handler failed. */
   exception: (data: WsExceptionBody) => void;
 }
