@@ -1,12 +1,14 @@
 // The demo page in headless Chromium: two browser contexts as two users; one posts a comment,
 // the other sees it appear without reloading, over each transport; and a page whose network
-// drops gets the comments it missed by replay once it is back (connection state recovery).
+// drops gets the comments it missed by replay once it is back (connection state recovery), and
+// is a reader of its entry again.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { io } from 'socket.io-client';
 import { startBlog, seedBlog, api, register } from '../lib/server.js';
 import { startProxy } from '../lib/proxy.js';
 import { waitFor } from '../lib/wait.js';
@@ -214,9 +216,10 @@ for (const [transport, label] of [
       const bodies = await page.getByTestId('comment').evaluateAll((lis) => lis.map((li) => li.firstChild.textContent));
       assert.deepEqual(bodies, [before, ...missed].map((c) => c.body));
 
-      // They came by replay: the page asked for nothing after the reconnect, and each missed
+      // They came by replay: the page fetched nothing after the reconnect (it subscribed again,
+      // which tracks it as a reader anew: presence ends with a connection), and each missed
       // comment reached it exactly once (the page's list would hide a duplicate).
-      assert.deepEqual(asked(wire.sent.slice(sentBefore)), [], `sent after the cut: ${JSON.stringify(wire.sent.slice(sentBefore))}`);
+      assert.deepEqual(asked(wire.sent.slice(sentBefore)), ['subscribeEntry'], `sent after the cut: ${JSON.stringify(wire.sent.slice(sentBefore))}`);
       const replayed = eventsIn(wire.received.slice(receivedBefore)).filter(([event]) => event === 'commentCreated' || event === 'indexComment');
       assert.deepEqual(
         replayed.map(([event, data]) => `${event} ${data?.id}`),
@@ -227,6 +230,18 @@ for (const [transport, label] of [
       // The room came back with the session: a new comment still arrives live.
       const after = await comment(`after the recovery (${label})`);
       await page.getByTestId('comment').filter({ hasText: after.body }).waitFor({ timeout: 10_000 });
+      // And the server counts it among the entry's readers again.
+      const readers = await new Promise((resolve, reject) => {
+        const socket = io(blog.url, { auth: { token: alice.token }, transports: ['websocket'], forceNew: true, reconnection: false });
+        socket.once('connect_error', reject);
+        socket.once('presenceEntry', (data) => {
+          socket.close();
+          resolve(data.readers);
+        });
+        socket.once('connect', () => socket.emit('presenceEntry', { entryId: entry.body.id }));
+      });
+      assert.deepEqual(readers.map((r) => r.firstName), ['bob'], 'the page is a reader again');
+      assert.equal(await page.getByTestId('readers').textContent(), 'Reading now: bob (you)');
       await page.screenshot({ path: join(artifacts, `demo-recovered-${transport}.png`), fullPage: true });
     } finally {
       await bob.close();

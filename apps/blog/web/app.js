@@ -1,5 +1,5 @@
 // The blog's demo page: REST for accounts and entries, a live gateway connection (Socket.IO or
-// plain WebSocket, switchable) for comments.
+// plain WebSocket, switchable) for comments and for who is reading and typing.
 //
 // Plain JavaScript, type-checked (`tsc -p apps/blog/web`, in scripts/test) against the types
 // generated from the gateways (gateways.ts, `scripts/types`): an event the gateways do not
@@ -12,6 +12,7 @@
 /** @typedef {import('./gateways').Comment} BlogComment */
 /** @typedef {import('./gateways').Entry} Entry */
 /** @typedef {import('./gateways').User} User */
+/** @typedef {import('./gateways').Reader} Reader */
 /** @typedef {{ id: number, firstName: string, lastName: string }} Author */
 /**
  * @template {keyof ClientToServerEvents} E
@@ -27,6 +28,7 @@
  *   kind: 'socketio' | 'ws',
  *   request: <E extends import('./gateways').AckEvents<ClientToServerEvents>>(event: E, data: DataOf<E>) => Promise<AckOf<E>>,
  *   send: <E extends keyof ClientToServerEvents>(event: E, data: DataOf<E>) => void,
+ *   sendVolatile: <E extends keyof ClientToServerEvents>(event: E, data: DataOf<E>) => void,
  *   on: <E extends keyof ServerToClientEvents>(event: E, handler: (data: Parameters<ServerToClientEvents[E]>[0]) => void) => void,
  *   close: () => void,
  * }} Live
@@ -39,6 +41,8 @@ const $as = (id, _kind) => /** @type {T} */ (/** @type {unknown} */ (document.ge
  * @type {{
  *   token: string | null, user: User | null, transport: string, live: Live | null,
  *   entry: Entry | null, comments: Map<number, BlogComment>, authors: Map<number, Author>,
+ *   reading: number | null, readers: Map<number, Reader> | null,
+ *   typing: Map<number, { firstName: string, timer: ReturnType<typeof setTimeout> }>,
  * }}
  */
 const state = {
@@ -49,6 +53,9 @@ const state = {
   entry: null,
   comments: new Map(),
   authors: new Map(), // user id -> {id, firstName, lastName}: who wrote the open entry and its comments
+  reading: null, // the entry the current connection is subscribed to (its subscribeEntry was acked)
+  readers: null, // user id -> reader of the open entry; null until the server said who they are
+  typing: new Map(), // user id -> who is typing in the open entry, until their timer runs out
 };
 
 function showError(message, where = 'error') {
@@ -76,13 +83,17 @@ function handleError(e) {
 // Both transports survive a network drop without losing comments: the server keeps a dropped
 // connection's session for a while (connection state recovery) and, when the client comes back
 // in time, restores its rooms and replays the events it missed. The page then only has to show
-// what happened; it re-subscribes and refetches only when the session could not be recovered.
+// what happened; it refetches the comments only when the session could not be recovered.
+// Presence is another matter: who reads an entry is tracked per connection and ends with it, so
+// every new connection, recovered or not, subscribes to the open entry again (which tracks the
+// user as a reader anew) and asks who is reading.
 //
-// A transport reports through `report(state, text, { resync })`:
-//   state  - 'connected' | 'recovered' | 'reconnecting' | 'offline' (#status's data-state)
-//   text   - what #status says
-//   resync - true when the connection starts without the page's rooms (a fresh session): the
-//            open entry must be subscribed and its comments fetched again.
+// A transport reports through `report(state, text, { session })`:
+//   state   - 'connected' | 'recovered' | 'reconnecting' | 'offline' (#status's data-state)
+//   text    - what #status says
+//   session - set when a connection (re)starts: 'recovered' (its rooms restored, the missed
+//             events on their way) or 'new' (a fresh session, without the page's rooms: the
+//             comments must be fetched again).
 
 /** @returns {Live} */
 function connectSocketIo(token, report) {
@@ -99,7 +110,7 @@ function connectSocketIo(token, report) {
     // `recovered`: same id, rooms restored server-side, the missed events arrive right after
     // this by themselves. Otherwise (first connect or too late) it is a fresh session.
     recovered = socket.recovered;
-    report(recovered ? 'recovered' : 'connected', text(), { resync: !recovered });
+    report(recovered ? 'recovered' : 'connected', text(), { session: recovered ? 'recovered' : 'new' });
   });
   // Each (re)connection opens a new engine, which may upgrade from long-polling to websocket.
   socket.io.on('open', () => {
@@ -127,6 +138,8 @@ function connectSocketIo(token, report) {
     // Emits while disconnected are buffered by socket.io-client and sent on reconnect.
     request: (event, data) => untyped.timeout(5000).emitWithAck(event, data),
     send: (event, data) => untyped.emit(event, data),
+    // Dropped rather than buffered while disconnected: it would be stale when it got there.
+    sendVolatile: (event, data) => untyped.volatile.emit(event, data),
     // Room events carry their offset as an extra last argument: handlers get the payload only.
     on: (event, handler) => untyped.on(event, (data) => handler(data)),
     // A goodbye: the server ends the session for good.
@@ -190,13 +203,13 @@ function connectWebSocket(token, report) {
     flush(); // what was asked while reconnecting, in order
     if (recovered && id === session) {
       // Rooms restored; the missed room events follow this frame, in order.
-      report('recovered', 'live over plain WebSocket · recovered');
+      report('recovered', 'live over plain WebSocket · recovered', { session: 'recovered' });
     } else {
       // A fresh session (first connection, or the old one expired): its offsets start anew and
       // the page must subscribe and fetch again.
       session = id;
       offset = null;
-      report('connected', 'live over plain WebSocket', { resync: true });
+      report('connected', 'live over plain WebSocket', { session: 'new' });
     }
   }
 
@@ -218,6 +231,10 @@ function connectWebSocket(token, report) {
       });
     },
     send: (event, data) => deliver(null, JSON.stringify({ event, data })),
+    // Dropped rather than queued while disconnected: it would be stale when it got there.
+    sendVolatile(event, data) {
+      if (up) ws.send(JSON.stringify({ event, data }));
+    },
     on(event, handler) {
       listeners.set(event, [...(listeners.get(event) || []), handler]);
     },
@@ -240,11 +257,14 @@ function setStatus(state, text) {
 
 function connectLive() {
   state.live?.close();
+  state.reading = null; // until the new connection has subscribed
   const current = ++generation;
-  const report = (status, text, { resync = false } = {}) => {
+  const report = (status, text, { session = null } = {}) => {
     if (current !== generation) return;
     setStatus(status, text);
-    if (resync && state.entry) subscribe(state.entry.id);
+    // Off the line: the next connection is not subscribed until it says so.
+    if (status === 'reconnecting' || status === 'offline') state.reading = null;
+    if (session && state.entry) subscribe(state.entry.id, { comments: session === 'new' });
   };
   setStatus('offline', 'connecting…');
   const connect = state.transport === 'ws' ? connectWebSocket : connectSocketIo;
@@ -253,20 +273,52 @@ function connectLive() {
     state.comments = new Map(comments.map((c) => [c.id, c]));
     renderComments();
   });
-  live.on('commentCreated', (comment) => upsertComment(comment));
+  live.on('commentCreated', (comment) => {
+    // Their comment is what they were typing.
+    if (comment.entryId === state.entry?.id) stopTyping(comment.userId);
+    upsertComment(comment);
+  });
   live.on('commentUpdated', (comment) => upsertComment(comment));
   live.on('commentDeleted', ({ id }) => {
     state.comments.delete(id);
     renderComments();
   });
+  live.on('presenceEntry', ({ entryId, readers }) => {
+    if (entryId !== state.entry?.id) return;
+    state.readers = new Map(readers.map((r) => [r.userId, r]));
+    renderReaders();
+  });
+  live.on('presenceDiff', ({ entryId, joins, leaves }) => {
+    // Diffs before the first presenceEntry answer are in that answer already.
+    if (entryId !== state.entry?.id || !state.readers) return;
+    // A diff never has one reader both joining and leaving.
+    for (const r of joins) state.readers.set(r.userId, r);
+    for (const r of leaves) {
+      state.readers.delete(r.userId);
+      stopTyping(r.userId);
+    }
+    renderReaders();
+  });
+  live.on('typing', ({ entryId, userId, firstName }) => {
+    // The server skips only the typist's connection: their other tabs hear it too.
+    if (entryId !== state.entry?.id || userId === state.user?.id) return;
+    showTyping(userId, firstName);
+  });
   live.on('exception', (e) => showError(e.message));
   state.live = live;
 }
 
-async function subscribe(entryId) {
+// Subscribes the current connection to the entry's room (which also tracks the user as one of
+// its readers), asks who reads it, and, unless the room's events were kept for it (a recovered
+// session), fetches its comments.
+async function subscribe(entryId, { comments = true } = {}) {
+  const live = state.live;
   try {
-    await state.live.request('subscribeEntry', { entryId });
-    state.live.send('indexComment', { entryId });
+    await live.request('subscribeEntry', { entryId });
+    if (live !== state.live || state.entry?.id !== entryId) return; // replaced meanwhile
+    state.reading = entryId;
+    live.send('presenceEntry', { entryId });
+    if (comments) live.send('indexComment', { entryId });
   } catch (e) {
     showError(e.message);
   }
@@ -325,6 +377,79 @@ async function loadMe() {
   renderWhoami();
 }
 
+// ---- who is reading, who is typing ----
+//
+// "Reading now" lists the open entry's readers by first name, the user included and marked
+// "(you)": the server's list (presenceEntry, asked on every subscription) kept up to date by its
+// presenceDiff events. "… is typing…" shows a reader for TYPING_SHOWN_MS after their last
+// `typing`, and goes at once when their comment arrives or they leave. While the user types,
+// the page sends `typing` at most every TYPING_EVERY_MS, and only on a connection subscribed to
+// the entry (the server refuses it otherwise).
+
+const TYPING_SHOWN_MS = 3000;
+const TYPING_EVERY_MS = 2000;
+let typingSentAt = 0; // when the page last sent `typing` (0: the next keystroke sends it)
+
+/** Names joined for a sentence: "Ada", "Ada and Grace", "Ada, Grace and Linus". */
+function listOf(/** @type {string[]} */ names) {
+  return names.length < 2 ? names.join('') : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+}
+
+const byName = (/** @type {{ firstName: string, userId: number }} */ a, /** @type {typeof a} */ b) =>
+  a.firstName.localeCompare(b.firstName) || a.userId - b.userId;
+
+function renderReaders() {
+  const readers = state.readers;
+  $('readers').hidden = !readers;
+  if (!readers) return;
+  const names = [...readers.values()]
+    .sort(byName)
+    .map((r) => (r.userId === state.user?.id ? `${r.firstName} (you)` : r.firstName));
+  $('readers').textContent = `Reading now: ${names.join(', ')}`;
+}
+
+function renderTyping() {
+  const typists = [...state.typing].map(([userId, { firstName }]) => ({ userId, firstName })).sort(byName);
+  const names = listOf(typists.map((t) => t.firstName));
+  $('typing').textContent = typists.length ? `${names} ${typists.length > 1 ? 'are' : 'is'} typing…` : '';
+}
+
+function showTyping(userId, firstName) {
+  clearTimeout(state.typing.get(userId)?.timer);
+  const timer = setTimeout(() => stopTyping(userId), TYPING_SHOWN_MS);
+  state.typing.set(userId, { firstName, timer });
+  renderTyping();
+}
+
+function stopTyping(userId) {
+  const typist = state.typing.get(userId);
+  if (!typist) return;
+  clearTimeout(typist.timer);
+  state.typing.delete(userId);
+  renderTyping();
+}
+
+/** Nobody is reading or typing as far as the page knows (another entry, or signed out). */
+function forgetPresence() {
+  for (const { timer } of state.typing.values()) clearTimeout(timer);
+  state.typing = new Map();
+  state.readers = null;
+  state.reading = null;
+  typingSentAt = 0;
+  renderReaders();
+  renderTyping();
+}
+
+// The user types a comment: the other readers learn of it, at most every TYPING_EVERY_MS.
+function typed() {
+  const entryId = state.entry?.id;
+  if (entryId === undefined || state.reading !== entryId) return;
+  if (!$as('comment-body', HTMLTextAreaElement).value.trim()) return; // emptied: not writing
+  if (Date.now() - typingSentAt < TYPING_EVERY_MS) return;
+  typingSentAt = Date.now();
+  state.live.sendVolatile('typing', { entryId });
+}
+
 // ---- rendering ----
 
 function renderByline() {
@@ -381,6 +506,7 @@ async function openEntry(entry) {
   }
   state.entry = entry;
   state.comments = new Map();
+  forgetPresence();
   authorsAsked = new Set([`${entry.id}:${entry.userId}`]); // asked for below
   for (const li of $('entries').querySelectorAll('li')) li.classList.toggle('open', Number(li.dataset.id) === entry.id);
   $('pick').hidden = true;
@@ -452,11 +578,14 @@ $('comment-form').onsubmit = async (event) => {
     const comment = await state.live.request('createComment', { entryId: state.entry.id, body });
     upsertComment(comment);
     formElement.reset();
+    typingSentAt = 0; // the next comment's first keystroke tells the others at once
     showError('');
   } catch (e) {
     showError(e.message);
   }
 };
+
+$('comment-form').oninput = typed;
 
 const transportSelect = $as('transport', HTMLSelectElement);
 transportSelect.value = state.transport;
@@ -473,6 +602,7 @@ function signOut(message = '') {
   localStorage.removeItem('user');
   generation += 1; // nothing more from the closed connection
   Object.assign(state, { token: null, user: null, entry: null, live: null, authors: new Map() });
+  forgetPresence();
   $('entry').hidden = true;
   $('pick').hidden = false;
   setStatus('offline', 'offline');
