@@ -381,11 +381,14 @@ impl CommentGateway {
     ) -> Result<(), WsError> {
         let entry_id = query.entry_id()?;
         let room = entry_room(entry_id);
-        if !conn.rooms().iter().any(|r| r.as_str() == room) {
+        // A reader: subscribed on this connection (a recovered one subscribes again).
+        if !conn.is_tracked(room.clone()) {
             return Err(WsException::new(NOT_SUBSCRIBED).into());
         }
         let typing = Typing { entry_id, user_id: me.id, first_name: me.first_name };
-        server.to(room).except(conn.id()).volatile().emit(TYPING, &typing)?;
+        // To the other readers: not to the typist's other tabs either.
+        let others = server.to(room).except(conn.id()).except_key(me.id.to_string());
+        others.volatile().emit(TYPING, &typing)?;
         Ok(())
     }
 

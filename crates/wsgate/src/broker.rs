@@ -46,6 +46,10 @@ pub enum Recipients {
         /// A connection left out, typically the sender.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         except: Option<ConnectionId>,
+        /// Connections tracking this presence key in the room left out (a user's other tabs),
+        /// on every instance. Live delivery only: a replay after recovery does not know it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except_key: Option<String>,
     },
     /// One connection, open on some instance.
     Connection {
@@ -61,9 +65,12 @@ impl Recipients {
     /// The same recipients within `namespace` (a connection's namespace, when known).
     pub(crate) fn in_namespace(&self, namespace: Namespace) -> Self {
         match self {
-            Self::Broadcast { room, except, .. } => {
-                Self::Broadcast { namespace: Some(namespace), room: room.clone(), except: *except }
-            }
+            Self::Broadcast { room, except, except_key, .. } => Self::Broadcast {
+                namespace: Some(namespace),
+                room: room.clone(),
+                except: *except,
+                except_key: except_key.clone(),
+            },
             Self::Connection { id, .. } => Self::Connection { id: *id, namespace: Some(namespace) },
         }
     }

@@ -295,6 +295,12 @@ impl Connection {
         self.inner.server.presence_untrack(self, &room.into());
     }
 
+    /// Whether this connection is tracked in `room` (it called [`Self::track`] and has not
+    /// left since; a recovered connection is not, until it tracks again).
+    pub fn is_tracked(&self, room: impl Into<RoomId>) -> bool {
+        self.inner.server.presence_is_tracked(self, room.into())
+    }
+
     /// Sends this connection the `presenceDiff` events of `room` (which it should be in):
     /// who joined and left, coalesced per [`PresenceConfig::interval`]. Volatile: a full queue
     /// misses one, recovery does not replay them.

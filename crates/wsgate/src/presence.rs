@@ -92,6 +92,9 @@ impl PresenceDiff {
     }
 }
 
+/// The tick of a newcomer's second hello (about half a second in, at the default interval).
+const HELLO_AGAIN: u32 = 5;
+
 /// A room of a namespace.
 pub(crate) type Place = (Namespace, RoomId);
 
@@ -115,6 +118,8 @@ pub(crate) enum Message {
     State { node: NodeId, seq: u64, ops: Vec<Op> },
     /// The sender asks `want` for its state.
     Sync { node: NodeId, want: NodeId },
+    /// The sender just started: everyone sends it their state.
+    Hello { node: NodeId },
 }
 
 /// An entry: who (instance and connection) tracks which key with which meta.
@@ -158,6 +163,8 @@ pub(crate) struct Tracker {
     pending: Vec<Op>,
     state_wanted: bool,
     last_heartbeat: Option<Instant>,
+    /// Ticks so far, for the hellos of the first second.
+    ticks: u32,
     remotes: HashMap<NodeId, Remote>,
     rooms: HashMap<Place, Room>,
 }
@@ -172,6 +179,7 @@ impl Tracker {
             pending: Vec::new(),
             state_wanted: false,
             last_heartbeat: None,
+            ticks: 0,
             remotes: HashMap::new(),
             rooms: HashMap::new(),
         }
@@ -202,6 +210,19 @@ impl Tracker {
         self.remove(place, self.node, conn, &key);
         let (ns, room) = place.clone();
         self.pending.push(Op::Untrack { ns, room, conn });
+    }
+
+    /// This instance's connections tracking `key` in `place`.
+    pub(crate) fn local_conns(&self, place: &Place, key: &str) -> Vec<ConnectionId> {
+        let metas = self.rooms.get(place).and_then(|room| room.keys.get(key));
+        metas.map_or_else(Vec::new, |metas| {
+            metas.iter().filter(|m| m.node == self.node).map(|m| m.conn).collect()
+        })
+    }
+
+    /// Whether `conn` (of this instance) is tracked in `place`.
+    pub(crate) fn is_tracked(&self, place: &Place, conn: ConnectionId) -> bool {
+        self.local.contains_key(&(place.clone(), conn))
     }
 
     /// The keys present in `place`, from every instance, sorted by key.
@@ -308,15 +329,23 @@ impl Tracker {
         if std::mem::take(&mut self.state_wanted) {
             out.push(Message::State { node: self.node, seq: self.seq, ops: self.state() });
         }
+        // A newcomer asks everyone for their state at once, rather than waiting for their
+        // heartbeats; twice, in case its own subscription was not ready the first time.
+        self.ticks = self.ticks.saturating_add(1);
+        if self.ticks == 1 || self.ticks == HELLO_AGAIN {
+            out.push(Message::Hello { node: self.node });
+        }
         if self.last_heartbeat.is_none_or(|at| now.duration_since(at) >= self.config.heartbeat) {
             self.last_heartbeat = Some(now);
             out.push(Message::Heartbeat { node: self.node, seq: self.seq });
         }
-        let timeout = self.config.timeout;
+        // Checked every interval: an instance that spoke last `timeout - interval` ago goes
+        // now, so that none outlives `timeout` of silence.
+        let limit = self.config.timeout.saturating_sub(self.config.interval);
         let dead: Vec<NodeId> = self
             .remotes
             .iter()
-            .filter(|(_, r)| now.duration_since(r.last_seen) > timeout)
+            .filter(|(_, r)| now.duration_since(r.last_seen) >= limit)
             .map(|(node, _)| *node)
             .collect();
         for node in dead {
@@ -347,6 +376,12 @@ impl Tracker {
     /// state, when this one's view of it has a gap).
     pub(crate) fn receive(&mut self, message: Message, now: Instant) -> Vec<Message> {
         match message {
+            Message::Hello { node } => {
+                if node != self.node {
+                    self.state_wanted = true;
+                }
+                Vec::new()
+            }
             Message::Sync { want, .. } => {
                 if want == self.node {
                     // Sent with the next tick, after the pending delta: one state for everyone
@@ -552,7 +587,7 @@ mod tests {
         let diffs = t.diffs();
         assert_eq!(diffs.len(), 1);
         assert_eq!(diffs[0].joins.len(), 10_000);
-        assert_eq!(t.tick(Instant::now()).len(), 2, "one delta and the first heartbeat");
+        assert_eq!(t.tick(Instant::now()).len(), 3, "one delta, the first hello and heartbeat");
     }
 
     #[test]

@@ -472,6 +472,7 @@ impl Server {
             namespace: Some(namespace.into()),
             room: None,
             except: None,
+            except_key: None,
             volatile: false,
         }
     }
@@ -482,8 +483,15 @@ impl Server {
         event: impl Into<EventName>,
         data: &T,
     ) -> Result<usize, SendError> {
-        Broadcast { server: self, namespace: None, room: None, except: None, volatile: false }
-            .emit(event, data)
+        Broadcast {
+            server: self,
+            namespace: None,
+            room: None,
+            except: None,
+            except_key: None,
+            volatile: false,
+        }
+        .emit(event, data)
     }
 
     /// Who is in `room` of the default namespace `/`, on every instance: each key with its
@@ -611,6 +619,12 @@ impl Server {
         runtime.tracker().untrack(&(conn.namespace().clone(), room.clone()), conn.id());
     }
 
+    /// Whether `conn` is tracked in `room`.
+    pub(crate) fn presence_is_tracked(&self, conn: &Connection, room: RoomId) -> bool {
+        let Some(runtime) = self.inner.presence.get() else { return false };
+        runtime.tracker().is_tracked(&(conn.namespace().clone(), room), conn.id())
+    }
+
     /// `conn` receives the diffs of `room`.
     pub(crate) fn presence_watch(&self, conn: &Connection, room: RoomId) {
         let place: Place = (conn.namespace().clone(), room);
@@ -698,6 +712,7 @@ impl Server {
             namespace: target.namespace.clone(),
             room: target.room.clone(),
             except: target.except,
+            except_key: target.except_key.clone(),
         };
         if target.volatile {
             let delivered = self.push_volatile_to(&recipients, emission);
@@ -860,9 +875,22 @@ impl Server {
             Recipients::Connection { id, .. } => {
                 return self.connection(*id).map_or(0, |c| push(&c));
             }
-            Recipients::Broadcast { namespace, room, except } => (namespace, room, *except),
+            Recipients::Broadcast { namespace, room, except, except_key } => {
+                (namespace, room, (*except, except_key))
+            }
         };
-        let send = |conn: &Connection| if except == Some(conn.id()) { 0 } else { push(conn) };
+        let (except, except_key) = except;
+        // The connections of this instance tracking the key left out, if one is.
+        let tracking: Vec<ConnectionId> =
+            match (namespace, room, except_key, self.inner.presence.get()) {
+                (Some(ns), Some(room), Some(key), Some(runtime)) => {
+                    runtime.tracker().local_conns(&(ns.clone(), room.clone()), key)
+                }
+                _ => Vec::new(),
+            };
+        let send = |conn: &Connection| {
+            if except == Some(conn.id()) || tracking.contains(&conn.id()) { 0 } else { push(conn) }
+        };
         match (namespace, room) {
             (Some(ns), Some(room)) => read(&self.inner.rooms)
                 .get(&(ns.clone(), room.clone()))
@@ -889,6 +917,7 @@ pub struct Broadcast<'a> {
     namespace: Option<Namespace>,
     room: Option<RoomId>,
     except: Option<ConnectionId>,
+    except_key: Option<String>,
     volatile: bool,
 }
 
@@ -904,6 +933,15 @@ impl Broadcast<'_> {
     #[must_use]
     pub fn except(mut self, id: ConnectionId) -> Self {
         self.except = Some(id);
+        self
+    }
+
+    /// Leaves out every connection that tracks the presence `key` in the room, on every
+    /// instance: a user's other tabs ([`Connection::track`]). Live delivery only: a replay
+    /// after recovery does not know it (pair it with [`Broadcast::volatile`]).
+    #[must_use]
+    pub fn except_key(mut self, key: impl Into<String>) -> Self {
+        self.except_key = Some(key.into());
         self
     }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wsgate::broker::MemoryBroker;
 use wsgate::presence::PresenceConfig;
-use wsgate::testing::TestClient;
+use wsgate::testing::{Received, TestClient};
 use wsgate::{
     App, AppConfig, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server, WsError,
     gateway,
@@ -69,11 +69,13 @@ impl Lobby {
         &self,
         conn: Connection,
         server: Server,
+        Ext(user): Ext<User>,
         Data(r): Data<RoomName>,
     ) -> Result<(), WsError> {
         server
             .to(r.room)
             .except(conn.id())
+            .except_key(user.0)
             .volatile()
             .emit("typing", &json!({ "conn": conn.id().0 }))?;
         Ok(())
@@ -196,15 +198,16 @@ async fn instances_share_presence_and_a_silent_one_leaves() {
 
     // Each lists both, and each watcher is told of the other.
     let mut waited = 0;
-    while keys(&ada.request("who", json!({ "room": "r" })).await.unwrap()).len() < 2 {
+    loop {
+        let on_one = keys(&ada.request("who", json!({ "room": "r" })).await.unwrap());
+        let on_two = keys(&grace.request("who", json!({ "room": "r" })).await.unwrap());
+        if on_one == ["ada", "grace"] && on_two == ["ada", "grace"] {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
         waited += 1;
-        assert!(waited < 200, "instance one never saw grace");
+        assert!(waited < 200, "never the same readers: {on_one:?} / {on_two:?}");
     }
-    assert_eq!(
-        keys(&grace.request("who", json!({ "room": "r" })).await.unwrap()),
-        ["ada", "grace"]
-    );
     let mut joined = Vec::new();
     while joined.len() < 2 {
         joined.extend(changed(&ada.event("presenceDiff").await.unwrap(), "joins"));
@@ -212,9 +215,16 @@ async fn instances_share_presence_and_a_silent_one_leaves() {
     joined.sort();
     assert_eq!(joined, ["ada", "grace"]);
 
-    // Typing crosses instances, volatile.
+    // Typing crosses instances, volatile, and skips the typist's other tabs everywhere.
+    let mut ada_two = client(&two, "ada").await;
+    ada_two.emit("enter", json!({ "room": "r" })).await;
     ada.emit("typing", json!({ "room": "r" })).await;
     assert_eq!(grace.event("typing").await.unwrap()["conn"], ada.connection().id().0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let typed = |r: &Received| matches!(r, Received::Event { event, .. } if event == "typing");
+    assert!(!ada_two.drain().iter().any(typed), "not to the typist's other tab");
+    assert!(!ada.drain().iter().any(typed), "nor to the typist");
+    drop(ada_two);
 
     // Instance two goes silent (dropped, as a killed process would): past the timeout,
     // grace leaves on instance one.
