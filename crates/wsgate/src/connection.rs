@@ -280,7 +280,8 @@ impl Connection {
         meta: &T,
     ) -> Result<(), WsError> {
         let room = room.into();
-        let meta = serde_json::to_value(meta).map_err(|e| WsError::Internal(Box::new(e)))?;
+        let meta =
+            serde_json::value::to_raw_value(meta).map_err(|e| WsError::Internal(Box::new(e)))?;
         self.join(room.clone())?;
         let rooms = lock(&self.inner.rooms);
         // Under the room lock: a connection released meanwhile tracks nothing.

@@ -98,17 +98,18 @@ const HELLO_AGAIN: u32 = 5;
 /// A room of a namespace.
 pub(crate) type Place = (Namespace, RoomId);
 
-/// One change of an instance's own entries, as it travels.
+/// One change of an instance's own entries, as it travels (externally tagged: a meta is raw
+/// JSON, which an internally tagged enum cannot carry).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub(crate) enum Op {
-    Track { ns: Namespace, room: RoomId, conn: ConnectionId, key: String, meta: Value },
+    Track { ns: Namespace, room: RoomId, conn: ConnectionId, key: String, meta: Shared },
     Untrack { ns: Namespace, room: RoomId, conn: ConnectionId },
 }
 
 /// What instances tell each other about presence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub(crate) enum Message {
     /// The sender's changes since its delta `seq - 1`.
     Delta { node: NodeId, seq: u64, ops: Vec<Op> },
@@ -122,12 +123,41 @@ pub(crate) enum Message {
     Hello { node: NodeId },
 }
 
+/// A meta as JSON text (a few dozen bytes, where a parsed map takes hundreds), shared by the
+/// tracker's own record, the merged view and the delta that carries it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Shared(std::sync::Arc<serde_json::value::RawValue>);
+
+impl Shared {
+    fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<Box<serde_json::value::RawValue>> for Shared {
+    fn from(raw: Box<serde_json::value::RawValue>) -> Self {
+        Self(raw.into())
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// A meta as a value, for the app.
+fn value(meta: &Shared) -> Value {
+    serde_json::from_str(meta.get()).unwrap_or(Value::Null)
+}
+
 /// An entry: who (instance and connection) tracks which key with which meta.
 #[derive(Clone, Debug, PartialEq)]
 struct Meta {
     node: NodeId,
     conn: ConnectionId,
-    meta: Value,
+    meta: Shared,
 }
 
 #[derive(Default)]
@@ -137,10 +167,10 @@ struct Room {
     /// The keys watchers were last told are present.
     announced: BTreeSet<String>,
     /// Keys changed since, with the last meta each had when it went (for a leave).
-    dirty: BTreeMap<String, Option<Value>>,
+    dirty: BTreeMap<String, Option<Shared>>,
 }
 
-type Entries = BTreeMap<(Place, ConnectionId), (String, Value)>;
+type Entries = BTreeMap<(Place, ConnectionId), (String, Shared)>;
 
 struct Remote {
     /// Its last delta applied.
@@ -190,11 +220,18 @@ impl Tracker {
     }
 
     /// Tracks `conn` in `place` under `key` with `meta` (replacing what it tracked there).
-    pub(crate) fn track(&mut self, place: Place, conn: ConnectionId, key: String, meta: Value) {
+    pub(crate) fn track(
+        &mut self,
+        place: Place,
+        conn: ConnectionId,
+        key: String,
+        meta: Box<serde_json::value::RawValue>,
+    ) {
         let slot = (place.clone(), conn);
-        if self.local.get(&slot).is_some_and(|(k, m)| *k == key && *m == meta) {
+        if self.local.get(&slot).is_some_and(|(k, m)| *k == key && m.get() == meta.get()) {
             return;
         }
+        let meta = Shared::from(meta);
         if let Some((old, _)) = self.local.remove(&slot) {
             self.remove(&place, self.node, conn, &old);
         }
@@ -232,7 +269,7 @@ impl Tracker {
                 .iter()
                 .map(|(key, metas)| PresenceEntry {
                     key: key.clone(),
-                    metas: metas.iter().map(|m| m.meta.clone()).collect(),
+                    metas: metas.iter().map(|m| value(&m.meta)).collect(),
                 })
                 .collect()
         })
@@ -244,7 +281,7 @@ impl Tracker {
         node: NodeId,
         conn: ConnectionId,
         key: String,
-        meta: Value,
+        meta: Shared,
     ) {
         let room = self.rooms.entry(place.clone()).or_default();
         let metas = room.keys.entry(key.clone()).or_default();
@@ -289,11 +326,11 @@ impl Tracker {
                 match (present, room.announced.contains(&key)) {
                     (Some(first), false) => {
                         diff.joins
-                            .push(PresenceChange { key: key.clone(), meta: first.meta.clone() });
+                            .push(PresenceChange { key: key.clone(), meta: value(&first.meta) });
                         room.announced.insert(key);
                     }
                     (None, true) => {
-                        let meta = last.unwrap_or(Value::Null);
+                        let meta = last.map_or(Value::Null, |m| value(&m));
                         diff.leaves.push(PresenceChange { key: key.clone(), meta });
                         room.announced.remove(&key);
                     }
@@ -491,8 +528,15 @@ impl Tracker {
     #[cfg(test)]
     fn entries(&self) -> BTreeSet<(String, String, u64, u64, String, String)> {
         let row =
-            |(ns, room): &Place, node: NodeId, conn: ConnectionId, key: &str, meta: &Value| {
-                (ns.to_string(), room.to_string(), node.0, conn.0, key.to_owned(), meta.to_string())
+            |(ns, room): &Place, node: NodeId, conn: ConnectionId, key: &str, meta: &Shared| {
+                (
+                    ns.to_string(),
+                    room.to_string(),
+                    node.0,
+                    conn.0,
+                    key.to_owned(),
+                    meta.get().to_owned(),
+                )
             };
         let mut all = BTreeSet::new();
         for ((place, conn), (key, meta)) in &self.local {
@@ -519,7 +563,7 @@ impl Tracker {
                         m.node.0,
                         m.conn.0,
                         key.clone(),
-                        m.meta.to_string(),
+                        m.meta.get().to_owned(),
                     ));
                 }
             }
@@ -540,6 +584,10 @@ mod tests {
         (Namespace::new("/"), RoomId::from(format!("room:{i}")))
     }
 
+    fn raw(value: Value) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
+
     fn tracker(node: u64) -> Tracker {
         Tracker::new(NodeId(node), PresenceConfig::default())
     }
@@ -548,8 +596,8 @@ mod tests {
     fn two_tabs_are_one_key_and_the_last_tab_leaving_is_the_leave() {
         let mut t = tracker(1);
         let room = place(1);
-        t.track(room.clone(), ConnectionId(10), "ada".into(), json!({"tab": 1}));
-        t.track(room.clone(), ConnectionId(11), "ada".into(), json!({"tab": 2}));
+        t.track(room.clone(), ConnectionId(10), "ada".into(), raw(json!({"tab": 1})));
+        t.track(room.clone(), ConnectionId(11), "ada".into(), raw(json!({"tab": 2})));
         let diffs = t.diffs();
         assert_eq!(diffs.len(), 1);
         assert_eq!(diffs[0].joins, [PresenceChange { key: "ada".into(), meta: json!({"tab": 1}) }]);
@@ -570,7 +618,7 @@ mod tests {
     #[test]
     fn a_key_that_comes_and_goes_within_an_interval_is_no_diff() {
         let mut t = tracker(1);
-        t.track(place(1), ConnectionId(1), "grace".into(), json!(1));
+        t.track(place(1), ConnectionId(1), "grace".into(), raw(json!(1)));
         t.untrack(&place(1), ConnectionId(1));
         assert_eq!(t.diffs(), []);
         // Yet the others hear of both changes, in one delta.
@@ -582,7 +630,7 @@ mod tests {
     fn a_storm_of_joins_is_one_diff() {
         let mut t = tracker(1);
         for i in 0..10_000u64 {
-            t.track(place(1), ConnectionId(i), format!("user{i}"), json!({ "i": i }));
+            t.track(place(1), ConnectionId(i), format!("user{i}"), raw(json!({ "i": i })));
         }
         let diffs = t.diffs();
         assert_eq!(diffs.len(), 1);
@@ -594,7 +642,7 @@ mod tests {
     fn a_silent_instance_leaves_and_comes_back_when_it_speaks() {
         let start = Instant::now();
         let (mut a, mut b) = (tracker(1), tracker(2));
-        a.track(place(1), ConnectionId(1), "ada".into(), json!("a"));
+        a.track(place(1), ConnectionId(1), "ada".into(), raw(json!("a")));
         let hello = a.tick(start);
         // b has never heard of a: it asks for a's state, which a sends with its next tick.
         let asks: Vec<Message> = hello.into_iter().flat_map(|m| b.receive(m, start)).collect();
@@ -638,7 +686,9 @@ mod tests {
                     room: RoomId::from("entry:1"),
                     conn: ConnectionId(9),
                     key: "1".into(),
-                    meta: json!({"firstName": "Ada"}),
+                    meta: Shared::from(
+                        serde_json::value::to_raw_value(&json!({"firstName": "Ada"})).unwrap(),
+                    ),
                 },
                 Op::Untrack {
                     ns: Namespace::new("/"),
@@ -717,7 +767,7 @@ mod tests {
                     place(p),
                     Self::conn(node, conn),
                     format!("k{key}"),
-                    json!(meta),
+                    raw(json!(meta)),
                 ),
                 Step::Untrack { node, place: p, conn } => {
                     self.nodes[node].untrack(&place(p), Self::conn(node, conn));

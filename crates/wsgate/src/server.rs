@@ -597,7 +597,7 @@ impl Server {
         conn: &Connection,
         room: RoomId,
         key: String,
-        meta: serde_json::Value,
+        meta: Box<serde_json::value::RawValue>,
     ) {
         let place: Place = (conn.namespace().clone(), room);
         self.presence_runtime().tracker().track(place, conn.id(), key, meta);
