@@ -302,13 +302,19 @@ impl Connection {
         self.inner.server.presence_is_tracked(self, room.into())
     }
 
-    /// Sends this connection the `presenceDiff` events of `room` (which it should be in):
-    /// who joined and left, coalesced per [`PresenceConfig::interval`]. Volatile: a full queue
-    /// misses one, recovery does not replay them.
+    /// Sends this connection the `presenceDiff` events of `room`, which it must be in (a
+    /// connection outside the room watches nothing): who joined and left, coalesced per
+    /// [`PresenceConfig::interval`]. Volatile: a full queue misses one, recovery does not
+    /// replay them. Leaving the room ends it.
     ///
     /// [`PresenceConfig::interval`]: crate::presence::PresenceConfig::interval
     pub fn watch_presence(&self, room: impl Into<RoomId>) {
-        self.inner.server.presence_watch(self, room.into());
+        let room = room.into();
+        let rooms = lock(&self.inner.rooms);
+        // Under the room lock: leaving or a release, which unwatch, cannot slip in between.
+        if !rooms.released && rooms.joined.contains(&room) {
+            self.inner.server.presence_watch(self, room);
+        }
     }
 
     /// Who is in `room` of this connection's namespace, on every instance.

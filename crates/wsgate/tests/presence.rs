@@ -54,6 +54,12 @@ impl Lobby {
         Ok(())
     }
 
+    /// Watching a room without being in it: nothing.
+    #[subscribe_message("peek")]
+    async fn peek(&self, conn: Connection, Data(r): Data<RoomName>) {
+        conn.watch_presence(r.room);
+    }
+
     #[subscribe_message("exit")]
     async fn exit(&self, conn: Connection, Data(r): Data<RoomName>) {
         conn.leave(r.room);
@@ -125,6 +131,9 @@ async fn two_tabs_are_one_reader_and_the_last_tab_is_the_leave() {
     assert_eq!(diff["room"], "r");
     assert_eq!(changed(&diff, "joins"), ["grace"]);
 
+    let mut outsider = client(&app, "eve").await;
+    outsider.emit("peek", json!({ "room": "r" })).await;
+
     let mut ada_one = client(&app, "ada").await;
     let mut ada_two = client(&app, "ada").await;
     ada_one.emit("enter", json!({ "room": "r" })).await;
@@ -150,6 +159,10 @@ async fn two_tabs_are_one_reader_and_the_last_tab_is_the_leave() {
     assert_eq!(diff["leaves"][0]["meta"]["conn"], last);
     let who = grace.request("who", json!({ "room": "r" })).await.unwrap();
     assert_eq!(keys(&who), ["grace"]);
+    assert!(
+        outsider.drain().is_empty(),
+        "a connection outside the room watches nothing, though it asked"
+    );
 }
 
 #[tokio::test]
