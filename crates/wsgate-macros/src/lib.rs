@@ -59,7 +59,10 @@ use syn::{
 ///   looked through), and its doc comment;
 /// - `#[throws("Missing entry id.", NOT_FOUND, ...)]` beside it declares its exceptions'
 ///   messages, for its description;
-/// - `#[use_guards(guard, ...)]` beside it adds guards to that handler;
+/// - `#[use_guards(guard, ...)]` beside it adds guards to that handler, and
+///   `#[use_interceptors(interceptor, ...)]` interceptors (inside the gateway's);
+/// - `#[fallback]` instead of `#[subscribe_message]` makes the method the handler of the
+///   events no route of the namespace serves (take the name with the `EventName` extractor);
 /// - `#[after_init]` (`&self, &Server`), `#[on_connect]` and `#[on_disconnect]`
 ///   (`&self, &Connection`) mark the lifecycle hooks.
 #[proc_macro_attribute]
@@ -150,9 +153,11 @@ enum Hook {
 }
 
 struct Handler {
-    event: LitStr,
+    /// `None` for the `#[fallback]`.
+    event: Option<LitStr>,
     reply: Option<LitStr>,
     guards: Vec<Expr>,
+    interceptors: Vec<Expr>,
     throws: Vec<Expr>,
     doc: String,
     output: Option<syn::Type>,
@@ -178,7 +183,9 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
     for impl_item in &mut item.items {
         let ImplItem::Fn(f) = impl_item else { continue };
         let mut event = None;
+        let mut fallback = None;
         let mut guards = Vec::new();
+        let mut interceptors = Vec::new();
         let mut throws = Vec::new();
         let mut kept = Vec::with_capacity(f.attrs.len());
         for attr in std::mem::take(&mut f.attrs) {
@@ -188,6 +195,12 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
                         return Err(syn::Error::new(attr.span(), "one event per handler"));
                     }
                     event = Some(attr.parse_args::<SubscribeArgs>()?);
+                }
+                Some("fallback") => fallback = Some(attr.span()),
+                Some("use_interceptors") => {
+                    let list =
+                        attr.parse_args_with(Punctuated::<Expr, Token![,]>::parse_terminated)?;
+                    interceptors.extend(list);
                 }
                 Some("throws") => {
                     let list =
@@ -211,15 +224,26 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
             }
         }
         f.attrs = kept;
-        match event {
-            Some(event) => handlers.push(handler(f, event, guards, throws)?),
-            None if !guards.is_empty() || !throws.is_empty() => {
+        match (event, fallback) {
+            (Some(_), Some(span)) => {
                 return Err(syn::Error::new(
-                    f.sig.ident.span(),
-                    "`#[use_guards]` and `#[throws]` need `#[subscribe_message]` on the same method",
+                    span,
+                    "a handler is either `#[subscribe_message]` or `#[fallback]`, not both",
                 ));
             }
-            None => {}
+            (Some(event), None) => {
+                handlers.push(handler(f, Some(event), guards, interceptors, throws)?);
+            }
+            (None, Some(_)) => handlers.push(handler(f, None, guards, interceptors, throws)?),
+            (None, None)
+                if !guards.is_empty() || !throws.is_empty() || !interceptors.is_empty() =>
+            {
+                return Err(syn::Error::new(
+                    f.sig.ident.span(),
+                    "`#[use_guards]`, `#[use_interceptors]` and `#[throws]` need `#[subscribe_message]` or `#[fallback]` on the same method",
+                ));
+            }
+            (None, None) => {}
         }
     }
 
@@ -313,11 +337,15 @@ fn doc_comment(attrs: &[Attribute]) -> String {
 
 fn handler(
     f: &ImplItemFn,
-    args: SubscribeArgs,
+    args: Option<SubscribeArgs>,
     guards: Vec<Expr>,
+    interceptors: Vec<Expr>,
     throws: Vec<Expr>,
 ) -> syn::Result<Handler> {
-    let SubscribeArgs { event, reply } = args;
+    let (event, reply) = match args {
+        Some(SubscribeArgs { event, reply }) => (Some(event), reply),
+        None => (None, None),
+    };
     let mut receiver = Receiver::None;
     let mut args = Vec::new();
     for input in &f.sig.inputs {
@@ -341,6 +369,7 @@ fn handler(
         event,
         reply,
         guards,
+        interceptors,
         throws,
         doc: doc_comment(&f.attrs),
         output: match &f.sig.output {
@@ -360,6 +389,7 @@ fn registration(h: &Handler) -> TokenStream2 {
         event,
         reply,
         guards,
+        interceptors,
         throws,
         doc,
         output,
@@ -383,6 +413,15 @@ fn registration(h: &Handler) -> TokenStream2 {
         Receiver::None => quote! { _gateway },
         _ => quote! { gateway },
     };
+    let closure = quote! {
+        |#gateway: ::wsgate::__private::Arc<Self>, #(#names: #args),*| async move { #call }
+    };
+    // The fallback serves no event of its own: nothing to describe.
+    let Some(event) = event else {
+        return quote_spanned! {*span=>
+            routes.fallback(#closure) #(.guard(#guards))* #(.interceptor(#interceptors))*;
+        };
+    };
     let data = args.iter().find_map(|ty| {
         let inner = wrapped(ty, &["Data", "Valid"])?;
         Some(quote_spanned! {inner.span()=> route.data_schema((&::wsgate::__private::Probe::<#inner>::new()).schema()); })
@@ -396,8 +435,9 @@ fn registration(h: &Handler) -> TokenStream2 {
             use ::wsgate::__private::{ViaAny as _, ViaSchema as _};
             #[allow(unused_variables)]
             let route = routes
-                .on(#event, |#gateway: ::wsgate::__private::Arc<Self>, #(#names: #args),*| async move { #call })
-                #(.guard(#guards))*;
+                .on(#event, #closure)
+                #(.guard(#guards))*
+                #(.interceptor(#interceptors))*;
             #describe
             #data
             #answer

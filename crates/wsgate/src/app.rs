@@ -18,6 +18,7 @@ use crate::gateway::{DynGateway, Gateway, Routes};
 use crate::guard::DynGuard;
 use crate::handler::ErasedHandler;
 use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
+use crate::interceptor::{DynInterceptor, Interceptor, Next};
 use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
 use crate::message::{CloseReason, Direct, Inbound, Outbound, to_payload};
 use crate::names::{EventName, Namespace};
@@ -96,6 +97,12 @@ pub enum BuildError {
         /// The event.
         event: EventName,
     },
+    /// Two fallback handlers in one namespace.
+    #[error("namespace `{namespace}` has two fallback handlers")]
+    DuplicateFallback {
+        /// The namespace.
+        namespace: Namespace,
+    },
 }
 
 /// The gateways of a server, ready for adapters. Cheap to clone.
@@ -123,6 +130,8 @@ struct NamespaceEntry {
     middlewares: Vec<Arc<dyn DynMiddleware>>,
     gateways: Vec<Arc<dyn DynGateway>>,
     routes: HashMap<EventName, RouteEntry>,
+    /// The handler of events no route serves, if a gateway gave one.
+    fallback: Option<RouteEntry>,
     handlers: Vec<HandlerDescription>,
     pushes: Vec<PushDescription>,
 }
@@ -130,11 +139,18 @@ struct NamespaceEntry {
 struct RouteEntry {
     handler: Arc<dyn ErasedHandler>,
     guards: Vec<Arc<dyn DynGuard>>,
+    /// Server-wide, the gateway's, the handler's: outermost first.
+    interceptors: Vec<Arc<dyn DynInterceptor>>,
     filters: Vec<Arc<dyn ExceptionFilter>>,
 }
 
-type Registration =
-    Box<dyn FnOnce(&mut HashMap<Namespace, NamespaceEntry>) -> Result<(), BuildError> + Send>;
+type Registration = Box<
+    dyn FnOnce(
+            &mut HashMap<Namespace, NamespaceEntry>,
+            &[Arc<dyn DynInterceptor>],
+        ) -> Result<(), BuildError>
+        + Send,
+>;
 
 /// Builds an [`App`] from gateways, middleware and filters.
 #[derive(Default)]
@@ -146,6 +162,7 @@ pub struct AppBuilder {
     observers: Vec<Arc<dyn Observer>>,
     registrations: Vec<Registration>,
     presence_format: Option<DiffFormat>,
+    interceptors: Vec<Arc<dyn DynInterceptor>>,
 }
 
 impl AppBuilder {
@@ -184,6 +201,13 @@ impl AppBuilder {
         self
     }
 
+    /// An interceptor around every handler, outside the gateways' own ([`Interceptor`]).
+    #[must_use]
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
     /// Shapes the presence diffs watchers receive: the event and its data for a room's
     /// diff, or `None` to send nothing. Default: `presenceDiff` with `{room, joins, leaves}`
     /// ([`PresenceDiff::to_json`]).
@@ -199,7 +223,7 @@ impl AppBuilder {
     /// Adds a gateway. Two gateways may share a namespace if their events differ.
     #[must_use]
     pub fn gateway<G: Gateway>(mut self, gateway: G) -> Self {
-        self.registrations.push(Box::new(move |namespaces| {
+        self.registrations.push(Box::new(move |namespaces, global| {
             let options = gateway.options();
             let gateway = Arc::new(gateway);
             let mut routes = Routes::new(gateway.clone());
@@ -208,13 +232,29 @@ impl AppBuilder {
             entry.middlewares.extend(options.middlewares);
             entry.gateways.push(gateway);
             entry.pushes.extend(routes.pushes);
-            for route in routes.routes {
-                entry.handlers.push(route.doc);
+            let slot = |route: crate::gateway::Route| {
                 let mut guards = options.guards.clone();
                 guards.extend(route.guards);
-                let slot =
-                    RouteEntry { handler: route.handler, guards, filters: options.filters.clone() };
-                match entry.routes.entry(route.event) {
+                let mut interceptors = global.to_vec();
+                interceptors.extend(options.interceptors.iter().cloned());
+                interceptors.extend(route.interceptors);
+                let filters = options.filters.clone();
+                RouteEntry { handler: route.handler, guards, interceptors, filters }
+            };
+            if let Some(fallback) = routes.fallback {
+                if entry.fallback.is_some() {
+                    return Err(BuildError::DuplicateFallback { namespace: options.namespace });
+                }
+                entry.fallback = Some(slot(fallback));
+            }
+            for mut route in routes.routes {
+                entry.handlers.push(std::mem::replace(
+                    &mut route.doc,
+                    HandlerDescription::new(route.event.clone()),
+                ));
+                let event = route.event.clone();
+                let slot = slot(route);
+                match entry.routes.entry(event) {
                     Entry::Vacant(v) => {
                         v.insert(slot);
                     }
@@ -235,7 +275,7 @@ impl AppBuilder {
     pub async fn build(self) -> Result<App, BuildError> {
         let mut namespaces = HashMap::default();
         for register in self.registrations {
-            register(&mut namespaces)?;
+            register(&mut namespaces, &self.interceptors)?;
         }
         let app = App {
             inner: Arc::new(Inner {
@@ -457,7 +497,7 @@ impl App {
             .inner
             .namespaces
             .get(conn.namespace())
-            .and_then(|ns| ns.routes.get(event.as_str()));
+            .and_then(|ns| ns.routes.get(event.as_str()).or(ns.fallback.as_ref()));
         let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary };
         let reply = match route {
             None => Reply::Error(
@@ -616,7 +656,10 @@ async fn run(route: &RouteEntry, ctx: &MessageContext) -> Reply {
             return Reply::Error(e);
         }
     }
-    route.handler.call(ctx).await
+    if route.interceptors.is_empty() {
+        return route.handler.call(ctx).await;
+    }
+    Next::new(ctx, &route.interceptors, &*route.handler).run().await
 }
 
 impl std::fmt::Debug for App {

@@ -9,6 +9,7 @@ use crate::exception::ExceptionFilter;
 use crate::guard::{DynGuard, Guard};
 use crate::handler::{Bound, ErasedHandler, Handler};
 use crate::handshake::{BoxFuture, ConnectMiddleware, DynMiddleware};
+use crate::interceptor::{DynInterceptor, Interceptor};
 use crate::names::{EventName, Namespace};
 use crate::server::Server;
 
@@ -47,6 +48,7 @@ pub struct GatewayOptions {
     pub(crate) namespace: Namespace,
     pub(crate) middlewares: Vec<Arc<dyn DynMiddleware>>,
     pub(crate) guards: Vec<Arc<dyn DynGuard>>,
+    pub(crate) interceptors: Vec<Arc<dyn DynInterceptor>>,
     pub(crate) filters: Vec<Arc<dyn ExceptionFilter>>,
 }
 
@@ -77,6 +79,14 @@ impl GatewayOptions {
         self
     }
 
+    /// An interceptor around every handler of this gateway, inside the server-wide ones and
+    /// outside each handler's own ([`Interceptor`]).
+    #[must_use]
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
     /// An exception filter for this gateway's handlers, tried before the server-wide ones.
     #[must_use]
     pub fn filter(mut self, filter: impl ExceptionFilter) -> Self {
@@ -91,6 +101,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("namespace", &self.namespace)
             .field("middlewares", &self.middlewares.len())
             .field("guards", &self.guards.len())
+            .field("interceptors", &self.interceptors.len())
             .field("filters", &self.filters.len())
             .finish()
     }
@@ -100,12 +111,13 @@ impl std::fmt::Debug for GatewayOptions {
 pub struct Routes<G> {
     gateway: Arc<G>,
     pub(crate) routes: Vec<Route>,
+    pub(crate) fallback: Option<Route>,
     pub(crate) pushes: Vec<PushDescription>,
 }
 
 impl<G: Send + Sync + 'static> Routes<G> {
     pub(crate) fn new(gateway: Arc<G>) -> Self {
-        Self { gateway, routes: Vec::new(), pushes: Vec::new() }
+        Self { gateway, routes: Vec::new(), fallback: None, pushes: Vec::new() }
     }
 
     /// Handles `event` with `handler` (Nest's `@SubscribeMessage(event)`).
@@ -122,9 +134,32 @@ impl<G: Send + Sync + 'static> Routes<G> {
             event,
             handler: Arc::new(bound),
             guards: Vec::new(),
+            interceptors: Vec::new(),
         });
         let last = self.routes.len() - 1;
         &mut self.routes[last]
+    }
+
+    /// Handles the events no route of this namespace serves (Socket.IO's `onAny` for the
+    /// rest), before they would be the `There is no handler for event …` exception; take the
+    /// event's name with the `EventName` extractor. One per namespace. The gateway's guards,
+    /// interceptors and filters apply. `#[fallback]` on a method of a `#[gateway]` writes it.
+    /// Not part of the [description](crate::describe): it serves no event of its own.
+    pub fn fallback<H, T>(&mut self, handler: H) -> &mut Route
+    where
+        H: Handler<G, T>,
+        T: 'static,
+    {
+        let bound =
+            Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
+        let event = EventName::from("*");
+        self.fallback.insert(Route {
+            doc: HandlerDescription::new(event.clone()),
+            event,
+            handler: Arc::new(bound),
+            guards: Vec::new(),
+            interceptors: Vec::new(),
+        })
     }
 
     /// Declares an event this gateway pushes on its own (to a room, to everyone), with its
@@ -152,6 +187,7 @@ pub struct Route {
     pub(crate) event: EventName,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) guards: Vec<Arc<dyn DynGuard>>,
+    pub(crate) interceptors: Vec<Arc<dyn DynInterceptor>>,
     pub(crate) doc: HandlerDescription,
 }
 
@@ -159,6 +195,13 @@ impl Route {
     /// A guard for this handler only, run after the gateway's guards.
     pub fn guard(&mut self, guard: impl Guard) -> &mut Self {
         self.guards.push(Arc::new(guard));
+        self
+    }
+
+    /// An interceptor around this handler only, inside the gateway's and the server-wide
+    /// ones ([`Interceptor`]).
+    pub fn interceptor(&mut self, interceptor: impl Interceptor) -> &mut Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
 

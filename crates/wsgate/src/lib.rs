@@ -12,6 +12,7 @@ mod gateway;
 mod guard;
 mod handler;
 mod handshake;
+mod interceptor;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod limit;
@@ -43,6 +44,7 @@ pub use gateway::{Gateway, GatewayOptions, Route, Routes};
 pub use guard::Guard;
 pub use handler::Handler;
 pub use handshake::{ConnectMiddleware, Handshake, Refusal};
+pub use interceptor::{Interceptor, Next};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, JwtAuth, JwtKeys, TokenError, bearer, handshake_token};
 pub use limit::{RateLimit, TOO_MANY_CONNECTIONS};

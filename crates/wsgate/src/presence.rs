@@ -17,7 +17,7 @@
 //! entries removed everywhere; when it speaks again (it was only cut off) the others ask for its
 //! state and its entries come back. There is no registry: every instance holds the merged view.
 //!
-//! [`Tracker`] is that state machine, free of time and I/O, so that its merge can be tested on
+//! The tracker is that state machine, free of time and I/O, so that its merge can be tested on
 //! any interleaving of messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
