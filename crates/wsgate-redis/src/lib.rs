@@ -341,6 +341,29 @@ async fn subscription(shared: &Shared) -> Result<redis::aio::PubSub, String> {
 
 /// Delivers envelopes until the connection fails (`true`) or the server is gone (`false`).
 async fn receive(shared: &Shared, inbox: &Inbox, pubsub: redis::aio::PubSub) -> bool {
+    pump(inbox, pubsub, |payload| match Envelope::from_json(payload) {
+        Ok(envelope) => {
+            if envelope.origin != inbox.node() {
+                shared.counters.received.fetch_add(1, Ordering::Relaxed);
+            }
+            inbox.deliver(envelope)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "redis broker: not an envelope; ignored");
+            true
+        }
+    })
+    .await
+}
+
+/// Hands each message of a subscription to `deliver` (which says whether the server is still
+/// there) and pings the connection when it is quiet. Returns `true` when the connection
+/// failed (resubscribe), `false` when the server is gone.
+pub(crate) async fn pump(
+    inbox: &Inbox,
+    pubsub: redis::aio::PubSub,
+    mut deliver: impl FnMut(&[u8]) -> bool,
+) -> bool {
     let (mut sink, mut stream) = pubsub.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
@@ -349,16 +372,8 @@ async fn receive(shared: &Shared, inbox: &Inbox, pubsub: redis::aio::PubSub) -> 
             message = stream.next() => {
                 let Some(message) = message else { return true };
                 ping.reset();
-                match Envelope::from_json(message.get_payload_bytes()) {
-                    Ok(envelope) => {
-                        if envelope.origin != inbox.node() {
-                            shared.counters.received.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if !inbox.deliver(envelope) {
-                            return false;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "redis broker: not an envelope; ignored"),
+                if !deliver(message.get_payload_bytes()) {
+                    return false;
                 }
             }
             _ = ping.tick() => {

@@ -2,12 +2,11 @@
 //! channel, `<name>:signal`, for both brokers. Lossy by design: while Redis is away they are
 //! dropped (presence heartbeats repair what was missed), and nothing is logged or replayed.
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use wsgate::broker::Inbox;
 
-use crate::{BACKOFF_MAX, BACKOFF_START, CONNECT_TIMEOUT, PING_EVERY, PING_TIMEOUT};
+use crate::{BACKOFF_MAX, BACKOFF_START, CONNECT_TIMEOUT, PING_TIMEOUT};
 
 /// How many signals wait for the publisher before new ones are dropped.
 const QUEUE: usize = 16_384;
@@ -103,28 +102,5 @@ async fn subscribe_loop(client: redis::Client, channel: String, inbox: Inbox) {
 
 /// Delivers signals until the connection fails (`true`) or the server is gone (`false`).
 async fn receive(inbox: &Inbox, pubsub: redis::aio::PubSub) -> bool {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.reset();
-    loop {
-        tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else { return true };
-                ping.reset();
-                if !inbox.deliver_signal(message.get_payload_bytes()) {
-                    return false;
-                }
-            }
-            _ = ping.tick() => {
-                if !inbox.is_open() {
-                    return false;
-                }
-                let answered: Result<Result<redis::Value, _>, _> =
-                    tokio::time::timeout(PING_TIMEOUT, sink.ping()).await;
-                if !matches!(answered, Ok(Ok(_))) {
-                    return true;
-                }
-            }
-        }
-    }
+    crate::pump(inbox, pubsub, |payload| inbox.deliver_signal(payload)).await
 }

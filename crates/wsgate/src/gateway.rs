@@ -126,16 +126,8 @@ impl<G: Send + Sync + 'static> Routes<G> {
         H: Handler<G, T>,
         T: 'static,
     {
-        let bound =
-            Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
-        let event = event.into();
-        self.routes.push(Route {
-            doc: HandlerDescription::new(event.clone()),
-            event,
-            handler: Arc::new(bound),
-            guards: Vec::new(),
-            interceptors: Vec::new(),
-        });
+        let route = self.route(event.into(), handler);
+        self.routes.push(route);
         let last = self.routes.len() - 1;
         &mut self.routes[last]
     }
@@ -150,16 +142,24 @@ impl<G: Send + Sync + 'static> Routes<G> {
         H: Handler<G, T>,
         T: 'static,
     {
+        let route = self.route(EventName::from("*"), handler);
+        self.fallback.insert(route)
+    }
+
+    fn route<H, T>(&self, event: EventName, handler: H) -> Route
+    where
+        H: Handler<G, T>,
+        T: 'static,
+    {
         let bound =
             Bound { gateway: self.gateway.clone(), handler, _args: std::marker::PhantomData };
-        let event = EventName::from("*");
-        self.fallback.insert(Route {
+        Route {
             doc: HandlerDescription::new(event.clone()),
             event,
             handler: Arc::new(bound),
             guards: Vec::new(),
             interceptors: Vec::new(),
-        })
+        }
     }
 
     /// Declares an event this gateway pushes on its own (to a room, to everyone), with its
