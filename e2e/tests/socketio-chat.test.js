@@ -109,3 +109,31 @@ test('a disconnect runs the on_disconnect hook', async () => {
   assert.equal(await left, 'cy');
   ada.disconnect();
 });
+
+test('pattern namespaces: every /topic-<n> is one of its own, over both transports', async () => {
+  const ada = connect('/topic-7', { auth: { name: 'ada' } });
+  await once(ada, 'connect');
+  assert.equal(await ada.timeout(5000).emitWithAck('enter', null), '/topic-7');
+  const bob = await wsClient('/ws/topic-7?name=bob');
+  bob.ws.send(JSON.stringify({ event: 'enter', id: 1 }));
+  await waitFor(() => bob.inbox.some((m) => m.event === 'ack' && m.id === 1));
+  assert.equal(bob.inbox.find((m) => m.id === 1).data, '/topic-7');
+  const eve = connect('/topic-8', { auth: { name: 'eve' } });
+  await once(eve, 'connect');
+  assert.equal(await eve.timeout(5000).emitWithAck('enter', null), '/topic-8');
+  const eveHeard = [];
+  eve.on('said', (m) => eveHeard.push(m));
+
+  const heard = once(ada, 'said');
+  bob.ws.send(JSON.stringify({ event: 'say', data: 'hello, seven' }));
+  assert.deepEqual(await heard, { from: 'bob', text: 'hello, seven', topic: '/topic-7' });
+  await waitFor(() => bob.inbox.some((m) => m.event === 'said'));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(eveHeard, [], 'another topic hears nothing');
+
+  // A name the pattern does not match is no namespace.
+  const lost = connect('/topic-x', { auth: { name: 'ada' } });
+  assert.equal((await once(lost, 'connect_error')).message, 'Invalid namespace');
+  for (const s of [ada, eve, lost]) s.close();
+  bob.ws.close();
+});

@@ -44,7 +44,8 @@ use syn::{
 /// Makes an `impl` block a gateway: every `#[subscribe_message("event")]` method becomes the
 /// handler of `event`.
 ///
-/// Arguments (all optional): `namespace = "/chat"`, or `options = path::to::fn` naming a
+/// Arguments (all optional): `namespace = "/chat"` (or `namespace_pattern = r"^/entry-\d+$"`
+/// for every namespace matching a regular expression), or `options = path::to::fn` naming a
 /// `fn(&Self) -> wsgate::GatewayOptions` for middleware, guards and filters; and
 /// `pushes("commentCreated": Comment, EVENT_CONST: Other, ...)`, the events the gateway emits
 /// on its own, for its description.
@@ -88,6 +89,7 @@ fn misplaced(name: &str, input: TokenStream) -> TokenStream {
 #[derive(Default)]
 struct GatewayArgs {
     namespace: Option<LitStr>,
+    namespace_pattern: Option<LitStr>,
     options: Option<Path>,
     pushes: Vec<(Expr, syn::Type)>,
 }
@@ -124,11 +126,12 @@ impl Parse for GatewayArgs {
             input.parse::<Token![=]>()?;
             match key.to_string().as_str() {
                 "namespace" => args.namespace = Some(input.parse()?),
+                "namespace_pattern" => args.namespace_pattern = Some(input.parse()?),
                 "options" => args.options = Some(input.parse()?),
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown gateway argument: expected `namespace = \"/...\"`, `options = path` or `pushes(\"event\": Type, ...)`",
+                        "unknown gateway argument: expected `namespace = \"/...\"`, `namespace_pattern = \"...\"`, `options = path` or `pushes(\"event\": Type, ...)`",
                     ));
                 }
             }
@@ -136,10 +139,17 @@ impl Parse for GatewayArgs {
                 input.parse::<Token![,]>()?;
             }
         }
-        if let (Some(ns), Some(_)) = (&args.namespace, &args.options) {
+        let namespaces = [&args.namespace, &args.namespace_pattern];
+        if let (Some(ns), Some(_)) = (namespaces.iter().find_map(|n| n.as_ref()), &args.options) {
             return Err(syn::Error::new(
                 ns.span(),
-                "give either `namespace` or `options` (set the namespace in the options)",
+                "give either `namespace` / `namespace_pattern` or `options` (set the namespace in the options)",
+            ));
+        }
+        if let (Some(_), Some(pattern)) = (&args.namespace, &args.namespace_pattern) {
+            return Err(syn::Error::new(
+                pattern.span(),
+                "give either `namespace` or `namespace_pattern`",
             ));
         }
         Ok(args)
@@ -249,14 +259,21 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
 
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
-    let options = match (&args.namespace, &args.options) {
-        (_, Some(path)) => quote! { fn options(&self) -> ::wsgate::GatewayOptions { #path(self) } },
-        (Some(ns), None) => quote! {
+    let options = match (&args.namespace, &args.namespace_pattern, &args.options) {
+        (_, _, Some(path)) => {
+            quote! { fn options(&self) -> ::wsgate::GatewayOptions { #path(self) } }
+        }
+        (Some(ns), _, None) => quote! {
             fn options(&self) -> ::wsgate::GatewayOptions {
                 ::wsgate::GatewayOptions::new().namespace(#ns)
             }
         },
-        (None, None) => quote! {},
+        (None, Some(pattern), None) => quote! {
+            fn options(&self) -> ::wsgate::GatewayOptions {
+                ::wsgate::GatewayOptions::new().namespace_pattern(#pattern)
+            }
+        },
+        (None, None, None) => quote! {},
     };
     let registrations = handlers.iter().map(registration);
     let pushes = args.pushes.iter().map(|(event, ty)| {

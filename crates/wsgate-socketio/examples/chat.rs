@@ -1,6 +1,7 @@
 //! A chat gateway on the namespace `/chat`, reachable over Socket.IO and plain WebSocket at
 //! once. It shows a custom connection middleware, rooms, broadcasts from the server handle,
-//! binary attachments and the lifecycle hooks; the e2e suite drives it.
+//! binary attachments and the lifecycle hooks, and topics on pattern namespaces
+//! (`/topic-<n>`); the e2e suite drives it.
 //!
 //! Run it with `cargo run -p wsgate-socketio --example chat` (`PORT` picks the port, 3400 by
 //! default; 0 for any), then:
@@ -110,6 +111,28 @@ impl ChatGateway {
     }
 }
 
+/// Topics: every namespace `/topic-<n>` is one of its own (a pattern namespace), with its
+/// rooms; `say` reaches the topic's members only.
+struct TopicGateway {
+    server: Server,
+}
+
+#[gateway(namespace_pattern = r"^/topic-\d+$")]
+impl TopicGateway {
+    /// The topic's namespace, and the connection joins its members.
+    #[subscribe_message("enter")]
+    async fn enter(&self, conn: Connection) -> Result<String, WsException> {
+        conn.join("members")?;
+        Ok(conn.namespace().to_string())
+    }
+
+    #[subscribe_message("say")]
+    async fn say(&self, conn: Connection, Ext(Name(from)): Ext<Name>, Data(text): Data<String>) {
+        let message = json!({ "from": from, "text": text, "topic": conn.namespace() });
+        let _ = self.server.of(conn.namespace().clone()).to("members").emit("said", &message);
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3400);
@@ -117,7 +140,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App::builder()
         .server(server.clone())
         .middleware(RequireName)
-        .gateway(ChatGateway { server })
+        .gateway(ChatGateway { server: server.clone() })
+        .gateway(TopicGateway { server })
         .build()
         .await?;
     let router = app.mount(Router::new(), WsAdapter::new());

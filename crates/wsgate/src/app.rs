@@ -97,6 +97,14 @@ pub enum BuildError {
         /// The event.
         event: EventName,
     },
+    /// A namespace pattern that is not a regular expression.
+    #[error("namespace pattern `{pattern}`: {error}")]
+    NamespacePattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        error: String,
+    },
     /// Two fallback handlers in one namespace.
     #[error("namespace `{namespace}` has two fallback handlers")]
     DuplicateFallback {
@@ -123,6 +131,25 @@ struct Inner {
     filters: Vec<Arc<dyn ExceptionFilter>>,
     observers: Vec<Arc<dyn Observer>>,
     namespaces: HashMap<Namespace, NamespaceEntry>,
+    /// Gateways of every namespace matching a pattern (`GatewayOptions::namespace_pattern`),
+    /// tried in order after the exact namespaces.
+    patterns: Vec<(regex::Regex, NamespaceEntry)>,
+}
+
+impl Inner {
+    /// The gateways serving `namespace`: its own, or the first pattern's that matches it.
+    fn entry(&self, namespace: &Namespace) -> Option<&NamespaceEntry> {
+        self.namespaces.get(namespace).or_else(|| {
+            self.patterns.iter().find(|(re, _)| re.is_match(namespace.as_str())).map(|(_, e)| e)
+        })
+    }
+}
+
+/// What registration fills in: the exact namespaces, and the patterns (by their text).
+#[derive(Default)]
+struct Tables {
+    namespaces: HashMap<Namespace, NamespaceEntry>,
+    patterns: Vec<(String, NamespaceEntry)>,
 }
 
 #[derive(Default)]
@@ -144,13 +171,8 @@ struct RouteEntry {
     filters: Vec<Arc<dyn ExceptionFilter>>,
 }
 
-type Registration = Box<
-    dyn FnOnce(
-            &mut HashMap<Namespace, NamespaceEntry>,
-            &[Arc<dyn DynInterceptor>],
-        ) -> Result<(), BuildError>
-        + Send,
->;
+type Registration =
+    Box<dyn FnOnce(&mut Tables, &[Arc<dyn DynInterceptor>]) -> Result<(), BuildError> + Send>;
 
 /// Builds an [`App`] from gateways, middleware and filters.
 #[derive(Default)]
@@ -223,12 +245,24 @@ impl AppBuilder {
     /// Adds a gateway. Two gateways may share a namespace if their events differ.
     #[must_use]
     pub fn gateway<G: Gateway>(mut self, gateway: G) -> Self {
-        self.registrations.push(Box::new(move |namespaces, global| {
+        self.registrations.push(Box::new(move |tables, global| {
             let options = gateway.options();
             let gateway = Arc::new(gateway);
             let mut routes = Routes::new(gateway.clone());
             G::register(&mut routes);
-            let entry = namespaces.entry(options.namespace.clone()).or_default();
+            let entry = match &options.pattern {
+                None => tables.namespaces.entry(options.namespace.clone()).or_default(),
+                Some(pattern) => {
+                    let at = match tables.patterns.iter().position(|(p, _)| p == pattern) {
+                        Some(at) => at,
+                        None => {
+                            tables.patterns.push((pattern.clone(), NamespaceEntry::default()));
+                            tables.patterns.len() - 1
+                        }
+                    };
+                    &mut tables.patterns[at].1
+                }
+            };
             entry.middlewares.extend(options.middlewares);
             entry.gateways.push(gateway);
             entry.pushes.extend(routes.pushes);
@@ -273,9 +307,18 @@ impl AppBuilder {
 
     /// Registers every gateway and runs their `after_init` hooks.
     pub async fn build(self) -> Result<App, BuildError> {
-        let mut namespaces = HashMap::default();
+        let mut tables = Tables::default();
         for register in self.registrations {
-            register(&mut namespaces, &self.interceptors)?;
+            register(&mut tables, &self.interceptors)?;
+        }
+        let mut patterns = Vec::with_capacity(tables.patterns.len());
+        for (pattern, entry) in tables.patterns {
+            match regex::Regex::new(&pattern) {
+                Ok(re) => patterns.push((re, entry)),
+                Err(e) => {
+                    return Err(BuildError::NamespacePattern { pattern, error: e.to_string() });
+                }
+            }
         }
         let app = App {
             inner: Arc::new(Inner {
@@ -284,7 +327,8 @@ impl AppBuilder {
                 middlewares: self.middlewares,
                 filters: self.filters,
                 observers: self.observers,
-                namespaces,
+                namespaces: tables.namespaces,
+                patterns,
             }),
         };
         app.inner.server.set_namespaces(app.inner.namespaces.keys().cloned().collect());
@@ -292,7 +336,8 @@ impl AppBuilder {
             app.inner.server.enable_recovery(recovery.clone(), app.inner.namespaces.keys());
         }
         app.inner.server.enable_presence(app.inner.config.presence.clone(), self.presence_format);
-        for entry in app.inner.namespaces.values() {
+        let patterns = app.inner.patterns.iter().map(|(_, entry)| entry);
+        for entry in app.inner.namespaces.values().chain(patterns) {
             for gateway in &entry.gateways {
                 gateway.after_init(&app.inner.server).await;
             }
@@ -351,7 +396,7 @@ impl Accepted {
         for observer in &inner.observers {
             observer.connection_opened(&conn);
         }
-        if let Some(entry) = inner.namespaces.get(conn.namespace()) {
+        if let Some(entry) = inner.entry(conn.namespace()) {
             for gateway in &entry.gateways {
                 if AssertUnwindSafe(gateway.on_connect(&conn)).catch_unwind().await.is_err() {
                     // The hooks after it do not run; the adapter closes it with 1011.
@@ -388,7 +433,7 @@ impl App {
 
     /// Whether some gateway serves `namespace`.
     pub fn has_namespace(&self, namespace: &Namespace) -> bool {
-        self.inner.namespaces.contains_key(namespace)
+        self.inner.entry(namespace).is_some()
     }
 
     /// The namespaces served.
@@ -436,7 +481,7 @@ impl App {
         if !self.inner.server.is_accepting() {
             return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
         }
-        let Some(entry) = self.inner.namespaces.get(&handshake.namespace) else {
+        let Some(entry) = self.inner.entry(&handshake.namespace) else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "Invalid namespace"));
         };
         // Taken before the middleware runs, so that a flood from one address cannot keep the
@@ -495,8 +540,7 @@ impl App {
         let Inbound { event, data, ack, binary } = message;
         let route = self
             .inner
-            .namespaces
-            .get(conn.namespace())
+            .entry(conn.namespace())
             .and_then(|ns| ns.routes.get(event.as_str()).or(ns.fallback.as_ref()));
         let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary };
         let reply = match route {
@@ -621,7 +665,7 @@ impl App {
         for observer in &self.inner.observers {
             observer.connection_closed(conn);
         }
-        if let Some(entry) = self.inner.namespaces.get(conn.namespace()) {
+        if let Some(entry) = self.inner.entry(conn.namespace()) {
             for gateway in &entry.gateways {
                 if AssertUnwindSafe(gateway.on_disconnect(conn)).catch_unwind().await.is_err() {
                     tracing::error!(conn = %conn.id(), "an on_disconnect hook panicked");

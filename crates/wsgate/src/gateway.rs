@@ -46,6 +46,7 @@ pub trait Gateway: Send + Sync + Sized + 'static {
 #[derive(Default)]
 pub struct GatewayOptions {
     pub(crate) namespace: Namespace,
+    pub(crate) pattern: Option<String>,
     pub(crate) middlewares: Vec<Arc<dyn DynMiddleware>>,
     pub(crate) guards: Vec<Arc<dyn DynGuard>>,
     pub(crate) interceptors: Vec<Arc<dyn DynInterceptor>>,
@@ -62,6 +63,20 @@ impl GatewayOptions {
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<Namespace>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// Serves every namespace whose name matches `pattern`, a regular expression (Socket.IO's
+    /// dynamic namespaces, Nest's `namespace: /^\/entry-\d+$/`): `^/entry-\d+$` serves
+    /// `/entry-1`, `/entry-2`… Each is a namespace of its own (its rooms, its emits); handlers
+    /// read which from [`Connection::namespace`]. Exact namespaces are tried first, then the
+    /// patterns in the order the gateways were added; gateways giving the same pattern share
+    /// it. An invalid pattern fails [`AppBuilder::build`](crate::AppBuilder::build).
+    /// Connection state recovery and the [description](crate::describe) cover exact
+    /// namespaces only.
+    #[must_use]
+    pub fn namespace_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.pattern = Some(pattern.into());
         self
     }
 
@@ -99,6 +114,7 @@ impl std::fmt::Debug for GatewayOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayOptions")
             .field("namespace", &self.namespace)
+            .field("pattern", &self.pattern)
             .field("middlewares", &self.middlewares.len())
             .field("guards", &self.guards.len())
             .field("interceptors", &self.interceptors.len())
