@@ -137,3 +137,44 @@ test('pattern namespaces: every /topic-<n> is one of its own, over both transpor
   for (const s of [ada, eve, lost]) s.close();
   bob.ws.close();
 });
+
+test('acks from the server: one connection asked, a room asked, over both transports', async () => {
+  const ada = connect('/chat', { auth: { name: 'ada' } });
+  await once(ada, 'connect');
+  ada.on('question', (q, answer) => answer(q === '6 × 7?' ? 42 : 'eh?'));
+  ada.on('vote', (q, answer) => answer('tea'));
+  const bob = await wsClient('/ws/chat?name=bob');
+  // Plain WebSocket: an event frame with an id asks; {"event":"ack","id":…} answers.
+  bob.ws.on('message', (raw) => {
+    const m = JSON.parse(raw);
+    if (m.event === 'question' && m.id !== undefined) bob.ws.send(JSON.stringify({ event: 'ack', id: m.id, data: 'forty-two' }));
+    if (m.event === 'vote' && m.id !== undefined) bob.ws.send(JSON.stringify({ event: 'ack', id: m.id, data: 'coffee' }));
+  });
+  const eve = connect('/chat', { auth: { name: 'eve' } }); // never answers
+  await once(eve, 'connect');
+
+  assert.deepEqual(await ada.timeout(5000).emitWithAck('quiz', '6 × 7?'), { answer: 42 });
+  bob.ws.send(JSON.stringify({ event: 'quiz', data: '6 × 7?', id: 'q' }));
+  await waitFor(() => bob.inbox.some((m) => m.event === 'ack' && m.id === 'q'));
+  assert.deepEqual(bob.inbox.find((m) => m.id === 'q').data, { answer: 'forty-two' });
+  assert.deepEqual(await eve.timeout(5000).emitWithAck('quiz', 'anyone?'), { error: 'no answer within the time given' });
+
+  for (const s of [ada, eve]) assert.equal(await s.timeout(5000).emitWithAck('join', { room: 'poll' }), true);
+  bob.ws.send(JSON.stringify({ event: 'join', data: { room: 'poll' }, id: 'j' }));
+  await waitFor(() => bob.inbox.some((m) => m.id === 'j'));
+  const ids = {
+    ada: await ada.timeout(5000).emitWithAck('whoami', null),
+    eve: await eve.timeout(5000).emitWithAck('whoami', null),
+  };
+  bob.ws.send(JSON.stringify({ event: 'whoami', id: 'w' }));
+  await waitFor(() => bob.inbox.some((m) => m.id === 'w'));
+  ids.bob = bob.inbox.find((m) => m.id === 'w').data;
+  // Eve polls: Ada (Socket.IO) and Bob (plain WebSocket) answer; Eve is not asked.
+  const answers = await eve.timeout(5000).emitWithAck('poll', { room: 'poll' });
+  assert.deepEqual(answers, { [ids.ada]: 'tea', [ids.bob]: 'coffee' });
+  // Ada polls: Eve stays silent and times out, Bob answers.
+  const second = await ada.timeout(5000).emitWithAck('poll', { room: 'poll' });
+  assert.deepEqual(second, { [ids.eve]: { error: 'no answer within the time given' }, [ids.bob]: 'coffee' });
+  for (const s of [ada, eve]) s.close();
+  bob.ws.close();
+});

@@ -15,6 +15,7 @@
 //! or `new WebSocket('ws://127.0.0.1:3400/ws/chat?name=bob')`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use serde::Deserialize;
@@ -88,6 +89,39 @@ impl ChatGateway {
         // To everyone in the room, whichever transport they use; serialised once.
         let _ = self.server.of("/chat").to(say.room).emit("said", &message);
         Ok(())
+    }
+
+    /// Asks the sender a `question` and acks with its answer: an ack from the server.
+    #[subscribe_message("quiz")]
+    async fn quiz(&self, conn: Connection, Data(question): Data<String>) -> Value {
+        match conn.emit_with_ack("question", &question, Duration::from_millis(500)).await {
+            Ok(answer) => json!({ "answer": answer }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+
+    /// Asks a room's other members to `vote`, and acks with every answer (or why none),
+    /// by connection id.
+    #[subscribe_message("poll")]
+    async fn poll(&self, conn: Connection, Data(Room { room }): Data<Room>) -> Value {
+        let answers = self
+            .server
+            .of("/chat")
+            .to(room)
+            .except(conn.id())
+            .emit_with_ack("vote", "tea or coffee?", Duration::from_millis(500))
+            .await;
+        let answers = answers.into_iter().map(|(id, answer)| match answer {
+            Ok(vote) => (id.0.to_string(), vote),
+            Err(e) => (id.0.to_string(), json!({ "error": e.to_string() })),
+        });
+        Value::Object(answers.collect())
+    }
+
+    /// The connection's id, to match `poll`'s answers.
+    #[subscribe_message("whoami")]
+    async fn whoami(&self, conn: Connection) -> String {
+        conn.id().0.to_string()
     }
 
     #[subscribe_message("upload")]

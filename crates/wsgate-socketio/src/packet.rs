@@ -21,9 +21,9 @@ pub(crate) enum Packet<'a> {
     Disconnect { ns: &'a str },
     /// `2` (or `5` with binary attachments to follow): an event.
     Event { ns: &'a str, ack: Option<u64>, attachments: usize, body: &'a str },
-    /// `3` / `6`: the client acknowledges an event the server sent with an ack id. wsgate's
-    /// server never asks for one, so these are ignored.
-    Ack { ns: &'a str },
+    /// `3` / `6`: the client answers an event the server sent with an ack id
+    /// (`Connection::emit_with_ack`): `3[/ns,]<id>[args…]`.
+    Ack { ns: &'a str, id: Option<u64>, body: &'a str },
 }
 
 /// Reads one Socket.IO packet; the error says what is wrong with it.
@@ -68,7 +68,7 @@ pub(crate) fn parse(text: &str) -> Result<Packet<'_>, &'static str> {
             }
             Ok(Packet::Event { ns, ack, attachments, body: rest })
         }
-        b'3' | b'6' => Ok(Packet::Ack { ns }),
+        b'3' | b'6' => Ok(Packet::Ack { ns, id: ack, body: rest }),
         _ => Err("unknown Socket.IO packet type"),
     }
 }
@@ -111,10 +111,24 @@ pub(crate) fn for_namespace(frame: Bytes, prefix: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// An acknowledgement (`43[/ns,]id[data]`) or an `exception` event (`42[/ns,]["exception",data]`).
+/// An acknowledgement (`43[/ns,]id[data]`), an `exception` event
+/// (`42[/ns,]["exception",data]`), or a request of the server's (`42[/ns,]id["event",data]`).
 pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
     let data = match direct {
         Direct::Ack { data, .. } | Direct::Exception { data, .. } => data.get(),
+        Direct::Request { id, event, data } => {
+            let mut out = Vec::with_capacity(32 + prefix.len() + data.get().len());
+            out.extend_from_slice(b"42");
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(id.to_string().as_bytes());
+            out.push(b'[');
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, event.as_str());
+            out.push(b',');
+            out.extend_from_slice(data.get().as_bytes());
+            out.push(b']');
+            return Bytes::from(out);
+        }
     };
     let mut out = Vec::with_capacity(32 + prefix.len() + data.len());
     match direct {
@@ -128,6 +142,7 @@ pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
             }
             out.push(b'[');
         }
+        Direct::Request { .. } => {}
         Direct::Exception { .. } => {
             out.extend_from_slice(b"42");
             out.extend_from_slice(prefix.as_bytes());
@@ -200,7 +215,10 @@ mod tests {
                 body: r#"["up",{"_placeholder":true,"num":0}]"#
             }
         );
-        assert_eq!(parse("3/chat,4[1]").unwrap(), Packet::Ack { ns: "/chat" });
+        assert_eq!(
+            parse("3/chat,4[1]").unwrap(),
+            Packet::Ack { ns: "/chat", id: Some(4), body: "[1]" }
+        );
     }
 
     #[test]

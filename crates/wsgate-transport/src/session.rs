@@ -146,6 +146,16 @@ pub enum Action<C> {
         /// The message.
         message: Inbound,
     },
+    /// The client's answer to the server's request `id` on channel `channel`
+    /// ([`App::answered`](wsgate::App::answered)).
+    Answer {
+        /// The channel's index.
+        channel: usize,
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        data: wsgate::adapter::Payload,
+    },
     /// A frame for channel `channel` that is not a message: the client gets an `exception`.
     Reject {
         /// The channel's index.
@@ -566,6 +576,11 @@ impl<'a, P: Protocol> Session<'a, P> {
             Action::Reject { channel, message, ack } => {
                 let conn = self.channels[channel].conn.clone();
                 Read::Work(channel, Box::pin(rejected(app, conn, message, ack)))
+            }
+            Action::Answer { channel, id, data } => {
+                // An answer nobody waits for any more (too late) is dropped.
+                let _ = app.answered(&self.channels[channel].conn, id, data);
+                Read::Nothing
             }
             Action::Pong => {
                 self.ponged = true;

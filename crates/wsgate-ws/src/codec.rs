@@ -66,6 +66,7 @@ pub fn encode_direct(direct: &Direct) -> Bytes {
     let (event, id, data) = match direct {
         Direct::Ack { id, data } => ("ack", Some(id), data),
         Direct::Exception { id, data } => ("exception", id.as_ref(), data),
+        Direct::Request { id, event, data } => return encode_request(*id, event, data),
     };
     let mut out = Vec::with_capacity(48 + data.get().len());
     out.extend_from_slice(b"{\"event\":\"");
@@ -84,6 +85,20 @@ pub fn encode_direct(direct: &Direct) -> Bytes {
     Bytes::from(out)
 }
 
+/// A request of the server's: `{"event":E,"id":N,"data":D}`; the client answers
+/// `{"event":"ack","id":N,"data":…}`.
+fn encode_request(id: u64, event: &EventName, data: &RawValue) -> Bytes {
+    let mut out = Vec::with_capacity(40 + event.as_str().len() + data.get().len());
+    out.extend_from_slice(b"{\"event\":");
+    push_str(&mut out, event.as_str());
+    out.extend_from_slice(b",\"id\":");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Writing a string into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -94,6 +109,13 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 pub enum Decoded {
     /// A message for the router.
     Message(Inbound),
+    /// The client's answer to the server's request `id`: `{"event":"ack","id":N,"data":…}`.
+    Answer {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        data: Box<RawValue>,
+    },
     /// A frame that is not a message; the client gets an `exception` with this text.
     Invalid {
         /// What was wrong, for the client.
@@ -142,6 +164,14 @@ pub fn decode(text: &str) -> Decoded {
     };
     if event.is_empty() {
         return invalid("Invalid message: the event name is empty.", ack);
+    }
+    // `ack` with a numeric id answers a request of the server's; it is no event of its own.
+    if !chapter
+        && event == "ack"
+        && let Some(AckId::Number(id)) = &ack
+    {
+        let data = field("data").map_or_else(wsgate::adapter::null_payload, ToOwned::to_owned);
+        return Decoded::Answer { id: *id, data };
     }
 
     let data = if chapter {
@@ -278,6 +308,7 @@ mod tests {
                 (m.event.to_string(), serde_json::from_str(m.data.get()).unwrap(), m.ack)
             }
             Decoded::Invalid { message, .. } => panic!("{text}: {message}"),
+            Decoded::Answer { id, .. } => panic!("{text}: an answer to {id}"),
         }
     }
 
@@ -285,7 +316,26 @@ mod tests {
         match decode(text) {
             Decoded::Invalid { message, .. } => message,
             Decoded::Message(m) => panic!("{text} decoded to {m:?}"),
+            Decoded::Answer { id, .. } => panic!("{text}: an answer to {id}"),
         }
+    }
+
+    #[test]
+    fn requests_of_the_server_and_their_answers() {
+        let request = Direct::Request {
+            id: 7,
+            event: "question".into(),
+            data: RawValue::from_string("\"6 × 7?\"".into()).unwrap(),
+        };
+        assert_eq!(encode_direct(&request), r#"{"event":"question","id":7,"data":"6 × 7?"}"#);
+        match decode(r#"{"event":"ack","id":7,"data":42}"#) {
+            Decoded::Answer { id, data } => assert_eq!((id, data.get()), (7, "42")),
+            other => panic!("{other:?}"),
+        }
+        // Without data: null. A text id or the chapter's format is a message, as before.
+        assert!(matches!(decode(r#"{"event":"ack","id":8}"#), Decoded::Answer { id: 8, .. }));
+        assert_eq!(message(r#"{"event":"ack","id":"x"}"#).0, "ack");
+        assert_eq!(message(r#"{"type":"ack","id":9}"#).0, "ack");
     }
 
     #[test]

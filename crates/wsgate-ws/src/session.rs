@@ -43,6 +43,7 @@ impl Protocol for JsonProtocol {
         };
         match decoded {
             Decoded::Message(message) => Action::Dispatch { channel: 0, message },
+            Decoded::Answer { id, data } => Action::Answer { channel: 0, id, data },
             Decoded::Invalid { message, ack } => Action::Reject { channel: 0, message, ack },
         }
     }

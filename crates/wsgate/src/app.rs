@@ -516,6 +516,13 @@ impl App {
         })
     }
 
+    /// A client's answer to the server's request `id` ([`Connection::emit_with_ack`]), for an
+    /// adapter that decoded one: wakes the request waiting for it. Returns `false` when none
+    /// waits (answered after its timeout, or never asked): such an answer is dropped.
+    pub fn answered(&self, conn: &Connection, id: u64, data: crate::message::Payload) -> bool {
+        conn.answer(id, data)
+    }
+
     /// Routes one message: handler lookup, guards, extractors, handler, reply.
     ///
     /// The answer is queued on the connection, waiting for room: it is never dropped. A

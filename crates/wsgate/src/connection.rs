@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::exception::{WsError, WsException};
 use crate::limit::PeerSlot;
-use crate::message::{CloseReason, Direct, Emission, Outbound};
+use crate::message::{CloseReason, Direct, Emission, Outbound, Payload};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 use crate::queue::{PushError, Queue};
 use crate::server::Server;
@@ -129,7 +129,30 @@ struct Inner {
     close_waker: AtomicWaker,
     /// Its recovery session, if it has one; boxed, as most connections have none.
     session: Option<Box<crate::recovery::Session>>,
+    /// The server's requests waiting for this client's answer; made on the first one.
+    requests: std::sync::OnceLock<Box<Requests>>,
     server: Server,
+}
+
+/// The server's requests to one connection that wait for an answer.
+#[derive(Default)]
+struct Requests {
+    next: std::sync::atomic::AtomicU64,
+    waiting: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Payload>>>,
+}
+
+/// Why [`Connection::emit_with_ack`] got no answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AckError {
+    /// The client did not answer within the time given.
+    #[error("no answer within the time given")]
+    Timeout,
+    /// The connection closed, or was closing, first.
+    #[error("the connection closed")]
+    Closed,
+    /// The data could not be serialised.
+    #[error("the data could not be serialised: {0}")]
+    Serialize(String),
 }
 
 /// The rooms a connection is in, and whether its registration was released.
@@ -157,6 +180,7 @@ impl Connection {
             close_notify: Notify::new(),
             close_waker: AtomicWaker::new(),
             session: setup.session,
+            requests: std::sync::OnceLock::new(),
             server,
         };
         let conn = Self { inner: Arc::new(inner) };
@@ -375,6 +399,49 @@ impl Connection {
     }
 
     /// Queues an item without waiting; a full queue disconnects the client as too slow.
+    /// Emits `event` with `data` and waits for the client's answer (Socket.IO's
+    /// `socket.timeout(ms).emitWithAck`): over Socket.IO the client's ack callback, over plain
+    /// WebSocket a frame `{"event":"ack","id":<the request's id>,"data":…}`. Waits for room in
+    /// the queue; never recorded for recovery (an answer belongs to one connection).
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: impl Into<EventName>,
+        data: &T,
+        timeout: std::time::Duration,
+    ) -> Result<serde_json::Value, AckError> {
+        let data =
+            crate::message::to_payload(data).map_err(|e| AckError::Serialize(e.to_string()))?;
+        let requests = self.inner.requests.get_or_init(Box::default);
+        let id = requests.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&requests.waiting).insert(id, tx);
+        let request = Direct::Request { id, event: event.into(), data };
+        let answered = async {
+            self.send(Outbound::Direct(Box::new(request))).await.map_err(|_| AckError::Closed)?;
+            rx.await.map_err(|_| AckError::Closed)
+        };
+        let outcome = tokio::time::timeout(timeout, answered).await;
+        lock(&requests.waiting).remove(&id);
+        let payload = outcome.map_err(|_| AckError::Timeout)??;
+        Ok(serde_json::from_str(payload.get()).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Ends every request waiting for this client's answer ([`AckError::Closed`]): the
+    /// connection is let go.
+    pub(crate) fn end_requests(&self) {
+        if let Some(requests) = self.inner.requests.get() {
+            lock(&requests.waiting).clear();
+        }
+    }
+
+    /// The client's answer to request `id`; `false` when none waits for it (answered late, or
+    /// never asked).
+    pub(crate) fn answer(&self, id: u64, data: Payload) -> bool {
+        let Some(requests) = self.inner.requests.get() else { return false };
+        let waiting = lock(&requests.waiting).remove(&id);
+        waiting.is_some_and(|tx| tx.send(data).is_ok())
+    }
+
     /// Emits `event` with `data` to this connection if its queue has room, and never records
     /// it for recovery: `false` when it was dropped (queue full or connection closed).
     pub fn emit_volatile<T: Serialize + ?Sized>(

@@ -33,7 +33,7 @@ pub mod typescript;
 pub use app::{
     App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN, TOO_MANY_MESSAGES,
 };
-pub use connection::{Connection, SendError};
+pub use connection::{AckError, Connection, SendError};
 pub use describe::Description;
 pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,

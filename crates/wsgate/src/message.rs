@@ -219,7 +219,8 @@ impl CloseReason {
     }
 }
 
-/// A message addressed to the client, always about one message it sent.
+/// A message addressed to one client: the answer to a message it sent, or a request of the
+/// server's.
 #[derive(Debug)]
 pub enum Direct {
     /// The acknowledgement of message `id`.
@@ -234,6 +235,18 @@ pub enum Direct {
         /// The id of the message that failed, if the client asked for an acknowledgement.
         id: Option<AckId>,
         /// The exception payload, `{status:"error", message, cause}` by default.
+        data: Payload,
+    },
+    /// An event the server sends asking for an answer (Socket.IO's emit with an ack):
+    /// the client answers with `id`, and the adapter hands the answer to [`App::answered`].
+    ///
+    /// [`App::answered`]: crate::App::answered
+    Request {
+        /// The id the answer must carry, chosen by the server for this connection.
+        id: u64,
+        /// The event.
+        event: EventName,
+        /// Its data.
         data: Payload,
     },
 }

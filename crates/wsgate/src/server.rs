@@ -367,6 +367,7 @@ impl Server {
     /// the adapter's [`OutboundRx`]. Returns the rooms it was in (none after the first call).
     pub(crate) fn unregister(&self, conn: &Connection) -> Vec<RoomId> {
         let rooms = conn.take_rooms();
+        conn.end_requests();
         // A connection that took this one's session over holds the id, and its own presence.
         let replaced = self.connection(conn.id()).is_some_and(|c| c != *conn);
         for room in &rooms {
@@ -846,6 +847,22 @@ impl Server {
         self.inner.recovery.get().map(|h| h.window())
     }
 
+    /// This instance's connections a broadcast addresses.
+    fn local_members(&self, target: &Broadcast<'_>) -> Vec<Connection> {
+        let keep = |conn: &Connection| target.except != Some(conn.id());
+        match (&target.namespace, &target.room) {
+            (Some(ns), Some(room)) => read(&self.inner.rooms)
+                .get(&(ns.clone(), room.clone()))
+                .map(|members| members.values().filter(|c| keep(c)).cloned().collect())
+                .unwrap_or_default(),
+            (ns, _) => read(&self.inner.connections)
+                .values()
+                .filter(|c| ns.as_ref().is_none_or(|ns| c.namespace() == ns) && keep(c))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Queues a volatile emission for this instance's recipients: those with room in their
     /// queue. Returns how many took it.
     pub(crate) fn push_volatile_to(
@@ -965,6 +982,25 @@ impl Broadcast<'_> {
     ) -> Result<usize, SendError> {
         let emission = Emission::serialize(event, data)?;
         Ok(self.server.deliver(&self, &emission))
+    }
+
+    /// Emits `event` with `data` to each recipient on this instance, asking each for an
+    /// answer, and gathers the answers (Socket.IO's `io.timeout(ms).to(room).emitWithAck`):
+    /// one `(connection, answer or why none)` per recipient, once all answered or `timeout`
+    /// passed. This instance's connections only: another instance's members are not asked.
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        self,
+        event: impl Into<EventName>,
+        data: &T,
+        timeout: Duration,
+    ) -> Vec<(ConnectionId, Result<serde_json::Value, crate::AckError>)> {
+        let event = event.into();
+        let members = self.server.local_members(&self);
+        let asks = members.iter().map(|conn| {
+            let event = event.clone();
+            async move { (conn.id(), conn.emit_with_ack(event, data, timeout).await) }
+        });
+        futures_util::future::join_all(asks).await
     }
 
     /// Emits an already-built emission. Returns how many connections of this instance

@@ -73,6 +73,16 @@ pub enum Received {
         /// `{status, message, cause}`.
         data: Value,
     },
+    /// An event the server sent asking for an answer ([`Connection::emit_with_ack`]):
+    /// answer it with [`TestClient::answer`].
+    Request {
+        /// The id to answer with.
+        id: u64,
+        /// The event's name.
+        event: String,
+        /// Its data.
+        data: Value,
+    },
 }
 
 impl Received {
@@ -241,6 +251,13 @@ impl TestClient {
         }
     }
 
+    /// Answers the server's request `id` (a [`Received::Request`]) with `data`, as a client's
+    /// ack would: `false` when nothing waits for it (too late, or never asked).
+    pub fn answer<T: Serialize>(&mut self, id: u64, data: T) -> bool {
+        let data = to_payload(&data).unwrap_or_else(|_| crate::adapter::null_payload());
+        self.app.answered(&self.conn, id, data)
+    }
+
     /// Disconnects: the connection leaves its rooms and the `on_disconnect` hooks run.
     pub async fn disconnect(mut self) {
         self.app.disconnect(&self.conn).await;
@@ -264,6 +281,9 @@ fn received(item: Outbound) -> Received {
         Outbound::Direct(direct) => match *direct {
             Direct::Ack { id, data } => Received::Ack { id, data: parse(data.get()) },
             Direct::Exception { id, data } => Received::Exception { id, data: parse(data.get()) },
+            Direct::Request { id, event, data } => {
+                Received::Request { id, event: event.to_string(), data: parse(data.get()) }
+            }
         },
     }
 }

@@ -149,6 +149,17 @@ impl EngineProtocol {
     }
 }
 
+/// An ack's answer from its arguments (`[answer]`, or `[a, b…]` kept as the array); `None`
+/// when they are not a JSON array.
+fn answer_of(body: &str) -> Option<Box<serde_json::value::RawValue>> {
+    let args: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(body).ok()?;
+    match args.len() {
+        0 => Some(wsgate::adapter::null_payload()),
+        1 => args.into_iter().next(),
+        _ => serde_json::value::RawValue::from_string(body.to_owned()).ok(),
+    }
+}
+
 /// What a CONNECT asks of connection state recovery: `socket.io-client` adds
 /// `{pid, offset}` to its `auth` payload when it has a session to recover. Anything else
 /// there (a `pid` that is not text, say) is a new session.
@@ -224,8 +235,20 @@ impl Protocol for EngineProtocol {
                 Some(channel) => Action::Leave { channel },
                 None => Action::Nothing,
             },
-            // wsgate's server never asks for acks.
-            Packet::Ack { .. } => Action::Nothing,
+            // The answer to a request of the server's: its first argument (all of them, as an
+            // array, when there are several).
+            Packet::Ack { ns, id: Some(id), body } => match channels.find(|c| *c.ns == *ns) {
+                Some(channel) => match answer_of(body) {
+                    Some(data) => Action::Answer { channel, id, data },
+                    None => {
+                        tracing::debug!(ns, id, "an ack whose arguments are not a JSON array");
+                        Action::Nothing
+                    }
+                },
+                None => Action::Nothing,
+            },
+            // Nothing can wait for an ack without an id.
+            Packet::Ack { id: None, .. } => Action::Nothing,
         }
     }
 
