@@ -178,3 +178,40 @@ test('acks from the server: one connection asked, a room asked, over both transp
   for (const s of [ada, eve]) s.close();
   bob.ws.close();
 });
+
+test('a gateway on a port of its own: both transports there, not on the main port, one server handle', async () => {
+  let lobbyPort;
+  await waitFor(() => {
+    const match = /lobby on http:\/\/[\d.]+:(\d+)/.exec(chat.logs.join(''));
+    lobbyPort = match && Number(match[1]);
+    return lobbyPort;
+  });
+  assert.notEqual(lobbyPort, chat.port);
+  const lobbyUrl = `http://127.0.0.1:${lobbyPort}`;
+
+  // The lobby is served on its port only, and /chat on the main port only.
+  const misplaced = io(`${chat.url}/lobby`, { auth: { name: 'ada' }, reconnection: false, forceNew: true });
+  assert.equal((await once(misplaced, 'connect_error')).message, 'Invalid namespace');
+  const wrongPort = io(`${lobbyUrl}/chat`, { auth: { name: 'ada' }, reconnection: false, forceNew: true });
+  assert.equal((await once(wrongPort, 'connect_error')).message, 'Invalid namespace');
+
+  // A chat member on the main port hears an announcement made in the lobby, over either transport.
+  const listener = connect('/chat', { auth: { name: 'bob' } });
+  await once(listener, 'connect');
+  const heard = once(listener, 'announcement');
+  const host = io(`${lobbyUrl}/lobby`, { auth: { name: 'ada' }, reconnection: false, forceNew: true });
+  await once(host, 'connect');
+  assert.equal(await host.timeout(5000).emitWithAck('announce', 'tea at five'), true);
+  assert.deepEqual(await heard, { from: 'ada', text: 'tea at five' });
+
+  const ws = new WebSocket(`ws://127.0.0.1:${lobbyPort}/ws/lobby?name=eve`);
+  const frames = [];
+  ws.on('message', (raw) => frames.push(JSON.parse(raw)));
+  await once(ws, 'open');
+  const again = once(listener, 'announcement');
+  ws.send(JSON.stringify({ event: 'announce', data: 'and scones', id: 1 }));
+  assert.deepEqual(await again, { from: 'eve', text: 'and scones' });
+  await waitFor(() => frames.some((f) => f.event === 'ack' && f.id === 1 && f.data === true));
+  for (const s of [misplaced, wrongPort, listener, host]) s.close();
+  ws.close();
+});

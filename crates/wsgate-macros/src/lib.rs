@@ -45,7 +45,8 @@ use syn::{
 /// handler of `event`.
 ///
 /// Arguments (all optional): `namespace = "/chat"` (or `namespace_pattern = r"^/entry-\d+$"`
-/// for every namespace matching a regular expression), or `options = path::to::fn` naming a
+/// for every namespace matching a regular expression) and `port = 4000` (a listener of its own:
+/// `App::on_port`), or `options = path::to::fn` naming a
 /// `fn(&Self) -> wsgate::GatewayOptions` for middleware, guards and filters; and
 /// `pushes("commentCreated": Comment, EVENT_CONST: Other, ...)`, the events the gateway emits
 /// on its own, for its description.
@@ -90,6 +91,7 @@ fn misplaced(name: &str, input: TokenStream) -> TokenStream {
 struct GatewayArgs {
     namespace: Option<LitStr>,
     namespace_pattern: Option<LitStr>,
+    port: Option<syn::LitInt>,
     options: Option<Path>,
     pushes: Vec<(Expr, syn::Type)>,
 }
@@ -127,11 +129,12 @@ impl Parse for GatewayArgs {
             match key.to_string().as_str() {
                 "namespace" => args.namespace = Some(input.parse()?),
                 "namespace_pattern" => args.namespace_pattern = Some(input.parse()?),
+                "port" => args.port = Some(input.parse()?),
                 "options" => args.options = Some(input.parse()?),
                 _ => {
                     return Err(syn::Error::new(
                         key.span(),
-                        "unknown gateway argument: expected `namespace = \"/...\"`, `namespace_pattern = \"...\"`, `options = path` or `pushes(\"event\": Type, ...)`",
+                        "unknown gateway argument: expected `namespace = \"/...\"`, `namespace_pattern = \"...\"`, `port = 4000`, `options = path` or `pushes(\"event\": Type, ...)`",
                     ));
                 }
             }
@@ -140,6 +143,12 @@ impl Parse for GatewayArgs {
             }
         }
         let namespaces = [&args.namespace, &args.namespace_pattern];
+        if let (Some(port), Some(_)) = (&args.port, &args.options) {
+            return Err(syn::Error::new(
+                port.span(),
+                "give either `port` or `options` (set the port in the options)",
+            ));
+        }
         if let (Some(ns), Some(_)) = (namespaces.iter().find_map(|n| n.as_ref()), &args.options) {
             return Err(syn::Error::new(
                 ns.span(),
@@ -259,21 +268,19 @@ fn expand(args: &GatewayArgs, mut item: ItemImpl) -> syn::Result<TokenStream2> {
 
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
-    let options = match (&args.namespace, &args.namespace_pattern, &args.options) {
-        (_, _, Some(path)) => {
-            quote! { fn options(&self) -> ::wsgate::GatewayOptions { #path(self) } }
+    let options = if let Some(path) = &args.options {
+        quote! { fn options(&self) -> ::wsgate::GatewayOptions { #path(self) } }
+    } else if args.namespace.is_none() && args.namespace_pattern.is_none() && args.port.is_none() {
+        quote! {}
+    } else {
+        let namespace = args.namespace.iter().map(|ns| quote! { .namespace(#ns) });
+        let pattern = args.namespace_pattern.iter().map(|p| quote! { .namespace_pattern(#p) });
+        let port = args.port.iter().map(|p| quote! { .port(#p) });
+        quote! {
+            fn options(&self) -> ::wsgate::GatewayOptions {
+                ::wsgate::GatewayOptions::new() #(#namespace)* #(#pattern)* #(#port)*
+            }
         }
-        (Some(ns), _, None) => quote! {
-            fn options(&self) -> ::wsgate::GatewayOptions {
-                ::wsgate::GatewayOptions::new().namespace(#ns)
-            }
-        },
-        (None, Some(pattern), None) => quote! {
-            fn options(&self) -> ::wsgate::GatewayOptions {
-                ::wsgate::GatewayOptions::new().namespace_pattern(#pattern)
-            }
-        },
-        (None, None, None) => quote! {},
     };
     let registrations = handlers.iter().map(registration);
     let pushes = args.pushes.iter().map(|(event, ty)| {

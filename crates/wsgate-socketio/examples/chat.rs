@@ -167,17 +167,56 @@ impl TopicGateway {
     }
 }
 
+/// The lobby, on a port of its own (Nest's `@WebSocketGateway(port)`): `LOBBY_PORT`, by
+/// default the next one (any, with `PORT=0`). It shares the server handle with the rest:
+/// `announce` reaches everyone in `/chat` on the main port.
+struct LobbyGateway {
+    server: Server,
+    port: u16,
+}
+
+fn lobby_options(lobby: &LobbyGateway) -> wsgate::GatewayOptions {
+    wsgate::GatewayOptions::new().namespace("/lobby").port(lobby.port)
+}
+
+#[gateway(options = lobby_options)]
+impl LobbyGateway {
+    #[subscribe_message("announce")]
+    async fn announce(&self, Ext(Name(from)): Ext<Name>, Data(text): Data<String>) -> bool {
+        let _ =
+            self.server.of("/chat").emit("announcement", &json!({ "from": from, "text": text }));
+        true
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3400);
+    let env_port = |name: &str| std::env::var(name).ok().and_then(|p| p.parse::<u16>().ok());
+    let port = env_port("PORT").unwrap_or(3400);
+    let lobby_port = env_port("LOBBY_PORT").unwrap_or(if port == 0 { 0 } else { port + 1 });
     let server = Server::new();
     let app = App::builder()
         .server(server.clone())
         .middleware(RequireName)
         .gateway(ChatGateway { server: server.clone() })
-        .gateway(TopicGateway { server })
+        .gateway(TopicGateway { server: server.clone() })
+        .gateway(LobbyGateway { server, port: lobby_port })
         .build()
         .await?;
+    // Every gateway with a port of its own gets a listener of its own, both transports on it.
+    for port in app.ports() {
+        let lobby = app.on_port(port);
+        let router = lobby.mount(Router::new(), WsAdapter::new());
+        let router = lobby.mount(router, SocketIoAdapter::new());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("lobby on http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
+                eprintln!("lobby listener failed: {e}");
+            }
+        });
+    }
     let router = app.mount(Router::new(), WsAdapter::new());
     let router = app.mount(router, SocketIoAdapter::new());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

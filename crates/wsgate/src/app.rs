@@ -105,6 +105,12 @@ pub enum BuildError {
         /// What is wrong with it.
         error: String,
     },
+    /// Gateways of one namespace on different ports.
+    #[error("namespace `{namespace}` has gateways on different ports")]
+    PortConflict {
+        /// The namespace.
+        namespace: Namespace,
+    },
     /// Two fallback handlers in one namespace.
     #[error("namespace `{namespace}` has two fallback handlers")]
     DuplicateFallback {
@@ -117,6 +123,9 @@ pub enum BuildError {
 #[derive(Clone)]
 pub struct App {
     inner: Arc<Inner>,
+    /// The port this view serves the gateways of: `None` for the gateways without a port of
+    /// their own ([`App::on_port`]).
+    port: Option<u16>,
 }
 
 /// The namespace and route tables: fixed once the app is built and looked up for every
@@ -159,6 +168,10 @@ struct NamespaceEntry {
     routes: HashMap<EventName, RouteEntry>,
     /// The handler of events no route serves, if a gateway gave one.
     fallback: Option<RouteEntry>,
+    /// The port of its own its gateways are served on, if they have one.
+    port: Option<u16>,
+    /// Whether a gateway was registered (the first one sets the port).
+    registered: bool,
     handlers: Vec<HandlerDescription>,
     pushes: Vec<PushDescription>,
 }
@@ -263,6 +276,11 @@ impl AppBuilder {
                     &mut tables.patterns[at].1
                 }
             };
+            if entry.registered && entry.port != options.port {
+                return Err(BuildError::PortConflict { namespace: options.namespace });
+            }
+            entry.registered = true;
+            entry.port = options.port;
             entry.middlewares.extend(options.middlewares);
             entry.gateways.push(gateway);
             entry.pushes.extend(routes.pushes);
@@ -321,6 +339,7 @@ impl AppBuilder {
             }
         }
         let app = App {
+            port: None,
             inner: Arc::new(Inner {
                 server: self.server,
                 config: self.config,
@@ -431,9 +450,34 @@ impl App {
         &self.inner.config
     }
 
+    /// The gateways of `namespace`, if this view serves them (their port is its port).
+    fn served(&self, namespace: &Namespace) -> Option<&NamespaceEntry> {
+        self.inner.entry(namespace).filter(|entry| entry.port == self.port)
+    }
+
+    /// The ports of their own that gateways asked for ([`GatewayOptions::port`]), sorted:
+    /// serve each with [`App::on_port`] on a listener of its own.
+    ///
+    /// [`GatewayOptions::port`]: crate::GatewayOptions::port
+    pub fn ports(&self) -> Vec<u16> {
+        let patterns = self.inner.patterns.iter().map(|(_, entry)| entry);
+        let mut ports: Vec<u16> =
+            self.inner.namespaces.values().chain(patterns).filter_map(|e| e.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// The same app, serving the gateways of `port` only (Nest's `@WebSocketGateway(port)`):
+    /// mount adapters on it for that port's listener. The server handle, rooms, broker and
+    /// settings are shared; the app itself serves the gateways without a port.
+    pub fn on_port(&self, port: u16) -> App {
+        App { inner: self.inner.clone(), port: Some(port) }
+    }
+
     /// Whether some gateway serves `namespace`.
     pub fn has_namespace(&self, namespace: &Namespace) -> bool {
-        self.inner.entry(namespace).is_some()
+        self.served(namespace).is_some()
     }
 
     /// The namespaces served.
@@ -481,7 +525,7 @@ impl App {
         if !self.inner.server.is_accepting() {
             return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
         }
-        let Some(entry) = self.inner.entry(&handshake.namespace) else {
+        let Some(entry) = self.served(&handshake.namespace) else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "Invalid namespace"));
         };
         // Taken before the middleware runs, so that a flood from one address cannot keep the

@@ -47,6 +47,7 @@ pub trait Gateway: Send + Sync + Sized + 'static {
 pub struct GatewayOptions {
     pub(crate) namespace: Namespace,
     pub(crate) pattern: Option<String>,
+    pub(crate) port: Option<u16>,
     pub(crate) middlewares: Vec<Arc<dyn DynMiddleware>>,
     pub(crate) guards: Vec<Arc<dyn DynGuard>>,
     pub(crate) interceptors: Vec<Arc<dyn DynInterceptor>>,
@@ -63,6 +64,15 @@ impl GatewayOptions {
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<Namespace>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// Serves this gateway on a port of its own (Nest's `@WebSocketGateway(81)`), over the
+    /// transports mounted on [`App::on_port`](crate::App::on_port)`(port)`, not on the app's
+    /// main port. The server handle, rooms and broker are shared with the rest of the app.
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -115,6 +125,7 @@ impl std::fmt::Debug for GatewayOptions {
         f.debug_struct("GatewayOptions")
             .field("namespace", &self.namespace)
             .field("pattern", &self.pattern)
+            .field("port", &self.port)
             .field("middlewares", &self.middlewares.len())
             .field("guards", &self.guards.len())
             .field("interceptors", &self.interceptors.len())

@@ -97,3 +97,37 @@ async fn an_invalid_pattern_fails_the_build() {
     let built = App::builder().gateway(Broken).build().await;
     assert!(matches!(built, Err(BuildError::NamespacePattern { .. })), "{built:?}");
 }
+
+struct Side;
+
+#[gateway(namespace = "/side", port = 4100)]
+impl Side {
+    #[subscribe_message("where")]
+    async fn where_(&self) -> &'static str {
+        "side"
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_on_its_own_port_is_served_by_that_port_s_view_only() {
+    let app = App::builder().gateway(Side).gateway(Special).build().await.unwrap();
+    assert_eq!(app.ports(), [4100]);
+    let side = app.on_port(4100);
+    let mut client = TestClient::builder(&side).namespace("/side").connect().await.unwrap();
+    assert_eq!(client.request("where", ()).await, Ok(json!("side")));
+    // Not on the main port, and the main port's gateways not on its port.
+    let refused = TestClient::builder(&app).namespace("/side").connect().await.unwrap_err();
+    assert_eq!(refused.message, "Invalid namespace");
+    assert!(!side.has_namespace(&"/entry-0".into()));
+    assert!(app.has_namespace(&"/entry-0".into()));
+
+    struct Elsewhere;
+    impl Gateway for Elsewhere {
+        fn options(&self) -> GatewayOptions {
+            GatewayOptions::new().namespace("/side").port(4200)
+        }
+        fn register(_routes: &mut Routes<Self>) {}
+    }
+    let built = App::builder().gateway(Side).gateway(Elsewhere).build().await;
+    assert!(matches!(built, Err(BuildError::PortConflict { .. })), "{built:?}");
+}
