@@ -82,6 +82,8 @@ fn drain(rx: &mut wsgate::adapter::OutboundRx) -> Vec<Answer> {
             Outbound::Direct(direct) => match *direct {
                 Direct::Ack { id, .. } => Answer::Ack(id),
                 Direct::Exception { id, .. } => Answer::Exception(id),
+                // The fuzzed gateway asks nothing of its clients.
+                Direct::Request { .. } => panic!("a request nobody made"),
             },
             Outbound::Event(_) => Answer::Event,
         });
@@ -119,6 +121,12 @@ fuzz_target!(|data: &[u8]| {
                     let seen = (message.event.as_str().to_owned(), message.ack.clone());
                     app.dispatch(&conn, message).await;
                     seen
+                }
+                // An answer to a request nobody made is dropped, and nothing is sent.
+                Decoded::Answer { id, data } => {
+                    assert!(!app.answered(&conn, id, data), "no request was waiting");
+                    assert!(drain(&mut rx).is_empty(), "an answer gets no answer");
+                    continue;
                 }
                 Decoded::Invalid { message, ack } => {
                     app.reject(&conn, &message, ack.clone()).await;

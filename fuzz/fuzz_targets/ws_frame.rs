@@ -31,5 +31,12 @@ fuzz_target!(|data: &[u8]| {
                     .expect("an exception's data serialises");
             assert!(valid_json(&encode_direct(&Direct::Exception { id: ack, data })));
         }
+        // An answer to a request of the server's: its data is JSON, and so is a request
+        // carrying it.
+        Decoded::Answer { id, data } => {
+            assert!(valid_json(data.get().as_bytes()), "the answer is JSON");
+            let request = Direct::Request { id, event: "question".into(), data };
+            assert!(valid_json(&encode_direct(&request)));
+        }
     }
 });
