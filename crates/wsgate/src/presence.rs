@@ -197,6 +197,8 @@ pub(crate) struct Tracker {
     ticks: u32,
     remotes: HashMap<NodeId, Remote>,
     rooms: HashMap<Place, Room>,
+    /// The rooms with changes since the last diffs, so that a tick visits only those.
+    dirty_rooms: std::collections::HashSet<Place>,
 }
 
 impl Tracker {
@@ -212,6 +214,7 @@ impl Tracker {
             ticks: 0,
             remotes: HashMap::new(),
             rooms: HashMap::new(),
+            dirty_rooms: std::collections::HashSet::new(),
         }
     }
 
@@ -290,6 +293,7 @@ impl Tracker {
             None => metas.push(Meta { node, conn, meta }),
         }
         room.dirty.entry(key).or_insert(None);
+        self.dirty_rooms.insert(place.clone());
     }
 
     fn remove(&mut self, place: &Place, node: NodeId, conn: ConnectionId, key: &str) {
@@ -303,6 +307,7 @@ impl Tracker {
         } else {
             room.dirty.entry(key.to_owned()).or_insert(None);
         }
+        self.dirty_rooms.insert(place.clone());
     }
 
     /// Each changed room's diff since the last call: keys present now that watchers were not
@@ -310,11 +315,8 @@ impl Tracker {
     /// (leaves, with their last meta). A key that came and went in between is neither.
     pub(crate) fn diffs(&mut self) -> Vec<PresenceDiff> {
         let mut diffs = Vec::new();
-        let mut empty = Vec::new();
-        for (place, room) in &mut self.rooms {
-            if room.dirty.is_empty() {
-                continue;
-            }
+        for place in std::mem::take(&mut self.dirty_rooms) {
+            let Some(room) = self.rooms.get_mut(&place) else { continue };
             let mut diff = PresenceDiff {
                 namespace: place.0.clone(),
                 room: place.1.clone(),
@@ -338,14 +340,11 @@ impl Tracker {
                 }
             }
             if room.keys.is_empty() && room.announced.is_empty() {
-                empty.push(place.clone());
+                self.rooms.remove(&place);
             }
             if !diff.joins.is_empty() || !diff.leaves.is_empty() {
                 diffs.push(diff);
             }
-        }
-        for place in empty {
-            self.rooms.remove(&place);
         }
         diffs
     }
