@@ -177,6 +177,37 @@ export async function startInstances({ databaseUrl, redisUrl: redis, count = 2, 
   return instances;
 }
 
+/** Resolves once `blog`'s `/healthz` says Redis is up; throws after `ms`. */
+export async function reachesRedis(blog, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const health = await fetch(`${blog.url}/healthz`).then((r) => r.json()).catch(() => ({}));
+    if (health.redis === 'up') return;
+    if (Date.now() > deadline) throw new Error(`${blog.url} never reached Redis: ${JSON.stringify(health)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Two blogs on a PostgreSQL database and a redis-server of the test's own, both reaching Redis,
+ * everything handed to `defer` for cleanup (use within `withCleanup`); null when PostgreSQL or
+ * redis-server is missing (skipped loudly, or failed under CI, by `postgresDatabase` and
+ * `startRedis`).
+ */
+export async function linkedInstances(t, defer) {
+  const db = await postgresDatabase(t);
+  if (!db) return null;
+  defer(() => db.drop());
+  const redis = await startRedis(t);
+  if (!redis) return null;
+  defer(() => redis.stop());
+  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
+  defer(() => a.stop());
+  defer(() => b.stop());
+  for (const blog of [a, b]) await reachesRedis(blog);
+  return { db, redis, a, b };
+}
+
 /** Runs `body` with everything it opens closed afterwards, pass or fail. */
 export async function withCleanup(body) {
   const cleanups = [];

@@ -10,22 +10,12 @@ import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { api, register } from '../lib/server.js';
-import { postgresDatabase, startInstances, startRedis, withCleanup } from '../lib/services.js';
+import { linkedInstances, reachesRedis, startInstances, withCleanup } from '../lib/services.js';
 import { startProxy } from '../lib/proxy.js';
 import { once, waitFor } from '../lib/wait.js';
 
 const LIMIT = { timeout: 90_000 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function healthy(blog, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const health = await fetch(`${blog.url}/healthz`).then((r) => r.json()).catch(() => ({}));
-    if (health.redis === 'up') return;
-    if (Date.now() > deadline) throw new Error(`${blog.url} never reached Redis: ${JSON.stringify(health)}`);
-    await sleep(100);
-  }
-}
 
 /** A Socket.IO subscriber of the entry (through `url`), recording comment ids. */
 async function sioSubscriber(url, token, entryId, options = {}) {
@@ -69,16 +59,9 @@ async function wsSubscriber(port, token, entryId, query = 'session=new') {
 }
 
 async function setup(t, defer) {
-  const db = await postgresDatabase(t);
-  if (!db) return null;
-  defer(() => db.drop());
-  const redis = await startRedis(t);
-  if (!redis) return null;
-  defer(() => redis.stop());
-  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
-  defer(() => a.stop());
-  defer(() => b.stop());
-  for (const blog of [a, b]) await healthy(blog);
+  const linked = await linkedInstances(t, defer);
+  if (!linked) return null;
+  const { db, redis, a, b } = linked;
   const alice = await register(a.url, 'alice');
   const bob = await register(a.url, 'bob');
   const entry = await api(a.url, 'POST', '/entries', {
@@ -117,7 +100,7 @@ test('Redis down for 3 s while comments are posted on both instances: every subs
       await sleep(200);
     }
     await redis.start();
-    for (const blog of [a, b]) await healthy(blog);
+    for (const blog of [a, b]) await reachesRedis(blog);
     posted.push(await comment(b, 'after'));
 
     await waitFor(() => subscribers.every((s) => s.ids.length >= posted.length), 15_000).catch(() => {});
@@ -231,7 +214,7 @@ test('60 s of comments with Redis restarted every 15 s and one instance killed a
         await at(35);
         [a] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url, count: 1 });
         defer(() => a.stop());
-        await healthy(a);
+        await reachesRedis(a);
         aUp = true;
       }
     }

@@ -13,7 +13,7 @@ import { chromium } from 'playwright-core';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { api, register, startBlog } from '../lib/server.js';
-import { postgresDatabase, startInstances, startRedis, withCleanup } from '../lib/services.js';
+import { linkedInstances, withCleanup } from '../lib/services.js';
 import { once, waitFor } from '../lib/wait.js';
 
 const artifacts = join(dirname(fileURLToPath(import.meta.url)), '..', 'artifacts');
@@ -277,31 +277,6 @@ for (const pair of PAIRS) {
 
 // ---- two instances on PostgreSQL and Redis ----
 
-async function healthy(server, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const health = await fetch(`${server.url}/healthz`).then((r) => r.json()).catch(() => ({}));
-    if (health.redis === 'up') return;
-    if (Date.now() > deadline) throw new Error(`${server.url} never reached Redis: ${JSON.stringify(health)}`);
-    await sleep(100);
-  }
-}
-
-/** Two blogs on a database and a redis-server of the test's own; null when either is missing. */
-async function twoInstances(t, defer) {
-  const db = await postgresDatabase(t);
-  if (!db) return null;
-  defer(() => db.drop());
-  const redis = await startRedis(t);
-  if (!redis) return null;
-  defer(() => redis.stop());
-  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
-  defer(() => a.stop());
-  defer(() => b.stop());
-  for (const server of [a, b]) await healthy(server);
-  return { db, redis, a, b };
-}
-
 /** Polls `presenceEntry` over `client` until it lists `want` (or `ms` ran out); returns the last list. */
 async function presenceBecomes(client, entryId, want, ms = 5000) {
   const deadline = Date.now() + ms;
@@ -315,7 +290,7 @@ async function presenceBecomes(client, entryId, want, ms = 5000) {
 
 test('two instances: a reader on each, and both instances list the same readers', { timeout: 60_000 }, async (t) => {
   await withCleanup(async (defer) => {
-    const world = await twoInstances(t, defer);
+    const world = await linkedInstances(t, defer);
     if (!world) return;
     const { a, b } = world;
     const ada = await register(a.url, 'Ada');
@@ -355,7 +330,7 @@ test('two instances: a reader on each, and both instances list the same readers'
 
 test('kill -9 of an instance: its readers leave on the other within 15 s', { timeout: 60_000 }, async (t) => {
   await withCleanup(async (defer) => {
-    const world = await twoInstances(t, defer);
+    const world = await linkedInstances(t, defer);
     if (!world) return;
     const { a, b } = world;
     const ada = await register(a.url, 'Ada');
