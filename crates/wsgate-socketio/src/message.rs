@@ -10,7 +10,8 @@ use wsgate::adapter::Inbound;
 pub(crate) struct Unreadable(String);
 
 /// `["event", args…]` → the event and its data, as Nest's `IoAdapter` maps them: no argument
-/// is `null`, one argument is the data, several are the data as an array.
+/// is `null`, one argument is the data, several are the data as an array (and the message's
+/// arity says so, for [`wsgate::Args`]).
 pub(crate) fn decode(text: &str) -> Result<Inbound, Unreadable> {
     let parts: Vec<&RawValue> =
         serde_json::from_str(text).map_err(|e| Unreadable(e.to_string()))?;
@@ -32,7 +33,11 @@ pub(crate) fn decode(text: &str) -> Result<Inbound, Unreadable> {
                 .map_err(|e| Unreadable(e.to_string()))?
         }
     };
-    Ok(Inbound::new(event, data))
+    let mut message = Inbound::new(event, data);
+    if args.len() > 1 {
+        message.arity = wsgate::adapter::Arity::Several;
+    }
+    Ok(message)
 }
 
 #[cfg(test)]
@@ -44,8 +49,10 @@ mod tests {
         let m = decode(r#"["indexComment",{"entryId":2}]"#).unwrap();
         assert_eq!(m.event.as_str(), "indexComment");
         assert_eq!(m.data.get(), r#"{"entryId":2}"#);
+        assert_eq!(m.arity, wsgate::adapter::Arity::One);
         let m = decode(r#"["message",1,"2",{"3":[true]}]"#).unwrap();
         assert_eq!(m.data.get(), r#"[1,"2",{"3":[true]}]"#);
+        assert_eq!(m.arity, wsgate::adapter::Arity::Several);
         let m = decode(r#"["p\u0069ng \"x\""]"#).unwrap();
         assert_eq!(m.event.as_str(), "ping \"x\"");
         let m = decode(r#"["ping"]"#).unwrap();

@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use wsgate::adapter::{Direct, WireFormat};
-use wsgate::{AckId, EventName};
+use wsgate::AckId;
+use wsgate::adapter::{Arity, Direct, Emission, Extras, WireFormat};
 
 /// The most binary attachments one event may announce.
 pub(crate) const MAX_ATTACHMENTS: usize = 256;
@@ -73,22 +73,24 @@ pub(crate) fn parse(text: &str) -> Result<Packet<'_>, &'static str> {
     }
 }
 
-/// Engine.IO `4` + Socket.IO `2`: an event packet for the root namespace, `42["event",data]`.
-/// A broadcast is encoded once in it; other namespaces get their prefix inserted
-/// ([`for_namespace`]).
+/// Engine.IO `4` + Socket.IO `2`: an event packet for the root namespace, `42["event",data]`
+/// (`45<n>-["event",…]` with `n` binary attachments to follow). A broadcast is encoded once in
+/// it; other namespaces get their prefix inserted ([`for_namespace`]).
 #[derive(Debug)]
 pub(crate) struct EventFrames;
 
 impl WireFormat for EventFrames {
-    /// With recovery on, the event's offset is its last argument, as Socket.IO's connection
-    /// state recovery has it: `42["event",data,"<offset>"]`.
-    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
+    /// Several arguments are spread: `42["event",a,b]`. With recovery on, the event's offset
+    /// is its last argument, as Socket.IO's connection state recovery has it:
+    /// `42["event",data,"<offset>"]`.
+    fn encode_event(emission: &Emission) -> Bytes {
+        let (event, data, offset) = (emission.event(), emission.data(), emission.offset());
         let extra = offset.map_or(0, |o| o.len() + 3);
-        let mut out = Vec::with_capacity(8 + event.as_str().len() + data.get().len() + extra);
-        out.extend_from_slice(b"42[");
+        let mut out = Vec::with_capacity(12 + event.as_str().len() + data.get().len() + extra);
+        packet_type(&mut out, b'2', emission.extras());
+        out.push(b'[');
         push_str(&mut out, event.as_str());
-        out.push(b',');
-        out.extend_from_slice(data.get().as_bytes());
+        push_args(&mut out, data, emission.extras().arity, true);
         if let Some(offset) = offset {
             out.push(b',');
             push_str(&mut out, offset);
@@ -98,42 +100,70 @@ impl WireFormat for EventFrames {
     }
 }
 
-/// A root-namespace frame (`4<type>…`) rewritten for a namespace whose prefix (`/chat,`) is
-/// given; the same bytes for the root namespace (empty prefix).
+/// `4` and the packet's type: `kind` (`2` an event, `3` an ack), or its binary counterpart
+/// (`5`, `6`) with the count of attachments, `45<n>-`.
+fn packet_type(out: &mut Vec<u8>, kind: u8, extras: &Extras) {
+    out.push(b'4');
+    if extras.binary.is_empty() {
+        out.push(kind);
+    } else {
+        out.push(kind + 3);
+        out.extend_from_slice(extras.binary.len().to_string().as_bytes());
+        out.push(b'-');
+    }
+}
+
+/// Writes the arguments `data` stands for: itself, or the items of its array when they are
+/// several (none when the array is empty); each after a comma when `after_event`.
+fn push_args(out: &mut Vec<u8>, data: &RawValue, arity: Arity, after_event: bool) {
+    let text = data.get();
+    let items = match arity {
+        Arity::One => None,
+        // Serialised by wsgate, compact; anything but an array is one argument still.
+        Arity::Several => text.trim().strip_prefix('[').and_then(|t| t.strip_suffix(']')),
+    };
+    let items = match items {
+        Some(items) => items.trim(),
+        None => text,
+    };
+    if items.is_empty() {
+        return;
+    }
+    if after_event {
+        out.push(b',');
+    }
+    out.extend_from_slice(items.as_bytes());
+}
+
+/// A root-namespace frame (`4<type>[<n>-]…`) rewritten for a namespace whose prefix
+/// (`/chat,`) is given; the same bytes for the root namespace (empty prefix).
 pub(crate) fn for_namespace(frame: Bytes, prefix: &str) -> Bytes {
     if prefix.is_empty() {
         return frame;
     }
+    // After the type, and after the attachment count of a binary packet.
+    let at = match frame.get(1) {
+        Some(b'5' | b'6') => frame.iter().position(|b| *b == b'-').map_or(2, |dash| dash + 1),
+        _ => 2,
+    };
     let mut out = Vec::with_capacity(frame.len() + prefix.len());
-    out.extend_from_slice(&frame[..2]);
+    out.extend_from_slice(&frame[..at]);
     out.extend_from_slice(prefix.as_bytes());
-    out.extend_from_slice(&frame[2..]);
+    out.extend_from_slice(&frame[at..]);
     Bytes::from(out)
 }
 
-/// An acknowledgement (`43[/ns,]id[data]`), an `exception` event
-/// (`42[/ns,]["exception",data]`), or a request of the server's (`42[/ns,]id["event",data]`).
+/// An acknowledgement (`43[/ns,]id[args]`), an `exception` event
+/// (`42[/ns,]["exception",data]`), or a request of the server's (`42[/ns,]id["event",args]`);
+/// with binary attachments, `46<n>-…` and `45<n>-…`.
 pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
-    let data = match direct {
-        Direct::Ack { data, .. } | Direct::Exception { data, .. } => data.get(),
-        Direct::Request { id, event, data } => {
-            let mut out = Vec::with_capacity(32 + prefix.len() + data.get().len());
-            out.extend_from_slice(b"42");
-            out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(id.to_string().as_bytes());
-            out.push(b'[');
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, event.as_str());
-            out.push(b',');
-            out.extend_from_slice(data.get().as_bytes());
-            out.push(b']');
-            return Bytes::from(out);
-        }
-    };
-    let mut out = Vec::with_capacity(32 + prefix.len() + data.len());
+    let extras = direct.extras();
+    let (Direct::Ack { data, .. } | Direct::Exception { data, .. } | Direct::Request { data, .. }) =
+        direct;
+    let mut out = Vec::with_capacity(32 + prefix.len() + data.get().len());
     match direct {
         Direct::Ack { id, .. } => {
-            out.extend_from_slice(b"43");
+            packet_type(&mut out, b'3', extras);
             out.extend_from_slice(prefix.as_bytes());
             match id {
                 AckId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
@@ -141,15 +171,23 @@ pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
                 AckId::Text(_) => {}
             }
             out.push(b'[');
+            push_args(&mut out, data, extras.arity, false);
         }
-        Direct::Request { .. } => {}
+        Direct::Request { id, event, .. } => {
+            packet_type(&mut out, b'2', extras);
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(id.to_string().as_bytes());
+            out.push(b'[');
+            push_str(&mut out, event.as_str());
+            push_args(&mut out, data, extras.arity, true);
+        }
         Direct::Exception { .. } => {
             out.extend_from_slice(b"42");
             out.extend_from_slice(prefix.as_bytes());
             out.extend_from_slice(b"[\"exception\",");
+            out.extend_from_slice(data.get().as_bytes());
         }
     }
-    out.extend_from_slice(data.as_bytes());
     out.push(b']');
     Bytes::from(out)
 }
@@ -239,16 +277,19 @@ mod tests {
         }
     }
 
+    fn event(name: &str, data: &RawValue) -> Bytes {
+        EventFrames::encode_event(&Emission::new(name.into(), data.to_owned()))
+    }
+
     #[test]
     fn frames_for_events_acks_exceptions_and_connections() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let offset = EventFrames::encode_event(&EventName::from("e"), &data, Some("a-1"));
-        assert_eq!(offset, r#"42["e",{"a":1},"a-1"]"#);
-        let frame = EventFrames::encode_event(&EventName::from("say \"hi\""), &data, None);
+        let frame = event("say \"hi\"", &data);
         assert_eq!(frame, r#"42["say \"hi\"",{"a":1}]"#);
         assert_eq!(for_namespace(frame.clone(), ""), frame);
         assert_eq!(for_namespace(frame, "/chat,"), r#"42/chat,["say \"hi\"",{"a":1}]"#);
-        let ack = Direct::Ack { id: AckId::Number(7), data: data.clone() };
+        let ack =
+            Direct::Ack { id: AckId::Number(7), data: data.clone(), extras: Extras::default() };
         assert_eq!(encode_direct(&ack, ""), r#"437[{"a":1}]"#);
         assert_eq!(encode_direct(&ack, "/chat,"), r#"43/chat,7[{"a":1}]"#);
         let exception = Direct::Exception { id: None, data };
@@ -259,5 +300,41 @@ mod tests {
         assert_eq!(disconnect("/chat,"), "41/chat,");
         assert_eq!(prefix("/"), "");
         assert_eq!(prefix("/chat"), "/chat,");
+    }
+
+    #[test]
+    fn several_arguments_are_spread_and_attachments_announced() {
+        let (data, extras) =
+            wsgate::adapter::to_args(&wsgate::Args((1, "2", serde_json::json!({"3": [true]}))))
+                .unwrap();
+        let e = Emission::with_extras("message-back".into(), data, extras);
+        assert_eq!(EventFrames::encode_event(&e), r#"42["message-back",1,"2",{"3":[true]}]"#);
+
+        let two = (Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[4, 5, 6]));
+        let (data, extras) = wsgate::adapter::to_args(&wsgate::Args(two)).unwrap();
+        let e = Emission::with_extras("message-back".into(), data.clone(), extras.clone());
+        let frame = EventFrames::encode_event(&e);
+        let placeholders = r#"{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}"#;
+        assert_eq!(frame, format!(r#"452-["message-back",{placeholders}]"#));
+        assert_eq!(
+            for_namespace(frame, "/custom,"),
+            format!(r#"452-/custom,["message-back",{placeholders}]"#)
+        );
+
+        let ack =
+            Direct::Ack { id: AckId::Number(789), data: data.clone(), extras: extras.clone() };
+        assert_eq!(encode_direct(&ack, ""), format!("462-789[{placeholders}]"));
+        assert_eq!(encode_direct(&ack, "/a,"), format!("462-/a,789[{placeholders}]"));
+        let request = Direct::Request { id: 4, event: "q".into(), data, extras };
+        assert_eq!(encode_direct(&request, ""), format!(r#"452-4["q",{placeholders}]"#));
+
+        // No arguments at all, and `Args` of something that is not a list: one argument.
+        let (data, extras) = wsgate::adapter::to_args(&wsgate::Args(())).unwrap();
+        assert_eq!(data.get(), "null");
+        let e = Emission::with_extras("e".into(), data, extras);
+        assert_eq!(EventFrames::encode_event(&e), r#"42["e",null]"#);
+        let (data, extras) = wsgate::adapter::to_args(&wsgate::Args(Vec::<u8>::new())).unwrap();
+        let ack = Direct::Ack { id: AckId::Number(1), data, extras };
+        assert_eq!(encode_direct(&ack, ""), "431[]");
     }
 }

@@ -6,18 +6,28 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use wsgate::adapter::{Direct, Inbound, WireFormat};
+use wsgate::adapter::{Arity, Direct, Emission, Inbound, WireFormat};
 use wsgate::{AckId, EventName};
 
-/// The plain WebSocket wire format: `{"event":E,"data":D}`.
+/// The most binary attachments one message may announce.
+pub const MAX_ATTACHMENTS: usize = 64;
+
+/// The plain WebSocket wire format: `{"event":E,"data":D}`; with binary attachments,
+/// `{"event":E,"data":D,"attachments":N}` and N binary frames after it, which the
+/// placeholders `{"_placeholder":true,"num":i}` in `D` stand for. Several arguments are the
+/// array `D`.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonFrames;
 
 impl WireFormat for JsonFrames {
     /// Without the offset: the chapter's frames, for clients that did not ask for a session.
-    fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
-        encode_event(event, data, None)
+    fn encode_event(emission: &Emission) -> Bytes {
+        encode_event(emission.event(), emission.data(), attachments(emission), None)
     }
+}
+
+fn attachments(emission: &Emission) -> usize {
+    emission.extras().binary.len()
 }
 
 /// The frames of a plain WebSocket session (`session=new`): an event recorded for recovery
@@ -26,18 +36,26 @@ impl WireFormat for JsonFrames {
 pub struct SessionFrames;
 
 impl WireFormat for SessionFrames {
-    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
-        encode_event(event, data, offset)
+    fn encode_event(emission: &Emission) -> Bytes {
+        encode_event(emission.event(), emission.data(), attachments(emission), emission.offset())
     }
 }
 
-fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes {
+/// An event frame: `{"event":E,"data":D}`, with `"attachments":N` when binary frames follow,
+/// and `"offset":O` for an event of a recovery session.
+pub fn encode_event(
+    event: &EventName,
+    data: &RawValue,
+    attachments: usize,
+    offset: Option<&str>,
+) -> Bytes {
     let extra = offset.map_or(0, |o| o.len() + 12);
     let mut out = Vec::with_capacity(24 + event.as_str().len() + data.get().len() + extra);
     out.extend_from_slice(b"{\"event\":");
     push_str(&mut out, event.as_str());
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.get().as_bytes());
+    push_attachments(&mut out, attachments);
     if let Some(offset) = offset {
         out.extend_from_slice(b",\"offset\":");
         push_str(&mut out, offset);
@@ -60,13 +78,25 @@ pub fn encode_session(id: &str, recovered: bool) -> Bytes {
     Bytes::from(out)
 }
 
+/// `,"attachments":N` when there are any.
+fn push_attachments(out: &mut Vec<u8>, attachments: usize) {
+    if attachments > 0 {
+        out.extend_from_slice(b",\"attachments\":");
+        out.extend_from_slice(attachments.to_string().as_bytes());
+    }
+}
+
 /// Encodes an ack (`{"event":"ack","id":…,"data":…}`) or an exception
-/// (`{"event":"exception","id":…,"data":…}`, `id` only when the message had one).
+/// (`{"event":"exception","id":…,"data":…}`, `id` only when the message had one); with
+/// binary attachments, `"attachments":N` after `data`.
 pub fn encode_direct(direct: &Direct) -> Bytes {
+    let attachments = direct.extras().binary.len();
     let (event, id, data) = match direct {
-        Direct::Ack { id, data } => ("ack", Some(id), data),
+        Direct::Ack { id, data, .. } => ("ack", Some(id), data),
         Direct::Exception { id, data } => ("exception", id.as_ref(), data),
-        Direct::Request { id, event, data } => return encode_request(*id, event, data),
+        Direct::Request { id, event, data, .. } => {
+            return encode_request(*id, event, data, attachments);
+        }
     };
     let mut out = Vec::with_capacity(48 + data.get().len());
     out.extend_from_slice(b"{\"event\":\"");
@@ -81,13 +111,14 @@ pub fn encode_direct(direct: &Direct) -> Bytes {
     }
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.get().as_bytes());
+    push_attachments(&mut out, attachments);
     out.push(b'}');
     Bytes::from(out)
 }
 
 /// A request of the server's: `{"event":E,"id":N,"data":D}`; the client answers
 /// `{"event":"ack","id":N,"data":…}`.
-fn encode_request(id: u64, event: &EventName, data: &RawValue) -> Bytes {
+fn encode_request(id: u64, event: &EventName, data: &RawValue, attachments: usize) -> Bytes {
     let mut out = Vec::with_capacity(40 + event.as_str().len() + data.get().len());
     out.extend_from_slice(b"{\"event\":");
     push_str(&mut out, event.as_str());
@@ -95,6 +126,7 @@ fn encode_request(id: u64, event: &EventName, data: &RawValue) -> Bytes {
     out.extend_from_slice(id.to_string().as_bytes());
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.get().as_bytes());
+    push_attachments(&mut out, attachments);
     out.push(b'}');
     Bytes::from(out)
 }
@@ -109,6 +141,14 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 pub enum Decoded {
     /// A message for the router.
     Message(Inbound),
+    /// A message whose binary attachments follow as the next `attachments` binary frames
+    /// (`"attachments":N`, 1 to [`MAX_ATTACHMENTS`]).
+    Binary {
+        /// The message, its attachments still to come.
+        message: Inbound,
+        /// How many binary frames follow.
+        attachments: usize,
+    },
     /// The client's answer to the server's request `id`: `{"event":"ack","id":N,"data":…}`.
     Answer {
         /// The request's id.
@@ -193,11 +233,31 @@ pub fn decode(text: &str) -> Decoded {
     } else {
         Ok(field("data").map_or_else(wsgate::adapter::null_payload, ToOwned::to_owned))
     };
+    let attachments = match field("attachments").filter(|_| !chapter) {
+        None => 0,
+        Some(n) => match serde_json::from_str::<usize>(n.get()) {
+            Ok(n) if n <= MAX_ATTACHMENTS => n,
+            _ => {
+                let message = format!(
+                    "Invalid attachments: expected a number of binary frames up to {MAX_ATTACHMENTS}."
+                );
+                return invalid(message, ack);
+            }
+        },
+    };
     match data {
         Ok(data) => {
+            // Several arguments are an array `data`, as the server sends them.
+            let several = !chapter && data.get().trim_start().starts_with('[');
             let mut inbound = Inbound::new(EventName::from(event.as_ref()), data);
             inbound.ack = ack;
-            Decoded::Message(inbound)
+            if several {
+                inbound.arity = Arity::Several;
+            }
+            match attachments {
+                0 => Decoded::Message(inbound),
+                attachments => Decoded::Binary { message: inbound, attachments },
+            }
         }
         Err(e) => invalid(format!("Invalid message: {e}"), ack),
     }
@@ -309,6 +369,7 @@ mod tests {
             }
             Decoded::Invalid { message, .. } => panic!("{text}: {message}"),
             Decoded::Answer { id, .. } => panic!("{text}: an answer to {id}"),
+            Decoded::Binary { attachments, .. } => panic!("{text}: {attachments} attachments"),
         }
     }
 
@@ -317,6 +378,7 @@ mod tests {
             Decoded::Invalid { message, .. } => message,
             Decoded::Message(m) => panic!("{text} decoded to {m:?}"),
             Decoded::Answer { id, .. } => panic!("{text}: an answer to {id}"),
+            Decoded::Binary { message, .. } => panic!("{text} decoded to {message:?}"),
         }
     }
 
@@ -326,6 +388,7 @@ mod tests {
             id: 7,
             event: "question".into(),
             data: RawValue::from_string("\"6 × 7?\"".into()).unwrap(),
+            extras: Default::default(),
         };
         assert_eq!(encode_direct(&request), r#"{"event":"question","id":7,"data":"6 × 7?"}"#);
         match decode(r#"{"event":"ack","id":7,"data":42}"#) {
@@ -395,7 +458,7 @@ mod tests {
         let e = Emission::serialize("say \"hi\"", &json!({"a": [1]})).unwrap();
         assert_eq!(e.encoded::<JsonFrames>(), r#"{"event":"say \"hi\"","data":{"a":[1]}}"#);
         let data = wsgate::adapter::to_payload(&json!(5)).unwrap();
-        let ack = Direct::Ack { id: AckId::Number(3), data };
+        let ack = Direct::Ack { id: AckId::Number(3), data, extras: Default::default() };
         assert_eq!(encode_direct(&ack), r#"{"event":"ack","id":3,"data":5}"#);
         let data = wsgate::adapter::to_payload(&json!({"status": "error"})).unwrap();
         let exc = Direct::Exception { id: Some(AckId::Text("q".into())), data };
@@ -408,5 +471,41 @@ mod tests {
             encode_direct(&Direct::Exception { id: None, data }),
             r#"{"event":"exception","data":null}"#
         );
+    }
+
+    #[test]
+    fn several_arguments_are_an_array_and_attachments_are_counted() {
+        let args = wsgate::Args((1, bytes::Bytes::from_static(b"\x00\xff")));
+        let e = Emission::serialize("file", &args).unwrap();
+        assert_eq!(
+            e.encoded::<JsonFrames>(),
+            r#"{"event":"file","data":[1,{"_placeholder":true,"num":0}],"attachments":1}"#
+        );
+        assert_eq!(e.extras().binary, [bytes::Bytes::from_static(b"\x00\xff")]);
+        let (data, extras) = wsgate::adapter::to_args(&args).unwrap();
+        let ack = Direct::Ack { id: AckId::Number(3), data, extras };
+        assert_eq!(
+            encode_direct(&ack),
+            r#"{"event":"ack","id":3,"data":[1,{"_placeholder":true,"num":0}],"attachments":1}"#
+        );
+
+        match decode(r#"{"event":"up","data":[{"_placeholder":true,"num":0}],"attachments":2}"#) {
+            Decoded::Binary { message, attachments } => {
+                assert_eq!((message.event.as_str(), attachments), ("up", 2));
+                assert_eq!(message.arity, Arity::Several);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(message(r#"{"event":"up","data":[1],"attachments":0}"#).1, json!([1]));
+        for bad in ["-1", "65", "\"2\"", "null"] {
+            let frame = format!(r#"{{"event":"up","attachments":{bad}}}"#);
+            assert_eq!(
+                error(&frame),
+                "Invalid attachments: expected a number of binary frames up to 64.",
+                "{frame}"
+            );
+        }
+        // In the chapter's format, every field is data.
+        assert_eq!(message(r#"{"type":"t","attachments":1}"#).1, json!({"attachments": 1}));
     }
 }

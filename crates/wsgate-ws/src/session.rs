@@ -5,9 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use tracing::Instrument;
-use wsgate::adapter::{Accepted, Direct, Emission};
+use wsgate::adapter::{Accepted, Direct, Emission, Inbound};
 use wsgate::{App, CloseReason, Connection, Refusal};
-use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, Setup};
+use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, SessionEnd, Setup};
 
 use crate::WsConfig;
 use crate::codec::{self, Decoded, JsonFrames, SessionFrames};
@@ -15,11 +15,31 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// The plain WebSocket protocol over the session driver: one channel, the connection opened
-/// at the handshake; JSON frames in both formats ([`codec::decode`]); binary frames refused
-/// with an `exception`; the connection closed by the server closes the websocket. A client's
-/// close with code 1000 is its goodbye: its recovery session ends with it.
-#[derive(Debug, Default)]
-pub struct JsonProtocol;
+/// at the handshake; JSON frames in both formats ([`codec::decode`]); binary frames are the
+/// attachments a JSON frame announced (`"attachments":N`), others are refused with an
+/// `exception`; the connection closed by the server closes the websocket. A client's close
+/// with code 1000 is its goodbye: its recovery session ends with it.
+#[derive(Debug)]
+pub struct JsonProtocol {
+    /// A message waiting for its binary attachments. Boxed: rare.
+    assembling: Option<Box<Assembling>>,
+    /// The most bytes a message may take, its attachments included.
+    max_message_size: usize,
+}
+
+impl JsonProtocol {
+    /// The protocol for messages of at most `max_message_size` bytes, attachments included.
+    pub fn new(max_message_size: usize) -> Self {
+        Self { assembling: None, max_message_size }
+    }
+}
+
+#[derive(Debug)]
+struct Assembling {
+    message: Inbound,
+    expected: usize,
+    size: usize,
+}
 
 /// The one channel of a plain WebSocket session: whether its client asked for a recovery
 /// session, whose frames carry offsets ([`codec::SessionFrames`]).
@@ -29,20 +49,46 @@ pub struct JsonChannel {
     pub session: bool,
 }
 
-const BINARY_REFUSED: &str = "Binary frames are not supported: send JSON text.";
+const BINARY_REFUSED: &str =
+    "A binary frame must follow a JSON frame that announces it (\"attachments\":N).";
+const BINARY_DUE: &str =
+    "Binary attachments were due: this frame and the message they belong to are dropped.";
 
 impl Protocol for JsonProtocol {
     type Channel = JsonChannel;
 
     fn read(&mut self, frame: Incoming, _: Channels<'_, JsonChannel>) -> Action<JsonChannel> {
-        let decoded = match frame {
-            Incoming::Text(text) => codec::decode(&text),
-            Incoming::Binary(_) => {
+        let decoded = match (frame, self.assembling.take()) {
+            (Incoming::Binary(data), Some(mut pending)) => {
+                pending.size += data.len();
+                if pending.size > self.max_message_size {
+                    return Action::End(SessionEnd::Close(CloseReason::TooBig));
+                }
+                pending.message.binary.push(data);
+                if pending.message.binary.len() < pending.expected {
+                    self.assembling = Some(pending);
+                    return Action::Nothing;
+                }
+                Decoded::Message(pending.message)
+            }
+            (Incoming::Binary(_), None) => {
                 Decoded::Invalid { message: BINARY_REFUSED.to_owned(), ack: None }
             }
+            (Incoming::Text(_), Some(pending)) => {
+                Decoded::Invalid { message: BINARY_DUE.to_owned(), ack: pending.message.ack }
+            }
+            (Incoming::Text(text), None) => codec::decode(&text),
         };
         match decoded {
             Decoded::Message(message) => Action::Dispatch { channel: 0, message },
+            Decoded::Binary { message, attachments } => {
+                let size = message.data.get().len();
+                let binary = Vec::with_capacity(attachments);
+                let message = Inbound { binary, ..message };
+                self.assembling =
+                    Some(Box::new(Assembling { message, expected: attachments, size }));
+                Action::Nothing
+            }
             Decoded::Answer { id, data } => Action::Answer { channel: 0, id, data },
             Decoded::Invalid { message, ack } => Action::Reject { channel: 0, message, ack },
         }
@@ -119,5 +165,6 @@ async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<Json
         }
     }
     let link = Link::WebSocket(ws);
-    Some(Box::new(Setup { protocol: JsonProtocol, link, channels: vec![(conn, rx, channel)] }))
+    let protocol = JsonProtocol::new(config.max_message_size);
+    Some(Box::new(Setup { protocol, link, channels: vec![(conn, rx, channel)] }))
 }

@@ -4,9 +4,11 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use wsgate::adapter::{Direct, WireFormat, to_payload};
+use wsgate::adapter::{Direct, Emission, WireFormat, to_payload};
 use wsgate::{AckId, EventName};
-use wsgate_ws::codec::{Decoded, JsonFrames, SessionFrames, decode, encode_direct, encode_session};
+use wsgate_ws::codec::{
+    self, Decoded, JsonFrames, SessionFrames, decode, encode_direct, encode_session,
+};
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -69,6 +71,11 @@ proptest! {
             Decoded::Invalid { message, .. } => prop_assert!(message.starts_with("Invalid")),
             // `{"event":"ack","id":N}`: an answer to a request of the server's.
             Decoded::Answer { .. } => prop_assert_eq!(&value["event"], "ack"),
+            // `"attachments":N`: binary frames are to follow.
+            Decoded::Binary { message, attachments } => {
+                prop_assert!(!message.event.as_str().is_empty());
+                prop_assert_eq!(&value["attachments"], attachments);
+            }
         }
     }
 
@@ -114,15 +121,17 @@ proptest! {
         id in ack_id(),
     ) {
         let payload = to_payload(&data).unwrap();
-        let encoded = JsonFrames::encode_event(&EventName::from(event.as_str()), &payload, Some("0-1"));
-        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data })), "no offset without a session");
-        let encoded = SessionFrames::encode_event(&EventName::from(event.as_str()), &payload, Some(&event));
+        let emission = Emission::new(EventName::from(event.as_str()), payload.clone());
+        let encoded = JsonFrames::encode_event(&emission);
+        prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data })));
+        prop_assert_eq!(SessionFrames::encode_event(&emission), encoded, "no offset, none written");
+        let encoded = codec::encode_event(&EventName::from(event.as_str()), &payload, 0, Some(&event));
         prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": event, "data": data, "offset": event })));
         let encoded = encode_session(&event, id.is_some());
         prop_assert_eq!(parse(&encoded), reparse(&json!({ "event": "session", "data": { "id": event, "recovered": id.is_some() } })));
 
         if let Some(ack) = &id {
-            let encoded = encode_direct(&Direct::Ack { id: ack.clone(), data: payload.clone() });
+            let encoded = encode_direct(&Direct::Ack { id: ack.clone(), data: payload.clone(), extras: Default::default() });
             let expected = json!({ "event": "ack", "id": id_json(ack), "data": data });
             prop_assert_eq!(parse(&encoded), reparse(&expected));
         }

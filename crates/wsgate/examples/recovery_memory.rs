@@ -6,8 +6,8 @@
 //! `cargo run --release -p wsgate --example recovery_memory`
 
 use serde_json::json;
-use wsgate::adapter::{Outbound, WireFormat};
-use wsgate::{App, AppConfig, EventName, Handshake, Recovery, SessionRequest, gateway};
+use wsgate::adapter::{Emission, Outbound, WireFormat};
+use wsgate::{App, AppConfig, Handshake, Recovery, SessionRequest, gateway};
 
 /// The process's resident memory, in bytes (Linux).
 fn live() -> isize {
@@ -30,22 +30,15 @@ impl Quiet {
 /// Two wire formats, as a room with Socket.IO and plain WebSocket members encodes them.
 struct A;
 impl WireFormat for A {
-    fn encode_event(
-        event: &EventName,
-        data: &serde_json::value::RawValue,
-        offset: Option<&str>,
-    ) -> bytes::Bytes {
-        bytes::Bytes::from(format!("42[\"{event}\",{},\"{}\"]", data.get(), offset.unwrap_or("")))
+    fn encode_event(e: &Emission) -> bytes::Bytes {
+        let (event, data, offset) = (e.event(), e.data().get(), e.offset().unwrap_or(""));
+        bytes::Bytes::from(format!("42[\"{event}\",{data},\"{offset}\"]"))
     }
 }
 struct B;
 impl WireFormat for B {
-    fn encode_event(
-        event: &EventName,
-        data: &serde_json::value::RawValue,
-        _: Option<&str>,
-    ) -> bytes::Bytes {
-        bytes::Bytes::from(format!("{{\"event\":\"{event}\",\"data\":{}}}", data.get()))
+    fn encode_event(e: &Emission) -> bytes::Bytes {
+        bytes::Bytes::from(format!("{{\"event\":\"{}\",\"data\":{}}}", e.event(), e.data().get()))
     }
 }
 

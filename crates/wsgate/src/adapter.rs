@@ -20,6 +20,7 @@
 //! [`Outbound`] item (or nothing).
 
 pub use crate::app::{Accepted, Departure};
+pub use crate::args::{Arity, Extras, to_args};
 pub use crate::connection::OutboundRx;
 pub use crate::extract::json_error_message;
 pub use crate::message::{

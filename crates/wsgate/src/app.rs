@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::args::Extras;
 use crate::connection::{Connection, OutboundRx, Setup};
 use crate::describe::{Description, HandlerDescription, NamespaceDescription, PushDescription};
 use crate::exception::{ExceptionContext, ExceptionFilter, WsError, WsException, render};
@@ -588,12 +589,12 @@ impl App {
             return;
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
-        let Inbound { event, data, ack, binary } = message;
+        let Inbound { event, data, ack, binary, arity } = message;
         let route = self
             .inner
             .entry(conn.namespace())
             .and_then(|ns| ns.routes.get(event.as_str()).or(ns.fallback.as_ref()));
-        let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary };
+        let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary, arity };
         let reply = match route {
             None => Reply::Error(
                 WsException::new(format!(
@@ -643,7 +644,10 @@ impl App {
     ) -> Option<Outbound> {
         let direct = match reply {
             Reply::Nothing => return None,
-            Reply::Ack(data) => Direct::Ack { id: ctx.ack.clone()?, data },
+            Reply::Ack(data) => {
+                Direct::Ack { id: ctx.ack.clone()?, data, extras: Extras::default() }
+            }
+            Reply::AckWith(data, extras) => Direct::Ack { id: ctx.ack.clone()?, data, extras },
             Reply::Event(emission) => return Some(Outbound::Event(emission)),
             Reply::Error(error) => {
                 let chain: Vec<&dyn ExceptionFilter> =

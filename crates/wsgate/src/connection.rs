@@ -409,13 +409,13 @@ impl Connection {
         data: &T,
         timeout: std::time::Duration,
     ) -> Result<serde_json::Value, AckError> {
-        let data =
-            crate::message::to_payload(data).map_err(|e| AckError::Serialize(e.to_string()))?;
+        let (data, extras) =
+            crate::args::to_args(data).map_err(|e| AckError::Serialize(e.to_string()))?;
         let requests = self.inner.requests.get_or_init(Box::default);
         let id = requests.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&requests.waiting).insert(id, tx);
-        let request = Direct::Request { id, event: event.into(), data };
+        let request = Direct::Request { id, event: event.into(), data, extras };
         let answered = async {
             self.send(Outbound::Direct(Box::new(request))).await.map_err(|_| AckError::Closed)?;
             rx.await.map_err(|_| AckError::Closed)

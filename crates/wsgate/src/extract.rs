@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
+use crate::args::{Args, Arity, Resolved};
 use crate::connection::Connection;
 use crate::exception::{WsError, WsException};
 use crate::message::Payload;
@@ -20,6 +21,7 @@ pub struct MessageContext {
     pub(crate) data: Payload,
     pub(crate) ack: Option<AckId>,
     pub(crate) binary: Vec<Bytes>,
+    pub(crate) arity: Arity,
 }
 
 impl MessageContext {
@@ -33,9 +35,14 @@ impl MessageContext {
         &self.event
     }
 
-    /// The raw JSON data.
+    /// The raw JSON data (with placeholders where binary attachments go).
     pub fn data(&self) -> &serde_json::value::RawValue {
         &self.data
+    }
+
+    /// Whether the data is one argument or the array of several.
+    pub fn arity(&self) -> Arity {
+        self.arity
     }
 
     /// The acknowledgement id, when the client asked for one.
@@ -43,7 +50,7 @@ impl MessageContext {
         self.ack.as_ref()
     }
 
-    /// Binary attachments (Socket.IO).
+    /// Binary attachments, in the order of the placeholders' `num`.
     pub fn binary(&self) -> &[Bytes] {
         &self.binary
     }
@@ -63,7 +70,7 @@ impl MessageContext {
 ///
 /// Extractors run in argument order, before the handler; the first failure is the reply.
 #[diagnostic::on_unimplemented(
-    note = "handler arguments are extractors: `Data<T>`, `Valid<T>`, `Ext<T>`, `Connection`, `Server`, `EventName`, `Binary`, or an `Option` of one"
+    note = "handler arguments are extractors: `Data<T>`, `Valid<T>`, `Args<T>`, `Ext<T>`, `Connection`, `Server`, `EventName`, `Binary`, or an `Option` of one"
 )]
 pub trait FromMessage: Sized {
     /// Builds the argument, or fails with the error the client will see.
@@ -99,13 +106,34 @@ impl<T: FromMessage> FromMessage for Option<T> {
 /// The message's data, deserialised (Nest's `@MessageBody()`).
 ///
 /// A value of the wrong type is a [`WsException`] naming the field, e.g.
-/// `Invalid entryId: invalid type: string "x", expected i64`.
+/// `Invalid entryId: invalid type: string "x", expected i64`. Several arguments are their
+/// array, as Nest's `IoAdapter` gives them ([`Args`] reads them whatever their count).
+/// Binary attachments are read in place: a `Bytes` field reads the attachment its
+/// placeholder stands for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Data<T>(pub T);
 
 impl<T: DeserializeOwned> FromMessage for Data<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
-        parse(&ctx.data).map(Data)
+        parse(&ctx.data, &ctx.binary).map(Data)
+    }
+}
+
+/// The message's arguments as `T`, however many the client sent (one is a list of one):
+/// `Args((name, file)): Args<(String, Bytes)>` for Socket.IO's `emit("upload", name, file)`.
+/// Binary attachments are read in place, as with [`Data`]. An event sent without arguments
+/// reads as one `null`.
+impl<T: DeserializeOwned> FromMessage for Args<T> {
+    fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        match ctx.arity {
+            Arity::Several => parse(&ctx.data, &ctx.binary).map(Args),
+            Arity::One => {
+                let list =
+                    serde_json::value::RawValue::from_string(format!("[{}]", ctx.data.get()))
+                        .map_err(|e| WsError::internal(e.to_string()))?;
+                parse(&list, &ctx.binary).map(Args)
+            }
+        }
     }
 }
 
@@ -118,7 +146,7 @@ pub struct Valid<T>(pub T);
 
 impl<T: DeserializeOwned + Validate> FromMessage for Valid<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
-        let value: T = parse(&ctx.data)?;
+        let value: T = parse(&ctx.data, &ctx.binary)?;
         value.validate().map_err(|e| WsException::invalid(&e))?;
         Ok(Valid(value))
     }
@@ -152,7 +180,10 @@ impl FromMessage for Binary {
     }
 }
 
-fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
+fn parse<T: DeserializeOwned>(data: &Payload, binary: &[Bytes]) -> Result<T, WsError> {
+    if !binary.is_empty() {
+        return parse_resolved(data, binary);
+    }
     // Tracking the path costs an allocation per key; it is only needed to word a failure, so
     // the data is read again with it then.
     let first = match serde_json::from_str(data.get()) {
@@ -160,7 +191,29 @@ fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
         Err(e) => e,
     };
     let mut de = serde_json::Deserializer::from_str(data.get());
-    let message = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    Err(data_error(serde_path_to_error::deserialize::<_, T>(&mut de), &first))
+}
+
+/// Data with binary attachments: read as a JSON value, then with its placeholders resolved.
+fn parse_resolved<T: DeserializeOwned>(data: &Payload, binary: &[Bytes]) -> Result<T, WsError> {
+    let value: serde_json::Value = serde_json::from_str(data.get())
+        .map_err(|e| WsException::new(format!("Invalid data: {}", json_error_message(&e))))?;
+    let first = match T::deserialize(Resolved { value: &value, binary }) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    Err(data_error(
+        serde_path_to_error::deserialize::<_, T>(Resolved { value: &value, binary }),
+        &first,
+    ))
+}
+
+/// The exception for data that failed to read as `T`, naming the field.
+fn data_error<T>(
+    again: Result<T, serde_path_to_error::Error<serde_json::Error>>,
+    first: &serde_json::Error,
+) -> WsError {
+    let message = match again {
         Err(e) => {
             let path = e.path().to_string();
             let inner = json_error_message(e.inner());
@@ -171,9 +224,9 @@ fn parse<T: DeserializeOwned>(data: &Payload) -> Result<T, WsError> {
             }
         }
         // The same input and the same deserializer fail the same way; kept total all the same.
-        Ok(_) => format!("Invalid data: {}", json_error_message(&first)),
+        Ok(_) => format!("Invalid data: {}", json_error_message(first)),
     };
-    Err(WsException::new(message).into())
+    WsException::new(message).into()
 }
 
 /// serde_json's message without ` at line L column C`, which means nothing to a client.
@@ -328,7 +381,8 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_field() {
-        let err = parse::<ShowComment>(&data(serde_json::json!({"entryId": "x"}))).unwrap_err();
+        let err =
+            parse::<ShowComment>(&data(serde_json::json!({"entryId": "x"})), &[]).unwrap_err();
         assert_eq!(message(err), r#"Invalid entryId: invalid type: string "x", expected i64"#);
     }
 
@@ -339,7 +393,7 @@ mod tests {
         struct Strict {
             id: i64,
         }
-        let err = parse::<Strict>(&data(serde_json::json!({}))).unwrap_err();
+        let err = parse::<Strict>(&data(serde_json::json!({})), &[]).unwrap_err();
         assert_eq!(message(err), "Invalid data: missing field `id`");
     }
 

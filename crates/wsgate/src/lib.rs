@@ -2,6 +2,7 @@
 
 pub mod adapter;
 mod app;
+mod args;
 pub mod asyncapi;
 pub mod broker;
 mod connection;
@@ -33,6 +34,7 @@ pub mod typescript;
 pub use app::{
     App, AppBuilder, AppConfig, BuildError, CONNECTION_CLOSING, SHUTTING_DOWN, TOO_MANY_MESSAGES,
 };
+pub use args::Args;
 pub use connection::{AckError, Connection, SendError};
 pub use describe::Description;
 pub use exception::{

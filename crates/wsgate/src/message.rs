@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::args::{Arity, Extras};
 use crate::names::{AckId, EventName};
 
 /// A message's data as JSON text, parsed lazily by the extractors that need it.
@@ -38,14 +39,18 @@ pub struct Inbound {
     pub data: Payload,
     /// Set when the client asked for an acknowledgement.
     pub ack: Option<AckId>,
-    /// Binary attachments (Socket.IO); empty for JSON-only transports.
+    /// Binary attachments, which the data's placeholders `{"_placeholder":true,"num":N}`
+    /// stand for; empty when the client sent none.
     pub binary: Vec<Bytes>,
+    /// Whether `data` is the message's one argument, or the array of its several arguments
+    /// (Socket.IO's `emit("e", a, b)`, which Nest's `IoAdapter` hands over as `[a, b]`).
+    pub arity: Arity,
 }
 
 impl Inbound {
     /// A message with data and no acknowledgement.
     pub fn new(event: impl Into<EventName>, data: Payload) -> Self {
-        Self { event: event.into(), data, ack: None, binary: Vec::new() }
+        Self { event: event.into(), data, ack: None, binary: Vec::new(), arity: Arity::One }
     }
 
     /// Asks for an acknowledgement with this id.
@@ -64,6 +69,8 @@ impl Inbound {
 pub struct Emission {
     event: EventName,
     data: Payload,
+    /// Several arguments, binary attachments: rare, so boxed (one pointer when absent).
+    extras: Option<Box<Extras>>,
     /// Its place in its namespace's history, when connection state recovery is on and it was
     /// emitted to a room, a namespace or a connection (not a reply to a message). Set before
     /// anything encodes it.
@@ -78,9 +85,17 @@ pub struct Emission {
 impl Emission {
     /// An emission of `event` with already-serialised data.
     pub fn new(event: EventName, data: Payload) -> Arc<Self> {
+        Self::with_extras(event, data, Extras::default())
+    }
+
+    /// An emission of `event` with already-serialised data that is several arguments or has
+    /// binary attachments ([`to_args`](crate::adapter::to_args)).
+    pub fn with_extras(event: EventName, data: Payload, extras: Extras) -> Arc<Self> {
+        let extras = (!extras.is_plain()).then(|| Box::new(extras));
         Arc::new(Self {
             event,
             data,
+            extras,
             offset: OnceLock::new(),
             first: OnceLock::new(),
             others: Mutex::new(Vec::new()),
@@ -94,15 +109,19 @@ impl Emission {
         if Arc::strong_count(self) == 1 && self.first.get().is_none() {
             if let Err(offset) = self.offset.set(offset) {
                 // Recorded twice: an emission delivered again keeps its first offset.
-                let copy = Self::new(self.event.clone(), self.data.clone());
+                let copy = self.copy();
                 let _ = copy.offset.set(offset);
                 return copy;
             }
             return self.clone();
         }
-        let copy = Self::new(self.event.clone(), self.data.clone());
+        let copy = self.copy();
         let _ = copy.offset.set(offset);
         copy
+    }
+
+    fn copy(&self) -> Arc<Self> {
+        Self::with_extras(self.event.clone(), self.data.clone(), self.extras().clone())
     }
 
     /// Its offset in its namespace's history (opaque text), when it has one: the last
@@ -111,12 +130,14 @@ impl Emission {
         self.offset.get().map(|o| &**o)
     }
 
-    /// Serialises `data` and makes an emission of it.
+    /// Serialises `data` and makes an emission of it: several arguments when it is an
+    /// [`Args`](crate::Args), each `Bytes` in it a binary attachment.
     pub fn serialize<T: Serialize + ?Sized>(
         event: impl Into<EventName>,
         data: &T,
     ) -> Result<Arc<Self>, serde_json::Error> {
-        Ok(Self::new(event.into(), to_payload(data)?))
+        let (data, extras) = crate::args::to_args(data)?;
+        Ok(Self::with_extras(event.into(), data, extras))
     }
 
     /// The event name.
@@ -124,17 +145,21 @@ impl Emission {
         &self.event
     }
 
-    /// The data as JSON.
+    /// The data as JSON (with placeholders for the binary attachments).
     pub fn data(&self) -> &RawValue {
         &self.data
+    }
+
+    /// Its arity and binary attachments.
+    pub fn extras(&self) -> &Extras {
+        static PLAIN: Extras = Extras { arity: Arity::One, binary: Vec::new() };
+        self.extras.as_deref().unwrap_or(&PLAIN)
     }
 
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
-        let (first, bytes) = self
-            .first
-            .get_or_init(|| (key, F::encode_event(&self.event, &self.data, self.offset())));
+        let (first, bytes) = self.first.get_or_init(|| (key, F::encode_event(self)));
         if *first == key {
             return bytes.clone();
         }
@@ -143,7 +168,7 @@ impl Emission {
         if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
             return bytes.clone();
         }
-        let bytes = F::encode_event(&self.event, &self.data, self.offset());
+        let bytes = F::encode_event(self);
         others.push((key, bytes.clone()));
         bytes
     }
@@ -157,9 +182,11 @@ impl fmt::Debug for Emission {
 
 /// A transport's encoding of an event, implemented by adapters.
 pub trait WireFormat: 'static {
-    /// Encodes `event` with `data` as one frame of this format; `offset` is the event's place
-    /// in its namespace's history, for formats that carry it (connection state recovery).
-    fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes;
+    /// Encodes `emission` as one frame of this format: its event, its data, its
+    /// [`extras`](Emission::extras) (the attachments themselves follow as frames of their own,
+    /// [`Outbound::attachments`]), and its [`offset`](Emission::offset) for formats that carry
+    /// it (connection state recovery).
+    fn encode_event(emission: &Emission) -> Bytes;
 }
 
 /// Why the server closes a connection.
@@ -229,6 +256,8 @@ pub enum Direct {
         id: AckId,
         /// The handler's result.
         data: Payload,
+        /// Several arguments, binary attachments.
+        extras: Extras,
     },
     /// An `exception` event, carrying the id of the message that caused it, if it had one.
     Exception {
@@ -248,7 +277,20 @@ pub enum Direct {
         event: EventName,
         /// Its data.
         data: Payload,
+        /// Several arguments, binary attachments.
+        extras: Extras,
     },
+}
+
+impl Direct {
+    /// Its arity and binary attachments (none for an exception).
+    pub fn extras(&self) -> &Extras {
+        static PLAIN: Extras = Extras { arity: Arity::One, binary: Vec::new() };
+        match self {
+            Self::Ack { extras, .. } | Self::Request { extras, .. } => extras,
+            Self::Exception { .. } => &PLAIN,
+        }
+    }
 }
 
 /// One item of a connection's outbound queue. Kept two words wide so that queues are small.
@@ -260,20 +302,30 @@ pub enum Outbound {
     Direct(Box<Direct>),
 }
 
+impl Outbound {
+    /// The binary attachments that follow this item's frame, each a frame of its own.
+    pub fn attachments(&self) -> &[Bytes] {
+        match self {
+            Self::Event(emission) => &emission.extras().binary,
+            Self::Direct(direct) => &direct.extras().binary,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     struct Upper;
     impl WireFormat for Upper {
-        fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
-            Bytes::from(format!("{}:{}", event.as_str().to_uppercase(), data.get()))
+        fn encode_event(e: &Emission) -> Bytes {
+            Bytes::from(format!("{}:{}", e.event().as_str().to_uppercase(), e.data().get()))
         }
     }
     struct Plain;
     impl WireFormat for Plain {
-        fn encode_event(event: &EventName, data: &RawValue, _: Option<&str>) -> Bytes {
-            Bytes::from(format!("{event}={}", data.get()))
+        fn encode_event(e: &Emission) -> Bytes {
+            Bytes::from(format!("{}={}", e.event(), e.data().get()))
         }
     }
 

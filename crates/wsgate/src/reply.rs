@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::args::{Extras, to_args};
 use crate::exception::{WsError, WsException};
-use crate::message::{Emission, Payload, to_payload};
+use crate::message::{Emission, Payload};
 use crate::names::EventName;
 
 /// A handler's outcome, as the core delivers it.
@@ -15,6 +16,9 @@ pub enum Reply {
     Nothing,
     /// Sent to the client's acknowledgement, if it asked for one; otherwise dropped.
     Ack(Payload),
+    /// As [`Reply::Ack`], with several arguments ([`Args`](crate::Args)) or binary
+    /// attachments.
+    AckWith(Payload, Extras),
     /// Emitted to the client as an event.
     Event(Arc<Emission>),
     /// Goes through the exception filters.
@@ -65,22 +69,28 @@ impl<T> WsResponse<T> {
     }
 }
 
+/// `data` may be [`Args`](crate::Args) (several arguments) and hold `Bytes` (binary
+/// attachments).
 impl<T: Serialize> IntoReply for WsResponse<T> {
     fn into_reply(self) -> Reply {
-        match to_payload(&self.data) {
-            Ok(data) => Reply::Event(Emission::new(self.event, data)),
+        match Emission::serialize(self.event, &self.data) {
+            Ok(emission) => Reply::Event(emission),
             Err(e) => Reply::Error(e.into()),
         }
     }
 }
 
 /// A value for the client's acknowledgement (Socket.IO `emitWithAck`, or `id` over WebSocket).
+///
+/// `Ack(Args((a, b)))` answers with several arguments (Socket.IO's `callback(a, b)`); `Bytes`
+/// in the value are binary attachments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ack<T>(pub T);
 
 fn ack_of<T: Serialize + ?Sized>(value: &T) -> Reply {
-    match to_payload(value) {
-        Ok(data) => Reply::Ack(data),
+    match to_args(value) {
+        Ok((data, extras)) if extras.is_plain() => Reply::Ack(data),
+        Ok((data, extras)) => Reply::AckWith(data, extras),
         Err(e) => Reply::Error(e.into()),
     }
 }
@@ -121,6 +131,20 @@ ack_collections!(
     std::collections::BTreeMap<K, V> => [K: Serialize, V: Serialize],
     std::collections::HashMap<K, V, S> => [K: Serialize, V: Serialize, S],
 );
+
+/// Several arguments for the ack: `callback(a, b)`.
+impl<T: Serialize> IntoReply for crate::Args<T> {
+    fn into_reply(self) -> Reply {
+        ack_of(&self)
+    }
+}
+
+/// Bytes for the ack, as a binary attachment.
+impl IntoReply for bytes::Bytes {
+    fn into_reply(self) -> Reply {
+        ack_of(&self)
+    }
+}
 
 impl<T: Serialize, const N: usize> IntoReply for [T; N] {
     fn into_reply(self) -> Reply {
@@ -185,6 +209,14 @@ mod tests {
                 Reply::Ack(p) => assert_eq!(p.get(), json),
                 other => panic!("{other:?}"),
             }
+        }
+        match crate::Args((1, bytes::Bytes::from_static(b"x"))).into_reply() {
+            Reply::AckWith(p, extras) => {
+                assert_eq!(p.get(), r#"[1,{"_placeholder":true,"num":0}]"#);
+                assert_eq!(extras.arity, crate::args::Arity::Several);
+                assert_eq!(extras.binary, [bytes::Bytes::from_static(b"x")]);
+            }
+            other => panic!("{other:?}"),
         }
         let err: Result<(), WsException> = Err(WsException::new("no"));
         assert!(matches!(err.into_reply(), Reply::Error(WsError::Exception(_))));

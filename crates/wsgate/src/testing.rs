@@ -279,9 +279,9 @@ fn received(item: Outbound) -> Received {
             offset: e.offset().map(str::to_owned),
         },
         Outbound::Direct(direct) => match *direct {
-            Direct::Ack { id, data } => Received::Ack { id, data: parse(data.get()) },
+            Direct::Ack { id, data, .. } => Received::Ack { id, data: parse(data.get()) },
             Direct::Exception { id, data } => Received::Exception { id, data: parse(data.get()) },
-            Direct::Request { id, event, data } => {
+            Direct::Request { id, event, data, .. } => {
                 Received::Request { id, event: event.to_string(), data: parse(data.get()) }
             }
         },
