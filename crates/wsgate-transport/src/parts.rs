@@ -90,7 +90,8 @@ impl<T> std::fmt::Debug for InFlight<'_, T> {
 }
 
 /// Feeds `first` and whatever else `rx` holds, up to [`WRITE_BATCH`] items, to `ws` as text
-/// frames, then flushes once: the answers to a pipelined batch leave in one system call.
+/// frames (each followed by its binary attachments, [`Outbound::attachments`], as binary
+/// frames), then flushes once: the answers to a pipelined batch leave in one system call.
 ///
 /// `event` and `direct` make the text of each event and each direct message; it must be
 /// UTF-8 (serialised JSON is), which is not checked again. Nothing is taken off the queue that
@@ -107,12 +108,15 @@ where
 {
     let mut item = first;
     for written in 1..=WRITE_BATCH {
-        let text = match item {
-            Outbound::Event(emission) => event(&emission),
-            Outbound::Direct(message) => direct(&message),
+        let text = match &item {
+            Outbound::Event(emission) => event(emission),
+            Outbound::Direct(message) => direct(message),
         };
         let frame = Frame::message(text, OpCode::Data(Data::Text), true);
         ws.feed(Message::Frame(frame)).await?;
+        for attachment in item.attachments() {
+            ws.feed(Message::Binary(attachment.clone())).await?;
+        }
         if written == WRITE_BATCH {
             break;
         }

@@ -253,6 +253,13 @@ pub trait Protocol: Send {
     /// The text of an ack or an exception for `channel`'s client.
     fn encode_direct(direct: &Direct, channel: &Self::Channel) -> Bytes;
 
+    /// The packet that carries a binary attachment ([`Outbound::attachments`]) over a polling
+    /// link, whose packets are text (Engine.IO's `b<base64>`). Over a websocket, attachments
+    /// are binary frames. Default: the attachment is dropped (a protocol that never polls).
+    fn polled_binary(_attachment: &[u8]) -> Option<Bytes> {
+        None
+    }
+
     /// The server ended `channel` (its messages answered, its queue written): the packet
     /// that tells the client, the session going on; or `None`: the session closes with
     /// `reason`.
@@ -766,7 +773,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                 write_ws::<P>(ws, &mut self.channels, index, first, stall).await
             }
             Link::Polling(polling) => {
-                polling.push(encode::<P>(&first, &self.channels[index].tag))?;
+                push::<P>(&mut **polling, &first, &self.channels[index].tag)?;
                 self.fill_poll();
                 Ok(())
             }
@@ -783,7 +790,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         for channel in &mut self.channels {
             for _ in 0..WRITE_BATCH {
                 let Some(item) = channel.rx.try_recv() else { break };
-                if polling.push(encode::<P>(&item, &channel.tag)).is_err() {
+                if push::<P>(&mut **polling, &item, &channel.tag).is_err() {
                     channel.conn.close(CloseReason::SlowConsumer);
                     break;
                 }
@@ -819,6 +826,21 @@ fn encode<P: Protocol>(item: &Outbound, tag: &P::Channel) -> Bytes {
         Outbound::Event(emission) => P::encode_event(emission, tag),
         Outbound::Direct(direct) => P::encode_direct(direct, tag),
     }
+}
+
+/// Queues an item for the next poll: its packet, then its attachments' packets.
+fn push<P: Protocol>(
+    polling: &mut dyn PollLink,
+    item: &Outbound,
+    tag: &P::Channel,
+) -> Result<(), SessionEnd> {
+    polling.push(encode::<P>(item, tag))?;
+    for attachment in item.attachments() {
+        if let Some(packet) = P::polled_binary(attachment) {
+            polling.push(packet)?;
+        }
+    }
+    Ok(())
 }
 
 /// A websocket frame as the session reads it: `None` for control frames.

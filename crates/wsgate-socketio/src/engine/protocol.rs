@@ -260,6 +260,15 @@ impl Protocol for EngineProtocol {
         packet::encode_direct(direct, &channel.prefix)
     }
 
+    /// `b<base64>`: an attachment over long-polling.
+    fn polled_binary(attachment: &[u8]) -> Option<Bytes> {
+        use base64::Engine as _;
+        let mut packet = String::with_capacity(1 + attachment.len().div_ceil(3) * 4);
+        packet.push('b');
+        base64::engine::general_purpose::STANDARD.encode_string(attachment, &mut packet);
+        Some(packet.into())
+    }
+
     /// `41[/ns,]`, the session going on; a client too slow, or sending too much, loses the
     /// whole session.
     fn ended(channel: &Namespaced, reason: CloseReason) -> Option<Bytes> {
