@@ -1,7 +1,8 @@
 //! The server that the official Socket.IO protocol test suite
 //! (`socketio/socket.io-protocol`, directory `test-suite/`) expects on port 3000, written
 //! with wsgate: namespaces `/` and `/custom`, an `auth` event on connect, `message` echoed as
-//! `message-back`, and `message-with-ack` answered through the ack.
+//! `message-back`, and `message-with-ack` answered through the ack, with the same arguments
+//! and binary attachments.
 //!
 //! `cargo run -p wsgate-socketio --example protocol_suite`, then `npm ci && npm test` in a
 //! checkout of the suite. The suite's timings (ping every 300 ms, 200 ms to answer, 1 s to
@@ -11,8 +12,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
+use serde::Serialize;
 use serde_json::Value;
-use wsgate::{App, ConnectMiddleware, Connection, Data, Handshake, Refusal, WsResponse, gateway};
+use wsgate::{
+    Ack, App, Args, Binary, ConnectMiddleware, Connection, Handshake, Refusal, WsResponse, gateway,
+};
 use wsgate_socketio::SocketIoAdapter;
 
 /// The Socket.IO `auth` payload, kept on the connection.
@@ -36,18 +41,47 @@ fn emit_auth(conn: &Connection) {
     }
 }
 
+/// One argument as it came: JSON, or a binary attachment.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Arg {
+    Json(Value),
+    Binary(Bytes),
+}
+
+/// The arguments as they came, whatever their kind: each placeholder read as JSON
+/// (`Args<Vec<Value>>`) is given its attachment back, which goes out as an attachment again.
+fn same(args: Vec<Value>, Binary(binary): Binary) -> Args<Vec<Arg>> {
+    let arg = |value: Value| {
+        let num = value.get("_placeholder").and(value.get("num")).and_then(Value::as_u64);
+        match num.and_then(|n| binary.get(usize::try_from(n).ok()?)) {
+            Some(bytes) => Arg::Binary(bytes.clone()),
+            None => Arg::Json(value),
+        }
+    };
+    Args(args.into_iter().map(arg).collect())
+}
+
 struct Main;
 
 #[gateway]
 impl Main {
     #[subscribe_message("message")]
-    async fn message(&self, Data(data): Data<Value>) -> WsResponse<Value> {
-        WsResponse::new("message-back", data)
+    async fn message(
+        &self,
+        Args(args): Args<Vec<Value>>,
+        binary: Binary,
+    ) -> WsResponse<Args<Vec<Arg>>> {
+        WsResponse::new("message-back", same(args, binary))
     }
 
     #[subscribe_message("message-with-ack")]
-    async fn message_with_ack(&self, Data(data): Data<Value>) -> Value {
-        data
+    async fn message_with_ack(
+        &self,
+        Args(args): Args<Vec<Value>>,
+        binary: Binary,
+    ) -> Ack<Args<Vec<Arg>>> {
+        Ack(same(args, binary))
     }
 
     #[on_connect]
