@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::{
-    App, AppConfig, Binary, CloseReason, Connection, ConnectionId, Data, WsException, WsResponse,
-    gateway,
+    Ack, App, AppConfig, Args, Binary, CloseReason, Connection, ConnectionId, Data, WsException,
+    WsResponse, gateway,
 };
 use wsgate_socketio::SocketIoAdapter;
 
@@ -64,6 +65,22 @@ impl Chat {
         parts.iter().map(|p| p.len()).collect()
     }
 
+    /// `upload(name, file)`: the same arguments back through the ack, the file as an
+    /// attachment again.
+    #[subscribe_message("upload")]
+    async fn upload(
+        &self,
+        Args((name, file)): Args<(String, Bytes)>,
+    ) -> Ack<Args<(String, Bytes)>> {
+        Ack(Args((name, file)))
+    }
+
+    /// `{name, file}`: emits `stored` with three arguments, the last one binary.
+    #[subscribe_message("store")]
+    async fn store(&self, Data(file): Data<File>) -> WsResponse<Args<(String, usize, Bytes)>> {
+        WsResponse::new("stored", Args((file.name, file.content.len(), file.content)))
+    }
+
     /// `[gate, n]`: waits for a permit of gate `gate`, then answers `n`: a handler kept in
     /// flight at will.
     #[subscribe_message("gated")]
@@ -75,6 +92,12 @@ impl Chat {
         }
         n
     }
+}
+
+#[derive(serde::Deserialize)]
+struct File {
+    name: String,
+    content: Bytes,
 }
 
 /// The gates of the `gated` handler, one per test that uses it (tests run at once).
@@ -299,6 +322,70 @@ async fn binary_attachments_reach_the_handler() {
     assert_eq!(next_text(&mut ws).await, "43/chat,5[[3,1000]]");
 }
 
+async fn next_binary(ws: &mut Ws) -> Bytes {
+    let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a frame within 5 s")
+        .expect("open")
+        .expect("a frame");
+    match frame {
+        Message::Binary(data) => data,
+        other => panic!("a binary frame, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn several_arguments_and_attachments_go_back_as_binary_frames() {
+    let (addr, _app) = serve_with(AppConfig::default()).await;
+    let (mut ws, _) = open_engine(addr).await;
+    ws.send(Message::text("40/chat,")).await.expect("send");
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    let placeholder = r#"{"_placeholder":true,"num":0}"#;
+
+    // Read as `Args<(String, Bytes)>`, answered through the ack with both.
+    ws.send(Message::text(format!(r#"451-/chat,7["upload","a.bin",{placeholder}]"#)))
+        .await
+        .expect("send");
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, format!(r#"461-/chat,7["a.bin",{placeholder}]"#));
+    assert_eq!(next_binary(&mut ws).await, [1u8, 2, 3][..]);
+
+    // A `Bytes` field of `Data<File>` reads its attachment; the event has three arguments.
+    let file = format!(r#"{{"name":"b.bin","content":{placeholder}}}"#);
+    ws.send(Message::text(format!(r#"451-/chat,["store",{file}]"#))).await.expect("send");
+    ws.send(Message::binary(vec![9u8; 4])).await.expect("send");
+    assert_eq!(
+        next_text(&mut ws).await,
+        format!(r#"451-/chat,["stored","b.bin",4,{placeholder}]"#)
+    );
+    assert_eq!(next_binary(&mut ws).await, [9u8; 4][..]);
+
+    // Bytes read from a JSON array of numbers as well, and go out as an attachment.
+    ws.send(Message::text(r#"42/chat,8["upload","c",[1,2]]"#)).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, format!(r#"461-/chat,8["c",{placeholder}]"#));
+    assert_eq!(next_binary(&mut ws).await, [1u8, 2][..]);
+    // What is no bytes is named.
+    ws.send(Message::text(r#"42/chat,8["upload","c",5]"#)).await.expect("send");
+    let exception = next_text(&mut ws).await;
+    assert!(exception.starts_with(r#"42/chat,["exception",{"#), "{exception}");
+    assert!(
+        exception.contains(r#""message":"Invalid [1]: invalid type: integer `5`"#),
+        "{exception}"
+    );
+
+    // A placeholder without its attachment is named.
+    ws.send(Message::text(r#"451-/chat,9["upload","d",{"_placeholder":true,"num":1}]"#))
+        .await
+        .expect("send");
+    ws.send(Message::binary(vec![0u8])).await.expect("send");
+    let exception = next_text(&mut ws).await;
+    assert!(
+        exception
+            .contains(r#""message":"Invalid [1]: no binary attachment 1 (the message has 1)""#),
+        "{exception}"
+    );
+}
+
 /// The next close frame's code, within 5 s; the pings before it are left unanswered.
 async fn close_code(ws: &mut Ws) -> u16 {
     loop {
@@ -481,6 +568,14 @@ async fn long_polling_connects_namespaces_and_carries_events_acks_and_attachment
     let body = "451-/chat,5[\"sizes\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID";
     assert_eq!(client.post(body).await.0, 200);
     assert_eq!(client.packets().await, ["43/chat,5[[3]]"]);
+    // And go back the same way, after the packet that announces them.
+    let body = "451-/chat,6[\"upload\",\"a\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID";
+    assert_eq!(client.post(body).await.0, 200);
+    let mut packets = client.packets().await;
+    while packets.len() < 2 {
+        packets.extend(client.packets().await);
+    }
+    assert_eq!(packets, ["461-/chat,6[\"a\",{\"_placeholder\":true,\"num\":0}]", "bAQID"]);
     // An unknown namespace is refused; an unreadable event gets an exception.
     assert_eq!(client.post("40/nowhere,\u{1e}42[\"ping\"").await.0, 200);
     let packets = client.packets().await;
