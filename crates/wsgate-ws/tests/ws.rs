@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsgate::{
-    App, Claims, Connection, Data, Ext, JwtAuth, JwtKeys, Server, Valid, WsException, WsResponse,
-    gateway,
+    Ack, App, Args, Claims, Connection, Data, Ext, JwtAuth, JwtKeys, Server, Valid, WsException,
+    WsResponse, gateway,
 };
 use wsgate_ws::WsAdapter;
 
@@ -71,6 +72,23 @@ impl CommentGateway {
     async fn slow(&self, Data(ms): Data<u64>) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
+    }
+
+    /// `[name, file]`: both back through the ack, the file as a binary frame.
+    #[subscribe_message("upload")]
+    async fn upload(
+        &self,
+        Args((name, file)): Args<(String, Bytes)>,
+    ) -> Ack<Args<(String, Bytes)>> {
+        Ack(Args((name, file)))
+    }
+
+    /// Emits `file` with one argument holding bytes, and asks nothing.
+    #[subscribe_message("download")]
+    async fn download(&self, conn: Connection, Data(name): Data<String>) {
+        let content = Bytes::from(name.clone().into_bytes());
+        conn.emit("file", &json!({ "name": name, "size": content.len() })).unwrap();
+        conn.emit("file", &Args((name, content))).unwrap();
     }
 
     #[subscribe_message("panics")]
@@ -231,6 +249,71 @@ async fn both_inbound_formats_on_root_and_ws_paths() {
     }
 }
 
+async fn recv_binary(ws: &mut Client) -> Bytes {
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap();
+    match msg.unwrap() {
+        Message::Binary(data) => data,
+        other => panic!("a binary frame, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attachments_are_binary_frames_after_the_frame_that_counts_them() {
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect("/", 1).await;
+    let placeholder = json!({ "_placeholder": true, "num": 0 });
+
+    // Several arguments are an array `data`; the attachment follows its frame.
+    send(
+        &mut ws,
+        json!({ "event": "upload", "data": ["a.bin", placeholder], "id": 1, "attachments": 1 }),
+    )
+    .await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "ack", "id": 1, "data": ["a.bin", placeholder], "attachments": 1 })
+    );
+    assert_eq!(recv_binary(&mut ws).await, [1u8, 2, 3][..]);
+
+    // Events from the server handle: plain JSON, then bytes as an attachment.
+    send(&mut ws, json!({ "event": "download", "data": "hi" })).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "file", "data": { "name": "hi", "size": 2 } })
+    );
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({ "event": "file", "data": ["hi", placeholder], "attachments": 1 })
+    );
+    assert_eq!(recv_binary(&mut ws).await, b"hi"[..]);
+
+    // A text frame where an attachment was due: both are dropped, with an exception.
+    send(
+        &mut ws,
+        json!({ "event": "upload", "data": ["b", placeholder], "id": 2, "attachments": 1 }),
+    )
+    .await;
+    send(&mut ws, json!({ "event": "whoami", "id": 3 })).await;
+    let exception = recv(&mut ws).await;
+    assert_eq!(exception["id"], 2);
+    assert_eq!(
+        exception["data"]["message"],
+        "Binary attachments were due: this frame and the message they belong to are dropped."
+    );
+    // Attachments over the message size limit close the connection, as a large frame does.
+    let f = start(WsAdapter::new().max_message_size(1024)).await;
+    let mut ws = f.connect("/", 1).await;
+    let frame = json!({ "event": "upload", "data": ["c", placeholder], "attachments": 2 });
+    send(&mut ws, frame).await;
+    ws.send(Message::binary(vec![0u8; 600])).await.unwrap();
+    ws.send(Message::binary(vec![0u8; 600])).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn acks_by_id_numbers_and_strings() {
     let f = start(WsAdapter::new()).await;
@@ -281,7 +364,7 @@ async fn bad_frames_get_exceptions_and_the_connection_stays_open() {
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(
         recv(&mut ws).await["data"]["message"],
-        "Binary frames are not supported: send JSON text."
+        "A binary frame must follow a JSON frame that announces it (\"attachments\":N)."
     );
 
     // Still open and working.
