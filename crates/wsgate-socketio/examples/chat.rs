@@ -1,7 +1,7 @@
 //! A chat gateway on the namespace `/chat`, reachable over Socket.IO and plain WebSocket at
 //! once. It shows a custom connection middleware, rooms, broadcasts from the server handle,
-//! binary attachments and the lifecycle hooks, and topics on pattern namespaces
-//! (`/topic-<n>`); the e2e suite drives it.
+//! binary attachments and several arguments both ways, and the lifecycle hooks, and topics on
+//! pattern namespaces (`/topic-<n>`); the e2e suite drives it.
 //!
 //! Run it with `cargo run -p wsgate-socketio --example chat` (`PORT` picks the port, 3400 by
 //! default; 0 for any), then:
@@ -18,11 +18,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wsgate::{
-    App, Binary, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server, WsException,
-    gateway,
+    App, Args, Binary, ConnectMiddleware, Connection, Data, Ext, Handshake, Refusal, Server,
+    WsException, gateway,
 };
 use wsgate_socketio::SocketIoAdapter;
 use wsgate_ws::WsAdapter;
@@ -58,6 +59,14 @@ struct Room {
 struct Say {
     room: String,
     text: String,
+}
+
+/// A file for a room: its bytes come as a binary attachment.
+#[derive(Deserialize)]
+struct Share {
+    room: String,
+    name: String,
+    file: Bytes,
 }
 
 struct ChatGateway {
@@ -128,6 +137,33 @@ impl ChatGateway {
     async fn upload(&self, Data(meta): Data<Value>, Binary(files): Binary) -> Value {
         let sizes: Vec<usize> = files.iter().map(|f| f.len()).collect();
         json!({ "name": meta["name"], "sizes": sizes })
+    }
+
+    /// `reverse(name, bytes)`: acks with two arguments, the name and the bytes reversed.
+    #[subscribe_message("reverse")]
+    async fn reverse(&self, Args((name, file)): Args<(String, Bytes)>) -> Args<(String, Bytes)> {
+        let mut bytes = file.to_vec();
+        bytes.reverse();
+        Args((name, Bytes::from(bytes)))
+    }
+
+    /// `share({room, name, file})`: the room gets `file(from, name, bytes)`; acks with how
+    /// many received it here.
+    #[subscribe_message("share")]
+    async fn share(&self, Ext(Name(from)): Ext<Name>, Data(share): Data<Share>) -> usize {
+        let file = Args((from, share.name, share.file));
+        self.server.of("/chat").to(share.room).emit("file", &file).unwrap_or(0)
+    }
+
+    /// Asks the sender to `sign` some bytes (`sign(size, bytes)`, a request of the server's
+    /// with an attachment), and acks with its answer.
+    #[subscribe_message("countersign")]
+    async fn countersign(&self, conn: Connection, Data(text): Data<String>) -> Value {
+        let request = Args((text.len(), Bytes::from(text.into_bytes())));
+        match conn.emit_with_ack("sign", &request, Duration::from_millis(2000)).await {
+            Ok(answer) => json!({ "answer": answer }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
     }
 
     #[on_connect]
