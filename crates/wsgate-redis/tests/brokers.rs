@@ -61,13 +61,19 @@ async fn open(app: &App, ns: &str) -> (Connection, OutboundRx) {
 }
 
 /// The events received within `wait`, sorted: emits of two instances have no order between
-/// them (each instance's own keep theirs).
+/// them (each instance's own keep theirs). Several arguments and attachments are written
+/// after the data.
 async fn events(rx: &mut OutboundRx, wait: Duration) -> Vec<String> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
         if let Outbound::Event(e) = item {
-            got.push(format!("{}={}", e.event(), e.data().get()));
+            let extras = e.extras();
+            let extras = match extras.is_plain() {
+                true => String::new(),
+                false => format!(" {:?} {:?}", extras.arity, extras.binary),
+            };
+            got.push(format!("{}={}{extras}", e.event(), e.data().get()));
         }
     }
     got.sort();
@@ -96,9 +102,13 @@ async fn suite(kind: Kind, recovery: bool) {
     a.server().emit_to(b1.id(), "direct", &3).unwrap();
     // Everyone, every namespace.
     b.server().emit("all", &4).unwrap();
+    // Several arguments with an attachment, to the room, from the other instance.
+    let file = wsgate::Args(("f", bytes::Bytes::from_static(&[1, 2])));
+    b.server().to("room").except(b1.id()).emit("file", &file).unwrap();
 
     let wait = Duration::from_millis(800);
-    assert_eq!(events(&mut a1_rx, wait).await, ["all=4", "r=1"], "{what}: a1");
+    let file = r#"file=["f",{"_placeholder":true,"num":0}] Several [b"\x01\x02"]"#;
+    assert_eq!(events(&mut a1_rx, wait).await, ["all=4", file, "r=1"], "{what}: a1");
     let b1_got = events(&mut b1_rx, Duration::from_millis(100)).await;
     assert_eq!(b1_got, ["all=4", "direct=3", "r=1", "r=2"], "{what}: b1");
     assert_eq!(events(&mut b2_rx, Duration::from_millis(100)).await, ["all=4"], "{what}: b2");

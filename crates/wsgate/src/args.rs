@@ -50,7 +50,8 @@ impl<T: Serialize> Serialize for Args<T> {
 }
 
 /// How an outbound message's data maps to arguments.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Arity {
     /// The data is one argument (the common case).
     #[default]
@@ -61,12 +62,15 @@ pub enum Arity {
 
 /// What an outbound message carries beside its JSON data: its [`Arity`] and the binary
 /// attachments its placeholders stand for. The default (one argument, no attachments) is the
-/// common case and allocates nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// common case and allocates nothing. In a broker's JSON envelope, the attachments are
+/// arrays of byte values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extras {
     /// One argument or several.
+    #[serde(default)]
     pub arity: Arity,
     /// The attachments, in the order of the placeholders' `num`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub binary: Vec<Bytes>,
 }
 

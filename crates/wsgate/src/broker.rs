@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::args::Extras;
 use crate::message::{Emission, Payload};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 use crate::recovery::Offset;
@@ -91,9 +92,17 @@ pub struct Envelope {
     pub event: EventName,
     /// Its data.
     pub data: Payload,
+    /// Several arguments, binary attachments (absent from the JSON when there are none).
+    #[serde(default, skip_serializing_if = "Extras::is_plain")]
+    pub extras: Extras,
 }
 
 impl Envelope {
+    /// The emission it carries, and who it is for.
+    pub fn into_parts(self) -> (Recipients, Arc<Emission>) {
+        (self.recipients, Emission::with_extras(self.event, self.data, self.extras))
+    }
+
     /// The envelope as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
         // Every field is a string, a number or already-valid JSON.
@@ -198,8 +207,8 @@ impl Inbox {
     pub fn deliver(&self, envelope: Envelope) -> bool {
         let Some(server) = Server::upgrade(&self.server) else { return false };
         if envelope.origin != self.node {
-            let emission = Emission::new(envelope.event, envelope.data);
-            server.deliver_local(&envelope.recipients, &emission);
+            let (recipients, emission) = envelope.into_parts();
+            server.deliver_local(&recipients, &emission);
         }
         true
     }
@@ -214,8 +223,9 @@ impl Inbox {
         envelope: Envelope,
     ) -> bool {
         let Some(server) = Server::upgrade(&self.server) else { return false };
-        let emission = Emission::new(envelope.event, envelope.data);
-        server.deliver_logged(namespace, offset, envelope.origin, &envelope.recipients, &emission);
+        let origin = envelope.origin;
+        let (recipients, emission) = envelope.into_parts();
+        server.deliver_logged(namespace, offset, origin, &recipients, &emission);
         true
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::args::Extras;
 use crate::message::{Emission, Payload};
 use crate::names::{ConnectionId, EventName, Namespace, RoomId};
 
@@ -206,15 +207,17 @@ impl Target {
     }
 }
 
-/// A recorded emission: its event and data only. The emission delivered live caches its
-/// encodings (one per transport); the history does not keep them alive, and a replay encodes
-/// afresh.
+/// A recorded emission: its event and data only (and its extras, when it has any). The
+/// emission delivered live caches its encodings (one per transport); the history does not
+/// keep them alive, and a replay encodes afresh.
 struct Entry {
     seq: Offset,
     at: Instant,
     target: Target,
     event: EventName,
     data: Payload,
+    /// Several arguments, binary attachments: rare, so boxed.
+    extras: Option<Box<Extras>>,
 }
 
 /// A dropped connection's session, waiting for its client.
@@ -555,6 +558,7 @@ impl Histories {
             target,
             event: emission.event().clone(),
             data: emission.data().to_owned(),
+            extras: (!emission.extras().is_plain()).then(|| Box::new(emission.extras().clone())),
         };
         let emission = emission.at_offset(self.offset(seq));
         state.entries.push_back(entry);
@@ -628,7 +632,11 @@ impl LogState {
     ) -> impl Iterator<Item = Arc<Emission>> + 'a {
         let skip = self.entries.partition_point(|e| e.seq <= after);
         self.entries.iter().skip(skip).filter(move |e| e.target.includes(e.seq, conn, rooms)).map(
-            |e| Emission::new(e.event.clone(), e.data.clone()).at_offset(histories.offset(e.seq)),
+            |e| {
+                let extras = e.extras.as_deref().cloned().unwrap_or_default();
+                Emission::with_extras(e.event.clone(), e.data.clone(), extras)
+                    .at_offset(histories.offset(e.seq))
+            },
         )
     }
 

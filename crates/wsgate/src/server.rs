@@ -449,11 +449,13 @@ impl Server {
             Some(conn) => conn.emit(event, data).map(|()| true),
             None => {
                 if let Some(broker) = &self.inner.broker {
+                    let (data, extras) = crate::args::to_args(data)?;
                     broker.publish(Envelope {
                         origin: self.inner.node,
                         recipients: Recipients::Connection { id, namespace: None },
                         event: event.into(),
-                        data: crate::message::to_payload(data)?,
+                        data,
+                        extras,
                     });
                 }
                 Ok(false)
@@ -583,8 +585,8 @@ impl Server {
             }
             Ok(Signal::Volatile(envelope)) => {
                 if envelope.origin != self.inner.node {
-                    let emission = Emission::new(envelope.event, envelope.data);
-                    self.push_volatile_to(&envelope.recipients, &emission);
+                    let (recipients, emission) = envelope.into_parts();
+                    self.push_volatile_to(&recipients, &emission);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "unreadable signal from the broker"),
@@ -701,6 +703,7 @@ impl Server {
                 recipients: recipients.in_namespace(ns),
                 event: emission.event().clone(),
                 data: emission.data().to_owned(),
+                extras: emission.extras().clone(),
             });
         }
     }
@@ -723,6 +726,7 @@ impl Server {
                     recipients,
                     event: emission.event().clone(),
                     data: emission.data().to_owned(),
+                    extras: emission.extras().clone(),
                 };
                 broker.signal(Signal::Volatile(envelope).to_json());
             }
@@ -739,6 +743,7 @@ impl Server {
                 recipients,
                 event: emission.event().clone(),
                 data: emission.data().to_owned(),
+                extras: emission.extras().clone(),
             });
         }
         delivered

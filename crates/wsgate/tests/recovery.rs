@@ -303,3 +303,26 @@ async fn events_of_a_room_from_before_the_join_are_not_replayed() {
         app.disconnect(&again).await;
     }
 }
+
+#[tokio::test]
+async fn missed_events_come_back_with_their_arguments_and_attachments() {
+    let app = app(Some(Recovery::default())).await;
+    let server = app.server().clone();
+    let (conn, mut rx) = open(&app, "u1", SessionRequest::New).await;
+    let session = conn.session_id().unwrap().to_owned();
+    conn.join("a").unwrap();
+    server.to("a").emit("seen", &1).unwrap();
+    let offset = drain(&mut rx)[0].1.clone().unwrap();
+    app.disconnect_with(&conn, Departure::Lost).await;
+    drop(rx);
+    let file = wsgate::Args(("f.bin", bytes::Bytes::from_static(&[7, 8, 9])));
+    server.to("a").emit("file", &file).unwrap();
+
+    let (_again, mut rx) = open(&app, "u1", resume(&session, Some(&offset))).await;
+    let Some(Outbound::Event(e)) = rx.try_recv() else { panic!("the missed event") };
+    assert_eq!(e.event().as_str(), "file");
+    assert_eq!(e.data().get(), r#"["f.bin",{"_placeholder":true,"num":0}]"#);
+    assert_eq!(e.extras().arity, wsgate::adapter::Arity::Several);
+    assert_eq!(e.extras().binary, [bytes::Bytes::from_static(&[7, 8, 9])]);
+    assert!(e.offset().is_some(), "replayed at its offset");
+}
