@@ -154,11 +154,11 @@ test('plain WebSocket: frames that break the protocol close the connection with 
     // close frame races its own teardown: accept what proves the server closed.
     assert.ok([code, 1006].includes(c.close.code), `close code ${c.close.code}, expected ${code}`);
   }
-  // Binary frames are refused with an exception, not a close.
+  // A binary frame no JSON frame announced is refused with an exception, not a close.
   const c = await wsClient();
   c.ws.send(Buffer.from([1, 2, 3]));
   await waitFor(() => c.frames.length === 1, 5000);
-  assert.match(c.frames[0].data.message, /Binary frames are not supported/);
+  assert.match(c.frames[0].data.message, /A binary frame must follow a JSON frame that announces it/);
   c.ws.close();
   await stillServing();
 });
