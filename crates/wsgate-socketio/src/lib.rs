@@ -12,10 +12,14 @@
 //! - **Namespaces.** Each gateway namespace is a Socket.IO namespace; others are refused
 //!   (`connect_error` `Invalid namespace`). Several namespaces share one session.
 //! - **Messages.** `socket.emit("indexComment", data)` calls the handler with `data` (with
-//!   several arguments, their array, as Nest's `IoAdapter` does) and binary attachments as
-//!   [`wsgate::Binary`]. A `WsResponse` is
+//!   several arguments, their array, as Nest's `IoAdapter` does; [`wsgate::Args`] reads them
+//!   as a tuple whatever their count). A `Buffer` is a binary attachment: a `bytes::Bytes`
+//!   field reads it in place, [`wsgate::Binary`] lists them all. A `WsResponse` is
 //!   emitted as its event; a plain value goes to the client's ack callback
 //!   (`emitWithAck` resolves with it); errors are `exception` events, as in Nest's `IoAdapter`.
+//!   Outbound, `Args((a, b))` is several arguments and each `Bytes` a binary attachment
+//!   (`45<n>-`/`46<n>-` packets and binary frames, `b<base64>` packets over long-polling),
+//!   in events, acks and the server's requests.
 //! - **Server handle.** Emits to connections, rooms and everyone reach Socket.IO clients and
 //!   plain WebSocket clients alike: rooms live in wsgate's core.
 //!
