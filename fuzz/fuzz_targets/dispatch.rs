@@ -122,6 +122,13 @@ fuzz_target!(|data: &[u8]| {
                     app.dispatch(&conn, message).await;
                     seen
                 }
+                // Its binary frames, made up: the placeholders are read against them.
+                Decoded::Binary { mut message, attachments } => {
+                    message.binary = (0..attachments).map(|i| vec![7u8; i].into()).collect();
+                    let seen = (message.event.as_str().to_owned(), message.ack.clone());
+                    app.dispatch(&conn, message).await;
+                    seen
+                }
                 // An answer to a request nobody made is dropped, and nothing is sent.
                 Decoded::Answer { id, data } => {
                     assert!(!app.answered(&conn, id, data), "no request was waiting");
