@@ -12,8 +12,8 @@
 //! attachment in place; read as anything else (`serde_json::Value`), a placeholder is the
 //! object it is.
 //!
-//! Data without `Args` and without bytes is plain JSON, and costs what it did: the check for
-//! `Args` is one call that returns at once, and no attachment list is allocated.
+//! Data without `Args` and without bytes is plain JSON, serialised as before: a walk over the
+//! value (no writing, no allocation) finds neither, and `serde_json` writes it as it did.
 
 use std::fmt;
 use std::io;
@@ -84,6 +84,10 @@ impl Extras {
 /// Serialises `value` as outbound data: its JSON with placeholders for bytes, and its extras
 /// (several arguments when it is an [`Args`]).
 pub fn to_args<T: Serialize + ?Sized>(value: &T) -> Result<(Payload, Extras), serde_json::Error> {
+    if value.serialize(Walk { top: true }).is_ok() {
+        // Neither `Args` nor bytes: plain JSON, without validating what serde_json wrote.
+        return Ok((serde_json::value::to_raw_value(value)?, Extras::default()));
+    }
     let mut out = Vec::with_capacity(128);
     let mut binary = Vec::new();
     let arity = match value.serialize(Probe { out: &mut out, binary: &mut binary }) {
@@ -230,6 +234,213 @@ impl<'a> Serializer for Probe<'a> {
         serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
     }
 }
+
+/// A serializer that writes nothing and fails at the first bytes, or at an [`Args`] at the
+/// top; a value's own error fails it too (the full serialisation then reports it).
+#[derive(Clone, Copy)]
+struct Walk {
+    top: bool,
+}
+
+const INSIDE: Walk = Walk { top: false };
+
+/// What stopped a [`Walk`].
+#[derive(Debug)]
+struct Found;
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes, Args, or an error")
+    }
+}
+
+impl std::error::Error for Found {}
+
+impl ser::Error for Found {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Found
+    }
+}
+
+macro_rules! walk_leaves {
+    ($($method:ident($($arg:ty),*);)*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<(), Found> {
+            Ok(())
+        }
+    )*};
+}
+
+impl Serializer for Walk {
+    type Ok = ();
+    type Error = Found;
+    type SerializeSeq = Walk;
+    type SerializeTuple = Walk;
+    type SerializeTupleStruct = Walk;
+    type SerializeTupleVariant = Walk;
+    type SerializeMap = Walk;
+    type SerializeStruct = Walk;
+    type SerializeStructVariant = Walk;
+
+    walk_leaves! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_f32(f32);
+        serialize_f64(f64);
+        serialize_char(char);
+        serialize_str(&str);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Found> {
+        Err(Found)
+    }
+
+    /// Text made by `Display` (dates, say) is never bytes: not formatted.
+    fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> Result<(), Found> {
+        Ok(())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Found> {
+        value.serialize(INSIDE)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), Found> {
+        if self.top && name == ARGS {
+            return Err(Found);
+        }
+        value.serialize(INSIDE)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Found> {
+        value.serialize(INSIDE)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Walk, Found> {
+        Ok(INSIDE)
+    }
+}
+
+macro_rules! walk_compound {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Walk {
+            type Ok = ();
+            type Error = Found;
+
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Found> {
+                value.serialize(INSIDE)
+            }
+
+            fn end(self) -> Result<(), Found> {
+                Ok(())
+            }
+        }
+    )*};
+}
+
+walk_compound!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+impl ser::SerializeMap for Walk {
+    type Ok = ();
+    type Error = Found;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Found> {
+        key.serialize(INSIDE)
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Found> {
+        value.serialize(INSIDE)
+    }
+
+    fn end(self) -> Result<(), Found> {
+        Ok(())
+    }
+}
+
+macro_rules! walk_fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Walk {
+            type Ok = ();
+            type Error = Found;
+
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Result<(), Found> {
+                value.serialize(INSIDE)
+            }
+
+            fn end(self) -> Result<(), Found> {
+                Ok(())
+            }
+        }
+    )*};
+}
+
+walk_fields!(SerializeStruct, SerializeStructVariant);
 
 /// Whether a JSON object is a placeholder, and which attachment it stands for.
 fn placeholder(map: &serde_json::Map<String, Value>) -> Option<&Value> {
