@@ -74,6 +74,7 @@ pub struct SocketIoAdapter {
     ws_read_buffer_size: usize,
     connect_timeout: Duration,
     max_in_flight: usize,
+    compression: Option<wsgate_transport::Compression>,
 }
 
 impl Default for SocketIoAdapter {
@@ -93,6 +94,7 @@ impl SocketIoAdapter {
             ws_read_buffer_size: 512,
             connect_timeout: Duration::from_secs(45),
             max_in_flight: 16,
+            compression: None,
         }
     }
 
@@ -118,7 +120,18 @@ impl SocketIoAdapter {
         self
     }
 
-    /// The websocket transport's read buffer per connection.
+    /// permessage-deflate (RFC 7692) on the websocket transport, for clients that offer it
+    /// (`socket.io-client` in browsers and on Node.js does, through `ws`'s
+    /// `perMessageDeflate`), as the plain WebSocket adapter's `compression` does. Off by default.
+    /// Long-polling bodies are not compressed here (HTTP compression is the router's).
+    #[must_use]
+    pub fn compression(mut self, compression: wsgate_transport::Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// How many bytes the websocket transport reads at a time; released once read, so that
+    /// an idle connection holds no buffer.
     #[must_use]
     pub fn ws_read_buffer_size(mut self, bytes: usize) -> Self {
         self.ws_read_buffer_size = bytes;
@@ -155,6 +168,7 @@ impl Adapter<Router> for SocketIoAdapter {
                 read_buffer_size: self.ws_read_buffer_size,
                 connect_timeout: self.connect_timeout,
                 max_in_flight: self.max_in_flight,
+                compression: self.compression,
             },
         );
         let layer = wsgate_transport::EndpointLayer::new(engine);
