@@ -102,6 +102,10 @@ pub struct Config {
     /// Events each namespace's recovery history holds at most.
     #[arg(long, env = "RECOVERY_HISTORY", default_value_t = 10_000, global = true)]
     pub recovery_history: usize,
+    /// permessage-deflate on both transports' websockets, for messages of at least this many
+    /// bytes (e.g. 1024); off when absent. Clients that do not offer it are served as before.
+    #[arg(long, env = "WS_COMPRESSION", global = true)]
+    pub ws_compression: Option<usize>,
 }
 
 impl Config {
@@ -117,6 +121,11 @@ impl Config {
             }),
             ..wsgate::AppConfig::default()
         }
+    }
+
+    /// The websockets' compression these settings give.
+    pub fn compression(&self) -> Option<wsgate_ws::Compression> {
+        self.ws_compression.map(|threshold| wsgate_ws::Compression::new().threshold(threshold))
     }
 
     /// How long shutdown waits for messages in flight.
@@ -139,6 +148,7 @@ impl Config {
             shutdown_timeout: 10,
             recovery_window: 120,
             recovery_history: 10_000,
+            ws_compression: None,
         }
     }
 }
@@ -159,6 +169,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("recovery_window", &self.recovery_window)
             .field("recovery_history", &self.recovery_history)
+            .field("ws_compression", &self.ws_compression)
             .finish()
     }
 }

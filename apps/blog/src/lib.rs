@@ -65,6 +65,8 @@ pub struct AppState {
     pub origins: AllowedOrigins,
     /// The gateways' limits (connections per address, rooms, rates, drain timeout).
     pub gateway_config: wsgate::AppConfig,
+    /// permessage-deflate on the websockets, when on.
+    pub compression: Option<wsgate_ws::Compression>,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         server,
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
+        compression: config.compression(),
     })
 }
 
@@ -166,9 +169,14 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
 pub async fn router(state: AppState) -> anyhow::Result<Router> {
     let app = gateways::app(&state).await?;
     // `/asyncapi.json` describes the gateways this router serves.
+    let (mut ws, mut sio) = (wsgate_ws::WsAdapter::new(), wsgate_socketio::SocketIoAdapter::new());
+    if let Some(compression) = &state.compression {
+        ws = ws.compression(compression.clone());
+        sio = sio.compression(compression.clone());
+    }
     let rest = rest_router(state).merge(asyncapi::router(app.description()));
-    let router = app.mount(rest, wsgate_ws::WsAdapter::new());
-    Ok(app.mount(router, wsgate_socketio::SocketIoAdapter::new()))
+    let router = app.mount(rest, ws);
+    Ok(app.mount(router, sio))
 }
 
 /// The gateways' description (`wsgate::describe`), from an app over an in-memory database:

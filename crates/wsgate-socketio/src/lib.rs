@@ -62,6 +62,9 @@ use axum::Router;
 use wsgate::App;
 use wsgate::adapter::Adapter;
 
+/// permessage-deflate's setting ([`SocketIoAdapter::compression`]).
+pub use wsgate_transport::Compression;
+
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "socket.io";
 
@@ -125,7 +128,7 @@ impl SocketIoAdapter {
     /// `perMessageDeflate`), as the plain WebSocket adapter's `compression` does. Off by default.
     /// Long-polling bodies are not compressed here (HTTP compression is the router's).
     #[must_use]
-    pub fn compression(mut self, compression: wsgate_transport::Compression) -> Self {
+    pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = Some(compression);
         self
     }

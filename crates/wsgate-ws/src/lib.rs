@@ -60,6 +60,8 @@ use wsgate::adapter::Adapter;
 pub use codec::{JsonFrames, SessionFrames};
 pub use session::{JsonChannel, JsonProtocol};
 pub use upgrade::{WsEndpoint, WsLayer, WsService};
+/// permessage-deflate's setting ([`WsAdapter::compression`]).
+pub use wsgate_transport::Compression;
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "ws";
@@ -132,7 +134,7 @@ impl WsAdapter {
     /// compressed, and compressed messages read. Off by default. See
     /// [`wsgate_transport::compression`] for the context takeover choices and their memory.
     #[must_use]
-    pub fn compression(mut self, compression: wsgate_transport::Compression) -> Self {
+    pub fn compression(mut self, compression: Compression) -> Self {
         self.config_mut().compression = Some(compression);
         self
     }
