@@ -21,8 +21,7 @@ const ROOM = 'broadcast';
 type Conn = ServerWebSocket<{ user: string }>;
 
 /** The token's subject if it is valid (HS256 only, signature and exp checked), else null. */
-async function verify(token: string | null): Promise<string | null> {
-  if (!token) return null;
+async function verify(token: string): Promise<string | null> {
   try {
     const { payload } = await jwtVerify(token, KEY, { algorithms: ['HS256'], requiredClaims: ['exp'] });
     return typeof payload.sub === 'string' ? payload.sub : null;
@@ -34,9 +33,9 @@ async function verify(token: string | null): Promise<string | null> {
 const refused = (message: string) =>
   Response.json({ status: 'error', message }, { status: 401 });
 
-/** `{"event":"exception","id"?,"data":{"status":"error","message"}}`, as tools/echo-server. */
-function exception(ws: Conn, message: string, id?: unknown): void {
-  const data = { status: 'error', message };
+/** `{"event":"exception","id"?,"data":{"status":"error","message","cause"?}}`, as tools/echo-server. */
+function exception(ws: Conn, message: string, id?: unknown, cause?: unknown): void {
+  const data = cause === undefined ? { status: 'error', message } : { status: 'error', message, cause };
   ws.send(JSON.stringify(id === undefined ? { event: 'exception', data } : { event: 'exception', id, data }));
 }
 
@@ -50,8 +49,10 @@ const server = Bun.serve<{ user: string }, never>({
   async fetch(req, server) {
     const url = new URL(req.url);
     if (url.pathname !== '/' && url.pathname !== '/ws') return new Response('Not Found', { status: 404 });
-    const user = await verify(url.searchParams.get('token'));
-    if (user === null) return refused('Unauthorized');
+    const token = url.searchParams.get('token');
+    if (!token) return refused('Missing authentication token.');
+    const user = await verify(token);
+    if (user === null) return refused('Invalid token.');
     if (server.upgrade(req, { data: { user } })) return undefined;
     return new Response('Expected a WebSocket upgrade', { status: 426 });
   },
@@ -61,8 +62,8 @@ const server = Bun.serve<{ user: string }, never>({
       let frame: Record<string, unknown>;
       try {
         frame = JSON.parse(message);
-      } catch {
-        return exception(ws, 'Invalid JSON.');
+      } catch (e) {
+        return exception(ws, `Invalid JSON: ${(e as Error).message}`);
       }
       if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) {
         return exception(ws, 'Invalid message: expected a JSON object with "event" and "data", or with "type".');
@@ -90,11 +91,11 @@ const server = Bun.serve<{ user: string }, never>({
           if (id !== undefined) ack(ws, id, true);
           return;
         case 'shout':
+          // No reply, not even to an `id`: the handler returns nothing.
           server.publish(ROOM, JSON.stringify({ event: 'news', data }));
-          if (id !== undefined) ack(ws, id, null);
           return;
         default:
-          return exception(ws, `There is no handler for event "${String(event)}".`, id);
+          return exception(ws, `There is no handler for event '${String(event)}'.`, id, { pattern: event, data });
       }
     },
   },
