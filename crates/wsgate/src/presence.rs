@@ -851,8 +851,9 @@ pub type DiffFormat =
 pub(crate) enum Signal {
     Presence(Message),
     Volatile(crate::broker::Envelope),
-    /// An application's signal ([`crate::Server::signal`]).
+    /// An application's signal ([`crate::Server::signal`]), for the other instances.
     App {
+        origin: crate::broker::NodeId,
         topic: String,
         data: Box<serde_json::value::RawValue>,
     },

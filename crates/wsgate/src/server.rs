@@ -457,7 +457,8 @@ impl Server {
     pub fn signal<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<(), SendError> {
         let Some(broker) = &self.inner.broker else { return Ok(()) };
         let data = crate::message::to_payload(data)?;
-        broker.signal(Signal::App { topic: topic.to_owned(), data }.to_json());
+        let signal = Signal::App { origin: self.inner.node, topic: topic.to_owned(), data };
+        broker.signal(signal.to_json());
         Ok(())
     }
 
@@ -616,7 +617,11 @@ impl Server {
                     self.push_volatile_to(&envelope.recipients, &emission);
                 }
             }
-            Ok(Signal::App { topic, data }) => {
+            Ok(Signal::App { origin, topic, data }) => {
+                // A broker may hand a signal back to its sender too.
+                if origin == self.inner.node {
+                    return;
+                }
                 for observer in self.observers() {
                     observer.signal(self, &topic, &data);
                 }
