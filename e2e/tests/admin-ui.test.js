@@ -137,7 +137,11 @@ test('a logged-in UI sees clients of both transports connect, join, talk and lea
       await ui.next('event_sent', (nsp, to, args) => to === id && args[0] === 'commentCreated' && args[1].body === 'Seen by the admin');
     }
 
-    // The UI's operations: make the Socket.IO client join a room, disconnect the plain one.
+    // The UI's operations: an event with several arguments to one socket, a room to join, a
+    // socket to disconnect.
+    const hello = new Promise((resolve) => sio.on('hello', (...args) => resolve(args)));
+    ui.socket.emit('emit', '/', sio.id, 'hello', 1, { two: 2 });
+    assert.deepEqual(await hello, [1, { two: 2 }]);
     ui.socket.emit('join', '/', 'lobby', sio.id);
     await ui.next('room_joined', (nsp, room, id) => room === 'lobby' && id === sio.id);
     const closed = once(ws, 'close');

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use wsgate::adapter::Emission;
 use wsgate::{
     Connection, ConnectionId, Data, Gateway, GatewayOptions, Routes, Server, WsException,
 };
@@ -31,41 +32,7 @@ impl Gateway for AdminGateway {
         routes.on(
             "emit",
             |g: Arc<Self>, server: Server, Data(args): Data<Vec<Value>>| async move {
-                g.writable()?;
-                let (nsp, filter, event, data) = match args.as_slice() {
-                    [nsp, filter, event, rest @ ..] => (nsp, filter, event, rest),
-                    _ => {
-                        return Err(WsException::new(
-                            "emit: expected (nsp, filter, event, ...args)",
-                        ));
-                    }
-                };
-                let (Some(nsp), Some(event)) = (nsp.as_str(), event.as_str()) else {
-                    return Err(WsException::new(
-                        "emit: the namespace and the event must be strings",
-                    ));
-                };
-                let emission = wsgate::adapter::Emission::args(event, data)
-                    .map_err(|e| WsException::new(format!("emit: {e}")))?;
-                match filter.as_str() {
-                    Some(id)
-                        if id
-                            .parse::<u64>()
-                            .is_ok_and(|n| server.connection(ConnectionId(n)).is_some()) =>
-                    {
-                        let conn = server.connection(ConnectionId(id.parse().unwrap_or_default()));
-                        if let Some(conn) = conn {
-                            conn.emit_shared_volatile(&emission);
-                        }
-                    }
-                    Some(room) => {
-                        server.of(nsp).to(room).emit_shared(&emission);
-                    }
-                    None => {
-                        server.of(nsp).emit_shared(&emission);
-                    }
-                }
-                Ok(())
+                g.emit(&server, &args)
             },
         );
         routes.on(
@@ -117,6 +84,38 @@ impl Gateway for AdminGateway {
 impl AdminGateway {
     fn writable(&self) -> Result<(), WsException> {
         if self.readonly { Err(WsException::new(READ_ONLY)) } else { Ok(()) }
+    }
+
+    /// `emit` `(nsp, filter, event, ...args)`: to the socket whose id `filter` is (on this
+    /// instance), else to the room `filter` names, else to the whole namespace; rooms and
+    /// namespaces on every instance.
+    fn emit(&self, server: &Server, args: &[Value]) -> Result<(), WsException> {
+        self.writable()?;
+        let [nsp, filter, event, data @ ..] = args else {
+            return Err(WsException::new("emit: expected (nsp, filter, event, ...args)"));
+        };
+        let (Some(nsp), Some(event)) = (nsp.as_str(), event.as_str()) else {
+            return Err(WsException::new("emit: the namespace and the event must be strings"));
+        };
+        let emission =
+            Emission::args(event, data).map_err(|e| WsException::new(format!("emit: {e}")))?;
+        let socket = filter
+            .as_str()
+            .and_then(|f| f.parse::<u64>().ok())
+            .and_then(|id| server.connection(ConnectionId(id)))
+            .filter(|c| c.namespace().as_str() == nsp);
+        match (socket, filter.as_str()) {
+            (Some(conn), _) => {
+                conn.emit_shared_volatile(&emission);
+            }
+            (None, Some(room)) => {
+                server.of(nsp).to(room).emit_shared(&emission);
+            }
+            (None, None) => {
+                server.of(nsp).emit_shared(&emission);
+            }
+        }
+        Ok(())
     }
 
     /// `join` / `leave` `(nsp, room, filter)` and `_disconnect` `(nsp, close, filter)`:

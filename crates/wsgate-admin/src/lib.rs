@@ -119,3 +119,43 @@ impl<M: ConnectMiddleware> ConnectMiddleware for Skip<M> {
         self.inner.handle(handshake).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wsgate::testing::TestClient;
+    use wsgate::{App, Gateway, Routes};
+
+    use super::*;
+
+    struct Quiet;
+
+    impl Gateway for Quiet {
+        fn register(_routes: &mut Routes<Self>) {}
+    }
+
+    /// The app's own authentication, which refuses everyone.
+    struct Nobody;
+
+    impl ConnectMiddleware for Nobody {
+        async fn handle(&self, _handshake: &mut Handshake) -> Result<(), Refusal> {
+            Err(Refusal::unauthorized("No token."))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_app_middleware_skips_the_admin_namespace_which_has_its_own_login() {
+        let admin = AdminUi::new(Credentials::with_cost("admin", "pw", 4).unwrap());
+        let builder = App::builder().middleware(admin.skip(Nobody)).gateway(Quiet);
+        let app = admin.install(builder).build().await.unwrap();
+        let refused = TestClient::builder(&app).connect().await.unwrap_err();
+        assert_eq!(refused.message, "No token.");
+        // Past the app's middleware, to the admin's: Socket.IO only (this client is none).
+        let refused = TestClient::builder(&app)
+            .namespace(NAMESPACE)
+            .auth(serde_json::json!({"username": "admin", "password": "pw"}))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(refused.message, "The admin namespace is served over Socket.IO only.");
+    }
+}

@@ -397,3 +397,78 @@ fn hostname() -> String {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use wsgate::testing::TestClient;
+    use wsgate::{App, Gateway, Routes};
+
+    use super::*;
+
+    struct Quiet;
+
+    impl Gateway for Quiet {
+        fn register(_routes: &mut Routes<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn operations_choose_sockets_by_id_or_room() {
+        let app = App::builder().gateway(Quiet).build().await.unwrap();
+        let ann = TestClient::builder(&app).connect().await.unwrap();
+        let bob = TestClient::builder(&app).connect().await.unwrap();
+        let (ann, bob) = (ann.connection().clone(), bob.connection().clone());
+        let server = app.server();
+        let op = |filter: Option<String>, action| Operation { nsp: "/".into(), filter, action };
+
+        assert_eq!(op(Some(ann.id().to_string()), Action::Join("a".into())).apply(server), 1);
+        assert_eq!(ann.rooms(), [RoomId::from("a")]);
+        assert!(bob.rooms().is_empty());
+        assert_eq!(op(None, Action::Join("all".into())).apply(server), 2);
+        assert_eq!(op(Some("a".into()), Action::Leave("all".into())).apply(server), 1);
+        assert_eq!(ann.rooms(), [RoomId::from("a")]);
+        assert_eq!(bob.rooms(), [RoomId::from("all")]);
+        // Another namespace's sockets are not touched.
+        let other = Operation { nsp: "/chat".into(), filter: None, action: Action::Disconnect };
+        assert_eq!(other.apply(server), 0);
+        assert_eq!(op(Some(bob.id().to_string()), Action::Disconnect).apply(server), 1);
+        assert!(bob.is_closing() && !ann.is_closing());
+    }
+
+    #[test]
+    fn wire_messages_read_back() {
+        let op = Operation {
+            nsp: "/".into(),
+            filter: Some("7".into()),
+            action: Action::Join("r".into()),
+        };
+        let text = serde_json::to_string(&Wire::Operation { op }).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"operation","op":{"nsp":"/","filter":"7","action":{"join":"r"}}}"#
+        );
+        assert!(matches!(serde_json::from_str(&text).unwrap(), Wire::Operation { .. }));
+        assert!(serde_json::from_str::<Wire>(r#"{"kind":"unknown"}"#).is_err());
+    }
+
+    #[test]
+    fn large_data_is_shown_as_its_size() {
+        let big = RawValue::from_string(format!("\"{}\"", "x".repeat(MAX_SHOWN))).unwrap();
+        assert_eq!(shown(&big), json!(format!("[{} bytes]", MAX_SHOWN + 2)));
+        let small = RawValue::from_string(r#"{"a":[1]}"#.into()).unwrap();
+        assert_eq!(shown(&small), json!({"a": [1]}));
+    }
+
+    #[test]
+    fn aggregates_count_per_second_and_clear() {
+        let mut aggregates = Aggregates::default();
+        aggregates.add("packetsIn", None, 1);
+        aggregates.add("packetsIn", None, 2);
+        aggregates.add("rawDisconnection", Some("transport close"), 1);
+        let mut taken = aggregates.take();
+        taken.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0]["count"], 3);
+        assert_eq!(taken[1]["subType"], "transport close");
+        assert!(aggregates.take().is_empty());
+    }
+}
