@@ -104,7 +104,8 @@ pub struct Config {
     pub recovery_history: usize,
     /// Serves the Socket.IO Admin UI at `/admin-ui/` and its `/admin` namespace, behind
     /// `ADMIN_UI_USERNAME` and `ADMIN_UI_PASSWORD_HASH` (or `ADMIN_UI_PASSWORD`). Off by default.
-    #[arg(long, env = "ADMIN_UI", global = true)]
+    /// (`ADMIN_UI`: `true`, `1`, `yes` or `on`.)
+    #[arg(long, env = "ADMIN_UI", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub admin_ui: bool,
     /// The Admin UI's username.
     #[arg(long, env = "ADMIN_UI_USERNAME", default_value = "admin", global = true)]

@@ -3,7 +3,7 @@
 //! the stats each instance reports every two seconds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub(crate) enum Wire {
     Sockets { to: ConnectionId, sockets: Vec<Value> },
     /// A UI's operation, for every instance to apply to its own sockets.
     Operation { op: Operation },
+    /// An instance has UIs connected (every [`STATS_EVERY`]): tell it what happens here.
+    Watching,
 }
 
 /// A UI's operation on sockets: those of `nsp`, narrowed by `filter` (a socket id, or a room).
@@ -130,6 +132,10 @@ pub(crate) struct Watch {
     rx: Mutex<Option<mpsc::Receiver<Notice>>>,
     /// This instance's UIs.
     admins: Mutex<Vec<Connection>>,
+    /// How many: while there are none here nor elsewhere, nothing is observed.
+    local: AtomicUsize,
+    /// Until when (milliseconds since `started`) another instance has UIs, as it last said.
+    remote_until: AtomicU64,
     aggregates: Mutex<Aggregates>,
     dropped: AtomicU64,
 }
@@ -146,6 +152,8 @@ impl Watch {
             tx,
             rx: Mutex::new(Some(rx)),
             admins: Mutex::default(),
+            local: AtomicUsize::new(0),
+            remote_until: AtomicU64::new(0),
             aggregates: Mutex::default(),
             dropped: AtomicU64::new(0),
         })
@@ -161,16 +169,39 @@ impl Watch {
         }
     }
 
+    /// Whether a UI watches, here or on another instance: otherwise the observer does nothing.
+    fn watched(&self) -> bool {
+        self.local.load(Ordering::Relaxed) > 0 || self.watched_elsewhere()
+    }
+
+    fn watched_elsewhere(&self) -> bool {
+        self.now_ms() < self.remote_until.load(Ordering::Relaxed)
+    }
+
+    /// Another instance has UIs: for three stats intervals, unless it says so again.
+    fn watched_from_afar(&self) {
+        let until = self.now_ms() + 3 * STATS_EVERY.as_millis() as u64;
+        self.remote_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn is_admin(&self, conn: &Connection) -> bool {
         *conn.namespace() == self.namespace
     }
 
     pub(crate) fn add_admin(&self, conn: &Connection) {
-        lock(&self.admins).push(conn.clone());
+        let mut admins = lock(&self.admins);
+        admins.push(conn.clone());
+        self.local.store(admins.len(), Ordering::Relaxed);
     }
 
     pub(crate) fn remove_admin(&self, conn: &Connection) {
-        lock(&self.admins).retain(|c| c.id() != conn.id());
+        let mut admins = lock(&self.admins);
+        admins.retain(|c| c.id() != conn.id());
+        self.local.store(admins.len(), Ordering::Relaxed);
     }
 
     /// Hands `notices` to this instance's UIs.
@@ -243,16 +274,24 @@ impl Watch {
                     }
                     _ = tick.tick() => {
                         let Some(watch) = watch.upgrade() else { return };
-                        batch.push(Notice {
-                            event: "server_stats".into(),
-                            args: vec![watch.stats(&server)],
-                        });
+                        if watch.local.load(Ordering::Relaxed) > 0 {
+                            let _ = server.signal(TOPIC, &Wire::Watching);
+                        }
+                        if watch.watched() {
+                            batch.push(Notice {
+                                event: "server_stats".into(),
+                                args: vec![watch.stats(&server)],
+                            });
+                        }
                     }
                 }
                 let Some(watch) = watch.upgrade() else { return };
                 watch.deliver(&batch);
                 let notices = std::mem::take(&mut batch);
-                if let Err(e) = server.signal(TOPIC, &Wire::Notices { notices }) {
+                if !notices.is_empty()
+                    && watch.watched_elsewhere()
+                    && let Err(e) = server.signal(TOPIC, &Wire::Notices { notices })
+                {
                     tracing::debug!(error = %e, "admin notices not sent to the other instances");
                 }
             }
@@ -262,7 +301,9 @@ impl Watch {
     fn receive(&self, server: &Server, wire: Wire) {
         match wire {
             Wire::Notices { notices } => self.deliver(&notices),
+            Wire::Watching => self.watched_from_afar(),
             Wire::SocketsWanted { to } => {
+                self.watched_from_afar();
                 let sockets = self.sockets(server);
                 if let Err(e) = server.signal(TOPIC, &Wire::Sockets { to, sockets }) {
                     tracing::debug!(error = %e, "admin sockets not sent");
@@ -291,11 +332,17 @@ pub(crate) struct Watcher(pub(crate) Arc<Watch>);
 
 impl Observer for Watcher {
     fn connection_opened(&self, conn: &Connection) {
+        if !self.0.watched() {
+            return;
+        }
         lock(&self.0.aggregates).add("rawConnection", None, 1);
         self.0.notify("socket_connected", vec![socket::serialize(conn), socket::now().into()]);
     }
 
     fn connection_closed(&self, conn: &Connection) {
+        if !self.0.watched() {
+            return;
+        }
         let reason =
             if conn.is_closing() { "server namespace disconnect" } else { "transport close" };
         lock(&self.0.aggregates).add("rawDisconnection", Some(reason), 1);
@@ -311,7 +358,7 @@ impl Observer for Watcher {
     }
 
     fn event_received(&self, conn: &Connection, event: &EventName, data: &RawValue) {
-        if self.0.is_admin(conn) {
+        if self.0.is_admin(conn) || !self.0.watched() {
             return;
         }
         lock(&self.0.aggregates).add("packetsIn", None, 1);
@@ -321,7 +368,7 @@ impl Observer for Watcher {
     }
 
     fn event_sent(&self, conn: &Connection, emission: &Emission) {
-        if self.0.is_admin(conn) {
+        if self.0.is_admin(conn) || !self.0.watched() {
             return;
         }
         let data = emission.data();
@@ -362,6 +409,9 @@ impl Watcher {
     }
 
     fn notify_room(&self, event: &str, conn: &Connection, room: &RoomId) {
+        if !self.0.watched() {
+            return;
+        }
         self.0.notify(
             event,
             vec![
@@ -432,6 +482,27 @@ mod tests {
         assert_eq!(other.apply(server), 0);
         assert_eq!(op(Some(bob.id().to_string()), Action::Disconnect).apply(server), 1);
         assert!(bob.is_closing() && !ann.is_closing());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_observed_while_no_ui_watches_anywhere() {
+        let watch = Watch::new(Namespace::new("/admin"), None);
+        let app = App::builder().observer(Watcher(watch.clone())).gateway(Quiet).build().await;
+        let app = app.unwrap();
+        let queued = |watch: &Watch| {
+            let mut rx = lock(&watch.rx);
+            let rx = rx.as_mut().unwrap();
+            std::iter::from_fn(|| rx.try_recv().ok()).map(|n| n.event).collect::<Vec<_>>()
+        };
+        let client = TestClient::builder(&app).connect().await.unwrap();
+        client.connection().emit("hello", "x").unwrap();
+        assert!(queued(&watch).is_empty());
+
+        // A UI on another instance: for a while, what happens here is told.
+        watch.receive(app.server(), Wire::Watching);
+        client.connection().emit("hello", "x").unwrap();
+        client.connection().join("r").unwrap();
+        assert_eq!(queued(&watch), ["event_sent", "room_joined"]);
     }
 
     #[test]
