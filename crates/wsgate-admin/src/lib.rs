@@ -30,8 +30,9 @@
 //!
 //! A socket's transport is `websocket` or `polling` for Socket.IO (as the client opened it: an
 //! upgrade later is not seen), `ws` for a plain WebSocket. Tokens in headers and query strings
-//! are shown as `[redacted]`. The UI is a window, not a brake: notices beyond a bounded queue
-//! are dropped and counted in the logs.
+//! are shown as `[redacted]`. The UI is a window, not a brake: while no UI is connected to any
+//! instance nothing is observed (instances with UIs say so every two seconds), and notices
+//! beyond a bounded queue (8 192) are dropped and counted in the logs.
 
 mod auth;
 mod gateway;
