@@ -191,6 +191,22 @@ test('without --admin-ui there is no /admin namespace and no page', async () => 
   }
 });
 
+test('a read-only Admin UI shows and changes nothing', async () => {
+  const readonly = await startBlog({ ...ADMIN_ENV, ADMIN_UI_READONLY: 'true' });
+  const ui = admin(readonly.url);
+  try {
+    await once(ui.socket, 'connect');
+    const [config] = await ui.next('config');
+    assert.deepEqual(config.supportedFeatures.filter((f) => !f.includes('EVENTS')), []);
+    ui.socket.emit('_disconnect', '/', true);
+    const [exception] = await ui.next('exception');
+    assert.equal(exception.message, 'The admin namespace is read-only.');
+  } finally {
+    ui.socket.close();
+    await readonly.stop();
+  }
+});
+
 test('two blogs behind Redis: the UI on one sees both servers and the sockets of the other', async (t) => {
   await withCleanup(async (defer) => {
     const linked = await linkedInstances(t, defer, ADMIN_ENV);

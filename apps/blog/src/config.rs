@@ -116,6 +116,10 @@ pub struct Config {
     /// The Admin UI's password, hashed at start, when no hash is given.
     #[arg(long, env = "ADMIN_UI_PASSWORD", hide_env_values = true, global = true)]
     pub admin_ui_password: Option<String>,
+    /// The Admin UI shows everything and changes nothing: no join, leave, disconnect or emit.
+    /// (`ADMIN_UI_READONLY`: `true`, `1`, `yes` or `on`.)
+    #[arg(long, env = "ADMIN_UI_READONLY", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub admin_ui_readonly: bool,
 }
 
 impl Config {
@@ -157,6 +161,7 @@ impl Config {
             admin_ui_username: "admin".into(),
             admin_ui_password_hash: None,
             admin_ui_password: None,
+            admin_ui_readonly: false,
         }
     }
 
@@ -201,6 +206,7 @@ impl fmt::Debug for Config {
                 &self.admin_ui_password_hash.as_ref().map(|_| "<redacted>"),
             )
             .field("admin_ui_password", &self.admin_ui_password.as_ref().map(|_| "<redacted>"))
+            .field("admin_ui_readonly", &self.admin_ui_readonly)
             .finish()
     }
 }

@@ -39,8 +39,8 @@ pub async fn app(state: &AppState) -> Result<App, BuildError> {
     let auth = auth_middleware(state.jwt.clone(), state.store.clone());
     let builder = match &state.admin_ui {
         None => builder.middleware(auth),
-        Some(credentials) => {
-            let admin = wsgate_admin::AdminUi::new(credentials.clone());
+        Some((credentials, readonly)) => {
+            let admin = wsgate_admin::AdminUi::new(credentials.clone()).readonly(*readonly);
             let builder = builder.middleware(admin.skip(auth));
             admin.install(builder)
         }

@@ -66,8 +66,9 @@ pub struct AppState {
     pub origins: AllowedOrigins,
     /// The gateways' limits (connections per address, rooms, rates, drain timeout).
     pub gateway_config: wsgate::AppConfig,
-    /// With `--admin-ui`: who may log in to the Socket.IO Admin UI.
-    pub admin_ui: Option<wsgate_admin::Credentials>,
+    /// With `--admin-ui`: who may log in to the Socket.IO Admin UI, and whether it is
+    /// read-only.
+    pub admin_ui: Option<(wsgate_admin::Credentials, bool)>,
 }
 
 impl AppState {
@@ -128,7 +129,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         server,
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
-        admin_ui: config.admin_ui_credentials()?,
+        admin_ui: config.admin_ui_credentials()?.map(|c| (c, config.admin_ui_readonly)),
     })
 }
 
