@@ -92,7 +92,7 @@ test('a logged-in UI sees clients of both transports connect, join, talk and lea
   try {
     await once(ui.socket, 'connect');
     const [sessionId] = await ui.next('session');
-    assert.match(sessionId, /^[0-9a-f]{32}$/);
+    assert.match(sessionId, /^\d+\.[0-9a-f]{32}\.[0-9a-f]{64}$/);
     const [config] = await ui.next('config');
     for (const feature of ['JOIN', 'LEAVE', 'DISCONNECT', 'EMIT', 'AGGREGATED_EVENTS', 'ALL_EVENTS']) {
       assert.ok(config.supportedFeatures.includes(feature), feature);
@@ -221,6 +221,11 @@ test('two blogs behind Redis: the UI on one sees both servers and the sockets of
     defer(() => ui.socket.close());
     await once(ui.socket, 'connect');
     await ui.next('socket_connected', (s) => s.id === early.id);
+    // The session A handed out logs in on B too (a load balancer may send the UI there).
+    const [sessionId] = await ui.next('session');
+    const onB = admin(b.url, { sessionId });
+    defer(() => onB.socket.close());
+    await once(onB.socket, 'connect');
     const [statsA] = await ui.next('server_stats');
     await ui.next('server_stats', (s) => s.serverId !== statsA.serverId, 8000);
 

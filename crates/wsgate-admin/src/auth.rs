@@ -1,22 +1,28 @@
 //! Who may open the admin namespace: a username and a bcrypt hash, as the Admin UI's own
-//! server keeps them, and the session ids handed to a UI that logged in.
+//! server keeps them, and the session ids handed to a UI that logged in: signed with a key
+//! drawn from the credentials, so that every instance configured alike accepts them.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use wsgate::{ConnectMiddleware, Handshake, Refusal};
 
 /// Why the UI's login was refused, in the words the UI knows (it reopens its login form).
 pub const INVALID_CREDENTIALS: &str = "invalid credentials";
 
-/// How many UI sessions are remembered; the oldest is forgotten first (its UI logs in again).
-const MAX_SESSIONS: usize = 1024;
+/// How long a UI's session id logs it in again without its password (as the Admin UI's
+/// `RedisStore` keeps them).
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The one account of the admin namespace: a username and the bcrypt hash of its password.
 #[derive(Clone)]
 pub struct Credentials {
     username: String,
     password_hash: String,
+    /// Signs session ids: from the username and the hash (or the password it was made
+    /// from), so that instances given the same settings agree on it.
+    session_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Credentials {
@@ -51,7 +57,8 @@ impl Credentials {
             return Err(CredentialsError::EmptyUsername);
         }
         password_hash.parse::<bcrypt::HashParts>().map_err(CredentialsError::NotBcrypt)?;
-        Ok(Self { username, password_hash })
+        let session_key = session_key(&username, &password_hash);
+        Ok(Self { username, password_hash, session_key })
     }
 
     /// `username` with `password`, hashed here at bcrypt's default cost.
@@ -68,8 +75,11 @@ impl Credentials {
         password: &str,
         cost: u32,
     ) -> Result<Self, CredentialsError> {
+        let username = username.into();
         let hash = bcrypt::hash(password, cost).map_err(CredentialsError::Hash)?;
-        Self::new(username, hash)
+        // Each instance salts its own hash: the key comes from the password instead.
+        let session_key = session_key(&username, password);
+        Ok(Self { session_key, ..Self::new(username, hash)? })
     }
 
     /// Whether `username` and `password` are these.
@@ -78,33 +88,54 @@ impl Credentials {
         let matches = bcrypt::verify(password, &self.password_hash).unwrap_or(false);
         matches && username == self.username
     }
-}
 
-/// The session ids of UIs that logged in on this instance, newest last, bounded.
-#[derive(Default)]
-pub(crate) struct Sessions {
-    ids: Mutex<(HashSet<String>, VecDeque<String>)>,
-}
-
-impl Sessions {
-    fn contains(&self, id: &str) -> bool {
-        lock(&self.ids).0.contains(id)
+    /// A new session id: `<expiry>.<nonce>.<signature>`, valid for [`SESSION_LIFETIME`].
+    fn open_session(&self, now: SystemTime) -> Option<String> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).ok()?;
+        let expiry = (now + SESSION_LIFETIME).duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let body = format!("{expiry}.{}", hex(&nonce));
+        Some(format!("{body}.{}", hex(&self.mac(&body)?.finalize().into_bytes())))
     }
 
-    fn open(&self) -> Option<String> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).ok()?;
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut ids = lock(&self.ids);
-        if ids.1.len() >= MAX_SESSIONS
-            && let Some(old) = ids.1.pop_front()
-        {
-            ids.0.remove(&old);
+    /// Whether `id` is a session id these credentials signed, not expired at `now`.
+    fn accepts_session(&self, id: &str, now: SystemTime) -> bool {
+        let Some((body, signature)) = id.rsplit_once('.') else { return false };
+        let Some(signature) = unhex(signature) else { return false };
+        let Some(mac) = self.mac(body) else { return false };
+        if mac.verify_slice(&signature).is_err() {
+            return false;
         }
-        ids.0.insert(id.clone());
-        ids.1.push_back(id.clone());
-        Some(id)
+        let expiry = body.split('.').next().and_then(|e| e.parse::<u64>().ok());
+        let now = now.duration_since(UNIX_EPOCH).map_or(u64::MAX, |d| d.as_secs());
+        expiry.is_some_and(|expiry| now < expiry)
     }
+
+    fn mac(&self, body: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.session_key).ok()?;
+        mac.update(body.as_bytes());
+        Some(mac)
+    }
+}
+
+fn session_key(username: &str, secret: &str) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for part in ["wsgate-admin sessions", username, secret] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The session id a UI gets after logging in, to log in again without its password.
@@ -116,7 +147,6 @@ pub(crate) struct NewSession(pub(crate) String);
 #[derive(Clone)]
 pub(crate) struct AdminAuth {
     pub(crate) credentials: Credentials,
-    pub(crate) sessions: Arc<Sessions>,
 }
 
 impl ConnectMiddleware for AdminAuth {
@@ -129,7 +159,7 @@ impl ConnectMiddleware for AdminAuth {
         let auth = handshake.auth.as_ref();
         let field = |name: &str| auth.and_then(|a| a.get(name)).and_then(|v| v.as_str());
         if let Some(id) = field("sessionId")
-            && self.sessions.contains(id)
+            && self.credentials.accepts_session(id, SystemTime::now())
         {
             return Ok(());
         }
@@ -146,7 +176,7 @@ impl ConnectMiddleware for AdminAuth {
             tracing::info!("admin login refused: invalid credentials");
             return Err(Refusal::unauthorized(INVALID_CREDENTIALS));
         }
-        if let Some(id) = self.sessions.open() {
+        if let Some(id) = self.credentials.open_session(SystemTime::now()) {
             handshake.extensions.insert(NewSession(id));
         }
         Ok(())
@@ -156,10 +186,6 @@ impl ConnectMiddleware for AdminAuth {
 /// The Socket.IO adapter's transport name (`wsgate_socketio::TRANSPORT`), without depending on it.
 const fn wsgate_socketio_name() -> &'static str {
     "socket.io"
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -188,14 +214,28 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_bounded() {
-        let sessions = Sessions::default();
-        let first = sessions.open().unwrap();
-        assert!(sessions.contains(&first));
-        for _ in 0..MAX_SESSIONS {
-            sessions.open();
+    fn session_ids_are_signed_shared_by_alike_instances_and_expire() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let (a, b) =
+            (Credentials::new("admin", &hash).unwrap(), Credentials::new("admin", &hash).unwrap());
+        let now = SystemTime::now();
+        let id = a.open_session(now).unwrap();
+        assert!(a.accepts_session(&id, now));
+        assert!(b.accepts_session(&id, now), "another instance with the same settings");
+        assert!(!a.accepts_session(&id, now + SESSION_LIFETIME));
+        // From the password: instances salt their own hashes, and still agree.
+        let (c, d) = (
+            Credentials::with_cost("admin", "pw", 4).unwrap(),
+            Credentials::with_cost("admin", "pw", 4).unwrap(),
+        );
+        assert!(d.accepts_session(&c.open_session(now).unwrap(), now));
+        // Other credentials, a forged expiry, junk.
+        let other = Credentials::with_cost("admin", "other", 4).unwrap();
+        assert!(!other.accepts_session(&id, now));
+        let (_, rest) = id.split_once('.').unwrap();
+        assert!(!a.accepts_session(&format!("99999999999.{rest}"), now));
+        for junk in ["", ".", "..", "x.y.z", "1.2.zz", "1.2.3", &"f".repeat(5000)] {
+            assert!(!a.accepts_session(junk, now), "{junk:?}");
         }
-        assert!(!sessions.contains(&first));
-        assert_eq!(lock(&sessions.ids).1.len(), MAX_SESSIONS);
     }
 }

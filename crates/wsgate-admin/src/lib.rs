@@ -17,8 +17,9 @@
 //!
 //! What it serves, as the UI's own server (`instrument(io, {auth: {type: "basic", …}})`):
 //! - **Login**: `auth: {username, password}` checked against a bcrypt hash; a UI that logged
-//!   in gets a `session` id to reconnect with (`auth: {sessionId}`, known to the instance that
-//!   issued it). Anything else is refused with `invalid credentials`.
+//!   in gets a `session` id to reconnect with (`auth: {sessionId}`), signed with a key drawn
+//!   from the credentials: every instance given the same settings accepts it, for
+//!   [`SESSION_LIFETIME`]. Anything else is refused with `invalid credentials`.
 //! - **On connect**: `config` (the features offered), `all_sockets` (this instance's), then
 //!   each other instance's sockets as `socket_connected`.
 //! - **Live**: `socket_connected`, `socket_disconnected`, `room_joined`, `room_left`,
@@ -39,11 +40,9 @@ mod gateway;
 mod socket;
 mod watch;
 
-use std::sync::Arc;
-
 use wsgate::{AppBuilder, ConnectMiddleware, Handshake, Namespace, Refusal};
 
-pub use auth::{Credentials, CredentialsError, INVALID_CREDENTIALS};
+pub use auth::{Credentials, CredentialsError, INVALID_CREDENTIALS, SESSION_LIFETIME};
 pub use gateway::READ_ONLY;
 
 /// The namespace the UI connects to unless told otherwise.
@@ -96,7 +95,7 @@ impl AdminUi {
     /// [`AdminUi::skip`]).
     pub fn install(self, builder: AppBuilder) -> AppBuilder {
         let watch = watch::Watch::new(self.namespace, self.server_id);
-        let auth = auth::AdminAuth { credentials: self.credentials, sessions: Arc::default() };
+        let auth = auth::AdminAuth { credentials: self.credentials };
         builder
             .middleware(socket::Snapshot)
             .observer(watch::Watcher(watch.clone()))
