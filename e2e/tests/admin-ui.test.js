@@ -262,6 +262,12 @@ test('the vendored Admin UI in Chromium logs in and lists the clients', async ()
     page.on('request', (req) => {
       if (!req.url().startsWith(blog.url)) foreign.push(req.url());
     });
+    // What the server sends must be what the UI's code expects: no error on any page.
+    const errors = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') errors.push(message.text());
+    });
     await page.goto(`${blog.url}/admin-ui/`);
     // The connection form, pointed at this server by the page itself.
     const serverUrl = page.getByLabel('Server URL');
@@ -282,6 +288,19 @@ test('the vendored Admin UI in Chromium logs in and lists the clients', async ()
     for (const id of [sio.id]) await page.getByText(id, { exact: true }).first().waitFor();
     await page.getByText('ws', { exact: true }).first().waitFor();
     await page.screenshot({ path: join(artifacts, 'admin-ui-sockets.png'), fullPage: true });
+
+    // The socket's own page: its transport and its rooms.
+    await page.goto(`${blog.url}/admin-ui/#/n/%2F/sockets/${sio.id}`);
+    await page.getByText('HTTP long-polling').or(page.getByText('WebSocket')).first().waitFor();
+    // The other pages, with this server on the servers' one.
+    for (const route of ['#/', '#/rooms/', '#/clients/', '#/events/']) {
+      await page.goto(`${blog.url}/admin-ui/${route}`);
+      await page.waitForTimeout(300);
+    }
+    await page.goto(`${blog.url}/admin-ui/#/servers/`);
+    await page.getByText(/#\d+$/).first().waitFor();
+    await page.screenshot({ path: join(artifacts, 'admin-ui-servers.png'), fullPage: true });
+    assert.deepEqual(errors, [], 'the UI logged no error');
     assert.deepEqual(foreign, [], 'nothing is fetched from another origin');
   } finally {
     await browser.close();
