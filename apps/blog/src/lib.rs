@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use wsgate::{AllowedOrigins, CloseReason, JwtKeys, Server};
 
+mod admin_ui;
 pub mod asyncapi;
 pub mod auth;
 mod comments;
@@ -67,6 +68,9 @@ pub struct AppState {
     pub gateway_config: wsgate::AppConfig,
     /// permessage-deflate on the websockets, when on.
     pub compression: Option<wsgate_ws::Compression>,
+    /// With `--admin-ui`: who may log in to the Socket.IO Admin UI, and whether it is
+    /// read-only.
+    pub admin_ui: Option<(wsgate_admin::Credentials, bool)>,
 }
 
 impl AppState {
@@ -128,6 +132,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
         compression: config.compression(),
+        admin_ui: config.admin_ui_credentials()?.map(|c| (c, config.admin_ui_readonly)),
     })
 }
 
@@ -174,7 +179,10 @@ pub async fn router(state: AppState) -> anyhow::Result<Router> {
         ws = ws.compression(compression.clone());
         sio = sio.compression(compression.clone());
     }
-    let rest = rest_router(state).merge(asyncapi::router(app.description()));
+    let mut rest = rest_router(state.clone()).merge(asyncapi::router(app.description()));
+    if state.admin_ui.is_some() {
+        rest = rest.merge(admin_ui::router().with_state(state));
+    }
     let router = app.mount(rest, ws);
     Ok(app.mount(router, sio))
 }

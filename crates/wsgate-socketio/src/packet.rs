@@ -96,6 +96,24 @@ impl WireFormat for EventFrames {
         out.push(b']');
         Bytes::from(out)
     }
+
+    /// Each argument its own: `42["event",a,b]` for `[a,b]`.
+    fn encode_args(event: &EventName, args: &RawValue, offset: Option<&str>) -> Bytes {
+        let items: Vec<&RawValue> = serde_json::from_str(args.get()).unwrap_or_default();
+        let mut out = Vec::with_capacity(8 + event.as_str().len() + args.get().len());
+        out.extend_from_slice(b"42[");
+        push_str(&mut out, event.as_str());
+        for item in items {
+            out.push(b',');
+            out.extend_from_slice(item.get().as_bytes());
+        }
+        if let Some(offset) = offset {
+            out.push(b',');
+            push_str(&mut out, offset);
+        }
+        out.push(b']');
+        Bytes::from(out)
+    }
 }
 
 /// A root-namespace frame (`4<type>…`) rewritten for a namespace whose prefix (`/chat,`) is
@@ -237,6 +255,15 @@ mod tests {
         ] {
             assert_eq!(parse(text), Err(error), "{text:?}");
         }
+    }
+
+    #[test]
+    fn several_arguments_are_spread() {
+        let emission = wsgate::adapter::Emission::args("room_joined", &["/", "r", "7"]).unwrap();
+        assert_eq!(&emission.encoded::<EventFrames>()[..], br#"42["room_joined","/","r","7"]"#);
+        let none: [u8; 0] = [];
+        let emission = wsgate::adapter::Emission::args("ping", &none).unwrap();
+        assert_eq!(&emission.encoded::<EventFrames>()[..], br#"42["ping"]"#);
     }
 
     #[test]

@@ -73,18 +73,40 @@ pub struct Emission {
     first: OnceLock<(TypeId, Bytes)>,
     /// Encodings in other formats, when the recipients use several transports.
     others: Mutex<Vec<(TypeId, Bytes)>>,
+    /// `data` is a JSON array of the event's arguments ([`Emission::args`]).
+    spread: bool,
 }
 
 impl Emission {
     /// An emission of `event` with already-serialised data.
     pub fn new(event: EventName, data: Payload) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::unencoded(event, data, false))
+    }
+
+    fn unencoded(event: EventName, data: Payload, spread: bool) -> Self {
+        Self {
             event,
             data,
             offset: OnceLock::new(),
             first: OnceLock::new(),
             others: Mutex::new(Vec::new()),
-        })
+            spread,
+        }
+    }
+
+    /// An emission of `event` with several arguments (Socket.IO's `emit("e", a, b)`): each
+    /// is its own argument over Socket.IO; over formats with one data slot, the data is the
+    /// array of them.
+    pub fn args<T: Serialize>(
+        event: impl Into<EventName>,
+        args: &[T],
+    ) -> Result<Arc<Self>, serde_json::Error> {
+        Ok(Arc::new(Self::unencoded(event.into(), to_payload(args)?, true)))
+    }
+
+    /// Whether its data is the array of its arguments ([`Emission::args`]).
+    pub fn is_spread(&self) -> bool {
+        self.spread
     }
 
     /// This emission at `offset` of its namespace's history: itself when nothing else holds
@@ -94,15 +116,20 @@ impl Emission {
         if Arc::strong_count(self) == 1 && self.first.get().is_none() {
             if let Err(offset) = self.offset.set(offset) {
                 // Recorded twice: an emission delivered again keeps its first offset.
-                let copy = Self::new(self.event.clone(), self.data.clone());
+                let copy = self.copy();
                 let _ = copy.offset.set(offset);
                 return copy;
             }
             return self.clone();
         }
-        let copy = Self::new(self.event.clone(), self.data.clone());
+        let copy = self.copy();
         let _ = copy.offset.set(offset);
         copy
+    }
+
+    /// The same event and data, not encoded yet and at no offset.
+    fn copy(&self) -> Arc<Self> {
+        Arc::new(Self::unencoded(self.event.clone(), self.data.clone(), self.spread))
     }
 
     /// Its offset in its namespace's history (opaque text), when it has one: the last
@@ -132,9 +159,7 @@ impl Emission {
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
-        let (first, bytes) = self
-            .first
-            .get_or_init(|| (key, F::encode_event(&self.event, &self.data, self.offset())));
+        let (first, bytes) = self.first.get_or_init(|| (key, self.encode::<F>()));
         if *first == key {
             return bytes.clone();
         }
@@ -143,9 +168,17 @@ impl Emission {
         if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
             return bytes.clone();
         }
-        let bytes = F::encode_event(&self.event, &self.data, self.offset());
+        let bytes = self.encode::<F>();
         others.push((key, bytes.clone()));
         bytes
+    }
+
+    fn encode<F: WireFormat>(&self) -> Bytes {
+        if self.spread {
+            F::encode_args(&self.event, &self.data, self.offset())
+        } else {
+            F::encode_event(&self.event, &self.data, self.offset())
+        }
     }
 }
 
@@ -160,6 +193,12 @@ pub trait WireFormat: 'static {
     /// Encodes `event` with `data` as one frame of this format; `offset` is the event's place
     /// in its namespace's history, for formats that carry it (connection state recovery).
     fn encode_event(event: &EventName, data: &RawValue, offset: Option<&str>) -> Bytes;
+
+    /// Encodes `event` with several arguments, `args` being their JSON array. By default, as
+    /// [`WireFormat::encode_event`] with the array as data; formats with arguments spread it.
+    fn encode_args(event: &EventName, args: &RawValue, offset: Option<&str>) -> Bytes {
+        Self::encode_event(event, args, offset)
+    }
 }
 
 /// Why the server closes a connection.
