@@ -192,16 +192,16 @@ export async function reachesRedis(blog, ms = 15_000) {
  * Two blogs on a PostgreSQL database and a redis-server of the test's own, both reaching Redis,
  * everything handed to `defer` for cleanup (use within `withCleanup`); null when PostgreSQL or
  * redis-server is missing (skipped loudly, or failed under CI, by `postgresDatabase` and
- * `startRedis`).
+ * `startRedis`). `env` is given to both blogs.
  */
-export async function linkedInstances(t, defer) {
+export async function linkedInstances(t, defer, env = {}) {
   const db = await postgresDatabase(t);
   if (!db) return null;
   defer(() => db.drop());
   const redis = await startRedis(t);
   if (!redis) return null;
   defer(() => redis.stop());
-  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url });
+  const [a, b] = await startInstances({ databaseUrl: db.url, redisUrl: redis.url, env });
   defer(() => a.stop());
   defer(() => b.stop());
   for (const blog of [a, b]) await reachesRedis(blog);

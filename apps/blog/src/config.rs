@@ -102,6 +102,28 @@ pub struct Config {
     /// Events each namespace's recovery history holds at most.
     #[arg(long, env = "RECOVERY_HISTORY", default_value_t = 10_000, global = true)]
     pub recovery_history: usize,
+    /// permessage-deflate on both transports' websockets, for messages of at least this many
+    /// bytes (e.g. 1024); off when absent. Clients that do not offer it are served as before.
+    #[arg(long, env = "WS_COMPRESSION", global = true)]
+    pub ws_compression: Option<usize>,
+    /// Serves the Socket.IO Admin UI at `/admin-ui/` and its `/admin` namespace, behind
+    /// `ADMIN_UI_USERNAME` and `ADMIN_UI_PASSWORD_HASH` (or `ADMIN_UI_PASSWORD`). Off by default.
+    /// (`ADMIN_UI`: `true`, `1`, `yes` or `on`.)
+    #[arg(long, env = "ADMIN_UI", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub admin_ui: bool,
+    /// The Admin UI's username.
+    #[arg(long, env = "ADMIN_UI_USERNAME", default_value = "admin", global = true)]
+    pub admin_ui_username: String,
+    /// The bcrypt hash of the Admin UI's password (`$2b$10$…`).
+    #[arg(long, env = "ADMIN_UI_PASSWORD_HASH", hide_env_values = true, global = true)]
+    pub admin_ui_password_hash: Option<String>,
+    /// The Admin UI's password, hashed at start, when no hash is given.
+    #[arg(long, env = "ADMIN_UI_PASSWORD", hide_env_values = true, global = true)]
+    pub admin_ui_password: Option<String>,
+    /// The Admin UI shows everything and changes nothing: no join, leave, disconnect or emit.
+    /// (`ADMIN_UI_READONLY`: `true`, `1`, `yes` or `on`.)
+    #[arg(long, env = "ADMIN_UI_READONLY", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub admin_ui_readonly: bool,
 }
 
 impl Config {
@@ -117,6 +139,11 @@ impl Config {
             }),
             ..wsgate::AppConfig::default()
         }
+    }
+
+    /// The websockets' compression these settings give.
+    pub fn compression(&self) -> Option<wsgate_ws::Compression> {
+        self.ws_compression.map(|threshold| wsgate_ws::Compression::new().threshold(threshold))
     }
 
     /// How long shutdown waits for messages in flight.
@@ -139,7 +166,30 @@ impl Config {
             shutdown_timeout: 10,
             recovery_window: 120,
             recovery_history: 10_000,
+            ws_compression: None,
+            admin_ui: false,
+            admin_ui_username: "admin".into(),
+            admin_ui_password_hash: None,
+            admin_ui_password: None,
+            admin_ui_readonly: false,
         }
+    }
+
+    /// The Admin UI's credentials with `--admin-ui`, `None` without; an error when it is on
+    /// without a password, or with a hash that is not bcrypt's.
+    pub fn admin_ui_credentials(&self) -> anyhow::Result<Option<wsgate_admin::Credentials>> {
+        if !self.admin_ui {
+            return Ok(None);
+        }
+        let username = self.admin_ui_username.clone();
+        let credentials = match (&self.admin_ui_password_hash, &self.admin_ui_password) {
+            (Some(hash), _) => wsgate_admin::Credentials::new(username, hash.trim())?,
+            (None, Some(password)) => wsgate_admin::Credentials::from_password(username, password)?,
+            (None, None) => anyhow::bail!(
+                "--admin-ui needs a password: set ADMIN_UI_PASSWORD_HASH (bcrypt) or ADMIN_UI_PASSWORD"
+            ),
+        };
+        Ok(Some(credentials))
     }
 }
 
@@ -159,6 +209,15 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("recovery_window", &self.recovery_window)
             .field("recovery_history", &self.recovery_history)
+            .field("ws_compression", &self.ws_compression)
+            .field("admin_ui", &self.admin_ui)
+            .field("admin_ui_username", &self.admin_ui_username)
+            .field(
+                "admin_ui_password_hash",
+                &self.admin_ui_password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("admin_ui_password", &self.admin_ui_password.as_ref().map(|_| "<redacted>"))
+            .field("admin_ui_readonly", &self.admin_ui_readonly)
             .finish()
     }
 }

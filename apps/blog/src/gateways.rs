@@ -27,13 +27,25 @@ use crate::models::{Comment, Entry, Page, User};
 use crate::store::Store;
 
 /// The blog's gateways behind [`auth_middleware`], sharing the state's server handle.
+///
+/// With `--admin-ui`, the Socket.IO Admin UI's `/admin` namespace too, with its own login
+/// instead of the token ([`wsgate_admin`]).
 pub async fn app(state: &AppState) -> Result<App, BuildError> {
-    App::builder()
+    let builder = App::builder()
         .server(state.server.clone())
         .config(state.gateway_config.clone())
         .observer(state.metrics.clone())
-        .middleware(state.origins.clone())
-        .middleware(auth_middleware(state.jwt.clone(), state.store.clone()))
+        .middleware(state.origins.clone());
+    let auth = auth_middleware(state.jwt.clone(), state.store.clone());
+    let builder = match &state.admin_ui {
+        None => builder.middleware(auth),
+        Some((credentials, readonly)) => {
+            let admin = wsgate_admin::AdminUi::new(credentials.clone()).readonly(*readonly);
+            let builder = builder.middleware(admin.skip(auth));
+            admin.install(builder)
+        }
+    };
+    builder
         .presence_diff(presence_diff)
         .gateway(UserGateway::new(state.users()))
         .gateway(EntryGateway::new(state.entries()))

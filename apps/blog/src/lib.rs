@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use wsgate::{AllowedOrigins, CloseReason, JwtKeys, Server};
 
+mod admin_ui;
 pub mod asyncapi;
 pub mod auth;
 mod comments;
@@ -65,6 +66,11 @@ pub struct AppState {
     pub origins: AllowedOrigins,
     /// The gateways' limits (connections per address, rooms, rates, drain timeout).
     pub gateway_config: wsgate::AppConfig,
+    /// permessage-deflate on the websockets, when on.
+    pub compression: Option<wsgate_ws::Compression>,
+    /// With `--admin-ui`: who may log in to the Socket.IO Admin UI, and whether it is
+    /// read-only.
+    pub admin_ui: Option<(wsgate_admin::Credentials, bool)>,
 }
 
 impl AppState {
@@ -125,6 +131,8 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         server,
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
+        compression: config.compression(),
+        admin_ui: config.admin_ui_credentials()?.map(|c| (c, config.admin_ui_readonly)),
     })
 }
 
@@ -166,9 +174,17 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
 pub async fn router(state: AppState) -> anyhow::Result<Router> {
     let app = gateways::app(&state).await?;
     // `/asyncapi.json` describes the gateways this router serves.
-    let rest = rest_router(state).merge(asyncapi::router(app.description()));
-    let router = app.mount(rest, wsgate_ws::WsAdapter::new());
-    Ok(app.mount(router, wsgate_socketio::SocketIoAdapter::new()))
+    let (mut ws, mut sio) = (wsgate_ws::WsAdapter::new(), wsgate_socketio::SocketIoAdapter::new());
+    if let Some(compression) = &state.compression {
+        ws = ws.compression(compression.clone());
+        sio = sio.compression(compression.clone());
+    }
+    let mut rest = rest_router(state.clone()).merge(asyncapi::router(app.description()));
+    if state.admin_ui.is_some() {
+        rest = rest.merge(admin_ui::router().with_state(state));
+    }
+    let router = app.mount(rest, ws);
+    Ok(app.mount(router, sio))
 }
 
 /// The gateways' description (`wsgate::describe`), from an app over an in-memory database:

@@ -66,6 +66,9 @@ use axum::Router;
 use wsgate::App;
 use wsgate::adapter::Adapter;
 
+/// permessage-deflate's setting ([`SocketIoAdapter::compression`]).
+pub use wsgate_transport::Compression;
+
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "socket.io";
 
@@ -78,6 +81,7 @@ pub struct SocketIoAdapter {
     ws_read_buffer_size: usize,
     connect_timeout: Duration,
     max_in_flight: usize,
+    compression: Option<wsgate_transport::Compression>,
 }
 
 impl Default for SocketIoAdapter {
@@ -97,6 +101,7 @@ impl SocketIoAdapter {
             ws_read_buffer_size: 512,
             connect_timeout: Duration::from_secs(45),
             max_in_flight: 16,
+            compression: None,
         }
     }
 
@@ -122,7 +127,18 @@ impl SocketIoAdapter {
         self
     }
 
-    /// The websocket transport's read buffer per connection.
+    /// permessage-deflate (RFC 7692) on the websocket transport, for clients that offer it
+    /// (`socket.io-client` in browsers and on Node.js does, through `ws`'s
+    /// `perMessageDeflate`), as the plain WebSocket adapter's `compression` does. Off by default.
+    /// Long-polling bodies are not compressed here (HTTP compression is the router's).
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// How many bytes the websocket transport reads at a time; released once read, so that
+    /// an idle connection holds no buffer.
     #[must_use]
     pub fn ws_read_buffer_size(mut self, bytes: usize) -> Self {
         self.ws_read_buffer_size = bytes;
@@ -159,6 +175,7 @@ impl Adapter<Router> for SocketIoAdapter {
                 read_buffer_size: self.ws_read_buffer_size,
                 connect_timeout: self.connect_timeout,
                 max_in_flight: self.max_in_flight,
+                compression: self.compression,
             },
         );
         let layer = wsgate_transport::EndpointLayer::new(engine);

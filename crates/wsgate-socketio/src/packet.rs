@@ -282,6 +282,15 @@ mod tests {
     }
 
     #[test]
+    fn several_arguments_are_spread() {
+        let emission = wsgate::adapter::Emission::args("room_joined", &["/", "r", "7"]).unwrap();
+        assert_eq!(&emission.encoded::<EventFrames>()[..], br#"42["room_joined","/","r","7"]"#);
+        let none: [u8; 0] = [];
+        let emission = wsgate::adapter::Emission::args("ping", &none).unwrap();
+        assert_eq!(&emission.encoded::<EventFrames>()[..], br#"42["ping"]"#);
+    }
+
+    #[test]
     fn frames_for_events_acks_exceptions_and_connections() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
         let frame = event("say \"hi\"", &data);

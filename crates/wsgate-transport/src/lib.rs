@@ -11,15 +11,21 @@
 //!   or a [`PollLink`]. `wsgate-ws` (JSON frames) and `wsgate-socketio` (Engine.IO and
 //!   Socket.IO, with long-polling) are two protocols over it.
 //! - [`parts`]: the pieces it is made of, for an adapter with a driver of its own.
+//! - [`websocket`]: the server's side of RFC 6455 framing the sessions run on, holding no
+//!   buffer while idle, with [`compression`] (permessage-deflate, RFC 7692).
 
+pub mod compression;
 pub mod endpoint;
 pub mod parts;
 pub mod session;
 pub mod upgrade;
+pub mod websocket;
 
+pub use compression::{Compression, Negotiated};
 pub use endpoint::{Endpoint, EndpointLayer, EndpointService};
 pub use session::{
     Action, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
     SessionConfig, SessionEnd, Setup, Socket, finish, open_socket, run,
 };
-pub use upgrade::{Origin, is_upgrade, refuse, switch_protocols};
+pub use upgrade::{Origin, Switched, is_upgrade, refuse, switch_protocols};
+pub use websocket::WebSocket;

@@ -6,17 +6,14 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsgate::adapter::{Direct, Emission, Outbound, OutboundRx};
 
-/// Bytes of frames gathered before they are written, within a batch that is flushed anyway:
-/// the session's `WebSocketConfig::write_buffer_size`.
+use crate::websocket::{Error as WsError, WebSocket};
+
+/// Bytes of frames gathered before they are written, within a batch that is flushed anyway.
 pub const WRITE_BUFFER: usize = 16 * 1024;
 
 /// How many queued items [`write_batch`] writes before its one flush.
@@ -97,7 +94,7 @@ impl<T> std::fmt::Debug for InFlight<'_, T> {
 /// UTF-8 (serialised JSON is), which is not checked again. Nothing is taken off the queue that
 /// the batch does not write.
 pub async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocket<S>,
     first: Outbound,
     rx: &mut OutboundRx,
     event: impl Fn(&Emission) -> Bytes,
@@ -112,10 +109,12 @@ where
             Outbound::Event(emission) => event(emission),
             Outbound::Direct(message) => direct(message),
         };
-        let frame = Frame::message(text, OpCode::Data(Data::Text), true);
-        ws.feed(Message::Frame(frame)).await?;
+        ws.queue_text(&text)?;
         for attachment in item.attachments() {
-            ws.feed(Message::Binary(attachment.clone())).await?;
+            ws.queue_binary(attachment)?;
+        }
+        if ws.unwritten() >= WRITE_BUFFER {
+            ws.flush_queued().await?;
         }
         if written == WRITE_BATCH {
             break;
@@ -125,7 +124,7 @@ where
             None => break,
         }
     }
-    ws.flush().await
+    ws.flush_queued().await
 }
 
 /// A deadline that may not be set: pending forever while it is not (for a `select!` branch).

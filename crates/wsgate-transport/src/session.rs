@@ -32,32 +32,28 @@ use hyper_util::rt::TokioIo;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsgate::adapter::{Departure, Direct, Emission, Inbound, Outbound, OutboundRx};
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
-use crate::parts::{InFlight, WRITE_BATCH, WRITE_BUFFER, Work, deadline, write_batch};
+use crate::compression::Negotiated;
+use crate::parts::{InFlight, WRITE_BATCH, Work, deadline, write_batch};
+use crate::websocket::{Error as WsError, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub type Socket = WebSocket<TokioIo<Upgraded>>;
 
-/// Makes the websocket of an upgraded connection: a read buffer of `read_buffer_size` (kept
-/// while the connection is idle), no message or frame over `max_message_size`, and frames
-/// gathered up to [`WRITE_BUFFER`] within a batch that is flushed anyway.
-pub async fn open_socket(
+/// Makes the websocket of an upgraded connection: reads of `read_buffer_size` bytes (no
+/// buffer kept while the connection is idle), no message or frame over `max_message_size`,
+/// compressed as `deflate` says (see [`Compression::negotiate`](crate::Compression::negotiate)).
+pub fn open_socket(
     upgraded: Upgraded,
     read_buffer_size: usize,
     max_message_size: usize,
+    deflate: Option<Negotiated>,
 ) -> Socket {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(read_buffer_size)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+    WebSocket::new(TokioIo::new(upgraded), read_buffer_size, max_message_size, deflate)
 }
 
 /// How a session ended.
@@ -346,7 +342,9 @@ impl<P: Protocol> std::fmt::Debug for Setup<P> {
 /// The setup comes boxed: what an async fn is given keeps its room in the future for as long
 /// as it runs, and every session would hold it twice.
 pub async fn run<P: Protocol>(app: &App, setup: Box<Setup<P>>, config: &SessionConfig) {
-    let mut session = Session::new(app, *setup, config);
+    // The box goes in: moving its contents out here would leave the emptied box allocated
+    // until the session ends.
+    let mut session = Session::new(app, setup, config);
     let end = session.drive().await;
     // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
     Box::pin(session.end(end)).await;
@@ -394,8 +392,8 @@ enum Event {
 }
 
 impl<'a, P: Protocol> Session<'a, P> {
-    fn new(app: &'a App, setup: Setup<P>, config: &'a SessionConfig) -> Self {
-        let Setup { protocol, link, channels } = setup;
+    fn new(app: &'a App, setup: Box<Setup<P>>, config: &'a SessionConfig) -> Self {
+        let Setup { protocol, link, channels } = *setup;
         let mut session = Session {
             app,
             protocol,
@@ -848,11 +846,11 @@ fn ws_frame(frame: Option<Result<Message, WsError>>) -> Result<Option<Incoming>,
     match frame {
         Some(Ok(Message::Text(text))) => Ok(Some(Incoming::Text(text))),
         Some(Ok(Message::Binary(data))) => Ok(Some(Incoming::Binary(data))),
-        // Pings are answered by tungstenite itself.
+        // Pings are answered by the socket itself.
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
         Some(Ok(Message::Close(_))) | None => Err(SessionEnd::ClientClosed),
-        Some(Err(WsError::Capacity(e))) => {
-            tracing::debug!(error = %e, "message over the size limit");
+        Some(Err(WsError::TooBig)) => {
+            tracing::debug!("message over the size limit");
             Err(SessionEnd::Close(CloseReason::TooBig))
         }
         Some(Err(e)) => {
@@ -994,14 +992,14 @@ async fn within_stall<F: Future>(
 /// Ends a server's side of a WebSocket conversation politely, within `close_timeout`: the
 /// close frame for [`SessionEnd::Close`] (after an oversized message, the rest of it read and
 /// discarded, so that the close frame is not lost to a reset), then the client's.
-pub async fn finish<S>(mut ws: WebSocketStream<S>, end: SessionEnd, close_timeout: Duration)
+pub async fn finish<S>(mut ws: WebSocket<S>, end: SessionEnd, close_timeout: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let reason = match end {
         SessionEnd::Broken => return,
         SessionEnd::ClientClosed => {
-            // Reading on flushes tungstenite's close reply and ends at the client's EOF.
+            // Reading on writes the close reply and ends at the client's EOF.
             let _ = tokio::time::timeout(close_timeout, ws.next()).await;
             return;
         }

@@ -12,6 +12,8 @@ use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use wsgate::{Handshake, Namespace, Refusal};
 
+use crate::compression::{Compression, Negotiated};
+
 /// Whether the request asks for a WebSocket (`GET` with `Upgrade: websocket`).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET
@@ -22,10 +24,26 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Takes a WebSocket upgrade request: checks its headers (RFC 6455) and returns the
-/// `101 Switching Protocols` response to send back and the upgrade to await once it is sent,
-/// or why the request cannot be upgraded.
-pub fn switch_protocols<B>(req: &mut Request<B>) -> Result<(Response, OnUpgrade), Refusal> {
+/// An accepted upgrade: the response to send, the upgrade to await once it is sent, and the
+/// compression agreed.
+#[derive(Debug)]
+pub struct Switched {
+    /// `101 Switching Protocols`.
+    pub response: Response,
+    /// The connection, once the response is sent.
+    pub on_upgrade: OnUpgrade,
+    /// permessage-deflate, when the setting was on and the client offered it.
+    pub deflate: Option<Negotiated>,
+}
+
+/// Takes a WebSocket upgrade request: checks its headers (RFC 6455), negotiates
+/// permessage-deflate when `compression` is set, and returns the `101 Switching Protocols`
+/// response to send back and the upgrade to await once it is sent, or why the request cannot
+/// be upgraded.
+pub fn switch_protocols<B>(
+    req: &mut Request<B>,
+    compression: Option<&Compression>,
+) -> Result<Switched, Refusal> {
     let Some(accept_key) = check_headers(req.headers()) else {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "Invalid WebSocket handshake."));
     };
@@ -39,7 +57,12 @@ pub fn switch_protocols<B>(req: &mut Request<B>) -> Result<(Response, OnUpgrade)
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
-    Ok((response, on_upgrade))
+    let negotiated = compression.and_then(|c| c.negotiate(req.headers()));
+    let deflate = negotiated.map(|(value, negotiated)| {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        negotiated
+    });
+    Ok(Switched { response, on_upgrade, deflate })
 }
 
 /// Checks the upgrade headers of RFC 6455 and returns the `Sec-WebSocket-Accept` value.

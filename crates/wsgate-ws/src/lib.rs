@@ -60,6 +60,8 @@ use wsgate::adapter::Adapter;
 pub use codec::{JsonFrames, SessionFrames};
 pub use session::{JsonChannel, JsonProtocol};
 pub use upgrade::{WsEndpoint, WsLayer, WsService};
+/// permessage-deflate's setting ([`WsAdapter::compression`]).
+pub use wsgate_transport::Compression;
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "ws";
@@ -81,6 +83,7 @@ pub(crate) struct WsConfig {
     pub(crate) close_timeout: Duration,
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) compression: Option<wsgate_transport::Compression>,
 }
 
 impl Default for WsAdapter {
@@ -110,6 +113,7 @@ impl WsAdapter {
                 close_timeout: Duration::from_secs(2),
                 ping_interval: Duration::from_secs(25),
                 idle_timeout: Duration::from_secs(60),
+                compression: None,
             }),
         }
     }
@@ -125,9 +129,19 @@ impl WsAdapter {
         self
     }
 
-    /// The size of each connection's read buffer, kept while the connection is idle. Larger
-    /// messages are read in several steps. Default 512 bytes, which keeps idle connections
-    /// small; raise it for traffic of large messages.
+    /// permessage-deflate (RFC 7692) for clients that offer it (browsers and `ws` do): messages
+    /// from [`Compression::threshold`](wsgate_transport::Compression::threshold) bytes up are
+    /// compressed, and compressed messages read. Off by default. See
+    /// [`wsgate_transport::compression`] for the context takeover choices and their memory.
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.config_mut().compression = Some(compression);
+        self
+    }
+
+    /// How many bytes a connection reads at a time (more for a frame known to be larger).
+    /// The buffer is released once its frames are taken: an idle connection holds none.
+    /// Default 512 bytes; raise it for traffic of large messages.
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config_mut().read_buffer_size = bytes.max(64);

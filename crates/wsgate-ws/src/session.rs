@@ -129,6 +129,7 @@ impl Protocol for JsonProtocol {
 pub(crate) struct Opening {
     pub(crate) accepted: Accepted,
     pub(crate) on_upgrade: OnUpgrade,
+    pub(crate) deflate: Option<wsgate_transport::Negotiated>,
 }
 
 /// A connection's task. What opening it takes is boxed and gone once it is open: the
@@ -143,7 +144,7 @@ pub(crate) async fn run(app: App, opening: Box<Opening>, config: Arc<WsConfig>) 
 
 /// Waits for the upgrade, then registers the connection.
 async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<JsonProtocol>>> {
-    let Opening { accepted, on_upgrade } = *opening;
+    let Opening { accepted, on_upgrade, deflate } = *opening;
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
@@ -151,9 +152,12 @@ async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<Json
             return None;
         }
     };
-    let mut ws =
-        wsgate_transport::open_socket(upgraded, config.read_buffer_size, config.max_message_size)
-            .await;
+    let mut ws = wsgate_transport::open_socket(
+        upgraded,
+        config.read_buffer_size,
+        config.max_message_size,
+        deflate,
+    );
     let (conn, rx) = accepted.open().await;
     let channel = JsonChannel { session: conn.session_id().is_some() };
     if let Some(id) = conn.session_id() {

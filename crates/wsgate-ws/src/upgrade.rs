@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::Request;
 use wsgate::{App, Handshake, Namespace, SessionRequest};
 use wsgate_transport::{
-    BoxFuture, Endpoint, EndpointLayer, EndpointService, Origin, is_upgrade, refuse,
+    BoxFuture, Endpoint, EndpointLayer, EndpointService, Origin, Switched, is_upgrade, refuse,
     switch_protocols,
 };
 
@@ -82,10 +82,11 @@ async fn accept(
     namespace: Namespace,
     mut req: Request<Body>,
 ) -> Response {
-    let (response, on_upgrade) = match switch_protocols(&mut req) {
-        Ok(switch) => switch,
+    let switched = match switch_protocols(&mut req, config.compression.as_ref()) {
+        Ok(switched) => switched,
         Err(refusal) => return refuse(&refusal),
     };
+    let Switched { response, on_upgrade, deflate } = switched;
     let mut handshake = Origin::take(&mut req).into_handshake(namespace, TRANSPORT);
     drop(req);
     handshake.session = session_request(&handshake);
@@ -97,7 +98,7 @@ async fn accept(
         }
     };
 
-    tokio::spawn(session::run(app, Box::new(Opening { accepted, on_upgrade }), config));
+    tokio::spawn(session::run(app, Box::new(Opening { accepted, on_upgrade, deflate }), config));
 
     response
 }

@@ -352,6 +352,7 @@ impl AppBuilder {
             }),
         };
         app.inner.server.set_namespaces(app.inner.namespaces.keys().cloned().collect());
+        app.inner.server.set_observers(app.inner.observers.clone());
         if let Some(recovery) = &app.inner.config.recovery {
             app.inner.server.enable_recovery(recovery.clone(), app.inner.namespaces.keys());
         }
@@ -590,6 +591,9 @@ impl App {
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
         let Inbound { event, data, ack, binary, arity } = message;
+        for observer in &self.inner.observers {
+            observer.event_received(conn, &event, &data);
+        }
         let route = self
             .inner
             .entry(conn.namespace())

@@ -273,7 +273,11 @@ impl Connection {
         }
         rooms.joined.push(room.clone());
         // Under the connection's lock, so that a release cannot come between the two.
-        self.inner.server.add_to_room(self, room);
+        self.inner.server.add_to_room(self, room.clone());
+        drop(rooms);
+        for observer in self.inner.server.observers() {
+            observer.room_joined(self, &room);
+        }
         Ok(())
     }
 
@@ -291,6 +295,9 @@ impl Connection {
         self.inner.server.remove_from_room(self, &room);
         self.inner.server.presence_leave(self, &room);
         self.inner.server.hold_session(self);
+        for observer in self.inner.server.observers() {
+            observer.room_left(self, &room);
+        }
     }
 
     /// Tracks this connection's presence in `room` under `key` (the app's: a user id) with
@@ -453,12 +460,30 @@ impl Connection {
         Ok(self.push_volatile(Outbound::Event(emission)))
     }
 
+    /// Queues an already-built emission (one made once for many recipients, or with
+    /// several arguments: [`Emission::args`]) if there is room, and never records it for
+    /// recovery: `false` when it was dropped (queue full or connection closed).
+    pub fn emit_shared_volatile(&self, emission: &Arc<Emission>) -> bool {
+        self.push_volatile(Outbound::Event(emission.clone()))
+    }
+
     /// Queues `item` if there is room; a full queue drops it, and the client stays.
     pub(crate) fn push_volatile(&self, item: Outbound) -> bool {
+        self.observe_sent(&item);
         self.inner.queue.try_push(item).is_ok()
     }
 
+    /// Shows an event about to be queued to the observers.
+    fn observe_sent(&self, item: &Outbound) {
+        if let Outbound::Event(emission) = item {
+            for observer in self.inner.server.observers() {
+                observer.event_sent(self, emission);
+            }
+        }
+    }
+
     pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
+        self.observe_sent(&item);
         match self.inner.queue.try_push(item) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
@@ -477,6 +502,7 @@ impl Connection {
 
     /// Queues an item, waiting for room in the queue.
     pub(crate) async fn send(&self, item: Outbound) -> Result<(), SendError> {
+        self.observe_sent(&item);
         self.inner.queue.push(item).await.map_err(|_| SendError::Closed)
     }
 

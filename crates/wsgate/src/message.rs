@@ -124,6 +124,21 @@ impl Emission {
         Self::with_extras(self.event.clone(), self.data.clone(), self.extras().clone())
     }
 
+    /// An emission of `event` with several arguments (Socket.IO's `emit("e", a, b)`): each
+    /// is its own argument over Socket.IO; over formats with one data slot, the data is the
+    /// array of them. The same as [`Emission::serialize`] of [`Args`](crate::Args)`(args)`.
+    pub fn args<T: Serialize>(
+        event: impl Into<EventName>,
+        args: &[T],
+    ) -> Result<Arc<Self>, serde_json::Error> {
+        Self::serialize(event, &crate::Args(args))
+    }
+
+    /// Whether its data is the array of its arguments ([`Emission::args`], [`Args`](crate::Args)).
+    pub fn is_spread(&self) -> bool {
+        self.extras().arity == Arity::Several
+    }
+
     /// Its offset in its namespace's history (opaque text), when it has one: the last
     /// argument of a Socket.IO event, the `offset` field of a plain WebSocket session's frame.
     pub fn offset(&self) -> Option<&str> {

@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+
 use crate::connection::Connection;
 use crate::handshake::Refusal;
-use crate::names::EventName;
+use crate::message::Emission;
+use crate::names::{EventName, RoomId};
+use crate::server::Server;
 
 /// How a message ended, as an [`Observer`] sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,7 +48,9 @@ impl Outcome {
 ///
 /// Event names come from clients. [`Observer::message`] receives the event only when a handler
 /// serves it (`Some`), so an observer that labels metrics by event cannot be made to create a
-/// series per name a client invents.
+/// series per name a client invents. [`Observer::event_received`] and
+/// [`Observer::event_sent`] see every event with its data, for tools that show traffic (an
+/// admin console): an observer that keeps them must bound what it keeps.
 pub trait Observer: Send + Sync + 'static {
     /// A handshake passed the middleware and the connection is open.
     fn connection_opened(&self, conn: &Connection) {
@@ -72,5 +78,32 @@ pub trait Observer: Send + Sync + 'static {
         elapsed: Duration,
     ) {
         let _ = (conn, event, outcome, elapsed);
+    }
+
+    /// A client sent `event` with `data`, before it is routed (an unrouted event too; not a
+    /// frame that could not be decoded, nor a message refused over the rate).
+    fn event_received(&self, conn: &Connection, event: &EventName, data: &RawValue) {
+        let _ = (conn, event, data);
+    }
+
+    /// An event is queued for `conn` (or dropped, if it was volatile and the queue full): an emit to it, to one of its rooms or namespace, or an
+    /// event a handler answered with. Acks and exceptions are answers, not events: not seen.
+    fn event_sent(&self, conn: &Connection, emission: &Emission) {
+        let _ = (conn, emission);
+    }
+
+    /// `conn` joined `room`.
+    fn room_joined(&self, conn: &Connection, room: &RoomId) {
+        let _ = (conn, room);
+    }
+
+    /// `conn` left `room` (a connection that closes leaves its rooms without this call).
+    fn room_left(&self, conn: &Connection, room: &RoomId) {
+        let _ = (conn, room);
+    }
+
+    /// Another instance sent `data` on `topic` with [`Server::signal`].
+    fn signal(&self, server: &Server, topic: &str, data: &RawValue) {
+        let _ = (server, topic, data);
     }
 }

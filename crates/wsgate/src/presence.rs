@@ -845,12 +845,18 @@ mod tests {
 pub type DiffFormat =
     std::sync::Arc<dyn Fn(&PresenceDiff) -> Option<(crate::EventName, Value)> + Send + Sync>;
 
-/// What travels on a broker's signal channel: presence, and volatile emits.
+/// What travels on a broker's signal channel: presence, volatile emits, the app's signals.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) enum Signal {
     Presence(Message),
     Volatile(crate::broker::Envelope),
+    /// An application's signal ([`crate::Server::signal`]), for the other instances.
+    App {
+        origin: crate::broker::NodeId,
+        topic: String,
+        data: Box<serde_json::value::RawValue>,
+    },
 }
 
 impl Signal {

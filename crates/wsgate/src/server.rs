@@ -45,6 +45,8 @@ pub(crate) struct ServerInner {
     namespaces: OnceLock<Vec<Namespace>>,
     /// Presence: who is tracked in which room, here and on the other instances.
     presence: OnceLock<crate::presence::Runtime>,
+    /// The app's observers, for what happens outside a message's dispatch (rooms, sends).
+    observers: OnceLock<Vec<Arc<dyn crate::Observer>>>,
 }
 
 impl Default for ServerInner {
@@ -70,6 +72,7 @@ impl ServerInner {
             recovery: OnceLock::new(),
             namespaces: OnceLock::new(),
             presence: OnceLock::new(),
+            observers: OnceLock::new(),
         }
     }
 }
@@ -432,6 +435,33 @@ impl Server {
         read(&self.inner.connections).len()
     }
 
+    /// This instance's open connections, of every namespace and transport.
+    pub fn connections(&self) -> Vec<Connection> {
+        read(&self.inner.connections).values().cloned().collect()
+    }
+
+    /// Notes the app's observers (once; the app does it when built).
+    pub(crate) fn set_observers(&self, observers: Vec<Arc<dyn crate::Observer>>) {
+        let _ = self.inner.observers.set(observers);
+    }
+
+    /// The app's observers (none before an app is built on this server).
+    pub(crate) fn observers(&self) -> &[Arc<dyn crate::Observer>] {
+        self.inner.observers.get().map_or(&[], |o| &o[..])
+    }
+
+    /// Sends `data` on `topic` to the other instances, where the observers see it
+    /// ([`Observer::signal`](crate::Observer::signal)): for an application's own traffic
+    /// between instances. Through the broker's signal channel: at most once, in order per
+    /// sender, never logged; nothing without a broker.
+    pub fn signal<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<(), SendError> {
+        let Some(broker) = &self.inner.broker else { return Ok(()) };
+        let data = crate::message::to_payload(data)?;
+        let signal = Signal::App { origin: self.inner.node, topic: topic.to_owned(), data };
+        broker.signal(signal.to_json());
+        Ok(())
+    }
+
     /// The connection with this id, if it is open.
     pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
         read(&self.inner.connections).get(&id).cloned()
@@ -587,6 +617,15 @@ impl Server {
                 if envelope.origin != self.inner.node {
                     let (recipients, emission) = envelope.into_parts();
                     self.push_volatile_to(&recipients, &emission);
+                }
+            }
+            Ok(Signal::App { origin, topic, data }) => {
+                // A broker may hand a signal back to its sender too.
+                if origin == self.inner.node {
+                    return;
+                }
+                for observer in self.observers() {
+                    observer.signal(self, &topic, &data);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "unreadable signal from the broker"),

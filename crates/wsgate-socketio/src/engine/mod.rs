@@ -21,12 +21,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use http::{HeaderValue, Method, Request, StatusCode, header};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::App;
 use wsgate_transport::{
-    BoxFuture, Endpoint, Heartbeat, Link, Origin, SessionConfig, Socket, is_upgrade, open_socket,
-    refuse, switch_protocols,
+    BoxFuture, Endpoint, Heartbeat, Link, Negotiated, Origin, SessionConfig, Socket, Switched,
+    is_upgrade, open_socket, refuse, switch_protocols,
 };
 
 use polling::{Handle, Polling, Post};
@@ -40,6 +39,7 @@ pub(crate) struct EngineConfig {
     pub(crate) read_buffer_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) compression: Option<wsgate_transport::Compression>,
 }
 
 impl EngineConfig {
@@ -264,10 +264,11 @@ impl Engine {
 
     /// A websocket opened directly: a session of its own, on it from the start.
     fn open_websocket(&self, mut req: Request<Body>) -> Response {
-        let (response, on_upgrade) = match switch_protocols(&mut req) {
-            Ok(switch) => switch,
+        let switched = match switch_protocols(&mut req, self.config.compression.as_ref()) {
+            Ok(switched) => switched,
             Err(refusal) => return refuse(&refusal),
         };
+        let Switched { response, on_upgrade, deflate } = switched;
         let origin = Box::new(Origin::take(&mut req).detached());
         drop(req);
         let (app, config, session) = (self.app.clone(), self.config.clone(), self.session.clone());
@@ -277,7 +278,7 @@ impl Engine {
                 Err(e) => return tracing::debug!(error = %e, "socket.io websocket upgrade failed"),
             };
             // Boxed at once: the session's task holds the websocket once.
-            let link = Link::WebSocket(websocket(upgraded, &config).await);
+            let link = Link::WebSocket(websocket(upgraded, &config, deflate));
             let mut setup = protocol::setup(origin, link, None, &config);
             let sid = engine_sid();
             let open = protocol::open_packet(&sid, "", &config);
@@ -301,23 +302,24 @@ impl Engine {
             Some(Entry::Upgraded) => None,
             None => return EngineError::UnknownSid.into_response(),
         };
-        let (response, on_upgrade) = match switch_protocols(&mut req) {
-            Ok(switch) => switch,
+        let switched = match switch_protocols(&mut req, self.config.compression.as_ref()) {
+            Ok(switched) => switched,
             Err(refusal) => return refuse(&refusal),
         };
+        let Switched { response, on_upgrade, deflate } = switched;
         drop(req);
         let config = self.config.clone();
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let ws = Box::new(websocket(upgraded, &config).await);
+                    let ws = Box::new(websocket(upgraded, &config, deflate));
                     let refused = match handle {
                         Some(handle) => handle.upgrades.send(ws).await.err().map(|e| e.0),
                         None => Some(ws),
                     };
                     // The session is gone, or on a websocket already: this one is closed.
                     if let Some(mut ws) = refused {
-                        let closing = WebSocketStream::close(&mut *ws, None);
+                        let closing = wsgate_transport::WebSocket::close(&mut *ws, None);
                         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
                     }
                 }
@@ -349,8 +351,12 @@ fn text(body: Bytes) -> Response {
     response
 }
 
-async fn websocket(upgraded: hyper::upgrade::Upgraded, config: &EngineConfig) -> Socket {
-    open_socket(upgraded, config.read_buffer_size, config.max_payload).await
+fn websocket(
+    upgraded: hyper::upgrade::Upgraded,
+    config: &EngineConfig,
+    deflate: Option<Negotiated>,
+) -> Socket {
+    open_socket(upgraded, config.read_buffer_size, config.max_payload, deflate)
 }
 
 /// A fresh engine session id: 128 bits from the operating system's generator (whoever knows
