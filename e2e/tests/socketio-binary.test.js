@@ -83,10 +83,21 @@ for (const transport of ['polling', 'websocket']) {
 
   test(`${transport}: a request of the server's carries several arguments and a Buffer`, async () => {
     const socket = await connect('ada', transport);
+    let binaryAnswer = false;
     socket.on('sign', (size, bytes, callback) => {
-      callback(`${size}:${Buffer.from(bytes).toString('utf8')}`);
+      const text = `${size}:${Buffer.from(bytes).toString('utf8')}`;
+      callback(binaryAnswer ? Buffer.from(text) : text);
     });
     assert.deepEqual(await socket.timeout(5000).emitWithAck('countersign', 'abc'), { answer: '3:abc' });
+    // An answer with a Buffer reaches the server as JSON (its placeholder), and the session
+    // goes on.
+    binaryAnswer = true;
+    assert.deepEqual(await socket.timeout(5000).emitWithAck('countersign', 'de'), {
+      answer: placeholder(0),
+    });
+    assert.ok(socket.connected);
+    binaryAnswer = false;
+    assert.deepEqual(await socket.timeout(5000).emitWithAck('countersign', 'f'), { answer: '1:f' });
     socket.disconnect();
   });
 }

@@ -23,7 +23,7 @@ pub(crate) enum Packet<'a> {
     Event { ns: &'a str, ack: Option<u64>, attachments: usize, body: &'a str },
     /// `3` / `6`: the client answers an event the server sent with an ack id
     /// (`Connection::emit_with_ack`): `3[/ns,]<id>[args…]`.
-    Ack { ns: &'a str, id: Option<u64>, body: &'a str },
+    Ack { ns: &'a str, id: Option<u64>, attachments: usize, body: &'a str },
 }
 
 /// Reads one Socket.IO packet; the error says what is wrong with it.
@@ -68,7 +68,7 @@ pub(crate) fn parse(text: &str) -> Result<Packet<'_>, &'static str> {
             }
             Ok(Packet::Event { ns, ack, attachments, body: rest })
         }
-        b'3' | b'6' => Ok(Packet::Ack { ns, id: ack, body: rest }),
+        b'3' | b'6' => Ok(Packet::Ack { ns, id: ack, attachments, body: rest }),
         _ => Err("unknown Socket.IO packet type"),
     }
 }
@@ -255,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             parse("3/chat,4[1]").unwrap(),
-            Packet::Ack { ns: "/chat", id: Some(4), body: "[1]" }
+            Packet::Ack { ns: "/chat", id: Some(4), attachments: 0, body: "[1]" }
         );
     }
 

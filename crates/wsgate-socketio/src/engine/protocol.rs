@@ -80,10 +80,13 @@ pub(crate) struct Namespaced {
     prefix: Box<str>,
 }
 
-/// A binary event waiting for its attachments.
+/// A binary event (or a binary answer to a request of the server's) waiting for its
+/// attachments.
 struct Assembling {
     ns: Box<str>,
     ack: Option<u64>,
+    /// A `6` packet: the client's answer to request `ack`.
+    answer: bool,
     body: String,
     expected: usize,
     attachments: Vec<Bytes>,
@@ -117,6 +120,25 @@ impl EngineProtocol {
                 Action::Dispatch { channel, message }
             }
             Err(e) => Action::Reject { channel, message: e.to_string(), ack },
+        }
+    }
+
+    /// The client's answer to request `id` of namespace `ns`.
+    fn answer(
+        channels: &Channels<'_, Namespaced>,
+        ns: &str,
+        id: Option<u64>,
+        body: &str,
+    ) -> Action<Namespaced> {
+        let (Some(channel), Some(id)) = (channels.find(|c| *c.ns == *ns), id) else {
+            return Action::Nothing;
+        };
+        match answer_of(body) {
+            Some(data) => Action::Answer { channel, id, data },
+            None => {
+                tracing::debug!(ns, id, "an ack whose arguments are not a JSON array");
+                Action::Nothing
+            }
         }
     }
 
@@ -192,7 +214,12 @@ impl Protocol for EngineProtocol {
                     self.assembling = Some(event);
                     return Action::Nothing;
                 }
-                let Assembling { ns, ack, body, attachments, .. } = *event;
+                let Assembling { ns, ack, answer, body, attachments, .. } = *event;
+                if answer {
+                    // The answer reaches `emit_with_ack` as JSON: its placeholders stay, its
+                    // attachments are not handed over.
+                    return Self::answer(&channels, &ns, ack, &body);
+                }
                 return Self::event(&channels, &ns, ack, &body, attachments);
             }
         };
@@ -223,6 +250,7 @@ impl Protocol for EngineProtocol {
                 self.assembling = Some(Box::new(Assembling {
                     ns: ns.into(),
                     ack,
+                    answer: false,
                     body: body.to_owned(),
                     expected: attachments,
                     attachments: Vec::with_capacity(attachments),
@@ -236,17 +264,22 @@ impl Protocol for EngineProtocol {
                 None => Action::Nothing,
             },
             // The answer to a request of the server's: its first argument (all of them, as an
-            // array, when there are several).
-            Packet::Ack { ns, id: Some(id), body } => match channels.find(|c| *c.ns == *ns) {
-                Some(channel) => match answer_of(body) {
-                    Some(data) => Action::Answer { channel, id, data },
-                    None => {
-                        tracing::debug!(ns, id, "an ack whose arguments are not a JSON array");
-                        Action::Nothing
-                    }
-                },
-                None => Action::Nothing,
-            },
+            // array, when there are several); with binary attachments, once they came.
+            Packet::Ack { ns, id: Some(id), attachments: 0, body } => {
+                Self::answer(&channels, ns, Some(id), body)
+            }
+            Packet::Ack { ns, id: Some(id), attachments, body } => {
+                self.assembling = Some(Box::new(Assembling {
+                    ns: ns.into(),
+                    ack: Some(id),
+                    answer: true,
+                    body: body.to_owned(),
+                    expected: attachments,
+                    attachments: Vec::with_capacity(attachments),
+                    size: text.as_str().len(),
+                }));
+                Action::Nothing
+            }
             // Nothing can wait for an ack without an id.
             Packet::Ack { id: None, .. } => Action::Nothing,
         }
