@@ -342,9 +342,11 @@ impl<P: Protocol> std::fmt::Debug for Setup<P> {
 /// The setup comes boxed: what an async fn is given keeps its room in the future for as long
 /// as it runs, and every session would hold it twice.
 pub async fn run<P: Protocol>(app: &App, setup: Box<Setup<P>>, config: &SessionConfig) {
-    // The box goes in: moving its contents out here would leave the emptied box allocated
-    // until the session ends.
-    let mut session = Session::new(app, setup, config);
+    // Unboxed in a block of its own: the emptied box is freed here, not when the session ends.
+    let mut session = {
+        let setup = setup;
+        Session::new(app, *setup, config)
+    };
     let end = session.drive().await;
     // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
     Box::pin(session.end(end)).await;
@@ -392,8 +394,8 @@ enum Event {
 }
 
 impl<'a, P: Protocol> Session<'a, P> {
-    fn new(app: &'a App, setup: Box<Setup<P>>, config: &'a SessionConfig) -> Self {
-        let Setup { protocol, link, channels } = *setup;
+    fn new(app: &'a App, setup: Setup<P>, config: &'a SessionConfig) -> Self {
+        let Setup { protocol, link, channels } = setup;
         let mut session = Session {
             app,
             protocol,
