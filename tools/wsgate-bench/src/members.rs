@@ -63,9 +63,12 @@ fn now_us() -> u64 {
 pub(crate) async fn members(setup: MembersSetup) -> anyhow::Result<()> {
     let setup = Arc::new(setup);
     let started = Instant::now();
+    let times = Arc::new(Mutex::new(Vec::with_capacity(setup.members)));
+    // Each member reads from the moment it has joined: one that waited unread for the others
+    // would miss the server's pings and be dropped.
     let joined: Vec<anyhow::Result<_>> = stream::iter(0..setup.members)
         .map(|i| {
-            let setup = setup.clone();
+            let (setup, times) = (setup.clone(), times.clone());
             async move {
                 let last = usize::from(setup.sources.max(1));
                 let octet = usize::from(setup.first_source.max(1)) + i % last;
@@ -77,44 +80,25 @@ pub(crate) async fn members(setup: MembersSetup) -> anyhow::Result<()> {
                 if !reply.contains("true") {
                     bail!("join refused: {reply}");
                 }
-                Ok(ws)
+                Ok(tokio::spawn(receive(ws, times)))
             }
         })
         .buffer_unordered(setup.concurrency.max(1))
         .collect()
         .await;
     let join_seconds = started.elapsed().as_secs_f64();
-    let times = Arc::new(Mutex::new(Vec::with_capacity(setup.members)));
     let mut tasks = Vec::with_capacity(setup.members);
     let mut failed = 0;
-    for ws in joined {
-        let mut ws = match ws {
-            Ok(ws) => ws,
+    for task in joined {
+        match task {
+            Ok(task) => tasks.push(task),
             Err(e) => {
                 if failed == 0 {
                     eprintln!("a member could not join: {e:#}");
                 }
                 failed += 1;
-                continue;
             }
-        };
-        let times = times.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(Ok(frame)) = ws.next().await {
-                let Message::Text(text) = frame else { continue };
-                if text.as_str().starts_with(r#"{"event":"news""#) {
-                    let received = now_us();
-                    let sent = serde_json::from_str::<serde_json::Value>(text.as_str())
-                        .ok()
-                        .and_then(|v| v["data"]["t"].as_u64());
-                    if let (Some(sent), Ok(mut times)) = (sent, times.lock()) {
-                        times.push(received.saturating_sub(sent));
-                    }
-                    // Keep the connection open until the run ends.
-                    std::future::pending::<()>().await;
-                }
-            }
-        }));
+        }
     }
     let held = tasks.len();
     eprintln!("{held} members joined in {join_seconds:.1} s ({failed} failed)");
@@ -164,6 +148,23 @@ pub(crate) async fn members(setup: MembersSetup) -> anyhow::Result<()> {
         task.abort();
     }
     Ok(())
+}
+
+/// A member: answers pings (tungstenite does, while read) and records the broadcast's delivery
+/// time; returns only if the connection ends.
+async fn receive(mut ws: crate::echo::Socket, times: Arc<Mutex<Vec<u64>>>) {
+    while let Some(Ok(frame)) = ws.next().await {
+        let Message::Text(text) = frame else { continue };
+        if text.as_str().starts_with(r#"{"event":"news""#) {
+            let received = now_us();
+            let sent = serde_json::from_str::<serde_json::Value>(text.as_str())
+                .ok()
+                .and_then(|v| v["data"]["t"].as_u64());
+            if let (Some(sent), Ok(mut times)) = (sent, times.lock()) {
+                times.push(received.saturating_sub(sent));
+            }
+        }
+    }
 }
 
 /// Sends one `shout` carrying the time it was sent (`{"t": µs since the epoch}`).
