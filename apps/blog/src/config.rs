@@ -81,6 +81,11 @@ pub struct Config {
     /// get `recovered: false`).
     #[arg(long, env = "REDIS_BUFFER", default_value_t = 10_000, global = true)]
     pub redis_buffer: usize,
+    /// Processes serving the port (`SO_REUSEPORT`): this one starts N-1 copies of itself and
+    /// stops them when it stops. Each holds its own connections, so N > 1 needs `REDIS_URL`
+    /// (rooms and broadcasts linked through Redis) and a fixed port.
+    #[arg(long, env = "PROCESSES", default_value_t = 1, global = true)]
+    pub processes: usize,
     /// Comma-separated origins whose pages may use the API and the gateways
     /// (`https://app.example.com,http://localhost:5173`), or `*` for any. The blog's own
     /// origin, and clients that send no `Origin` (not browsers), are always allowed.
@@ -161,6 +166,7 @@ impl Config {
             redis_url: None,
             redis_broker: RedisBrokerKind::Streams,
             redis_buffer: 10_000,
+            processes: 1,
             allowed_origins: String::new(),
             max_connections_per_peer: 256,
             shutdown_timeout: 10,

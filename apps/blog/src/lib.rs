@@ -209,7 +209,7 @@ pub async fn run(
     });
     let app = router(state.clone()).await?.layer(trace);
     let addr = listener.local_addr().context("reading the listening address")?;
-    tracing::info!("listening on http://{addr}");
+    tracing::info!(pid = std::process::id(), "listening on http://{addr}");
     // On shutdown axum stops accepting and finishes the HTTP requests in flight while, beside
     // it, the live connections stop reading, answer the messages they are handling, and close
     // with 1001 (or a Socket.IO disconnect). Handshakes that still come are refused (503).
@@ -251,13 +251,41 @@ pub async fn run(
     Ok(())
 }
 
-/// `blog serve`: opens the app, binds `host:port` and serves until Ctrl-C or SIGTERM.
+/// `blog serve`: opens the app, binds `host:port` and serves until Ctrl-C or SIGTERM. With
+/// `--processes N`, N processes serve the port (`wsgate::processes`): this one starts the
+/// other N-1 once the database is migrated, and stops them (SIGTERM) when it stops.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let processes = config.processes.max(1);
+    if processes > 1 {
+        if config.redis_url.as_deref().is_none_or(|url| url.trim().is_empty()) {
+            anyhow::bail!(
+                "--processes {processes} needs --redis-url (REDIS_URL): each process holds its own \
+                 connections, and rooms and broadcasts reach the others only through Redis"
+            );
+        }
+        if config.port == 0 {
+            anyhow::bail!(
+                "--processes {processes} needs a fixed --port (PORT): with port 0 each process \
+                 would listen on a port of its own"
+            );
+        }
+    }
     let state = open(&config).await?;
-    let listener = TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .with_context(|| format!("binding {}:{}", config.host, config.port))?;
-    run(listener, state, shutdown_signal()).await?;
+    let listener = if processes > 1 {
+        let addr = tokio::net::lookup_host((config.host.as_str(), config.port))
+            .await?
+            .next()
+            .with_context(|| format!("resolving {}", config.host))?;
+        wsgate::processes::bind_reuseport(addr)
+    } else {
+        TcpListener::bind((config.host.as_str(), config.port)).await
+    }
+    .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+    // After the migrations, so that the copies find the database ready.
+    let copies = wsgate::processes::Copies::start(processes).context("starting the copies")?;
+    let served = run(listener, state, shutdown_signal()).await;
+    copies.stop().await;
+    served?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -22,6 +22,7 @@ mod names;
 mod observe;
 mod origin;
 pub mod presence;
+pub mod processes;
 mod queue;
 mod recovery;
 mod reply;

@@ -11,6 +11,10 @@
 //! 127.0.0.1) say where to listen; `RECOVERY=1` turns connection state recovery on (its
 //! defaults: 2 minutes, 10 000 events per namespace). A token's subject becomes the connection's user; no
 //! database is involved, so the figures are the framework's own.
+//!
+//! `REDIS_URL` links the room through Redis pub/sub (channel `echo`), as the blog's instances
+//! are; `PROCESSES=N` (default 1) serves the port from N processes (`SO_REUSEPORT`, see
+//! `wsgate::processes`), which needs `REDIS_URL` and a fixed `PORT`.
 
 use anyhow::Context;
 use axum::Router;
@@ -80,17 +84,70 @@ async fn main() -> anyhow::Result<()> {
         recovery: std::env::var("RECOVERY").is_ok_and(|v| v == "1").then(wsgate::Recovery::default),
         ..AppConfig::default()
     };
-    let app = App::builder().config(config).middleware(auth).gateway(EchoGateway).build().await?;
+    let processes: usize = match std::env::var("PROCESSES") {
+        Ok(p) => p.parse().context("PROCESSES must be a number")?,
+        Err(_) => 1,
+    };
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty());
+    if processes > 1 && redis_url.is_none() {
+        anyhow::bail!("PROCESSES > 1 needs REDIS_URL: the processes' rooms are linked through it");
+    }
+    if processes > 1 && port == 0 {
+        anyhow::bail!("PROCESSES > 1 needs a fixed PORT: with 0 each process would get its own");
+    }
+    let server = match &redis_url {
+        Some(url) => {
+            Server::with_broker(wsgate_redis::RedisBroker::connect_with(url, "echo").await?)
+        }
+        None => Server::new(),
+    };
+    let app = App::builder()
+        .server(server)
+        .config(config)
+        .middleware(auth)
+        .gateway(EchoGateway)
+        .build()
+        .await?;
     let router = app.mount(Router::new(), wsgate_ws::WsAdapter::new());
     let router = app.mount(router, wsgate_socketio::SocketIoAdapter::new());
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .with_context(|| format!("binding {host}:{port}"))?;
-    println!("echo-server listening on http://{}", listener.local_addr()?);
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .with_context(|| format!("resolving {host}"))?;
+    let listener = if processes > 1 {
+        wsgate::processes::bind_reuseport(addr)
+    } else {
+        tokio::net::TcpListener::bind(addr).await
+    }
+    .with_context(|| format!("binding {host}:{port}"))?;
+    let copies = wsgate::processes::Copies::start(processes)?;
+    println!(
+        "echo-server listening on http://{} (pid {})",
+        listener.local_addr()?,
+        std::process::id()
+    );
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown())
         .await?;
+    copies.stop().await;
     Ok(())
+}
+
+/// Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

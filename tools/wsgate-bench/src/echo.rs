@@ -65,7 +65,7 @@ pub(crate) struct Sample {
     errors: u64,
 }
 
-type Socket = WebSocketStream<TcpStream>;
+pub(crate) type Socket = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket to `url` from the source address `source`.
 pub(crate) async fn connect_from(url: &str, source: IpAddr) -> anyhow::Result<Socket> {

@@ -28,6 +28,11 @@
 //! at most `w` events ahead of the room: deliveries/s, measured at the subscribers, and the
 //! server's CPU per delivery.
 //!
+//! `wsgate-bench members --url ws://127.0.0.1:3000/ws?token=… -n 16000 --first-source 2
+//! --sources 1 --ready-file F` holds `n` members of the echo-server's room and times one
+//! broadcast to them, sent by `wsgate-bench shout --url …`: several `members` processes (over
+//! distinct source addresses) hold more connections than one process may open (`bench/scale`).
+//!
 //! `wsgate-bench axum-echo --port 3100` serves a hand-written axum WebSocket echo with axum's
 //! default buffers: the peer that wsgate's per-connection memory is compared with.
 
@@ -41,6 +46,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod broadcast;
 mod connect;
 mod echo;
+mod members;
 mod polling;
 
 #[derive(Parser)]
@@ -211,6 +217,40 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Holds `n` members of the echo-server's room (plain WebSocket) and times one broadcast
+    /// to them (sent by `shout`): delivery time p50/p99 at the members.
+    Members {
+        /// Plain WebSocket URL, token included.
+        #[arg(long)]
+        url: String,
+        /// Members.
+        #[arg(short = 'n', long, default_value_t = 10_000)]
+        members: usize,
+        /// Connections set up at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The first source address: 127.0.0.N.
+        #[arg(long, default_value_t = 1)]
+        first_source: u8,
+        /// Source addresses, from the first (each has about 28 000 ports to one server port).
+        #[arg(long, default_value_t = 1)]
+        sources: u8,
+        /// Written with the number of members once all have joined.
+        #[arg(long)]
+        ready_file: Option<std::path::PathBuf>,
+        /// Seconds to wait for the broadcast once ready.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Sends one `shout` to the echo-server, carrying the time it was sent (for `members`).
+    Shout {
+        /// Plain WebSocket URL, token included.
+        #[arg(long)]
+        url: String,
+    },
     /// Times the broadcast of one event to many subscribers, over one or several instances.
     Fanout {
         /// WebSocket URL, token included; repeat it for several instances (connections are
@@ -342,6 +382,30 @@ fn main() -> anyhow::Result<()> {
                     broadcast::BroadcastSetup { target, subscribers, window, run, sources, report };
                 broadcast::run(setup).await.map(|_| ())
             }
+            Command::Members {
+                url,
+                members,
+                concurrency,
+                first_source,
+                sources,
+                ready_file,
+                wait,
+                json,
+            } => {
+                let wait = Duration::from_secs(wait);
+                let setup = members::MembersSetup {
+                    url,
+                    members,
+                    concurrency,
+                    first_source,
+                    sources,
+                    ready_file,
+                    wait,
+                    json,
+                };
+                members::members(setup).await
+            }
+            Command::Shout { url } => members::shout(&url).await,
             Command::AxumEcho { port } => axum_echo(port).await,
             Command::Connect { target, connections, concurrency, sources, report } => {
                 let setup =
