@@ -9,6 +9,7 @@ import { io } from 'socket.io-client';
 import { chromium } from 'playwright-core';
 import { startBlog, api, seedBlog } from '../lib/server.js';
 import { once } from '../lib/wait.js';
+import { jsonInbox } from '../lib/inbox.js';
 
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const COMMENTS = 40;
@@ -42,23 +43,7 @@ after(async () => {
 /** A plain WebSocket client that offers permessage-deflate (ws's default), and its inbox. */
 async function connect(blog, token) {
   const ws = new WebSocket(`ws://127.0.0.1:${blog.port}/ws?token=${token}`, { perMessageDeflate: true });
-  const inbox = [];
-  const waiters = [];
-  ws.on('message', (data) => {
-    const message = JSON.parse(data.toString());
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else inbox.push(message);
-  });
-  const next = () =>
-    new Promise((resolve, reject) => {
-      if (inbox.length) return resolve(inbox.shift());
-      const timer = setTimeout(() => reject(new Error('no message within 5 s')), 5000);
-      waiters.push((m) => {
-        clearTimeout(timer);
-        resolve(m);
-      });
-    });
+  const next = jsonInbox(ws);
   await once(ws, 'open');
   return { ws, next };
 }

@@ -3,6 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { startBlog, api, seedBlog } from '../lib/server.js';
+import { jsonInbox } from '../lib/inbox.js';
 
 let blog;
 let alice;
@@ -22,23 +23,7 @@ after(async () => {
 /** Opens a client the chapter's way and collects what arrives. */
 function connect(url) {
   const ws = new WebSocket(url);
-  const inbox = [];
-  const waiters = [];
-  ws.onmessage = (event) => {
-    const message = JSON.parse(event.data);
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else inbox.push(message);
-  };
-  const next = () =>
-    new Promise((resolve, reject) => {
-      if (inbox.length) return resolve(inbox.shift());
-      const timer = setTimeout(() => reject(new Error('no message within 5 s')), 5000);
-      waiters.push((m) => {
-        clearTimeout(timer);
-        resolve(m);
-      });
-    });
+  const next = jsonInbox(ws);
   const opened = new Promise((resolve, reject) => {
     ws.onopen = () => resolve();
     ws.onerror = (e) => reject(e.error ?? e);
