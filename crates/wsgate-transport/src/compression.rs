@@ -81,7 +81,7 @@ impl Compression {
     fn accept(&self, offer: &Offer) -> Option<(HeaderValue, Negotiated)> {
         let window_bits = match offer.server_max_window_bits {
             None => 15,
-            Some(9..=15) => offer.server_max_window_bits.unwrap_or(15),
+            Some(bits @ 9..=15) => bits,
             Some(_) => return None,
         };
         let takeover = self.context_takeover && !offer.server_no_context_takeover;
