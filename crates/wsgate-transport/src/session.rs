@@ -347,7 +347,8 @@ pub async fn run<P: Protocol>(app: &App, setup: Box<Setup<P>>, config: &SessionC
         let setup = setup;
         Session::new(app, *setup, config)
     };
-    let end = session.drive().await;
+    // Corked: a burst of broadcasts to a room reaches each member in one go.
+    let end = wsgate::adapter::cork(session.drive()).await;
     // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
     Box::pin(session.end(end)).await;
 }

@@ -13,7 +13,9 @@
 //!    format with [`Emission::encoded`]), the [`Direct`] answers to one message (its ack or
 //!    its exception); and close when
 //!    [`Connection::closed`](crate::Connection::closed) resolves;
-//! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks.
+//! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks;
+//! 6. optionally, poll the session inside [`cork`]: a client's burst of broadcasts to a room
+//!    then reaches each member in one go (one wake-up, one write) instead of one by one.
 //!
 //! A message's outcome travels one way: the handler's return value becomes a
 //! [`Reply`](crate::Reply) ([`IntoReply`](crate::IntoReply)), which the core queues as one
@@ -22,6 +24,7 @@
 pub use crate::app::{Accepted, Departure};
 pub use crate::args::{Arity, Extras, to_args};
 pub use crate::connection::OutboundRx;
+pub use crate::cork::{Corked, cork};
 pub use crate::extract::json_error_message;
 pub use crate::message::{
     Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,

@@ -32,18 +32,18 @@ pub struct OutboundRx {
 impl OutboundRx {
     /// The next item, waiting for one. Cancel-safe: nothing is lost if the future is dropped.
     pub async fn recv(&mut self) -> Outbound {
-        self.conn.inner.queue.pop().await
+        self.conn.inner.queue.pop(self.conn.inner.server.round()).await
     }
 
     /// The next item, or the task woken when one is queued: [`Self::recv`] as a poll, for a
     /// session that watches many queues without a future for each.
     pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outbound> {
-        self.conn.inner.queue.poll_pop(cx)
+        self.conn.inner.queue.poll_pop(cx, self.conn.inner.server.round())
     }
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.conn.inner.queue.try_pop()
+        self.conn.inner.queue.try_pop(self.conn.inner.server.round())
     }
 
     /// How many items are queued.
@@ -59,7 +59,7 @@ impl OutboundRx {
 
 impl Drop for OutboundRx {
     fn drop(&mut self) {
-        self.conn.inner.queue.close();
+        self.conn.inner.queue.close(self.conn.inner.server.round());
         // Breaks the cycle between the server's maps and the connection's server handle.
         self.conn.inner.server.unregister(&self.conn);
         // Kept already if the adapter called `App::disconnect`; otherwise it ends here.
@@ -259,6 +259,8 @@ impl Connection {
 
     /// Joins `room`: [`Self::join`] without recovery's bookkeeping.
     pub(crate) fn join_room(&self, room: RoomId) -> Result<(), WsException> {
+        // Broadcasts held back are not for it (delivered before the connection's lock).
+        self.inner.server.deliver_held();
         let mut rooms = lock(&self.inner.rooms);
         if rooms.released || rooms.joined.contains(&room) {
             // A released connection is in no room: its handler outlived its session.
@@ -284,6 +286,8 @@ impl Connection {
     /// Leaves `room`. Leaving a room it is not in is harmless.
     pub fn leave(&self, room: impl Into<RoomId>) {
         let room = room.into();
+        // Broadcasts held back are still for it (delivered before the connection's lock).
+        self.inner.server.deliver_held();
         {
             let mut rooms = lock(&self.inner.rooms);
             let Some(at) = rooms.joined.iter().position(|r| *r == room) else { return };
@@ -397,6 +401,7 @@ impl Connection {
     /// Queues a missed event of a recovered session, whatever the queue's capacity: the
     /// history bounds them.
     pub(crate) fn replay(&self, emission: Arc<Emission>) {
+        self.inner.server.deliver_held();
         let _ = self.inner.queue.push_unbounded(Outbound::Event(emission));
     }
 
@@ -469,6 +474,12 @@ impl Connection {
 
     /// Queues `item` if there is room; a full queue drops it, and the client stays.
     pub(crate) fn push_volatile(&self, item: Outbound) -> bool {
+        self.inner.server.deliver_held();
+        self.queue_volatile(item)
+    }
+
+    /// [`Self::push_volatile`] once held broadcasts are delivered.
+    pub(crate) fn queue_volatile(&self, item: Outbound) -> bool {
         self.observe_sent(&item);
         self.inner.queue.try_push(item).is_ok()
     }
@@ -483,8 +494,32 @@ impl Connection {
     }
 
     pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
+        self.inner.server.deliver_held();
+        self.queue(item)
+    }
+
+    /// [`Self::push`] once held broadcasts are delivered.
+    pub(crate) fn queue(&self, item: Outbound) -> Result<(), SendError> {
         self.observe_sent(&item);
-        match self.inner.queue.try_push(item) {
+        let pushed = self.inner.queue.try_push(item);
+        self.pushed(pushed)
+    }
+
+    /// Queues broadcasts a corked poll held back, in one go ([`crate::cork`]).
+    pub(crate) fn push_events(&self, emissions: &[Arc<Emission>]) {
+        for observer in self.inner.server.observers() {
+            for emission in emissions {
+                observer.event_sent(self, emission);
+            }
+        }
+        let items = emissions.iter().map(|e| Outbound::Event(e.clone()));
+        let pushed = self.inner.queue.try_push_all(items, self.inner.server.round());
+        let _ = self.pushed(pushed);
+    }
+
+    /// A queue full is a client too slow: it is disconnected.
+    fn pushed(&self, pushed: Result<(), PushError>) -> Result<(), SendError> {
+        match pushed {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {
@@ -502,6 +537,7 @@ impl Connection {
 
     /// Queues an item, waiting for room in the queue.
     pub(crate) async fn send(&self, item: Outbound) -> Result<(), SendError> {
+        self.inner.server.deliver_held();
         self.observe_sent(&item);
         self.inner.queue.push(item).await.map_err(|_| SendError::Closed)
     }

@@ -6,6 +6,7 @@ mod args;
 pub mod asyncapi;
 pub mod broker;
 mod connection;
+mod cork;
 pub mod describe;
 mod exception;
 mod extract;

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::task::{Context, Poll};
 
@@ -30,6 +31,38 @@ pub(crate) struct Queue {
 struct State {
     items: VecDeque<Outbound>,
     closed: bool,
+    /// Counted in a [`Round`]: given held broadcasts while empty, not drained yet.
+    counted: bool,
+}
+
+/// The members a delivery of held broadcasts woke ([`crate::cork`]), counted until each has
+/// taken what it was given: the next delivery waits for them, gathering what comes meanwhile.
+#[derive(Default)]
+pub(crate) struct Round {
+    outstanding: AtomicUsize,
+    drained: Notify,
+}
+
+impl Round {
+    fn done(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until every member of the last round took what it was given, at most `within`;
+    /// `false` at once if none is left.
+    pub(crate) async fn drained(&self, within: std::time::Duration) -> bool {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        // Registered before looking, so that the last member's notice is not missed.
+        drained.as_mut().enable();
+        if self.outstanding.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let _ = tokio::time::timeout(within, drained).await;
+        true
+    }
 }
 
 /// Why an item could not be queued; the item comes back.
@@ -41,7 +74,7 @@ pub(crate) enum PushError {
 impl Queue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State { items: VecDeque::new(), closed: false }),
+            state: Mutex::new(State { items: VecDeque::new(), closed: false, counted: false }),
             capacity: capacity.max(1),
             readable: AtomicWaker::new(),
             writable: Notify::new(),
@@ -67,6 +100,37 @@ impl Queue {
         }
         self.readable.wake();
         Ok(())
+    }
+
+    /// Queues `items` in order, as many as there is room for: one lock, one wake-up. `Full`
+    /// when some did not fit.
+    /// Counted in `round` if it was empty.
+    pub(crate) fn try_push_all(
+        &self,
+        items: impl Iterator<Item = Outbound>,
+        round: &Round,
+    ) -> Result<(), PushError> {
+        let result = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.items.is_empty() && !state.counted {
+                state.counted = true;
+                round.outstanding.fetch_add(1, Ordering::AcqRel);
+            }
+            let mut result = Ok(());
+            for item in items {
+                if state.items.len() >= self.capacity {
+                    result = Err(PushError::Full);
+                    break;
+                }
+                state.items.push_back(item);
+            }
+            result
+        };
+        self.readable.wake();
+        result
     }
 
     /// Queues `item` whatever the capacity (a recovered session's missed events).
@@ -109,14 +173,23 @@ impl Queue {
     }
 
     /// Takes the oldest item, if any.
-    pub(crate) fn try_pop(&self) -> Option<Outbound> {
+    /// Takes the oldest item, if any; the last one of a counted queue ends its part in
+    /// `round`.
+    pub(crate) fn try_pop(&self, round: &Round) -> Option<Outbound> {
         let mut state = self.lock();
         let was_full = state.items.len() >= self.capacity;
         let item = state.items.pop_front()?;
-        if state.items.is_empty() && state.items.capacity() > KEEP_CAPACITY {
-            state.items = VecDeque::new();
+        let mut drained = false;
+        if state.items.is_empty() {
+            if state.items.capacity() > KEEP_CAPACITY {
+                state.items = VecDeque::new();
+            }
+            drained = std::mem::take(&mut state.counted);
         }
         drop(state);
+        if drained {
+            round.done();
+        }
         if was_full {
             self.writable.notify_waiters();
         }
@@ -124,31 +197,34 @@ impl Queue {
     }
 
     /// Takes the oldest item, or registers the reader's waker for the next push.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
-        if let Some(item) = self.try_pop() {
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, round: &Round) -> Poll<Outbound> {
+        if let Some(item) = self.try_pop(round) {
             return Poll::Ready(item);
         }
         self.readable.register(cx.waker());
         // Looked at again: a push between the first look and the registration woke nobody.
-        match self.try_pop() {
+        match self.try_pop(round) {
             Some(item) => Poll::Ready(item),
             None => Poll::Pending,
         }
     }
 
     /// Takes the oldest item, waiting for one.
-    pub(crate) async fn pop(&self) -> Outbound {
-        std::future::poll_fn(|cx| self.poll_pop(cx)).await
+    pub(crate) async fn pop(&self, round: &Round) -> Outbound {
+        std::future::poll_fn(|cx| self.poll_pop(cx, round)).await
     }
 
     /// The reader is gone: writers fail from now on, and queued items are dropped.
-    pub(crate) fn close(&self) {
-        let items = {
+    pub(crate) fn close(&self, round: &Round) {
+        let (items, drained) = {
             let mut state = self.lock();
             state.closed = true;
-            std::mem::take(&mut state.items)
+            (std::mem::take(&mut state.items), std::mem::take(&mut state.counted))
         };
         drop(items);
+        if drained {
+            round.done();
+        }
         self.writable.notify_waiters();
     }
 
@@ -191,11 +267,11 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer waits for room");
-        assert_eq!(code(q.pop().await), 0);
+        assert_eq!(code(q.pop(&Round::default()).await), 0);
         assert!(writer.await.unwrap());
-        assert_eq!(code(q.pop().await), 1);
-        assert_eq!(code(q.pop().await), 2);
-        assert!(q.try_pop().is_none());
+        assert_eq!(code(q.pop(&Round::default()).await), 1);
+        assert_eq!(code(q.pop(&Round::default()).await), 2);
+        assert!(q.try_pop(&Round::default()).is_none());
     }
 
     #[tokio::test]
@@ -203,7 +279,7 @@ mod tests {
         let q = Arc::new(Queue::new(1));
         let reader = tokio::spawn({
             let q = q.clone();
-            async move { code(q.pop().await) }
+            async move { code(q.pop(&Round::default()).await) }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(q.try_push(item(1)).is_ok());
@@ -215,7 +291,7 @@ mod tests {
             async move { q.push(item(0)).await.is_err() }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        q.close();
+        q.close(&Round::default());
         assert!(writer.await.unwrap(), "a closed queue fails waiting writers");
         assert_eq!(q.len(), 0);
     }
@@ -226,7 +302,7 @@ mod tests {
         for _ in 0..100 {
             assert!(q.try_push(item(0)).is_ok());
         }
-        while q.try_pop().is_some() {}
+        while q.try_pop(&Round::default()).is_some() {}
         assert_eq!(q.lock().items.capacity(), 0);
     }
 }

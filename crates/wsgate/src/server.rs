@@ -47,6 +47,8 @@ pub(crate) struct ServerInner {
     presence: OnceLock<crate::presence::Runtime>,
     /// The app's observers, for what happens outside a message's dispatch (rooms, sends).
     observers: OnceLock<Vec<Arc<dyn crate::Observer>>>,
+    /// Broadcasts held back by corked polls ([`crate::cork`]).
+    held: crate::cork::Held,
 }
 
 impl Default for ServerInner {
@@ -73,6 +75,7 @@ impl ServerInner {
             namespaces: OnceLock::new(),
             presence: OnceLock::new(),
             observers: OnceLock::new(),
+            held: crate::cork::Held::default(),
         }
     }
 }
@@ -369,6 +372,7 @@ impl Server {
     /// Idempotent: [`App::disconnect`](crate::App::disconnect) calls it, and so does dropping
     /// the adapter's [`OutboundRx`]. Returns the rooms it was in (none after the first call).
     pub(crate) fn unregister(&self, conn: &Connection) -> Vec<RoomId> {
+        self.deliver_held();
         let rooms = conn.take_rooms();
         conn.end_requests();
         // A connection that took this one's session over holds the id, and its own presence.
@@ -409,6 +413,8 @@ impl Server {
     }
 
     pub(crate) fn add_to_room(&self, conn: &Connection, room: RoomId) {
+        // Broadcasts made before the join are not for it.
+        self.deliver_held();
         write(&self.inner.rooms)
             .entry((conn.namespace().clone(), room))
             .or_default()
@@ -416,6 +422,8 @@ impl Server {
     }
 
     pub(crate) fn remove_from_room(&self, conn: &Connection, room: &RoomId) {
+        // Broadcasts made before the leave are still for it.
+        self.deliver_held();
         let mut rooms = write(&self.inner.rooms);
         let key = (conn.namespace().clone(), room.clone());
         if let Some(members) = rooms.get_mut(&key) {
@@ -793,6 +801,19 @@ impl Server {
     /// namespace's history first, and delivered under the history's lock.
     pub(crate) fn deliver_local(&self, recipients: &Recipients, emission: &Arc<Emission>) -> usize {
         let Some(histories) = self.inner.recovery.get() else {
+            if let Recipients::Broadcast {
+                namespace: Some(ns),
+                room: Some(room),
+                except,
+                except_key: None,
+            } = recipients
+                && self.inner.held.defer(self, ns, room, *except, emission)
+            {
+                // Held, then queued to the members it is for (the count).
+                return read(&self.inner.rooms).get(&(ns.clone(), room.clone())).map_or(0, |m| {
+                    m.len() - usize::from(except.is_some_and(|id| m.contains_key(&id)))
+                });
+            }
             return self.push_to(recipients, emission);
         };
         match recipients {
@@ -907,6 +928,30 @@ impl Server {
         }
     }
 
+    /// Delivers the broadcasts held back ([`crate::cork`]), if any, before whatever comes
+    /// next.
+    pub(crate) fn deliver_held(&self) {
+        self.inner.held.flush(|pending| self.deliver_pending(pending));
+    }
+
+    /// The round of held broadcasts the members' queues are counted in.
+    pub(crate) fn round(&self) -> &crate::queue::Round {
+        &self.inner.held.round
+    }
+
+    /// Delivers broadcasts held back: each member of the room gets all of them at once.
+    fn deliver_pending(&self, pending: &crate::cork::Pending) {
+        let rooms = read(&self.inner.rooms);
+        let Some(members) = rooms.get(&(pending.namespace.clone(), pending.room.clone())) else {
+            return;
+        };
+        for conn in members.values() {
+            if pending.except != Some(conn.id()) {
+                conn.push_events(&pending.emissions);
+            }
+        }
+    }
+
     /// Queues a volatile emission for this instance's recipients: those with room in their
     /// queue. Returns how many took it.
     pub(crate) fn push_volatile_to(
@@ -928,9 +973,11 @@ impl Server {
         emission: &Arc<Emission>,
         volatile: bool,
     ) -> usize {
+        self.deliver_held();
         let push = |conn: &Connection| {
             let item = Outbound::Event(emission.clone());
-            usize::from(if volatile { conn.push_volatile(item) } else { conn.push(item).is_ok() })
+            // Held broadcasts went first, above; none is delivered under the rooms' lock.
+            usize::from(if volatile { conn.queue_volatile(item) } else { conn.queue(item).is_ok() })
         };
         let (namespace, room, except) = match recipients {
             Recipients::Connection { id, .. } => {
