@@ -413,8 +413,6 @@ impl Server {
     }
 
     pub(crate) fn add_to_room(&self, conn: &Connection, room: RoomId) {
-        // Broadcasts made before the join are not for it.
-        self.deliver_held();
         write(&self.inner.rooms)
             .entry((conn.namespace().clone(), room))
             .or_default()
@@ -422,8 +420,6 @@ impl Server {
     }
 
     pub(crate) fn remove_from_room(&self, conn: &Connection, room: &RoomId) {
-        // Broadcasts made before the leave are still for it.
-        self.deliver_held();
         let mut rooms = write(&self.inner.rooms);
         let key = (conn.namespace().clone(), room.clone());
         if let Some(members) = rooms.get_mut(&key) {
