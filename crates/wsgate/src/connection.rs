@@ -505,15 +505,21 @@ impl Connection {
         self.pushed(pushed)
     }
 
-    /// Queues broadcasts a corked poll held back, in one go ([`crate::cork`]).
-    pub(crate) fn push_events(&self, emissions: &[Arc<Emission>]) {
-        for observer in self.inner.server.observers() {
+    /// Queues broadcasts a corked poll held back, in one go ([`crate::cork`]). The server's
+    /// observers and round come from the caller: one connection's memory touched, not two.
+    pub(crate) fn push_events(
+        &self,
+        emissions: &[Arc<Emission>],
+        observers: &[Arc<dyn crate::Observer>],
+        round: &crate::queue::Round,
+    ) {
+        for observer in observers {
             for emission in emissions {
                 observer.event_sent(self, emission);
             }
         }
         let items = emissions.iter().map(|e| Outbound::Event(e.clone()));
-        let pushed = self.inner.queue.try_push_all(items, self.inner.server.round());
+        let pushed = self.inner.queue.try_push_all(items, round);
         let _ = self.pushed(pushed);
     }
 

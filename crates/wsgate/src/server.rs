@@ -941,9 +941,10 @@ impl Server {
         let Some(members) = rooms.get(&(pending.namespace.clone(), pending.room.clone())) else {
             return;
         };
+        let (observers, round) = (self.observers(), self.round());
         for conn in members.values() {
             if pending.except != Some(conn.id()) {
-                conn.push_events(&pending.emissions);
+                conn.push_events(&pending.emissions, observers, round);
             }
         }
     }
