@@ -141,7 +141,8 @@ impl Broker for RedisBroker {
 
     fn subscribe(&self, inbox: Inbox) {
         self.signals.subscribe(inbox.clone());
-        tokio::spawn(subscribe_loop(self.shared.clone(), inbox));
+        // Corked: a burst of envelopes for one room reaches each member in one go.
+        tokio::spawn(wsgate::adapter::cork(subscribe_loop(self.shared.clone(), inbox)));
     }
 
     fn signal(&self, bytes: Vec<u8>) {

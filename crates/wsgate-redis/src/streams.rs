@@ -192,7 +192,8 @@ impl Broker for RedisStreamsBroker {
 
     fn subscribe(&self, inbox: Inbox) {
         self.signals.subscribe(inbox.clone());
-        tokio::spawn(read_loop(self.shared.clone(), inbox));
+        // Corked: a burst of envelopes for one room reaches each member in one go.
+        tokio::spawn(wsgate::adapter::cork(read_loop(self.shared.clone(), inbox)));
     }
 
     fn signal(&self, bytes: Vec<u8>) {
