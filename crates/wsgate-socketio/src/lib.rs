@@ -137,8 +137,11 @@ impl SocketIoAdapter {
         self
     }
 
-    /// How many bytes the websocket transport reads at a time; released once read, so that
-    /// an idle connection holds no buffer.
+    /// How many bytes the websocket transport reads straight into a connection's own buffer
+    /// when a frame is known to be larger than what came (default 512); otherwise reads go
+    /// through the thread's 16 KiB buffer, and above 16 KiB always straight in. Released once
+    /// read, so that an idle connection holds no buffer (as
+    /// `wsgate_ws::WsAdapter::read_buffer_size`).
     #[must_use]
     pub fn ws_read_buffer_size(mut self, bytes: usize) -> Self {
         self.ws_read_buffer_size = bytes;

@@ -344,7 +344,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Reads more of the connection into the read buffer: `false` at its end.
+    ///
+    /// Through the thread's read buffer ([`READ_BUFFER`] bytes), of which what came is copied:
+    /// a client's burst is taken in one system call, and the connection keeps only what it
+    /// got. A frame known to be larger than that is read straight into its own buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
+        let spare = self.read.capacity() - self.read.len();
+        if spare >= READ_BUFFER.max(self.read_chunk) || self.read_chunk > READ_BUFFER {
+            return self.poll_fill_direct(cx);
+        }
+        INBOX.with_borrow_mut(|inbox| {
+            if inbox.len() < READ_BUFFER {
+                inbox.resize(READ_BUFFER, 0);
+            }
+            let mut buf = ReadBuf::new(&mut inbox[..]);
+            let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+            let n = buf.filled().len();
+            if n > 0 {
+                self.read.extend_from_slice(&inbox[..n]);
+            }
+            ready!(read)?;
+            Poll::Ready(Ok(n > 0))
+        })
+    }
+
+    /// Reads at least `read_chunk` bytes' room straight into the read buffer.
+    fn poll_fill_direct(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
         let filled = self.read.len();
         let want = (self.read.capacity() - filled).max(self.read_chunk);
         self.read.resize(filled + want, 0);
@@ -537,7 +562,12 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompress>> = const { RefCell::new(None) };
     /// Where a message is compressed before it is framed.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where the thread's connections read into ([`WebSocket::poll_fill`]).
+    static INBOX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// The size of the thread's read buffer: a burst of small frames is one system call.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// The tail a sync flush ends with, which permessage-deflate leaves off (RFC 7692 §7.2.1).
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];

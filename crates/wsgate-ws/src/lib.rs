@@ -139,9 +139,12 @@ impl WsAdapter {
         self
     }
 
-    /// How many bytes a connection reads at a time (more for a frame known to be larger).
-    /// The buffer is released once its frames are taken: an idle connection holds none.
-    /// Default 512 bytes; raise it for traffic of large messages.
+    /// How many bytes a connection reads straight into a buffer of its own when a frame is
+    /// known to be larger than what came (default 512). Otherwise connections read through
+    /// their thread's 16 KiB buffer, one system call for a burst of small frames, and keep a
+    /// copy of what came. A connection's buffer is released once its frames are taken: an
+    /// idle connection holds none. Above 16 KiB, every read is straight into the
+    /// connection's own buffer of this size: for traffic of large messages.
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config_mut().read_buffer_size = bytes.max(64);
