@@ -374,7 +374,7 @@ pub struct Accepted {
     app: App,
     namespace: Namespace,
     transport: &'static str,
-    extensions: http::Extensions,
+    extensions: crate::Extensions,
     peer: Option<std::net::SocketAddr>,
     /// Shared by clones; the connection takes it over.
     peer_slot: Option<Arc<PeerSlot>>,

@@ -100,7 +100,7 @@ pub struct Connection {
 pub(crate) struct Setup {
     pub(crate) namespace: Namespace,
     pub(crate) transport: &'static str,
-    pub(crate) extensions: http::Extensions,
+    pub(crate) extensions: crate::Extensions,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) peer_slot: Option<Arc<PeerSlot>>,
     pub(crate) capacity: usize,
@@ -113,7 +113,7 @@ struct Inner {
     id: ConnectionId,
     namespace: Namespace,
     transport: &'static str,
-    extensions: http::Extensions,
+    extensions: crate::extensions::Kept,
     peer: Option<SocketAddr>,
     /// Given back when the connection ends.
     peer_slot: Mutex<Option<Arc<PeerSlot>>>,
@@ -168,7 +168,7 @@ impl Connection {
             id,
             namespace: setup.namespace,
             transport: setup.transport,
-            extensions: setup.extensions,
+            extensions: setup.extensions.kept(),
             peer: setup.peer,
             peer_slot: Mutex::new(setup.peer_slot),
             max_rooms: setup.max_rooms,
