@@ -22,8 +22,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use tokio_tungstenite::tungstenite::Message;
-use tracing::Instrument;
 use wsgate::App;
+use wsgate_transport::parts::in_span;
 use wsgate_transport::{
     BoxFuture, Endpoint, Heartbeat, Link, Negotiated, Origin, PackedOrigin, SessionConfig, Setup,
     Socket, Switched, is_upgrade, open_socket, refuse, switch_protocols,
@@ -344,10 +344,17 @@ struct Opening {
     config: Arc<EngineConfig>,
 }
 
-/// The task of a websocket opened directly: a session of its own, on it from the start.
-async fn run_websocket(app: App, opening: Box<Opening>, session: Arc<SessionConfig>) {
-    let Some((setup, span)) = Box::pin(open_websocket(opening)).await else { return };
-    wsgate_transport::run(&app, setup, &session).instrument(span).await;
+/// The task of a websocket opened directly: a session of its own, on it from the start. Not
+/// an async fn, which would keep its arguments twice (as given, and moved into its body).
+fn run_websocket(
+    app: App,
+    opening: Box<Opening>,
+    session: Arc<SessionConfig>,
+) -> impl Future<Output = ()> {
+    async move {
+        let Some((setup, span)) = Box::pin(open_websocket(opening)).await else { return };
+        in_span(wsgate_transport::run(&app, setup, &session), span).await;
+    }
 }
 
 /// Waits for the upgrade and sends the open packet: the session's setup, and its span.

@@ -8,7 +8,6 @@
 //! answered `3` within the ping timeout.
 
 use bytes::Bytes;
-use tracing::Instrument;
 use wsgate::adapter::{Direct, Emission};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
 use wsgate_transport::{
@@ -47,7 +46,7 @@ pub(crate) async fn run(
     session: std::sync::Arc<SessionConfig>,
     span: tracing::Span,
 ) {
-    wsgate_transport::run(&app, setup, &session).instrument(span).await;
+    wsgate_transport::parts::in_span(wsgate_transport::run(&app, setup, &session), span).await;
 }
 
 /// The open packet: the session's id and settings.
