@@ -339,14 +339,18 @@ impl<P: Protocol> std::fmt::Debug for Setup<P> {
 }
 
 /// Runs a session until it ends, then closes the link politely and lets every channel go.
+/// The setup comes boxed, and the box is freed as soon as the session is made, before the
+/// future: not an async fn, which would keep its arguments for as long as it runs.
 pub fn run<'a, P: Protocol + 'a>(
     app: &'a App,
     setup: Box<Setup<P>>,
     config: &'a SessionConfig,
 ) -> impl Future<Output = ()> + 'a {
-    // Made before the future: the setup's box is freed at once, and the future holds the
-    // session alone (an async fn would keep its arguments too, for as long as it runs).
-    let mut session = Session::new(app, *setup, config);
+    // Unboxed in a block of its own, as clippy prefers to an unboxed argument.
+    let mut session = {
+        let setup = setup;
+        Session::new(app, *setup, config)
+    };
     async move {
         let end = session.drive().await;
         // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
@@ -441,6 +445,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     // Not an async fn, which would keep `self` twice (as given, and moved into its body);
     // `self.config` rather than a copy of it, and no count of the messages in flight kept
     // across the wait: every word here is a word of every idle session.
+    #[allow(clippy::manual_async_fn)]
     fn drive(&mut self) -> impl Future<Output = SessionEnd> {
         async move {
             let mut in_flight = InFlight::<'a, ConnectionId>::new();
@@ -506,7 +511,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                                 mark = Some(last_seen);
                                 heartbeat.as_mut().reset(now + *interval);
                                 // A session whose handlers are still running is not idle.
-                                if in_flight.len() == 0 && now.duration_since(last_seen) >= *idle_timeout {
+                                if in_flight.is_empty() && now.duration_since(last_seen) >= *idle_timeout {
                                     Err(SessionEnd::Close(CloseReason::IdleTimeout))
                                 } else {
                                     // Boxed, as every rare path: it takes no room in the task.

@@ -135,6 +135,7 @@ pub(crate) struct Opening {
 /// A connection's task. What opening it takes is boxed and gone once it is open: what a task
 /// holds, every idle connection holds. Not an async fn, which would keep its arguments twice
 /// (as given, and moved into its body); the block uses them where they are.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn run(
     app: App,
     opening: Box<Opening>,

@@ -346,6 +346,7 @@ struct Opening {
 
 /// The task of a websocket opened directly: a session of its own, on it from the start. Not
 /// an async fn, which would keep its arguments twice (as given, and moved into its body).
+#[allow(clippy::manual_async_fn)]
 fn run_websocket(
     app: App,
     opening: Box<Opening>,
