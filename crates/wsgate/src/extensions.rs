@@ -73,8 +73,12 @@ impl Extensions {
     }
 
     /// The same values in a list without spare room, for a connection to keep.
-    pub(crate) fn kept(self) -> Kept {
-        Kept(self.entries.into_boxed_slice())
+    pub(crate) fn kept(mut self) -> Kept {
+        // Moved to an allocation of the exact size rather than shrunk in place: mimalloc keeps
+        // a block that shrinks to half its size or more as it is (128 B for two values).
+        let mut entries = Vec::with_capacity(self.entries.len());
+        entries.append(&mut self.entries);
+        Kept(entries.into_boxed_slice())
     }
 }
 
