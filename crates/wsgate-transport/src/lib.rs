@@ -27,5 +27,5 @@ pub use session::{
     Action, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
     SessionConfig, SessionEnd, Setup, Socket, finish, open_socket, run,
 };
-pub use upgrade::{Origin, Switched, is_upgrade, refuse, switch_protocols};
+pub use upgrade::{Origin, PackedOrigin, Switched, is_upgrade, refuse, switch_protocols};
 pub use websocket::WebSocket;

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -156,5 +156,37 @@ mod tests {
         let idle =
             tokio::time::timeout(std::time::Duration::from_millis(20), in_flight.next_done());
         assert!(idle.await.is_err());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run inside a span, as `tracing`'s `Instrumented`, with the span boxed, and
+    /// none kept when it is disabled (a session's `debug` span, with the usual `info` level):
+    /// a session's task holds 8 bytes for it rather than 40. See [`in_span`].
+    pub struct InSpan<F> {
+        span: Option<Box<tracing::Span>>,
+        #[pin]
+        inner: F,
+    }
+}
+
+/// `inner`, entering `span` whenever it is polled.
+pub fn in_span<F: Future>(inner: F, span: tracing::Span) -> InSpan<F> {
+    InSpan { span: (!span.is_disabled()).then(|| Box::new(span)), inner }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_deref().map(tracing::Span::enter);
+        this.inner.poll(cx)
+    }
+}
+
+impl<F> std::fmt::Debug for InSpan<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InSpan").field("span", &self.span).finish_non_exhaustive()
     }
 }

@@ -339,18 +339,24 @@ impl<P: Protocol> std::fmt::Debug for Setup<P> {
 }
 
 /// Runs a session until it ends, then closes the link politely and lets every channel go.
-/// The setup comes boxed: what an async fn is given keeps its room in the future for as long
-/// as it runs, and every session would hold it twice.
-pub async fn run<P: Protocol>(app: &App, setup: Box<Setup<P>>, config: &SessionConfig) {
-    // Unboxed in a block of its own: the emptied box is freed here, not when the session ends.
+/// The setup comes boxed, and the box is freed as soon as the session is made, before the
+/// future: not an async fn, which would keep its arguments for as long as it runs.
+pub fn run<'a, P: Protocol + 'a>(
+    app: &'a App,
+    setup: Box<Setup<P>>,
+    config: &'a SessionConfig,
+) -> impl Future<Output = ()> + 'a {
+    // Unboxed in a block of its own, as clippy prefers to an unboxed argument.
     let mut session = {
         let setup = setup;
         Session::new(app, *setup, config)
     };
-    // Corked: a burst of broadcasts to a room reaches each member in one go.
-    let end = wsgate::adapter::cork(session.drive()).await;
-    // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
-    Box::pin(session.end(end)).await;
+    async move {
+        // Corked: a burst of broadcasts to a room reaches each member in one go.
+        let end = wsgate::adapter::cork(session.drive()).await;
+        // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
+        Box::pin(session.end(end)).await;
+    }
 }
 
 struct Session<'a, P: Protocol> {
@@ -437,120 +443,125 @@ impl<'a, P: Protocol> Session<'a, P> {
         self.channels.swap_remove(index)
     }
 
-    async fn drive(&mut self) -> SessionEnd {
-        let config = self.config;
-        let mut in_flight = InFlight::<'a, ConnectionId>::new();
-        let mut unjoined = None::<Pin<Box<Sleep>>>;
-        self.unjoined(&mut unjoined);
-        // For the ping heartbeat: when the client was last heard from, as of the last ping
-        // (frames only set `heard`, so that a message does not cost a clock read). For the
-        // packet heartbeat: when the ping was sent, while its pong is due.
-        let mut mark = match config.heartbeat {
-            Heartbeat::Ping { .. } => Some(Instant::now()),
-            Heartbeat::Packet { .. } => None,
-        };
-        let heartbeat = tokio::time::sleep(match &config.heartbeat {
-            Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
-        });
-        tokio::pin!(heartbeat);
-        loop {
-            let busy = in_flight.len();
-            // Closing channels are read too: what their clients still send is refused with an
-            // exception (`The connection is closing.`), rather than left unanswered.
-            let read = busy < config.max_in_flight;
-            let writable = match &self.link {
-                Link::WebSocket(_) => true,
-                Link::Polling(polling) => polling.is_polled(),
-            };
-            let step = tokio::select! {
-                biased;
-                () = deadline(&mut unjoined) => {
-                    tracing::debug!("no channel opened in time");
-                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                }
-                id = in_flight.next_done(), if busy > 0 => self.done(id).await,
-                event = next_event(&mut self.link, read) => {
-                    match event {
-                        Ok(Event::Closed(code)) => {
-                            self.farewell = P::farewell(code);
-                            Err(SessionEnd::ClientClosed)
-                        }
-                        Ok(Event::Frame(frame)) => {
-                            self.heard = true;
-                            match self.frames(frame, &mut in_flight).await {
-                                Ok(()) => Ok(()),
-                                Err(Stop::Act(action)) => Box::pin(self.act(*action)).await,
-                                Err(Stop::End(end)) => Err(end),
-                            }
-                        }
-                        Ok(Event::Polled) => {
-                            self.fill_poll();
-                            Ok(())
-                        }
-                        Ok(Event::Upgraded(socket, waiting)) => {
-                            Box::pin(self.upgraded(socket, waiting)).await
-                        }
-                        Err(end) => Err(end),
-                    }
-                }
-                // After the frames: a pong already received is read before the timeout is.
-                () = &mut heartbeat => {
-                    let now = Instant::now();
-                    match &config.heartbeat {
-                        Heartbeat::Ping { interval, idle_timeout } => {
-                            let last_seen = if std::mem::take(&mut self.heard) { now } else { mark.unwrap_or(now) };
-                            mark = Some(last_seen);
-                            heartbeat.as_mut().reset(now + *interval);
-                            // A session whose handlers are still running is not idle.
-                            if busy == 0 && now.duration_since(last_seen) >= *idle_timeout {
-                                Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                            } else {
-                                // Boxed, as every rare path: it takes no room in the task.
-                                Box::pin(self.ping()).await
-                            }
-                        }
-                        Heartbeat::Packet { ping, timeout, .. } => {
-                            if mark.is_some() {
-                                // Not reading (every slot busy), the pong may be waiting unread.
-                                if busy >= config.max_in_flight {
-                                    heartbeat.as_mut().reset(now + *timeout);
-                                    Ok(())
-                                } else {
-                                    tracing::debug!("no pong within the ping timeout");
-                                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                                }
-                            } else {
-                                mark = Some(now);
-                                heartbeat.as_mut().reset(now + *timeout);
-                                Box::pin(self.send(ping.clone())).await
-                            }
-                        }
-                    }
-                }
-                // Last: frames already received are handled first, so that the answers to a
-                // pipelined batch leave in one write. The channels' closes come here too.
-                (index, step) = channel_step(&mut self.channels, writable) => match step {
-                    // Boxed: a write's state is large, and an idle session's task would
-                    // otherwise hold room for it (one allocation per batch, not per item).
-                    ChannelStep::Item(item) => Box::pin(self.write(index, item)).await,
-                    ChannelStep::Closed(reason) => Box::pin(self.on_close(index, reason)).await,
-                    ChannelStep::Expired => {
-                        tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
-                        Box::pin(self.end_channel(index)).await
-                    }
-                },
-            };
-            if let Err(end) = step {
-                return end;
-            }
-            if std::mem::take(&mut self.ponged)
-                && let Heartbeat::Packet { interval, .. } = &config.heartbeat
-                && let Some(sent) = mark.take()
-            {
-                // The next ping is due one interval after the last.
-                heartbeat.as_mut().reset(sent + *interval);
-            }
+    // Not an async fn, which would keep `self` twice (as given, and moved into its body);
+    // `self.config` rather than a copy of it, and no count of the messages in flight kept
+    // across the wait: every word here is a word of every idle session.
+    #[allow(clippy::manual_async_fn)]
+    fn drive(&mut self) -> impl Future<Output = SessionEnd> {
+        async move {
+            let mut in_flight = InFlight::<'a, ConnectionId>::new();
+            let mut unjoined = None::<Pin<Box<Sleep>>>;
             self.unjoined(&mut unjoined);
+            // For the ping heartbeat: when the client was last heard from, as of the last ping
+            // (frames only set `heard`, so that a message does not cost a clock read). For the
+            // packet heartbeat: when the ping was sent, while its pong is due.
+            let mut mark = match self.config.heartbeat {
+                Heartbeat::Ping { .. } => Some(Instant::now()),
+                Heartbeat::Packet { .. } => None,
+            };
+            let heartbeat = tokio::time::sleep(match &self.config.heartbeat {
+                Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
+            });
+            tokio::pin!(heartbeat);
+            loop {
+                let busy = in_flight.len();
+                // Closing channels are read too: what their clients still send is refused with an
+                // exception (`The connection is closing.`), rather than left unanswered.
+                let read = busy < self.config.max_in_flight;
+                let writable = match &self.link {
+                    Link::WebSocket(_) => true,
+                    Link::Polling(polling) => polling.is_polled(),
+                };
+                let step = tokio::select! {
+                    biased;
+                    () = deadline(&mut unjoined) => {
+                        tracing::debug!("no channel opened in time");
+                        Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                    }
+                    id = in_flight.next_done(), if busy > 0 => self.done(id).await,
+                    event = next_event(&mut self.link, read) => {
+                        match event {
+                            Ok(Event::Closed(code)) => {
+                                self.farewell = P::farewell(code);
+                                Err(SessionEnd::ClientClosed)
+                            }
+                            Ok(Event::Frame(frame)) => {
+                                self.heard = true;
+                                match self.frames(frame, &mut in_flight).await {
+                                    Ok(()) => Ok(()),
+                                    Err(Stop::Act(action)) => Box::pin(self.act(*action)).await,
+                                    Err(Stop::End(end)) => Err(end),
+                                }
+                            }
+                            Ok(Event::Polled) => {
+                                self.fill_poll();
+                                Ok(())
+                            }
+                            Ok(Event::Upgraded(socket, waiting)) => {
+                                Box::pin(self.upgraded(socket, waiting)).await
+                            }
+                            Err(end) => Err(end),
+                        }
+                    }
+                    // After the frames: a pong already received is read before the timeout is.
+                    () = &mut heartbeat => {
+                        let now = Instant::now();
+                        match &self.config.heartbeat {
+                            Heartbeat::Ping { interval, idle_timeout } => {
+                                let last_seen = if std::mem::take(&mut self.heard) { now } else { mark.unwrap_or(now) };
+                                mark = Some(last_seen);
+                                heartbeat.as_mut().reset(now + *interval);
+                                // A session whose handlers are still running is not idle.
+                                if in_flight.is_empty() && now.duration_since(last_seen) >= *idle_timeout {
+                                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                                } else {
+                                    // Boxed, as every rare path: it takes no room in the task.
+                                    Box::pin(self.ping()).await
+                                }
+                            }
+                            Heartbeat::Packet { ping, timeout, .. } => {
+                                if mark.is_some() {
+                                    // Not reading (every slot busy), the pong may be waiting unread.
+                                    if in_flight.len() >= self.config.max_in_flight {
+                                        heartbeat.as_mut().reset(now + *timeout);
+                                        Ok(())
+                                    } else {
+                                        tracing::debug!("no pong within the ping timeout");
+                                        Err(SessionEnd::Close(CloseReason::IdleTimeout))
+                                    }
+                                } else {
+                                    mark = Some(now);
+                                    heartbeat.as_mut().reset(now + *timeout);
+                                    Box::pin(self.send(ping.clone())).await
+                                }
+                            }
+                        }
+                    }
+                    // Last: frames already received are handled first, so that the answers to a
+                    // pipelined batch leave in one write. The channels' closes come here too.
+                    (index, step) = channel_step(&mut self.channels, writable) => match step {
+                        // Boxed: a write's state is large, and an idle session's task would
+                        // otherwise hold room for it (one allocation per batch, not per item).
+                        ChannelStep::Item(item) => Box::pin(self.write(index, item)).await,
+                        ChannelStep::Closed(reason) => Box::pin(self.on_close(index, reason)).await,
+                        ChannelStep::Expired => {
+                            tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
+                            Box::pin(self.end_channel(index)).await
+                        }
+                    },
+                };
+                if let Err(end) = step {
+                    return end;
+                }
+                if std::mem::take(&mut self.ponged)
+                    && let Heartbeat::Packet { interval, .. } = &self.config.heartbeat
+                    && let Some(sent) = mark.take()
+                {
+                    // The next ping is due one interval after the last.
+                    heartbeat.as_mut().reset(sent + *interval);
+                }
+                self.unjoined(&mut unjoined);
+            }
         }
     }
 

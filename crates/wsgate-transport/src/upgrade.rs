@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use wsgate::{Handshake, Namespace, Refusal};
@@ -107,18 +107,11 @@ impl Origin {
         }
     }
 
-    /// The same, with header values copied: hyper's point into the buffer the request was read
-    /// into (8 KiB or more), which a session that keeps its origin would otherwise keep too.
+    /// The same, packed for a session to keep until its handshakes come
+    /// ([`PackedOrigin::handshake`]).
     #[must_use]
-    pub fn detached(self) -> Self {
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
-                .unwrap_or_else(|_| HeaderValue::from_static(""));
-            copy.set_sensitive(value.is_sensitive());
-            headers.append(name.clone(), copy);
-        }
-        Self { headers, ..self }
+    pub fn pack(self) -> PackedOrigin {
+        PackedOrigin::new(&self)
     }
 
     /// A handshake for `namespace` over `transport` with what this request told, moved in.
@@ -129,10 +122,75 @@ impl Origin {
         handshake.peer = self.peer;
         handshake
     }
+}
 
-    /// The same, keeping this origin for the next handshake.
+/// An [`Origin`] kept by a session for the namespace handshakes that may come later (Socket.IO
+/// `CONNECT`s): its headers and query in one buffer, read again into a [`Handshake`] when one
+/// comes. A `HeaderMap` would hold a table and an entry per header for the session's life
+/// (1 KiB for five headers); and hyper's header values point into the buffer the request was
+/// read into (8 KiB or more), which keeping them would keep too.
+#[derive(Clone, Debug, Default)]
+pub struct PackedOrigin {
+    /// `name:value\n` for each header in order (`name;value\n` for a sensitive value: `;` is
+    /// not allowed in a name, nor `\n` in a value), then the query.
+    block: Box<[u8]>,
+    /// Where the query starts in `block`, if the request had one.
+    query_at: Option<u32>,
+    /// The peer's address.
+    peer: Option<SocketAddr>,
+}
+
+impl PackedOrigin {
+    fn new(origin: &Origin) -> Self {
+        let size =
+            origin.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum::<usize>()
+                + origin.query.as_ref().map_or(0, String::len);
+        let mut block = Vec::with_capacity(size);
+        for (name, value) in &origin.headers {
+            block.extend_from_slice(name.as_str().as_bytes());
+            block.push(if value.is_sensitive() { b';' } else { b':' });
+            block.extend_from_slice(value.as_bytes());
+            block.push(b'\n');
+        }
+        // A header block over 4 GiB is not a request hyper would have read.
+        let query_at = origin.query.as_ref().and_then(|_| u32::try_from(block.len()).ok());
+        if query_at.is_some()
+            && let Some(query) = &origin.query
+        {
+            block.extend_from_slice(query.as_bytes());
+        }
+        Self { block: block.into_boxed_slice(), query_at, peer: origin.peer }
+    }
+
+    /// The request's headers, query and peer, as [`Origin::take`] read them.
+    pub fn origin(&self) -> Origin {
+        let end = self.query_at.map_or(self.block.len(), |at| at as usize);
+        // One copy of the headers for the handshake's values to share.
+        let shared = Bytes::copy_from_slice(&self.block[..end]);
+        let mut headers = HeaderMap::with_capacity(shared.iter().filter(|&&b| b == b'\n').count());
+        let mut at = 0;
+        while at < end {
+            let line_end = shared[at..].iter().position(|&b| b == b'\n').map_or(end, |i| at + i);
+            let line = &shared[at..line_end];
+            if let Some(split) = line.iter().position(|&b| b == b':' || b == b';')
+                && let Ok(name) = HeaderName::from_bytes(&line[..split])
+                && let Ok(mut value) =
+                    HeaderValue::from_maybe_shared(shared.slice(at + split + 1..line_end))
+            {
+                value.set_sensitive(line[split] == b';');
+                headers.append(name, value);
+            }
+            at = line_end + 1;
+        }
+        let query = self
+            .query_at
+            .map(|at| String::from_utf8_lossy(&self.block[at as usize..]).into_owned());
+        Origin { headers, query, peer: self.peer }
+    }
+
+    /// A handshake for `namespace` over `transport` with what the request told.
     pub fn handshake(&self, namespace: Namespace, transport: &'static str) -> Handshake {
-        self.clone().into_handshake(namespace, transport)
+        self.origin().into_handshake(namespace, transport)
     }
 }
 
@@ -141,7 +199,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detached_headers_are_copies_with_every_value() {
+    fn a_packed_origin_gives_every_header_and_the_query_back() {
         let buffer = Bytes::from_static(b"Bearer abc; 1; 2");
         let mut req = Request::get("/socket.io/?EIO=4&x=1").body(()).unwrap();
         let headers = req.headers_mut();
@@ -150,16 +208,26 @@ mod tests {
         headers.insert(header::AUTHORIZATION, auth);
         headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(12..13)).unwrap());
         headers.append("x-n", HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap());
+        headers.insert("x-colon", HeaderValue::from_static("a:b;c"));
+        headers.insert("x-empty", HeaderValue::from_static(""));
         let expected = req.headers().clone();
-        let origin = Origin::take(&mut req).detached();
+        let packed = Origin::take(&mut req).pack();
+        let origin = packed.origin();
         assert_eq!(origin.headers, expected);
         assert!(origin.headers[header::AUTHORIZATION].is_sensitive());
         let values: Vec<_> = origin.headers.get_all("x-n").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(origin.query.as_deref(), Some("EIO=4&x=1"));
-        let handshake = origin.handshake(Namespace::root(), "test");
-        assert_eq!(handshake.query_param("x").as_deref(), Some("1"));
-        assert_eq!(handshake.header("x-n"), Some("1"));
+        assert!(!origin.headers["x-colon"].is_sensitive());
+        // Once per namespace: each handshake gets them all.
+        for _ in 0..2 {
+            let handshake = packed.handshake(Namespace::root(), "test");
+            assert_eq!(handshake.headers, expected);
+            assert_eq!(handshake.query_param("x").as_deref(), Some("1"));
+            assert_eq!(handshake.header("x-n"), Some("1"));
+        }
+        let bare = Origin::take(&mut Request::get("/").body(()).unwrap()).pack().origin();
+        assert!(bare.headers.is_empty() && bare.query.is_none());
     }
 
     #[test]

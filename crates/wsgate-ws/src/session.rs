@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
-use tracing::Instrument;
 use wsgate::adapter::{Accepted, Direct, Emission, Inbound};
 use wsgate::{App, CloseReason, Connection, Refusal};
+use wsgate_transport::parts::in_span;
 use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, SessionEnd, Setup};
 
 use crate::WsConfig;
@@ -132,14 +132,21 @@ pub(crate) struct Opening {
     pub(crate) deflate: Option<wsgate_transport::Negotiated>,
 }
 
-/// A connection's task. What opening it takes is boxed and gone once it is open: the
-/// arguments of an async fn keep their room in its future for as long as it runs, and every
-/// idle connection would hold them.
-pub(crate) async fn run(app: App, opening: Box<Opening>, config: Arc<WsConfig>) {
-    let Some(setup) = Box::pin(open(opening, &config)).await else { return };
-    let conn = &setup.channels[0].0;
-    let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
-    wsgate_transport::run(&app, setup, &config.session).instrument(span).await;
+/// A connection's task. What opening it takes is boxed and gone once it is open: what a task
+/// holds, every idle connection holds. Not an async fn, which would keep its arguments twice
+/// (as given, and moved into its body); the block uses them where they are.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run(
+    app: App,
+    opening: Box<Opening>,
+    config: Arc<WsConfig>,
+) -> impl Future<Output = ()> {
+    async move {
+        let Some(setup) = Box::pin(open(opening, &config)).await else { return };
+        let conn = &setup.channels[0].0;
+        let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
+        in_span(wsgate_transport::run(&app, setup, &config.session), span).await;
+    }
 }
 
 /// Waits for the upgrade, then registers the connection.
@@ -171,4 +178,21 @@ async fn open(opening: Box<Opening>, config: &WsConfig) -> Option<Box<Setup<Json
     let link = Link::WebSocket(ws);
     let protocol = JsonProtocol::new(config.max_message_size);
     Some(Box::new(Setup { protocol, link, channels: vec![(conn, rx, channel)] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Every idle connection holds its task: tokio's task cell is the future and about 100
+    /// bytes of its own, in steps of 128; at most 792 B of future, the cell is 896 B (see
+    /// docs/PERFORMANCE.md, idle connection).
+    #[test]
+    fn a_connection_task_fits_in_896_bytes() {
+        assert!(future_size(run) <= 792, "{} B", future_size(run));
+    }
 }

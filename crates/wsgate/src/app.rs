@@ -374,7 +374,7 @@ pub struct Accepted {
     app: App,
     namespace: Namespace,
     transport: &'static str,
-    extensions: http::Extensions,
+    extensions: crate::Extensions,
     peer: Option<std::net::SocketAddr>,
     /// Shared by clones; the connection takes it over.
     peer_slot: Option<Arc<PeerSlot>>,
@@ -402,7 +402,11 @@ impl Accepted {
             peer: self.peer,
             peer_slot: self.peer_slot,
             capacity: inner.config.outbound_capacity,
-            max_rooms: inner.config.max_rooms_per_connection,
+            // Past u32::MAX rooms, no limit is reached.
+            max_rooms: inner
+                .config
+                .max_rooms_per_connection
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             session: None,
         };
         if let SessionRequest::Resume { id, .. } = &self.session {

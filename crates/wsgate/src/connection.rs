@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
@@ -100,11 +100,11 @@ pub struct Connection {
 pub(crate) struct Setup {
     pub(crate) namespace: Namespace,
     pub(crate) transport: &'static str,
-    pub(crate) extensions: http::Extensions,
+    pub(crate) extensions: crate::Extensions,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) peer_slot: Option<Arc<PeerSlot>>,
     pub(crate) capacity: usize,
-    pub(crate) max_rooms: Option<usize>,
+    pub(crate) max_rooms: Option<u32>,
     /// Its session, with connection state recovery on and asked for.
     pub(crate) session: Option<Box<crate::recovery::Session>>,
 }
@@ -113,25 +113,65 @@ struct Inner {
     id: ConnectionId,
     namespace: Namespace,
     transport: &'static str,
-    extensions: http::Extensions,
+    extensions: crate::extensions::Kept,
     peer: Option<SocketAddr>,
-    /// Given back when the connection ends.
-    peer_slot: Mutex<Option<Arc<PeerSlot>>>,
-    max_rooms: Option<usize>,
+    max_rooms: Option<u32>,
     rooms: Mutex<Rooms>,
     /// The message-rate bucket, filled on the first message.
     bucket: std::sync::OnceLock<crate::limit::Bucket>,
     queue: Queue,
-    closing: AtomicBool,
-    close_reason: Mutex<Option<CloseReason>>,
-    close_notify: Notify,
+    /// [`CLOSE_OPEN`], or the reason the server gave when it closed the connection
+    /// ([`close_code`]): the flag and the reason in one word, set once.
+    close: AtomicU8,
     /// The adapter's session polling [`Connection::poll_closed`].
     close_waker: AtomicWaker,
     /// Its recovery session, if it has one; boxed, as most connections have none.
     session: Option<Box<crate::recovery::Session>>,
-    /// The server's requests waiting for this client's answer; made on the first one.
-    requests: std::sync::OnceLock<Box<Requests>>,
+    /// What few connections use (the server's requests, [`Connection::closed`]'s waiters),
+    /// made on first use: an idle connection holds a pointer for it.
+    rare: std::sync::OnceLock<Box<Rare>>,
     server: Server,
+}
+
+/// The state of [`Inner::close`] while the connection is open.
+const CLOSE_OPEN: u8 = 0;
+
+/// [`Inner::close`] for `reason`: never [`CLOSE_OPEN`]. (A new reason goes here and in
+/// [`close_reason_of`].)
+fn close_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::GoingAway => 1,
+        CloseReason::SlowConsumer => 2,
+        CloseReason::PolicyViolation => 3,
+        CloseReason::TooBig => 4,
+        CloseReason::IdleTimeout => 5,
+        CloseReason::Normal => 6,
+        CloseReason::InternalError => 7,
+        CloseReason::Replaced => 8,
+    }
+}
+
+/// The reason [`close_code`] was given; `None` for [`CLOSE_OPEN`].
+fn close_reason_of(code: u8) -> Option<CloseReason> {
+    Some(match code {
+        1 => CloseReason::GoingAway,
+        2 => CloseReason::SlowConsumer,
+        3 => CloseReason::PolicyViolation,
+        4 => CloseReason::TooBig,
+        5 => CloseReason::IdleTimeout,
+        6 => CloseReason::Normal,
+        7 => CloseReason::InternalError,
+        8 => CloseReason::Replaced,
+        _ => return None,
+    })
+}
+
+/// The part of a connection made on first use.
+#[derive(Default)]
+struct Rare {
+    requests: Requests,
+    /// Wakes [`Connection::closed`]'s waiters.
+    closed: Notify,
 }
 
 /// The server's requests to one connection that wait for an answer.
@@ -160,6 +200,9 @@ pub enum AckError {
 struct Rooms {
     joined: Vec<RoomId>,
     released: bool,
+    /// Its peer address's slot, given back when the connection ends (under the same lock:
+    /// one lock fewer in every connection).
+    peer_slot: Option<Arc<PeerSlot>>,
 }
 
 impl Connection {
@@ -168,19 +211,16 @@ impl Connection {
             id,
             namespace: setup.namespace,
             transport: setup.transport,
-            extensions: setup.extensions,
+            extensions: setup.extensions.kept(),
             peer: setup.peer,
-            peer_slot: Mutex::new(setup.peer_slot),
             max_rooms: setup.max_rooms,
-            rooms: Mutex::new(Rooms::default()),
+            rooms: Mutex::new(Rooms { peer_slot: setup.peer_slot, ..Rooms::default() }),
             bucket: std::sync::OnceLock::new(),
             queue: Queue::new(setup.capacity),
-            closing: AtomicBool::new(false),
-            close_reason: Mutex::new(None),
-            close_notify: Notify::new(),
+            close: AtomicU8::new(CLOSE_OPEN),
             close_waker: AtomicWaker::new(),
             session: setup.session,
-            requests: std::sync::OnceLock::new(),
+            rare: std::sync::OnceLock::new(),
             server,
         };
         let conn = Self { inner: Arc::new(inner) };
@@ -267,7 +307,7 @@ impl Connection {
             return Ok(());
         }
         if let Some(max) = self.inner.max_rooms
-            && rooms.joined.len() >= max
+            && rooms.joined.len() >= max as usize
         {
             return Err(WsException::new(format!(
                 "Too many rooms: a connection may be in at most {max}."
@@ -375,7 +415,9 @@ impl Connection {
 
     /// Gives the connection's place in its peer address's count back.
     pub(crate) fn release_peer_slot(&self) {
-        lock(&self.inner.peer_slot).take();
+        // Dropped outside the lock.
+        let slot = lock(&self.inner.rooms).peer_slot.take();
+        drop(slot);
     }
 
     /// Emits `event` with `data` to this connection.
@@ -407,7 +449,7 @@ impl Connection {
 
     /// The reason the server gave when it closed the connection, if it did.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        *lock(&self.inner.close_reason)
+        close_reason_of(self.inner.close.load(Ordering::SeqCst))
     }
 
     /// Queues an item without waiting; a full queue disconnects the client as too slow.
@@ -423,7 +465,7 @@ impl Connection {
     ) -> Result<serde_json::Value, AckError> {
         let (data, extras) =
             crate::args::to_args(data).map_err(|e| AckError::Serialize(e.to_string()))?;
-        let requests = self.inner.requests.get_or_init(Box::default);
+        let requests = &self.inner.rare.get_or_init(Box::default).requests;
         let id = requests.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&requests.waiting).insert(id, tx);
@@ -441,16 +483,16 @@ impl Connection {
     /// Ends every request waiting for this client's answer ([`AckError::Closed`]): the
     /// connection is let go.
     pub(crate) fn end_requests(&self) {
-        if let Some(requests) = self.inner.requests.get() {
-            lock(&requests.waiting).clear();
+        if let Some(rare) = self.inner.rare.get() {
+            lock(&rare.requests.waiting).clear();
         }
     }
 
     /// The client's answer to request `id`; `false` when none waits for it (answered late, or
     /// never asked).
     pub(crate) fn answer(&self, id: u64, data: Payload) -> bool {
-        let Some(requests) = self.inner.requests.get() else { return false };
-        let waiting = lock(&requests.waiting).remove(&id);
+        let Some(rare) = self.inner.rare.get() else { return false };
+        let waiting = lock(&rare.requests.waiting).remove(&id);
         waiting.is_some_and(|tx| tx.send(data).is_ok())
     }
 
@@ -550,10 +592,17 @@ impl Connection {
 
     /// Asks the adapter to close the connection. The adapter sees it through [`Self::closed`].
     pub fn close(&self, reason: CloseReason) {
-        if !self.inner.closing.swap(true, Ordering::AcqRel) {
-            *lock(&self.inner.close_reason) = Some(reason);
-            // Every waiter: the adapter's session may wait in more than one place.
-            self.inner.close_notify.notify_waiters();
+        let code = close_code(reason);
+        let set =
+            self.inner.close.compare_exchange(CLOSE_OPEN, code, Ordering::SeqCst, Ordering::SeqCst);
+        if set.is_ok() {
+            // Against `closed`, which makes `rare` then looks at `close`: either it sees the
+            // reason, or its waiter is registered by now and woken here.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(rare) = self.inner.rare.get() {
+                // Every waiter: the adapter's session may wait in more than one place.
+                rare.closed.notify_waiters();
+            }
             self.inner.close_waker.wake();
         }
     }
@@ -563,12 +612,17 @@ impl Connection {
     /// Adapters wait for it beside their socket, in as many places as they need; it is
     /// cancel-safe.
     pub async fn closed(&self) -> CloseReason {
+        if let Some(reason) = self.close_reason() {
+            return reason;
+        }
+        let rare = self.inner.rare.get_or_init(Box::default);
         loop {
-            let notified = self.inner.close_notify.notified();
+            let notified = rare.closed.notified();
             tokio::pin!(notified);
             // Registered before looking, so that a close in between is not missed.
             notified.as_mut().enable();
-            if let Some(reason) = *lock(&self.inner.close_reason) {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(reason) = self.close_reason() {
                 return reason;
             }
             notified.await;
@@ -579,26 +633,20 @@ impl Connection {
     /// a future for each: ready with the reason once the server asked to close it; otherwise
     /// the task is woken when it does. One task at a time may poll it (the last one is woken).
     pub fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<CloseReason> {
-        if !self.is_closing() {
-            self.inner.close_waker.register(cx.waker());
-            // Looked at again: a close between the first look and the registration.
-            if !self.is_closing() {
-                return std::task::Poll::Pending;
-            }
+        if let Some(reason) = self.close_reason() {
+            return std::task::Poll::Ready(reason);
         }
-        match *lock(&self.inner.close_reason) {
+        self.inner.close_waker.register(cx.waker());
+        // Looked at again: a close between the first look and the registration.
+        match self.close_reason() {
             Some(reason) => std::task::Poll::Ready(reason),
-            // Set just after the flag, under its lock: the waker registered is woken then.
-            None => {
-                self.inner.close_waker.register(cx.waker());
-                std::task::Poll::Pending
-            }
+            None => std::task::Poll::Pending,
         }
     }
 
     /// Whether [`Self::close`] was called.
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.load(Ordering::Acquire)
+        self.inner.close.load(Ordering::Acquire) != CLOSE_OPEN
     }
 }
 
@@ -621,4 +669,39 @@ impl PartialEq for Connection {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data behind these locks stays consistent across a panic (plain inserts and removes).
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds one: with the `Arc`'s two counts, 384 B, a size class of
+    /// mimalloc's (the next is 448). See docs/PERFORMANCE.md, idle connection.
+    #[test]
+    fn a_connection_fits_in_384_bytes() {
+        assert!(size_of::<Inner>() + 16 <= 384, "{} B", size_of::<Inner>());
+    }
+
+    #[test]
+    fn close_codes_give_their_reason_back() {
+        assert_eq!(close_reason_of(CLOSE_OPEN), None);
+        for code in 1..=u8::MAX {
+            if let Some(reason) = close_reason_of(code) {
+                assert_eq!(close_code(reason), code);
+            }
+        }
+        let reasons = [
+            CloseReason::GoingAway,
+            CloseReason::SlowConsumer,
+            CloseReason::PolicyViolation,
+            CloseReason::TooBig,
+            CloseReason::IdleTimeout,
+            CloseReason::Normal,
+            CloseReason::InternalError,
+            CloseReason::Replaced,
+        ];
+        for reason in reasons {
+            assert_eq!(close_reason_of(close_code(reason)), Some(reason));
+        }
+    }
 }

@@ -25,7 +25,7 @@ pub struct Handshake {
     /// The peer's address.
     pub peer: Option<SocketAddr>,
     /// Typed values attached by middleware; they become the connection's extensions.
-    pub extensions: http::Extensions,
+    pub extensions: crate::Extensions,
     /// Who the client is, as authentication middleware established it (`JwtAuth`: the
     /// token's subject). A recovered session must present the identity that opened it.
     pub identity: Option<String>,

@@ -9,6 +9,7 @@ mod connection;
 mod cork;
 pub mod describe;
 mod exception;
+mod extensions;
 mod extract;
 mod gateway;
 mod guard;
@@ -43,6 +44,7 @@ pub use exception::{
     DefaultExceptionFilter, ExceptionContext, ExceptionFilter, INTERNAL_SERVER_ERROR, WsError,
     WsException,
 };
+pub use extensions::Extensions;
 pub use extract::{Binary, Data, Ext, FromMessage, MessageContext, Valid, describe_validation};
 pub use gateway::{Gateway, GatewayOptions, Route, Routes};
 pub use guard::Guard;

@@ -81,9 +81,10 @@ impl<T: AsRef<str>> From<T> for RoomId {
 }
 
 impl Namespace {
-    /// The default namespace, `/`.
+    /// The default namespace, `/`: one shared name, not a copy per connection.
     pub fn root() -> Self {
-        Self(Arc::from("/"))
+        static ROOT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("/"));
+        Self(ROOT.clone())
     }
 
     /// A namespace from a path; a missing leading `/` is added and a trailing one removed.

@@ -25,6 +25,7 @@ use wsgate::{
 };
 
 /// As the blog: mimalloc rather than glibc's malloc (docs/PERFORMANCE.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

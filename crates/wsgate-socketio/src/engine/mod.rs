@@ -23,9 +23,10 @@ use futures_util::SinkExt;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::App;
+use wsgate_transport::parts::in_span;
 use wsgate_transport::{
-    BoxFuture, Endpoint, Heartbeat, Link, Negotiated, Origin, SessionConfig, Socket, Switched,
-    is_upgrade, open_socket, refuse, switch_protocols,
+    BoxFuture, Endpoint, Heartbeat, Link, Negotiated, Origin, PackedOrigin, SessionConfig, Setup,
+    Socket, Switched, is_upgrade, open_socket, refuse, switch_protocols,
 };
 
 use polling::{Handle, Polling, Post};
@@ -230,7 +231,7 @@ impl Engine {
         lock(&self.sessions).insert(sid.as_str().into(), Entry::Polling(handle));
         let open = protocol::open_packet(&sid, r#""websocket""#, &self.config);
         let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
-        let origin = Box::new(Origin::take(&mut req).detached());
+        let origin = Box::new(Origin::take(&mut req).pack());
         let link = Link::Polling(Box::new(polling));
         let setup = protocol::setup(origin, link, Some(registered), &self.config);
         tokio::spawn(protocol::run(self.app.clone(), setup, self.session.clone(), span));
@@ -269,28 +270,11 @@ impl Engine {
             Err(refusal) => return refuse(&refusal),
         };
         let Switched { response, on_upgrade, deflate } = switched;
-        let origin = Box::new(Origin::take(&mut req).detached());
+        let origin = Box::new(Origin::take(&mut req).pack());
         drop(req);
-        let (app, config, session) = (self.app.clone(), self.config.clone(), self.session.clone());
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => return tracing::debug!(error = %e, "socket.io websocket upgrade failed"),
-            };
-            // Boxed at once: the session's task holds the websocket once.
-            let link = Link::WebSocket(websocket(upgraded, &config, deflate));
-            let mut setup = protocol::setup(origin, link, None, &config);
-            let sid = engine_sid();
-            let open = protocol::open_packet(&sid, "", &config);
-            if let Link::WebSocket(ws) = &mut setup.link
-                && ws.send(Message::text(open)).await.is_err()
-            {
-                return;
-            }
-            let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
-            drop(config);
-            protocol::run(app, setup, session, span).await;
-        });
+        let config = self.config.clone();
+        let opening = Box::new(Opening { origin, on_upgrade, deflate, config });
+        tokio::spawn(run_websocket(self.app.clone(), opening, self.session.clone()));
         response
     }
 
@@ -349,6 +333,53 @@ fn text(body: Bytes) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
     response
+}
+
+/// What a websocket opened directly starts from: boxed, and gone once its session runs (what
+/// a task is given keeps its room in the task for as long as it runs).
+struct Opening {
+    origin: Box<PackedOrigin>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    deflate: Option<Negotiated>,
+    config: Arc<EngineConfig>,
+}
+
+/// The task of a websocket opened directly: a session of its own, on it from the start. Not
+/// an async fn, which would keep its arguments twice (as given, and moved into its body).
+#[allow(clippy::manual_async_fn)]
+fn run_websocket(
+    app: App,
+    opening: Box<Opening>,
+    session: Arc<SessionConfig>,
+) -> impl Future<Output = ()> {
+    async move {
+        let Some((setup, span)) = Box::pin(open_websocket(opening)).await else { return };
+        in_span(wsgate_transport::run(&app, setup, &session), span).await;
+    }
+}
+
+/// Waits for the upgrade and sends the open packet: the session's setup, and its span.
+async fn open_websocket(
+    opening: Box<Opening>,
+) -> Option<(Box<Setup<protocol::EngineProtocol>>, tracing::Span)> {
+    let Opening { origin, on_upgrade, deflate, config } = *opening;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "socket.io websocket upgrade failed");
+            return None;
+        }
+    };
+    let link = Link::WebSocket(websocket(upgraded, &config, deflate));
+    let mut setup = protocol::setup(origin, link, None, &config);
+    let sid = engine_sid();
+    let open = protocol::open_packet(&sid, "", &config);
+    if let Link::WebSocket(ws) = &mut setup.link
+        && ws.send(Message::text(open)).await.is_err()
+    {
+        return None;
+    }
+    Some((setup, tracing::debug_span!(parent: None, "socket.io", sid = %sid)))
 }
 
 fn websocket(

@@ -8,11 +8,10 @@
 //! answered `3` within the ping timeout.
 
 use bytes::Bytes;
-use tracing::Instrument;
 use wsgate::adapter::{Direct, Emission};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
 use wsgate_transport::{
-    Action, Channels, Incoming, Link, Origin, Protocol, SessionConfig, SessionEnd, Setup,
+    Action, Channels, Incoming, Link, PackedOrigin, Protocol, SessionConfig, SessionEnd, Setup,
 };
 
 use super::{EngineConfig, Registered};
@@ -26,7 +25,7 @@ pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// What an Engine.IO session over `link` starts with; a session opened by long-polling
 /// holds its entry in the engine's table (`registered`) for as long as it runs.
 pub(crate) fn setup(
-    origin: Box<Origin>,
+    origin: Box<PackedOrigin>,
     link: Link,
     registered: Option<Registered>,
     config: &EngineConfig,
@@ -47,7 +46,7 @@ pub(crate) async fn run(
     session: std::sync::Arc<SessionConfig>,
     span: tracing::Span,
 ) {
-    wsgate_transport::run(&app, setup, &session).instrument(span).await;
+    wsgate_transport::parts::in_span(wsgate_transport::run(&app, setup, &session), span).await;
 }
 
 /// The open packet: the session's id and settings.
@@ -63,7 +62,7 @@ pub(crate) fn open_packet(sid: &str, upgrades: &str, config: &EngineConfig) -> S
 /// Engine.IO and Socket.IO over the session driver.
 pub(crate) struct EngineProtocol {
     /// What the request that opened the session told, for the namespaces' handshakes.
-    origin: Box<Origin>,
+    origin: Box<PackedOrigin>,
     /// A binary event waiting for its attachments. Boxed: rare, and large for a session's
     /// task to hold room for.
     assembling: Option<Box<Assembling>>,
