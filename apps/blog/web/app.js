@@ -159,7 +159,10 @@ function connectWebSocket(token, report) {
   let offset = null; // the offset of the last room event received in that session
   let up = false; // open and its session frame received: frames go out at once
   let closed = false; // closed on purpose: no reconnecting
-  let delay = 250; // reconnect backoff: 250 ms doubling up to 5 s
+  // Reconnect backoff: 250 ms doubling up to 5 s, each wait drawn from half to one and a half
+  // times it (as socket.io-client's randomizationFactor 0.5), so that clients cut off together
+  // do not all come back at the same instant.
+  let delay = 250;
   let timer = null;
 
   const deliver = (id, frame) => (up ? ws.send(frame) : queue.push({ id, frame }));
@@ -191,7 +194,7 @@ function connectWebSocket(token, report) {
       // come back with it (and the last offset) after a growing pause.
       up = false;
       report('reconnecting', 'reconnecting…');
-      timer = setTimeout(open, delay);
+      timer = setTimeout(open, delay * (0.5 + Math.random()));
       delay = Math.min(delay * 2, 5000);
     };
   }
