@@ -114,10 +114,26 @@ impl Held {
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.any.store(false, Ordering::Release);
-        DELIVERING.set(true);
+        let _delivering = Delivering::start();
         for broadcast in pending.drain(..) {
             deliver(&broadcast);
         }
+    }
+}
+
+/// Marks this thread as delivering held broadcasts until dropped, on return or unwind (an
+/// observer that panics must not leave the thread skipping every later delivery).
+struct Delivering;
+
+impl Delivering {
+    fn start() -> Self {
+        DELIVERING.set(true);
+        Self
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
         DELIVERING.set(false);
     }
 }
