@@ -350,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// got. A frame known to be larger than that is read straight into its own buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
         let spare = self.read.capacity() - self.read.len();
-        if spare >= READ_BUFFER.max(self.read_chunk) || self.read_chunk > READ_BUFFER {
+        if spare >= READ_BUFFER || self.read_chunk > READ_BUFFER {
             return self.poll_fill_direct(cx);
         }
         INBOX.with_borrow_mut(|inbox| {

@@ -101,8 +101,7 @@ impl Queue {
     }
 
     /// Queues `items` in order, as many as there is room for: one lock, one wake-up. `Full`
-    /// when some did not fit.
-    /// Counted in `round` if it was empty.
+    /// when some did not fit. A queue that was empty is counted in `round` until it drains.
     pub(crate) fn try_push_all(
         &self,
         items: impl Iterator<Item = Outbound>,
