@@ -85,7 +85,7 @@ fn drain(rx: &mut wsgate::adapter::OutboundRx) -> Vec<Answer> {
                 // The fuzzed gateway asks nothing of its clients.
                 Direct::Request { .. } => panic!("a request nobody made"),
             },
-            Outbound::Event(_) => Answer::Event,
+            Outbound::Event(_) | Outbound::Events(_) => Answer::Event,
         });
     }
     answers

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{OwnRedis, RoomGateway, until_connected};
 
-use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::adapter::{Inbound, OutboundRx, to_payload};
 use wsgate::{App, AppConfig, Connection, Handshake, Recovery, Server, SessionRequest, gateway};
 use wsgate_redis::{RedisBroker, RedisStreamsBroker, StreamsConfig};
 
@@ -67,7 +67,7 @@ async fn events(rx: &mut OutboundRx, wait: Duration) -> Vec<String> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        if let Outbound::Event(e) = item {
+        for e in item.emissions() {
             let extras = e.extras();
             let extras = match extras.is_plain() {
                 true => String::new(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::adapter::{Inbound, OutboundRx, to_payload};
 use wsgate::{App, Connection, Handshake, Server};
 use wsgate_redis::RedisBroker;
 
@@ -37,7 +37,7 @@ async fn drain(rx: &mut OutboundRx, wait: Duration) -> Vec<Value> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        if let Outbound::Event(e) = item {
+        for e in item.emissions() {
             let data: Value = serde_json::from_str(e.data().get()).unwrap();
             got.push(json!({ "event": e.event().as_str(), "data": data }));
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{OwnRedis, RoomGateway, until_connected};
 
-use wsgate::adapter::{Inbound, Outbound, OutboundRx, to_payload};
+use wsgate::adapter::{Inbound, OutboundRx, to_payload};
 use wsgate::{App, AppConfig, Connection, Handshake, Recovery, Server, SessionRequest};
 use wsgate_redis::{RedisStreamsBroker, StreamsConfig};
 
@@ -44,7 +44,7 @@ async fn drain(rx: &mut OutboundRx, wait: Duration) -> Vec<(String, String, Stri
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(item) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        if let Outbound::Event(e) = item {
+        for e in item.emissions() {
             let offset = e.offset().unwrap_or_default().to_owned();
             got.push((e.event().to_string(), e.data().get().to_owned(), offset));
         }

@@ -16,7 +16,8 @@ use crate::websocket::{Error as WsError, WebSocket};
 /// Bytes of frames gathered before they are written, within a batch that is flushed anyway.
 pub const WRITE_BUFFER: usize = 16 * 1024;
 
-/// How many queued items [`write_batch`] writes before its one flush.
+/// How many queued frames [`write_batch`] writes before its one flush (a room's held
+/// broadcasts, one item, are written whole).
 pub const WRITE_BATCH: usize = 64;
 
 /// The work of one message: its dispatch, or its refusal. Its output says whose it was.
@@ -86,37 +87,48 @@ impl<T> std::fmt::Debug for InFlight<'_, T> {
     }
 }
 
-/// Feeds `first` and whatever else `rx` holds, up to [`WRITE_BATCH`] items, to `ws` as text
-/// frames (each followed by its binary attachments, [`Outbound::attachments`], as binary
-/// frames), then flushes once: the answers to a pipelined batch leave in one system call.
+/// Feeds `first` and whatever else `rx` holds, up to [`WRITE_BATCH`] frames (a room's held
+/// broadcasts, one item, are written whole), to `ws` as text frames (each event followed by
+/// its binary attachments as binary frames), then flushes once: the answers to a pipelined
+/// batch leave in one system call.
 ///
-/// `event` and `direct` make the text of each event and each direct message; it must be
-/// UTF-8 (serialised JSON is), which is not checked again. Nothing is taken off the queue that
-/// the batch does not write.
+/// `event` queues the text of an event on the socket (with [`WebSocket::queue_text`]), and
+/// `direct` makes the text of a direct message; it must be UTF-8 (serialised JSON is), which
+/// is not checked again. Nothing is taken off the queue that the batch does not write.
 pub async fn write_batch<S>(
     ws: &mut WebSocket<S>,
     first: Outbound,
     rx: &mut OutboundRx,
-    event: impl Fn(&Emission) -> Bytes,
+    event: impl Fn(&Emission, &mut WebSocket<S>) -> Result<(), WsError>,
     direct: impl Fn(&Direct) -> Bytes,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut item = first;
-    for written in 1..=WRITE_BATCH {
-        let text = match &item {
-            Outbound::Event(emission) => event(emission),
-            Outbound::Direct(message) => direct(message),
-        };
-        ws.queue_text(&text)?;
-        for attachment in item.attachments() {
-            ws.queue_binary(attachment)?;
+    let mut written = 0;
+    loop {
+        if let Outbound::Direct(message) = &item {
+            ws.queue_text(&direct(message))?;
+            for attachment in item.attachments() {
+                ws.queue_binary(attachment)?;
+            }
+            if ws.unwritten() >= WRITE_BUFFER {
+                ws.flush_queued().await?;
+            }
         }
-        if ws.unwritten() >= WRITE_BUFFER {
-            ws.flush_queued().await?;
+        for emission in item.emissions() {
+            event(emission, ws)?;
+            for attachment in &emission.extras().binary {
+                ws.queue_binary(attachment)?;
+            }
+            if ws.unwritten() >= WRITE_BUFFER {
+                ws.flush_queued().await?;
+            }
         }
-        if written == WRITE_BATCH {
+        written += item.count();
+        drop(item);
+        if written >= WRITE_BATCH {
             break;
         }
         match rx.try_recv() {

@@ -246,6 +246,18 @@ pub trait Protocol: Send {
     /// The text of an event for `channel`'s client.
     fn encode_event(emission: &Emission, channel: &Self::Channel) -> Bytes;
 
+    /// Queues the text of an event for `channel`'s client on `ws`
+    /// ([`WebSocket::queue_text`]): by default [`Self::encode_event`]'s; a protocol whose
+    /// text is cached in the emission lends it ([`Emission::with_encoded`]), so that writing
+    /// a broadcast to each member takes no reference count of its own.
+    fn write_event(
+        emission: &Emission,
+        channel: &Self::Channel,
+        ws: &mut Socket,
+    ) -> Result<(), WsError> {
+        ws.queue_text(&Self::encode_event(emission, channel))
+    }
+
     /// The text of an ack or an exception for `channel`'s client.
     fn encode_direct(direct: &Direct, channel: &Self::Channel) -> Bytes;
 
@@ -833,24 +845,26 @@ fn text(packet: Bytes) -> Result<Message, SessionEnd> {
     Utf8Bytes::try_from(packet).map(Message::Text).map_err(|_| SessionEnd::Broken)
 }
 
-fn encode<P: Protocol>(item: &Outbound, tag: &P::Channel) -> Bytes {
-    match item {
-        Outbound::Event(emission) => P::encode_event(emission, tag),
-        Outbound::Direct(direct) => P::encode_direct(direct, tag),
-    }
-}
-
-/// Queues an item for the next poll: its packet, then its attachments' packets.
+/// Queues an item for the next poll: each packet, then its attachments' packets.
 fn push<P: Protocol>(
     polling: &mut dyn PollLink,
     item: &Outbound,
     tag: &P::Channel,
 ) -> Result<(), SessionEnd> {
-    polling.push(encode::<P>(item, tag))?;
-    for attachment in item.attachments() {
-        if let Some(packet) = P::polled_binary(attachment) {
-            polling.push(packet)?;
+    let mut packet = |text: Bytes, attachments: &[Bytes]| {
+        polling.push(text)?;
+        for attachment in attachments {
+            if let Some(packet) = P::polled_binary(attachment) {
+                polling.push(packet)?;
+            }
         }
+        Ok(())
+    };
+    if let Outbound::Direct(direct) = item {
+        packet(P::encode_direct(direct, tag), item.attachments())?;
+    }
+    for emission in item.emissions() {
+        packet(P::encode_event(emission, tag), &emission.extras().binary)?;
     }
     Ok(())
 }
@@ -947,7 +961,7 @@ async fn write_ws<P: Protocol>(
         ws,
         first,
         rx,
-        |emission| P::encode_event(emission, tag),
+        |emission, ws| P::write_event(emission, tag, ws),
         |direct| P::encode_direct(direct, tag),
     );
     tokio::pin!(writing);

@@ -102,6 +102,18 @@ impl Protocol for JsonProtocol {
         }
     }
 
+    fn write_event(
+        emission: &Emission,
+        channel: &JsonChannel,
+        ws: &mut wsgate_transport::session::Socket,
+    ) -> Result<(), wsgate_transport::websocket::Error> {
+        if channel.session {
+            emission.with_encoded::<SessionFrames, _>(|text| ws.queue_text(text))
+        } else {
+            emission.with_encoded::<JsonFrames, _>(|text| ws.queue_text(text))
+        }
+    }
+
     fn encode_direct(direct: &Direct, _: &JsonChannel) -> Bytes {
         codec::encode_direct(direct)
     }

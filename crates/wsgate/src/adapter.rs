@@ -10,8 +10,9 @@
 //! 3. decode each frame into an [`Inbound`] and call [`App::dispatch`], or [`App::reject`]
 //!    for frames that don't decode;
 //! 4. write what the queue yields, each [`Outbound`] item: events (encoded once per wire
-//!    format with [`Emission::encoded`]), the [`Direct`] answers to one message (its ack or
-//!    its exception); and close when
+//!    format with [`Emission::encoded`]; [`Outbound::emissions`] lists them, several for a
+//!    room's held broadcasts), the [`Direct`] answers to one message (its ack or its
+//!    exception); and close when
 //!    [`Connection::closed`](crate::Connection::closed) resolves;
 //! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks;
 //! 6. optionally, poll the session inside [`cork`]: a client's burst of broadcasts to a room
@@ -27,7 +28,7 @@ pub use crate::connection::OutboundRx;
 pub use crate::cork::{Corked, cork};
 pub use crate::extract::json_error_message;
 pub use crate::message::{
-    Direct, Emission, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
+    Direct, Emission, Events, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
 };
 
 use crate::app::App;

@@ -528,7 +528,7 @@ impl Connection {
 
     /// Shows an event about to be queued to the observers.
     fn observe_sent(&self, item: &Outbound) {
-        if let Outbound::Event(emission) = item {
+        for emission in item.emissions() {
             for observer in self.inner.server.observers() {
                 observer.event_sent(self, emission);
             }
@@ -551,17 +551,16 @@ impl Connection {
     /// observers and round come from the caller: one connection's memory touched, not two.
     pub(crate) fn push_events(
         &self,
-        emissions: &[Arc<Emission>],
+        events: &Arc<crate::message::Events>,
         observers: &[Arc<dyn crate::Observer>],
         round: &crate::queue::Round,
     ) {
         for observer in observers {
-            for emission in emissions {
+            for emission in events.as_slice() {
                 observer.event_sent(self, emission);
             }
         }
-        let items = emissions.iter().map(|e| Outbound::Event(e.clone()));
-        let pushed = self.inner.queue.try_push_all(items, round);
+        let pushed = self.inner.queue.try_push_events(events, round);
         let _ = self.pushed(pushed);
     }
 

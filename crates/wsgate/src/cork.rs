@@ -108,16 +108,18 @@ impl Held {
     }
 
     /// Delivers what is held, if anything, in order, with `deliver`.
-    pub(crate) fn flush(&self, deliver: impl Fn(&Pending)) {
+    pub(crate) fn flush(&self, deliver: impl Fn(Pending)) {
         if !self.any.load(Ordering::Acquire) || DELIVERING.get() {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.any.store(false, Ordering::Release);
         let _delivering = Delivering::start();
         for broadcast in pending.drain(..) {
-            deliver(&broadcast);
+            deliver(broadcast);
         }
+        // Cleared once they are all queued, not before: a push on another thread meanwhile
+        // waits for the lock, rather than overtaking the members not reached yet.
+        self.any.store(false, Ordering::Release);
     }
 }
 

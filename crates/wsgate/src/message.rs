@@ -171,6 +171,18 @@ impl Emission {
         self.extras.as_deref().unwrap_or(&PLAIN)
     }
 
+    /// This emission in the wire format `F`, lent to `f`: encoded on first use and cached,
+    /// as [`Emission::encoded`], without a handle of its own for each recipient (a clone of
+    /// [`Bytes`] is an atomic increment, and its drop a decrement).
+    pub fn with_encoded<F: WireFormat, R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let key = TypeId::of::<F>();
+        let (first, bytes) = self.first.get_or_init(|| (key, F::encode_event(self)));
+        if *first == key {
+            return f(bytes);
+        }
+        f(&self.encoded::<F>())
+    }
+
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
@@ -313,17 +325,69 @@ impl Direct {
 pub enum Outbound {
     /// An event, possibly shared with other recipients.
     Event(Arc<Emission>),
+    /// Several events, in order, shared with the other members of a room: broadcasts held
+    /// and delivered together ([`cork`](crate::adapter::cork)). Each is written as an
+    /// [`Outbound::Event`] would be, with its own attachments.
+    Events(Arc<Events>),
     /// An acknowledgement or an exception for one message.
     Direct(Box<Direct>),
 }
 
 impl Outbound {
-    /// The binary attachments that follow this item's frame, each a frame of its own.
+    /// The binary attachments that follow this item's frame, each a frame of its own; none
+    /// for [`Outbound::Events`], whose events each have their own
+    /// (`emission.extras().binary`).
     pub fn attachments(&self) -> &[Bytes] {
         match self {
             Self::Event(emission) => &emission.extras().binary,
+            Self::Events(_) => &[],
             Self::Direct(direct) => &direct.extras().binary,
         }
+    }
+
+    /// The events this item carries, in order: one for [`Outbound::Event`], none for
+    /// [`Outbound::Direct`].
+    pub fn emissions(&self) -> &[Arc<Emission>] {
+        match self {
+            Self::Event(emission) => std::slice::from_ref(emission),
+            Self::Events(events) => events.as_slice(),
+            Self::Direct(_) => &[],
+        }
+    }
+
+    /// How much of a queue's capacity it takes: one per event, one for a direct message
+    /// (attachments are not counted).
+    pub fn count(&self) -> usize {
+        match self {
+            Self::Events(events) => events.len(),
+            Self::Event(_) | Self::Direct(_) => 1,
+        }
+    }
+}
+
+/// Events that go to a room's members together, in order ([`Outbound::Events`]).
+#[derive(Debug)]
+pub struct Events(Vec<Arc<Emission>>);
+
+impl Events {
+    /// Events to go together, in this order.
+    pub fn new(emissions: Vec<Arc<Emission>>) -> Self {
+        Self(emissions)
+    }
+
+    /// Them, in order.
+    pub fn as_slice(&self) -> &[Arc<Emission>] {
+        &self.0
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -14,7 +14,9 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use crate::message::Outbound;
+use std::sync::Arc;
+
+use crate::message::{Events, Outbound};
 
 pub(crate) struct Queue {
     state: Mutex<State>,
@@ -28,6 +30,9 @@ pub(crate) struct Queue {
 
 struct State {
     items: VecDeque<Outbound>,
+    /// What the items take of the capacity ([`Outbound::count`]): a room's held
+    /// broadcasts are one item, and count one per event.
+    count: u32,
     closed: bool,
     /// Counted in a [`Round`]: given held broadcasts while empty, not drained yet.
     counted: bool,
@@ -72,8 +77,13 @@ pub(crate) enum PushError {
 impl Queue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State { items: VecDeque::new(), closed: false, counted: false }),
-            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                count: 0,
+                closed: false,
+                counted: false,
+            }),
+            capacity: capacity.clamp(1, u32::MAX as usize),
             readable: AtomicWaker::new(),
             writable: Notify::new(),
         }
@@ -91,20 +101,21 @@ impl Queue {
             if state.closed {
                 return Err(PushError::Closed);
             }
-            if state.items.len() >= self.capacity {
+            if state.full() >= self.capacity {
                 return Err(PushError::Full);
             }
-            state.items.push_back(item);
+            state.push(item);
         }
         self.readable.wake();
         Ok(())
     }
 
-    /// Queues `items` in order, as many as there is room for: one lock, one wake-up. `Full`
-    /// when some did not fit. A queue that was empty is counted in `round` until it drains.
-    pub(crate) fn try_push_all(
+    /// Queues a room's held broadcasts as one item if they fit, else as many of them as
+    /// there is room for and `Full`: one lock, one wake-up. A queue that was empty is counted
+    /// in `round` until it drains.
+    pub(crate) fn try_push_events(
         &self,
-        items: impl Iterator<Item = Outbound>,
+        events: &Arc<Events>,
         round: &Round,
     ) -> Result<(), PushError> {
         let result = {
@@ -116,15 +127,16 @@ impl Queue {
                 state.counted = true;
                 round.outstanding.fetch_add(1, Ordering::AcqRel);
             }
-            let mut result = Ok(());
-            for item in items {
-                if state.items.len() >= self.capacity {
-                    result = Err(PushError::Full);
-                    break;
+            if state.full() + events.len() <= self.capacity {
+                state.push(Outbound::Events(events.clone()));
+                Ok(())
+            } else {
+                let room = self.capacity.saturating_sub(state.full());
+                for emission in events.as_slice().iter().take(room) {
+                    state.push(Outbound::Event(emission.clone()));
                 }
-                state.items.push_back(item);
+                Err(PushError::Full)
             }
-            result
         };
         self.readable.wake();
         result
@@ -137,7 +149,7 @@ impl Queue {
             if state.closed {
                 return Err(PushError::Closed);
             }
-            state.items.push_back(item);
+            state.push(item);
         }
         self.readable.wake();
         Ok(())
@@ -156,9 +168,9 @@ impl Queue {
                 if state.closed {
                     return Err(PushError::Closed);
                 }
-                if state.items.len() < self.capacity {
+                if state.full() < self.capacity {
                     if let Some(item) = item.take() {
-                        state.items.push_back(item);
+                        state.push(item);
                     }
                     drop(state);
                     self.readable.wake();
@@ -173,8 +185,9 @@ impl Queue {
     /// `round`.
     pub(crate) fn try_pop(&self, round: &Round) -> Option<Outbound> {
         let mut state = self.lock();
-        let was_full = state.items.len() >= self.capacity;
+        let was_full = state.full() >= self.capacity;
         let item = state.items.pop_front()?;
+        state.count = state.count.saturating_sub(item.count().try_into().unwrap_or(u32::MAX));
         let mut drained = false;
         // Released once drained: an idle connection holds no block (64 B at the least).
         if state.items.is_empty() {
@@ -214,6 +227,7 @@ impl Queue {
         let (items, drained) = {
             let mut state = self.lock();
             state.closed = true;
+            state.count = 0;
             (std::mem::take(&mut state.items), std::mem::take(&mut state.counted))
         };
         drop(items);
@@ -223,8 +237,22 @@ impl Queue {
         self.writable.notify_waiters();
     }
 
+    /// What is queued, counted as [`Outbound::count`] does.
     pub(crate) fn len(&self) -> usize {
-        self.lock().items.len()
+        self.lock().full()
+    }
+}
+
+impl State {
+    /// How much of the capacity is taken.
+    fn full(&self) -> usize {
+        self.count as usize
+    }
+
+    fn push(&mut self, item: Outbound) {
+        let count = u32::try_from(item.count()).unwrap_or(u32::MAX);
+        self.count = self.count.saturating_add(count);
+        self.items.push_back(item);
     }
 }
 
@@ -245,7 +273,7 @@ mod tests {
     fn code(o: Outbound) -> u16 {
         match o {
             Outbound::Event(e) => e.event().as_str().parse().unwrap_or(u16::MAX),
-            Outbound::Direct(_) => u16::MAX,
+            Outbound::Events(_) | Outbound::Direct(_) => u16::MAX,
         }
     }
 

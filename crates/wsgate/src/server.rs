@@ -935,16 +935,19 @@ impl Server {
         &self.inner.held.round
     }
 
-    /// Delivers broadcasts held back: each member of the room gets all of them at once.
-    fn deliver_pending(&self, pending: &crate::cork::Pending) {
+    /// Delivers broadcasts held back: each member of the room gets all of them at once, as
+    /// one item shared by all (one reference count and one queue entry per member, not one
+    /// per event).
+    fn deliver_pending(&self, pending: crate::cork::Pending) {
         let rooms = read(&self.inner.rooms);
-        let Some(members) = rooms.get(&(pending.namespace.clone(), pending.room.clone())) else {
+        let Some(members) = rooms.get(&(pending.namespace, pending.room)) else {
             return;
         };
+        let events = Arc::new(crate::message::Events::new(pending.emissions));
         let (observers, round) = (self.observers(), self.round());
         for conn in members.values() {
             if pending.except != Some(conn.id()) {
-                conn.push_events(&pending.emissions, observers, round);
+                conn.push_events(&events, observers, round);
             }
         }
     }

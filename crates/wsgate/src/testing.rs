@@ -227,7 +227,8 @@ impl TestClient {
         }
         let rx = self.rx.as_mut()?;
         let item = tokio::time::timeout(wait, rx.recv()).await.ok()?;
-        Some(received(item))
+        received(item, &mut self.pending);
+        (!self.pending.is_empty()).then(|| self.pending.remove(0))
     }
 
     /// Everything sent so far, without waiting.
@@ -235,7 +236,7 @@ impl TestClient {
         let mut all: Vec<Received> = self.pending.drain(..).collect();
         if let Some(rx) = self.rx.as_mut() {
             while let Some(item) = rx.try_recv() {
-                all.push(received(item));
+                received(item, &mut all);
             }
         }
         all
@@ -270,20 +271,21 @@ fn inbound<T: Serialize>(event: &str, data: &T) -> Inbound {
     Inbound::new(event, to_payload(data).unwrap_or_else(|_| crate::adapter::null_payload()))
 }
 
-fn received(item: Outbound) -> Received {
+/// What a queue item is for the client, added to `into`: an event each, or the direct message.
+fn received(item: Outbound, into: &mut Vec<Received>) {
     let parse = |raw: &str| serde_json::from_str(raw).unwrap_or(Value::Null);
-    match item {
-        Outbound::Event(e) => Received::Event {
-            event: e.event().to_string(),
-            data: parse(e.data().get()),
-            offset: e.offset().map(str::to_owned),
-        },
-        Outbound::Direct(direct) => match *direct {
+    into.extend(item.emissions().iter().map(|e| Received::Event {
+        event: e.event().to_string(),
+        data: parse(e.data().get()),
+        offset: e.offset().map(str::to_owned),
+    }));
+    if let Outbound::Direct(direct) = item {
+        into.push(match *direct {
             Direct::Ack { id, data, .. } => Received::Ack { id, data: parse(data.get()) },
             Direct::Exception { id, data } => Received::Exception { id, data: parse(data.get()) },
             Direct::Request { id, event, data, .. } => {
                 Received::Request { id, event: event.to_string(), data: parse(data.get()) }
             }
-        },
+        });
     }
 }

@@ -155,3 +155,33 @@ async fn a_burst_reaches_a_large_room_whole_and_in_order() {
         assert!(member.drain().is_empty(), "each once");
     }
 }
+
+#[tokio::test]
+async fn held_broadcasts_take_the_queue_room_of_each_event() {
+    // Room for 4 events a connection: held broadcasts go as one item, counted per event.
+    let config = wsgate::AppConfig { outbound_capacity: 4, ..wsgate::AppConfig::default() };
+    let app = App::builder().config(config).gateway(Nothing).build().await.unwrap();
+    let server = app.server().clone();
+    let mut fits = TestClient::builder(&app).connect().await.unwrap();
+    let mut slow = TestClient::builder(&app).connect().await.unwrap();
+    fits.connection().join("four").unwrap();
+    slow.connection().join("four").unwrap();
+    slow.connection().join("five").unwrap();
+
+    cork(async {
+        for n in 1..=4 {
+            server.to("four").emit("e", &n).unwrap();
+        }
+    })
+    .await;
+    let (fits_conn, slow_conn) = (fits.connection().clone(), slow.connection().clone());
+    // The four fill both queues to the brim: one more event is one too many.
+    cork(async {
+        server.to("five").emit("e", &5).unwrap();
+    })
+    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), slow_conn.closed()).await;
+    assert_eq!(closed.ok(), Some(wsgate::CloseReason::SlowConsumer), "the fifth did not fit");
+    assert_eq!(received(&mut fits).await, names(&["e:1", "e:2", "e:3", "e:4"]));
+    assert!(!fits_conn.is_closing(), "four fit in a queue of four");
+}

@@ -90,7 +90,7 @@ fn resume(id: &str, offset: Option<&str>) -> SessionRequest {
 fn drain(rx: &mut OutboundRx) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
     while let Some(item) = rx.try_recv() {
-        if let Outbound::Event(e) = item {
+        for e in item.emissions() {
             out.push((e.event().to_string(), e.offset().map(str::to_owned), e.data().to_string()));
         }
     }

@@ -288,6 +288,18 @@ impl Protocol for EngineProtocol {
         packet::for_namespace(emission.encoded::<EventFrames>(), &channel.prefix)
     }
 
+    fn write_event(
+        emission: &Emission,
+        channel: &Namespaced,
+        ws: &mut wsgate_transport::session::Socket,
+    ) -> Result<(), wsgate_transport::websocket::Error> {
+        if channel.prefix.is_empty() {
+            emission.with_encoded::<EventFrames, _>(|text| ws.queue_text(text))
+        } else {
+            ws.queue_text(&Self::encode_event(emission, channel))
+        }
+    }
+
     fn encode_direct(direct: &Direct, channel: &Namespaced) -> Bytes {
         packet::encode_direct(direct, &channel.prefix)
     }
