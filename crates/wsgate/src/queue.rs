@@ -68,7 +68,7 @@ impl Round {
     }
 }
 
-/// Why an item could not be queued; the item comes back.
+/// Why an item could not be queued.
 pub(crate) enum PushError {
     Full,
     Closed,
@@ -157,6 +157,19 @@ impl Queue {
 
     /// Queues `item`, waiting for room. Fails only if the reader is gone.
     pub(crate) async fn push(&self, item: Outbound) -> Result<(), PushError> {
+        // Nearly always there is room: no waiter is registered for that.
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.full() < self.capacity {
+                state.push(item);
+                drop(state);
+                self.readable.wake();
+                return Ok(());
+            }
+        }
         let mut item = Some(item);
         loop {
             let notified = self.writable.notified();
