@@ -163,7 +163,7 @@ async fn held_broadcasts_take_the_queue_room_of_each_event() {
     let app = App::builder().config(config).gateway(Nothing).build().await.unwrap();
     let server = app.server().clone();
     let mut fits = TestClient::builder(&app).connect().await.unwrap();
-    let mut slow = TestClient::builder(&app).connect().await.unwrap();
+    let slow = TestClient::builder(&app).connect().await.unwrap();
     fits.connection().join("four").unwrap();
     slow.connection().join("four").unwrap();
     slow.connection().join("five").unwrap();
