@@ -319,11 +319,13 @@ struct Channel<C> {
     conn: Connection,
     rx: OutboundRx,
     tag: C,
-    /// Messages of it still being handled.
-    busy: usize,
+    /// Messages of it still being handled (at most the session's `max_in_flight`).
+    busy: u32,
+    /// Why the server closed it, once it did.
+    closing: Option<CloseReason>,
     /// Set once the server closed it: it answers the messages it is handling first, until
-    /// the deadline.
-    draining: Option<(CloseReason, Pin<Box<Sleep>>)>,
+    /// the deadline. Apart from `closing`, so that the two fit in the words of the others.
+    draining: Option<Pin<Box<Sleep>>>,
 }
 
 /// Lists inline for the usual one channel (a plain WebSocket connection, a Socket.IO client
@@ -448,7 +450,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     }
 
     fn add(&mut self, conn: Connection, rx: OutboundRx, tag: P::Channel) {
-        self.channels.push(Channel { conn, rx, tag, busy: 0, draining: None });
+        self.channels.push(Channel { conn, rx, tag, busy: 0, closing: None, draining: None });
     }
 
     fn remove(&mut self, index: usize) -> Channel<P::Channel> {
@@ -703,7 +705,8 @@ impl<'a, P: Protocol> Session<'a, P> {
         let busy = self.channels[index].busy;
         tracing::debug!(conn = %self.channels[index].conn.id(), ?reason, busy, "closing");
         let drain = self.app.config().drain_timeout;
-        self.channels[index].draining = Some((reason, Box::pin(tokio::time::sleep(drain))));
+        self.channels[index].closing = Some(reason);
+        self.channels[index].draining = Some(Box::pin(tokio::time::sleep(drain)));
         // A client that does not read would not take the answers either.
         if busy == 0 || !reason.drains() {
             return self.end_channel(index).await;
@@ -714,7 +717,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// Ends a closing channel: what is queued is written (unless the client is too slow to
     /// take it), then the protocol's goodbye; or the session closes.
     async fn end_channel(&mut self, index: usize) -> Result<(), SessionEnd> {
-        let reason = self.channels[index].draining.as_ref().map_or(CloseReason::Normal, |d| d.0);
+        let reason = self.channels[index].closing.unwrap_or(CloseReason::Normal);
         if reason.drains() {
             while let Some(item) = self.channels[index].rx.try_recv() {
                 self.write(index, item).await?;
@@ -925,7 +928,7 @@ async fn channel_step<C>(channels: &mut [Channel<C>], writable: bool) -> (usize,
                         return Poll::Ready((index, ChannelStep::Closed(reason)));
                     }
                 }
-                Some((_, deadline)) => {
+                Some(deadline) => {
                     if deadline.as_mut().poll(cx).is_ready() {
                         return Poll::Ready((index, ChannelStep::Expired));
                     }

@@ -231,7 +231,7 @@ impl Engine {
         lock(&self.sessions).insert(sid.as_str().into(), Entry::Polling(handle));
         let open = protocol::open_packet(&sid, r#""websocket""#, &self.config);
         let span = tracing::debug_span!(parent: None, "socket.io", sid = %sid);
-        let origin = Box::new(Origin::take(&mut req).pack());
+        let origin = Origin::take(&mut req).pack();
         let link = Link::Polling(Box::new(polling));
         let setup = protocol::setup(origin, link, Some(registered), &self.config);
         tokio::spawn(protocol::run(self.app.clone(), setup, self.session.clone(), span));
@@ -371,7 +371,7 @@ async fn open_websocket(
         }
     };
     let link = Link::WebSocket(websocket(upgraded, &config, deflate));
-    let mut setup = protocol::setup(origin, link, None, &config);
+    let mut setup = protocol::setup(*origin, link, None, &config);
     let sid = engine_sid();
     let open = protocol::open_packet(&sid, "", &config);
     if let Link::WebSocket(ws) = &mut setup.link
@@ -409,6 +409,18 @@ fn engine_sid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn future_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Every idle connection holds its task: tokio's task cell is the future and about 100
+    /// bytes of its own, in steps of 128; at most 792 B of future, the cell is 896 B (see
+    /// docs/PERFORMANCE.md, idle connection).
+    #[test]
+    fn a_websocket_session_task_fits_in_896_bytes() {
+        assert!(future_size(run_websocket) <= 792, "{} B", future_size(run_websocket));
+    }
 
     #[test]
     fn the_query_is_read_for_version_transport_and_session() {

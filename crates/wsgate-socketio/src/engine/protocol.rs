@@ -25,17 +25,13 @@ pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// What an Engine.IO session over `link` starts with; a session opened by long-polling
 /// holds its entry in the engine's table (`registered`) for as long as it runs.
 pub(crate) fn setup(
-    origin: Box<PackedOrigin>,
+    origin: PackedOrigin,
     link: Link,
     registered: Option<Registered>,
     config: &EngineConfig,
 ) -> Box<Setup<EngineProtocol>> {
-    let protocol = EngineProtocol {
-        origin,
-        assembling: None,
-        max_payload: config.max_payload,
-        _registered: registered,
-    };
+    let kept = Kept { origin, max_payload: config.max_payload, _registered: registered };
+    let protocol = EngineProtocol { kept: Box::new(kept), assembling: None };
     Box::new(Setup { protocol, link, channels: Vec::new() })
 }
 
@@ -61,11 +57,17 @@ pub(crate) fn open_packet(sid: &str, upgrades: &str, config: &EngineConfig) -> S
 
 /// Engine.IO and Socket.IO over the session driver.
 pub(crate) struct EngineProtocol {
-    /// What the request that opened the session told, for the namespaces' handshakes.
-    origin: Box<PackedOrigin>,
+    /// What the session keeps for its whole life, in one box: every word of the session's
+    /// task is a word of every idle connection's.
+    kept: Box<Kept>,
     /// A binary event waiting for its attachments. Boxed: rare, and large for a session's
     /// task to hold room for.
     assembling: Option<Box<Assembling>>,
+}
+
+struct Kept {
+    /// What the request that opened the session told, for the namespaces' handshakes.
+    origin: PackedOrigin,
     max_payload: usize,
     /// The session's entry in the engine's table, removed when the session ends.
     _registered: Option<Registered>,
@@ -73,10 +75,20 @@ pub(crate) struct EngineProtocol {
 
 /// A namespace connected over the session.
 pub(crate) struct Namespaced {
-    /// The namespace as the client wrote it.
-    ns: Box<str>,
-    /// The prefix its packets carry: empty for `/`, `/chat,` otherwise.
+    /// The prefix its packets carry: empty for `/`, `/chat,` otherwise (the namespace as the
+    /// client wrote it, and a comma, which a namespace cannot hold).
     prefix: Box<str>,
+}
+
+impl Namespaced {
+    fn new(ns: &str) -> Self {
+        Self { prefix: packet::prefix(ns).into() }
+    }
+
+    /// The namespace as the client wrote it.
+    fn ns(&self) -> &str {
+        self.prefix.strip_suffix(',').unwrap_or("/")
+    }
 }
 
 /// A binary event (or a binary answer to a request of the server's) waiting for its
@@ -107,7 +119,7 @@ impl EngineProtocol {
         body: &str,
         binary: Vec<Bytes>,
     ) -> Action<Namespaced> {
-        let Some(channel) = channels.find(|c| *c.ns == *ns) else {
+        let Some(channel) = channels.find(|c| c.ns() == ns) else {
             tracing::debug!(ns, "event for a namespace not connected");
             return Action::Nothing;
         };
@@ -129,7 +141,7 @@ impl EngineProtocol {
         id: Option<u64>,
         body: &str,
     ) -> Action<Namespaced> {
-        let (Some(channel), Some(id)) = (channels.find(|c| *c.ns == *ns), id) else {
+        let (Some(channel), Some(id)) = (channels.find(|c| c.ns() == ns), id) else {
             return Action::Nothing;
         };
         match answer_of(body) {
@@ -149,7 +161,7 @@ impl EngineProtocol {
         auth: Option<&str>,
     ) -> Action<Namespaced> {
         let prefix = packet::prefix(ns);
-        if channels.find(|c| *c.ns == *ns).is_some() {
+        if channels.find(|c| c.ns() == ns).is_some() {
             tracing::debug!(ns, "namespace connected twice");
             return Action::Nothing;
         }
@@ -162,10 +174,10 @@ impl EngineProtocol {
                 return Action::Send(refused.into());
             }
         };
-        let mut handshake = self.origin.handshake(Namespace::new(ns), TRANSPORT);
+        let mut handshake = self.kept.origin.handshake(Namespace::new(ns), TRANSPORT);
         handshake.session = session_request(&auth);
         handshake.auth = Some(auth);
-        let channel = Namespaced { ns: ns.into(), prefix: prefix.into() };
+        let channel = Namespaced::new(ns);
         Action::Open { channel, handshake: Box::new(handshake) }
     }
 }
@@ -205,7 +217,7 @@ impl Protocol for EngineProtocol {
                     return broken("binary frame without a binary event");
                 };
                 event.size += data.len();
-                if event.size > self.max_payload {
+                if event.size > self.kept.max_payload {
                     return Action::End(SessionEnd::Close(CloseReason::TooBig));
                 }
                 event.attachments.push(data);
@@ -258,7 +270,7 @@ impl Protocol for EngineProtocol {
                 Action::Nothing
             }
             Packet::Connect { ns, auth } => self.connect(&channels, ns, auth),
-            Packet::Disconnect { ns } => match channels.find(|c| *c.ns == *ns) {
+            Packet::Disconnect { ns } => match channels.find(|c| c.ns() == ns) {
                 Some(channel) => Action::Leave { channel },
                 None => Action::Nothing,
             },
