@@ -72,12 +72,18 @@ impl<'a, T> InFlight<'a, T> {
     /// Resolves with the output of a message in flight once it is done; never while none is
     /// (for a `select!` branch).
     pub async fn next_done(&mut self) -> T {
-        let Some(set) = self.set.as_mut() else { return std::future::pending().await };
-        let Some(done) = set.next().await else { return std::future::pending().await };
+        std::future::poll_fn(|cx| self.poll_next_done(cx)).await
+    }
+
+    /// [`Self::next_done`] as a poll, for a loop that polls it beside other sources with no
+    /// future of its own.
+    pub fn poll_next_done(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(set) = self.set.as_mut() else { return Poll::Pending };
+        let Poll::Ready(Some(done)) = set.poll_next_unpin(cx) else { return Poll::Pending };
         if set.is_empty() {
             self.set = None;
         }
-        done
+        Poll::Ready(done)
     }
 }
 

@@ -22,7 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +38,7 @@ use wsgate::adapter::{Departure, Direct, Emission, Inbound, Outbound, OutboundRx
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
 use crate::compression::Negotiated;
-use crate::parts::{InFlight, WRITE_BATCH, Work, deadline, write_batch};
+use crate::parts::{InFlight, WRITE_BATCH, Work, write_batch};
 use crate::websocket::{Error as WsError, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
@@ -486,47 +486,80 @@ impl<'a, P: Protocol> Session<'a, P> {
                     Link::WebSocket(_) => true,
                     Link::Polling(polling) => polling.is_polled(),
                 };
-                let step = tokio::select! {
-                    biased;
-                    () = deadline(&mut unjoined) => {
+                // One poll over every source, biased in this order, with no future of its own
+                // for any: this wait is where an idle session spends its life, and every byte it
+                // holds is a byte of every idle connection's task.
+                let wake = std::future::poll_fn(|cx| {
+                    if let Some(deadline) = &mut unjoined
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Wake::Unjoined);
+                    }
+                    if busy > 0
+                        && let Poll::Ready(id) = in_flight.poll_next_done(cx)
+                    {
+                        return Poll::Ready(Wake::Done(id));
+                    }
+                    if let Poll::Ready(event) = poll_event(&mut self.link, read, cx) {
+                        return Poll::Ready(match event {
+                            // Frames are handled here, in this poll.
+                            Ok(Event::Frame(frame)) => {
+                                self.heard = true;
+                                Wake::Read(self.frames(frame, &mut in_flight, cx))
+                            }
+                            other => Wake::Link(other),
+                        });
+                    }
+                    // After the frames: a pong already received is read before the timeout is.
+                    if heartbeat.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Heartbeat);
+                    }
+                    // Last: frames already received are handled first, so that the answers to a
+                    // pipelined batch leave in one write. The channels' closes come here too.
+                    poll_channel_step(&mut self.channels, writable, cx)
+                        .map(|(index, step)| Wake::Channel(index, step))
+                })
+                .await;
+                let step = match wake {
+                    Wake::Unjoined => {
                         tracing::debug!("no channel opened in time");
                         Err(SessionEnd::Close(CloseReason::IdleTimeout))
                     }
-                    id = in_flight.next_done(), if busy > 0 => self.done(id).await,
-                    event = next_event(&mut self.link, read) => {
-                        match event {
-                            Ok(Event::Closed(code)) => {
-                                self.farewell = P::farewell(code);
-                                Err(SessionEnd::ClientClosed)
-                            }
-                            Ok(Event::Frame(frame)) => {
-                                self.heard = true;
-                                match self.frames(frame, &mut in_flight).await {
-                                    Ok(()) => Ok(()),
-                                    Err(Stop::Act(action)) => Box::pin(self.act(*action)).await,
-                                    Err(Stop::End(end)) => Err(end),
-                                }
-                            }
-                            Ok(Event::Polled) => {
-                                self.fill_poll();
-                                Ok(())
-                            }
-                            Ok(Event::Upgraded(socket, waiting)) => {
-                                Box::pin(self.upgraded(socket, waiting)).await
-                            }
-                            Err(end) => Err(end),
+                    Wake::Done(id) => self.done(id).await,
+                    Wake::Read(Ok(())) => Ok(()),
+                    Wake::Read(Err(Stop::Act(action))) => Box::pin(self.act(*action)).await,
+                    Wake::Read(Err(Stop::End(end))) => Err(end),
+                    Wake::Link(event) => match event {
+                        Ok(Event::Closed(code)) => {
+                            self.farewell = P::farewell(code);
+                            Err(SessionEnd::ClientClosed)
                         }
-                    }
-                    // After the frames: a pong already received is read before the timeout is.
-                    () = &mut heartbeat => {
+                        // Handled in the wait ([`Wake::Read`]).
+                        Ok(Event::Frame(_)) => Ok(()),
+                        Ok(Event::Polled) => {
+                            self.fill_poll();
+                            Ok(())
+                        }
+                        Ok(Event::Upgraded(socket, waiting)) => {
+                            Box::pin(self.upgraded(socket, waiting)).await
+                        }
+                        Err(end) => Err(end),
+                    },
+                    Wake::Heartbeat => {
                         let now = Instant::now();
                         match &self.config.heartbeat {
                             Heartbeat::Ping { interval, idle_timeout } => {
-                                let last_seen = if std::mem::take(&mut self.heard) { now } else { mark.unwrap_or(now) };
+                                let last_seen = if std::mem::take(&mut self.heard) {
+                                    now
+                                } else {
+                                    mark.unwrap_or(now)
+                                };
                                 mark = Some(last_seen);
                                 heartbeat.as_mut().reset(now + *interval);
                                 // A session whose handlers are still running is not idle.
-                                if in_flight.is_empty() && now.duration_since(last_seen) >= *idle_timeout {
+                                if in_flight.is_empty()
+                                    && now.duration_since(last_seen) >= *idle_timeout
+                                {
                                     Err(SessionEnd::Close(CloseReason::IdleTimeout))
                                 } else {
                                     // Boxed, as every rare path: it takes no room in the task.
@@ -551,9 +584,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                             }
                         }
                     }
-                    // Last: frames already received are handled first, so that the answers to a
-                    // pipelined batch leave in one write. The channels' closes come here too.
-                    (index, step) = channel_step(&mut self.channels, writable) => match step {
+                    Wake::Channel(index, step) => match step {
                         // Boxed: a write's state is large, and an idle session's task would
                         // otherwise hold room for it (one allocation per batch, not per item).
                         ChannelStep::Item(item) => Box::pin(self.write(index, item)).await,
@@ -631,48 +662,47 @@ impl<'a, P: Protocol> Session<'a, P> {
 
     /// Handles `first` and the frames already received after it, in one turn: the answers to a
     /// pipelined batch then leave in one write. Each message's work is polled once as it is
-    /// read and kept only if it has to wait. One poll, no await inside: what a frame holds
-    /// takes no room in the session's task. Stops at a rare action (for the caller to box).
-    async fn frames(
+    /// read and kept only if it has to wait. Called from the session's wait, with its context:
+    /// no future of its own, so what a frame holds takes no room in the session's task. Stops
+    /// at a rare action (for the caller to box).
+    fn frames(
         &mut self,
         first: Option<Incoming>,
         in_flight: &mut InFlight<'a, ConnectionId>,
+        cx: &mut Context<'_>,
     ) -> Result<(), Stop<P::Channel>> {
         let max = self.config.max_in_flight;
         let mut frame = first;
-        std::future::poll_fn(move |cx| {
-            loop {
-                if let Some(incoming) = frame.take() {
-                    match self.read(incoming) {
-                        Read::Nothing => {}
-                        Read::Work(index, mut work) => {
-                            if work.as_mut().poll(cx).is_pending() {
-                                in_flight.keep(work);
-                                self.channels[index].busy += 1;
-                            }
+        loop {
+            if let Some(incoming) = frame.take() {
+                match self.read(incoming) {
+                    Read::Nothing => {}
+                    Read::Work(index, mut work) => {
+                        if work.as_mut().poll(cx).is_pending() {
+                            in_flight.keep(work);
+                            self.channels[index].busy += 1;
                         }
-                        Read::Act(action) => return Poll::Ready(Err(Stop::Act(action))),
-                        Read::End(end) => return Poll::Ready(Err(Stop::End(end))),
                     }
-                }
-                if in_flight.len() >= max {
-                    return Poll::Ready(Ok(()));
-                }
-                let Link::WebSocket(ws) = &mut self.link else { return Poll::Ready(Ok(())) };
-                match ws.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(Message::Close(frame)))) => {
-                        self.farewell = P::farewell(frame.map(|f| u16::from(f.code)));
-                        return Poll::Ready(Err(Stop::End(SessionEnd::ClientClosed)));
-                    }
-                    Poll::Ready(next) => match ws_frame(next) {
-                        Ok(next) => frame = next,
-                        Err(end) => return Poll::Ready(Err(Stop::End(end))),
-                    },
-                    Poll::Pending => return Poll::Ready(Ok(())),
+                    Read::Act(action) => return Err(Stop::Act(action)),
+                    Read::End(end) => return Err(Stop::End(end)),
                 }
             }
-        })
-        .await
+            if in_flight.len() >= max {
+                return Ok(());
+            }
+            let Link::WebSocket(ws) = &mut self.link else { return Ok(()) };
+            match ws.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                    self.farewell = P::farewell(frame.map(|f| u16::from(f.code)));
+                    return Err(Stop::End(SessionEnd::ClientClosed));
+                }
+                Poll::Ready(next) => match ws_frame(next) {
+                    Ok(next) => frame = next,
+                    Err(end) => return Err(Stop::End(end)),
+                },
+                Poll::Pending => return Ok(()),
+            }
+        }
     }
 
     /// The actions that open or leave a channel, or send a packet of the protocol's own.
@@ -891,20 +921,44 @@ fn ws_frame(frame: Option<Result<Message, WsError>>) -> Result<Option<Incoming>,
     }
 }
 
-/// The link's next event; frames only when `read`. Cancel-safe.
-async fn next_event(link: &mut Link, read: bool) -> Result<Event, SessionEnd> {
+/// The link's next event; frames only when `read`. A polling link's future is made again at
+/// each poll (its `next` is cancel-safe), so that a session waiting on a websocket holds no
+/// future for it.
+fn poll_event(
+    link: &mut Link,
+    read: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Event, SessionEnd>> {
     match link {
-        Link::WebSocket(_) if !read => std::future::pending().await,
-        Link::WebSocket(ws) => match ws.next().await {
+        Link::WebSocket(_) if !read => Poll::Pending,
+        Link::WebSocket(ws) => ws.poll_next_unpin(cx).map(|next| match next {
             Some(Ok(Message::Close(frame))) => Ok(Event::Closed(frame.map(|f| u16::from(f.code)))),
             next => Ok(Event::Frame(ws_frame(next)?)),
-        },
-        Link::Polling(polling) => match polling.next(read).await? {
-            LinkEvent::Frame(frame) => Ok(Event::Frame(Some(frame))),
-            LinkEvent::Polled => Ok(Event::Polled),
-            LinkEvent::Upgraded { socket, waiting } => Ok(Event::Upgraded(socket, waiting)),
-        },
+        }),
+        Link::Polling(polling) => polling.next(read).as_mut().poll(cx).map(|event| {
+            Ok(match event? {
+                LinkEvent::Frame(frame) => Event::Frame(Some(frame)),
+                LinkEvent::Polled => Event::Polled,
+                LinkEvent::Upgraded { socket, waiting } => Event::Upgraded(socket, waiting),
+            })
+        }),
     }
+}
+
+/// What the session's wait ended with, in the order they are looked at.
+enum Wake<C> {
+    /// No channel opened in time.
+    Unjoined,
+    /// A message in flight is done.
+    Done(ConnectionId),
+    /// Frames came and were handled ([`Session::frames`]).
+    Read(Result<(), Stop<C>>),
+    /// The link has something else.
+    Link(Result<Event, SessionEnd>),
+    /// The heartbeat's timer fired.
+    Heartbeat,
+    /// A channel has something.
+    Channel(usize, ChannelStep),
 }
 
 /// What a channel has for the session.
@@ -919,32 +973,33 @@ enum ChannelStep {
 
 /// The first channel the server closes or whose drain timeout passed, else (when `writable`)
 /// the first with an item queued. One poll for every channel: no future of its own for each.
-async fn channel_step<C>(channels: &mut [Channel<C>], writable: bool) -> (usize, ChannelStep) {
-    std::future::poll_fn(|cx| {
+fn poll_channel_step<C>(
+    channels: &mut [Channel<C>],
+    writable: bool,
+    cx: &mut Context<'_>,
+) -> Poll<(usize, ChannelStep)> {
+    for (index, channel) in channels.iter_mut().enumerate() {
+        match &mut channel.draining {
+            None => {
+                if let Poll::Ready(reason) = channel.conn.poll_closed(cx) {
+                    return Poll::Ready((index, ChannelStep::Closed(reason)));
+                }
+            }
+            Some(deadline) => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready((index, ChannelStep::Expired));
+                }
+            }
+        }
+    }
+    if writable {
         for (index, channel) in channels.iter_mut().enumerate() {
-            match &mut channel.draining {
-                None => {
-                    if let Poll::Ready(reason) = channel.conn.poll_closed(cx) {
-                        return Poll::Ready((index, ChannelStep::Closed(reason)));
-                    }
-                }
-                Some(deadline) => {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready((index, ChannelStep::Expired));
-                    }
-                }
+            if let Poll::Ready(item) = channel.rx.poll_recv(cx) {
+                return Poll::Ready((index, ChannelStep::Item(item)));
             }
         }
-        if writable {
-            for (index, channel) in channels.iter_mut().enumerate() {
-                if let Poll::Ready(item) = channel.rx.poll_recv(cx) {
-                    return Poll::Ready((index, ChannelStep::Item(item)));
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
+    }
+    Poll::Pending
 }
 
 /// Writes `first` and whatever else channel `index` has queued to a websocket, then flushes
