@@ -28,6 +28,17 @@ async fn received(client: &mut TestClient) -> Vec<String> {
     all
 }
 
+/// `n` clients, each in room `r`.
+async fn members_of_r(app: &App, n: usize) -> Vec<TestClient> {
+    let mut members = Vec::with_capacity(n);
+    for _ in 0..n {
+        let client = TestClient::builder(app).connect().await.unwrap();
+        client.connection().join("r").unwrap();
+        members.push(client);
+    }
+    members
+}
+
 fn names(events: &[&str]) -> Vec<String> {
     events.iter().map(ToString::to_string).collect()
 }
@@ -85,12 +96,7 @@ async fn outside_a_corked_poll_an_emit_is_queued_at_once() {
 async fn another_task_emitting_after_a_held_broadcast_comes_after_it() {
     let app = App::builder().gateway(Nothing).build().await.unwrap();
     let server = app.server().clone();
-    let mut members = Vec::new();
-    for _ in 0..50 {
-        let client = TestClient::builder(&app).connect().await.unwrap();
-        client.connection().join("r").unwrap();
-        members.push(client);
-    }
+    let mut members = members_of_r(&app, 50).await;
     for round in 0..20 {
         let conns: Vec<_> = members.iter().map(|m| m.connection().clone()).collect();
         let (told, heard) = tokio::sync::oneshot::channel::<()>();
@@ -132,12 +138,7 @@ async fn another_task_emitting_after_a_held_broadcast_comes_after_it() {
 async fn a_burst_reaches_a_large_room_whole_and_in_order() {
     let app = App::builder().gateway(Nothing).build().await.unwrap();
     let server = app.server().clone();
-    let mut members = Vec::new();
-    for _ in 0..200 {
-        let client = TestClient::builder(&app).connect().await.unwrap();
-        client.connection().join("r").unwrap();
-        members.push(client);
-    }
+    let mut members = members_of_r(&app, 200).await;
     // Bursts one after the other: each is held while the members still take the last one.
     for burst in 0..5 {
         let server = server.clone();
