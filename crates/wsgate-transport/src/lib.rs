@@ -11,6 +11,8 @@
 //!   or a [`PollLink`]. `wsgate-ws` (JSON frames) and `wsgate-socketio` (Engine.IO and
 //!   Socket.IO, with long-polling) are two protocols over it.
 //! - [`parts`]: the pieces it is made of, for an adapter with a driver of its own.
+//! - [`timer`]: the coarse timer every session's heartbeat waits on ([`timer::Deadline`],
+//!   16 B, where a `tokio::time::Sleep` takes 112).
 //! - [`websocket`]: the server's side of RFC 6455 framing the sessions run on, holding no
 //!   buffer while idle, with [`compression`] (permessage-deflate, RFC 7692).
 
@@ -18,6 +20,7 @@ pub mod compression;
 pub mod endpoint;
 pub mod parts;
 pub mod session;
+pub mod timer;
 pub mod upgrade;
 pub mod websocket;
 

@@ -145,14 +145,6 @@ where
     ws.flush_queued().await
 }
 
-/// A deadline that may not be set: pending forever while it is not (for a `select!` branch).
-pub async fn deadline(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match sleep {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -31,7 +31,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsgate::adapter::{Departure, Direct, Emission, Inbound, Outbound, OutboundRx};
@@ -39,6 +39,7 @@ use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refus
 
 use crate::compression::Negotiated;
 use crate::parts::{InFlight, WRITE_BATCH, Work, write_batch};
+use crate::timer::Deadline;
 use crate::websocket::{Error as WsError, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
@@ -469,14 +470,20 @@ impl<'a, P: Protocol> Session<'a, P> {
             // For the ping heartbeat: when the client was last heard from, as of the last ping
             // (frames only set `heard`, so that a message does not cost a clock read). For the
             // packet heartbeat: when the ping was sent, while its pong is due.
+            // The system's clock, as the shared timer's ([`Deadline`]: 16 B in the task, where
+            // a `Sleep` takes 112).
             let mut mark = match self.config.heartbeat {
                 Heartbeat::Ping { .. } => Some(Instant::now()),
                 Heartbeat::Packet { .. } => None,
             };
-            let heartbeat = tokio::time::sleep(match &self.config.heartbeat {
-                Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
-            });
-            tokio::pin!(heartbeat);
+            let mut heartbeat = Deadline::new(
+                Instant::now()
+                    + match &self.config.heartbeat {
+                        Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => {
+                            *interval
+                        }
+                    },
+            );
             loop {
                 let busy = in_flight.len();
                 // Closing channels are read too: what their clients still send is refused with an
@@ -507,11 +514,14 @@ impl<'a, P: Protocol> Session<'a, P> {
                                 self.heard = true;
                                 Wake::Read(self.frames(frame, &mut in_flight, cx))
                             }
-                            other => Wake::Link(other),
+                            Ok(Event::Closed(code)) => Wake::Closed(code),
+                            Ok(Event::Polled) => Wake::Polled,
+                            Ok(Event::Upgraded(socket, waiting)) => Wake::Upgraded(socket, waiting),
+                            Err(end) => Wake::Ended(end),
                         });
                     }
                     // After the frames: a pong already received is read before the timeout is.
-                    if heartbeat.as_mut().poll(cx).is_ready() {
+                    if heartbeat.poll(cx).is_ready() {
                         return Poll::Ready(Wake::Heartbeat);
                     }
                     // Last: frames already received are handled first, so that the answers to a
@@ -529,22 +539,18 @@ impl<'a, P: Protocol> Session<'a, P> {
                     Wake::Read(Ok(())) => Ok(()),
                     Wake::Read(Err(Stop::Act(action))) => Box::pin(self.act(*action)).await,
                     Wake::Read(Err(Stop::End(end))) => Err(end),
-                    Wake::Link(event) => match event {
-                        Ok(Event::Closed(code)) => {
-                            self.farewell = P::farewell(code);
-                            Err(SessionEnd::ClientClosed)
-                        }
-                        // Handled in the wait ([`Wake::Read`]).
-                        Ok(Event::Frame(_)) => Ok(()),
-                        Ok(Event::Polled) => {
-                            self.fill_poll();
-                            Ok(())
-                        }
-                        Ok(Event::Upgraded(socket, waiting)) => {
-                            Box::pin(self.upgraded(socket, waiting)).await
-                        }
-                        Err(end) => Err(end),
-                    },
+                    Wake::Closed(code) => {
+                        self.farewell = P::farewell(code);
+                        Err(SessionEnd::ClientClosed)
+                    }
+                    Wake::Polled => {
+                        self.fill_poll();
+                        Ok(())
+                    }
+                    Wake::Upgraded(socket, waiting) => {
+                        Box::pin(self.upgraded(socket, waiting)).await
+                    }
+                    Wake::Ended(end) => Err(end),
                     Wake::Heartbeat => {
                         let now = Instant::now();
                         match &self.config.heartbeat {
@@ -555,7 +561,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                                     mark.unwrap_or(now)
                                 };
                                 mark = Some(last_seen);
-                                heartbeat.as_mut().reset(now + *interval);
+                                heartbeat.reset(now + *interval);
                                 // A session whose handlers are still running is not idle.
                                 if in_flight.is_empty()
                                     && now.duration_since(last_seen) >= *idle_timeout
@@ -570,7 +576,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                                 if mark.is_some() {
                                     // Not reading (every slot busy), the pong may be waiting unread.
                                     if in_flight.len() >= self.config.max_in_flight {
-                                        heartbeat.as_mut().reset(now + *timeout);
+                                        heartbeat.reset(now + *timeout);
                                         Ok(())
                                     } else {
                                         tracing::debug!("no pong within the ping timeout");
@@ -578,7 +584,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                                     }
                                 } else {
                                     mark = Some(now);
-                                    heartbeat.as_mut().reset(now + *timeout);
+                                    heartbeat.reset(now + *timeout);
                                     Box::pin(self.send(ping.clone())).await
                                 }
                             }
@@ -603,7 +609,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                     && let Some(sent) = mark.take()
                 {
                     // The next ping is due one interval after the last.
-                    heartbeat.as_mut().reset(sent + *interval);
+                    heartbeat.reset(sent + *interval);
                 }
                 self.unjoined(&mut unjoined);
             }
@@ -953,8 +959,14 @@ enum Wake<C> {
     Done(ConnectionId),
     /// Frames came and were handled ([`Session::frames`]).
     Read(Result<(), Stop<C>>),
-    /// The link has something else.
-    Link(Result<Event, SessionEnd>),
+    /// The client's close frame, with its code.
+    Closed(Option<u16>),
+    /// A long-polling request came for what is queued.
+    Polled,
+    /// A long-polling session's websocket upgrade is complete.
+    Upgraded(Box<Socket>, Vec<Bytes>),
+    /// The link ended the session.
+    Ended(SessionEnd),
     /// The heartbeat's timer fired.
     Heartbeat,
     /// A channel has something.

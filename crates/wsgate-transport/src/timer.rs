@@ -1,0 +1,275 @@
+//! A coarse timer shared by every session: each session's heartbeat is a deadline of 16 B in
+//! its task, where a `tokio::time::Sleep` takes 112. An idle connection spends its life
+//! waiting for its next ping, so those bytes are bytes of every idle connection.
+//!
+//! Deadlines are rounded up to the next tick ([`TICK`], 10 ms) and kept in one map of wakers
+//! by tick, under one lock, taken when a deadline is set, moved or dropped before it fires
+//! (once per ping interval and session), never when it is polled: a poll reads one atomic
+//! counter, the last tick fired. One thread (`wsgate-timer`, started on first use) sleeps
+//! until the earliest tick with a deadline and wakes the tasks whose deadlines it passed.
+//! It follows the system's clock, not tokio's: a test with tokio's time paused does not
+//! move it.
+
+use std::{
+    collections::BTreeMap,
+    num::NonZeroU64,
+    sync::{
+        Condvar, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+/// How finely deadlines are kept: a deadline fires within one tick after it passes (and the
+/// time the timer's thread takes to be scheduled).
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// A deadline on the shared timer: set with [`Deadline::new`] or [`Deadline::reset`], ready
+/// once it has passed. It registers the waker of the first poll after it was set, so it
+/// belongs to one task (a session's); a poll reads one atomic counter.
+#[derive(Debug)]
+pub struct Deadline {
+    /// The tick the deadline fires at.
+    tick: NonZeroU64,
+    /// Its place among the tick's wakers, once registered ([`UNREGISTERED`] before).
+    key: u32,
+}
+
+const UNREGISTERED: u32 = u32::MAX;
+
+impl Deadline {
+    /// A deadline at `at` (rounded up to the next tick).
+    pub fn new(at: Instant) -> Self {
+        Self { tick: timer().tick_at(at), key: UNREGISTERED }
+    }
+
+    /// Moves the deadline to `at`, ready again once `at` has passed.
+    pub fn reset(&mut self, at: Instant) {
+        self.cancel();
+        self.tick = timer().tick_at(at);
+    }
+
+    /// Ready once the deadline has passed; registers `cx`'s waker the first time it is not.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = timer();
+        if self.tick.get() <= timer.fired.load(Ordering::Acquire) {
+            // Fired (or passed before it was registered): its entry, if any, is gone.
+            self.key = UNREGISTERED;
+            return Poll::Ready(());
+        }
+        if self.key == UNREGISTERED {
+            match timer.register(self.tick, cx.waker()) {
+                Some(key) => self.key = key,
+                None => return Poll::Ready(()),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Takes the registration back, if the deadline has not fired.
+    fn cancel(&mut self) {
+        if self.key != UNREGISTERED {
+            let key = std::mem::replace(&mut self.key, UNREGISTERED);
+            timer().cancel(self.tick, key);
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The shared timer.
+struct Timer {
+    /// What the ticks count from.
+    start: Instant,
+    /// The last tick fired: a deadline at or before it has passed.
+    fired: AtomicU64,
+    wheel: Mutex<Wheel>,
+    /// The thread waits on it for its next tick, or for an earlier one to be registered.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Wheel {
+    /// The wakers of each tick with deadlines, in the order registered; a cancelled one is
+    /// `None` until its tick fires.
+    ticks: BTreeMap<u64, Vec<Option<Waker>>>,
+    /// The tick the thread sleeps until (`u64::MAX`: until a deadline is registered).
+    sleeping_until: u64,
+    /// Whether the thread has been started.
+    started: bool,
+}
+
+fn timer() -> &'static Timer {
+    static TIMER: OnceLock<Timer> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        // Tick 1 ends when the timer is made, fired already: every deadline before is ready.
+        let now = Instant::now();
+        Timer {
+            start: now.checked_sub(TICK).unwrap_or(now),
+            fired: AtomicU64::new(1),
+            wheel: Mutex::new(Wheel { sleeping_until: u64::MAX, ..Wheel::default() }),
+            wake: Condvar::new(),
+        }
+    })
+}
+
+impl Timer {
+    /// The first tick at or after `at` (ticks count from 1).
+    fn tick_at(&self, at: Instant) -> NonZeroU64 {
+        let since = at.saturating_duration_since(self.start).as_nanos();
+        let tick = since.div_ceil(TICK.as_nanos()).max(1);
+        NonZeroU64::new(u64::try_from(tick).unwrap_or(u64::MAX)).unwrap_or(NonZeroU64::MIN)
+    }
+
+    /// When tick `tick` begins.
+    fn instant_of(&self, tick: u64) -> Instant {
+        let nanos = u128::from(tick) * TICK.as_nanos();
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wheel> {
+        // A panic while the lock is held leaves the map whole: every change is one call.
+        self.wheel.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `waker` for `tick`; `None` if the tick has begun (fired or not).
+    fn register(&'static self, tick: NonZeroU64, waker: &Waker) -> Option<u32> {
+        let tick = tick.get();
+        let mut wheel = self.lock();
+        // Under the lock, which the thread holds while it moves `fired`: no deadline is
+        // registered for a tick already fired.
+        if tick <= self.fired.load(Ordering::Acquire) || self.instant_of(tick) <= Instant::now() {
+            return None;
+        }
+        let wakers = wheel.ticks.entry(tick).or_default();
+        let key = u32::try_from(wakers.len()).ok().filter(|&key| key != UNREGISTERED)?;
+        wakers.push(Some(waker.clone()));
+        if !wheel.started {
+            wheel.started = true;
+            std::thread::Builder::new()
+                .name("wsgate-timer".into())
+                .spawn(move || self.run())
+                .expect("the timer's thread starts");
+        }
+        if tick < wheel.sleeping_until {
+            self.wake.notify_one();
+        }
+        Some(key)
+    }
+
+    fn cancel(&self, tick: NonZeroU64, key: u32) {
+        let mut wheel = self.lock();
+        if let Some(waker) =
+            wheel.ticks.get_mut(&tick.get()).and_then(|wakers| wakers.get_mut(key as usize))
+        {
+            *waker = None;
+        }
+    }
+
+    /// The thread: fires each tick with deadlines once it has begun.
+    fn run(&self) {
+        let mut due = Vec::new();
+        let mut wheel = self.lock();
+        loop {
+            let now = self.tick_at(Instant::now()).get().saturating_sub(1);
+            while let Some(entry) = wheel.ticks.first_entry() {
+                if *entry.key() > now {
+                    break;
+                }
+                due.extend(entry.remove().into_iter().flatten());
+            }
+            self.fired.store(now, Ordering::Release);
+            let next = wheel.ticks.keys().next().copied();
+            wheel.sleeping_until = next.unwrap_or(u64::MAX);
+            if !due.is_empty() {
+                drop(wheel);
+                for waker in due.drain(..) {
+                    waker.wake();
+                }
+                wheel = self.lock();
+                continue;
+            }
+            wheel = match next {
+                Some(tick) => {
+                    let wait = self.instant_of(tick).saturating_duration_since(Instant::now());
+                    self.wake
+                        .wait_timeout(wheel, wait)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+                None => self.wake.wait(wheel).unwrap_or_else(std::sync::PoisonError::into_inner),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    #[tokio::test]
+    async fn a_deadline_fires_once_it_has_passed_and_not_before() {
+        let started = Instant::now();
+        let mut deadline = Deadline::new(started + Duration::from_millis(50));
+        poll_fn(|cx| deadline.poll(cx)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll(cx))).await.is_ready(), "stays ready");
+
+        // Moved later while registered: not ready at the first time.
+        let started = Instant::now();
+        deadline.reset(started + Duration::from_millis(30));
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll(cx))).await.is_pending());
+        deadline.reset(started + Duration::from_millis(80));
+        poll_fn(|cx| deadline.poll(cx)).await;
+        assert!(started.elapsed() >= Duration::from_millis(80), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_deadline_in_the_past_is_ready_at_once_and_a_dropped_one_is_forgotten() {
+        let mut past = Deadline::new(Instant::now() - Duration::from_secs(1));
+        assert!(poll_fn(|cx| Poll::Ready(past.poll(cx))).await.is_ready());
+
+        let mut dropped = Deadline::new(Instant::now() + Duration::from_millis(20));
+        assert!(poll_fn(|cx| Poll::Ready(dropped.poll(cx))).await.is_pending());
+        let (tick, key) = (dropped.tick.get(), dropped.key);
+        drop(dropped);
+        let wheel = timer().lock();
+        let slot = wheel.ticks.get(&tick).and_then(|wakers| wakers.get(key as usize));
+        assert!(matches!(slot, None | Some(None)), "its waker is not kept");
+    }
+
+    #[tokio::test]
+    async fn many_deadlines_fire_in_their_order() {
+        let started = Instant::now();
+        let fired = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..20u64)
+            .rev()
+            .map(|i| {
+                let fired = fired.clone();
+                tokio::spawn(async move {
+                    let mut deadline = Deadline::new(started + Duration::from_millis(20 * i));
+                    poll_fn(|cx| deadline.poll(cx)).await;
+                    assert!(started.elapsed() >= Duration::from_millis(20 * i));
+                    fired.lock().unwrap().push(i);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let fired = fired.lock().unwrap();
+        assert!(fired.windows(2).all(|w| w[0] <= w[1]), "{fired:?}");
+    }
+
+    #[test]
+    fn a_deadline_is_16_bytes() {
+        assert_eq!(size_of::<Deadline>(), 16);
+        assert_eq!(size_of::<Option<Deadline>>(), 16);
+    }
+}
