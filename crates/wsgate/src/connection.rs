@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
+use once_cell::race::OnceBox;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -115,7 +116,6 @@ struct Inner {
     transport: &'static str,
     extensions: crate::extensions::Kept,
     peer: Option<SocketAddr>,
-    max_rooms: Option<u32>,
     rooms: Mutex<Rooms>,
     /// The message-rate bucket, filled on the first message.
     bucket: std::sync::OnceLock<crate::limit::Bucket>,
@@ -123,13 +123,14 @@ struct Inner {
     /// [`CLOSE_OPEN`], or the reason the server gave when it closed the connection
     /// ([`close_code`]): the flag and the reason in one word, set once.
     close: AtomicU8,
+    /// At most this many rooms ([`u32::MAX`]: no limit); beside `close`, in its word.
+    max_rooms: u32,
     /// The adapter's session polling [`Connection::poll_closed`].
     close_waker: AtomicWaker,
-    /// Its recovery session, if it has one; boxed, as most connections have none.
-    session: Option<Box<crate::recovery::Session>>,
-    /// What few connections use (the server's requests, [`Connection::closed`]'s waiters),
-    /// made on first use: an idle connection holds a pointer for it.
-    rare: std::sync::OnceLock<Box<Rare>>,
+    /// What few connections use (a recovery session, the server's requests,
+    /// [`Connection::closed`]'s waiters), made on first use (or with the connection, for its
+    /// session): an idle connection holds a pointer for it.
+    rare: OnceBox<Rare>,
     server: Server,
 }
 
@@ -169,6 +170,8 @@ fn close_reason_of(code: u8) -> Option<CloseReason> {
 /// The part of a connection made on first use.
 #[derive(Default)]
 struct Rare {
+    /// Its recovery session, if it has one.
+    session: Option<crate::recovery::Session>,
     requests: Requests,
     /// Wakes [`Connection::closed`]'s waiters.
     closed: Notify,
@@ -198,7 +201,9 @@ pub enum AckError {
 /// The rooms a connection is in, and whether its registration was released.
 #[derive(Default)]
 struct Rooms {
-    joined: Vec<RoomId>,
+    /// Exactly as long as it is (a `Vec` keeps a capacity word): joins are rare, and every
+    /// connection holds the list.
+    joined: Box<[RoomId]>,
     released: bool,
     /// Its peer address's slot, given back when the connection ends (under the same lock:
     /// one lock fewer in every connection).
@@ -213,14 +218,19 @@ impl Connection {
             transport: setup.transport,
             extensions: setup.extensions.kept(),
             peer: setup.peer,
-            max_rooms: setup.max_rooms,
             rooms: Mutex::new(Rooms { peer_slot: setup.peer_slot, ..Rooms::default() }),
             bucket: std::sync::OnceLock::new(),
             queue: Queue::new(setup.capacity),
             close: AtomicU8::new(CLOSE_OPEN),
+            max_rooms: setup.max_rooms.unwrap_or(u32::MAX),
             close_waker: AtomicWaker::new(),
-            session: setup.session,
-            rare: std::sync::OnceLock::new(),
+            rare: match setup.session {
+                Some(session) => OnceBox::with_value(Box::new(Rare {
+                    session: Some(*session),
+                    ..Rare::default()
+                })),
+                None => OnceBox::new(),
+            },
             server,
         };
         let conn = Self { inner: Arc::new(inner) };
@@ -267,18 +277,18 @@ impl Connection {
     ///
     /// [`AppConfig::recovery`]: crate::AppConfig::recovery
     pub fn recovered(&self) -> bool {
-        self.inner.session.as_ref().is_some_and(|s| s.recovered)
+        self.session().is_some_and(|s| s.recovered)
     }
 
     /// Its recovery session's id, for the adapter to give the client (Socket.IO's `pid`, the
     /// plain WebSocket `session` frame); `None` with recovery off or not asked for. A secret of
     /// the client's: never log it or show it to others.
     pub fn session_id(&self) -> Option<&str> {
-        self.inner.session.as_ref().map(|s| &*s.id)
+        self.session().map(|s| &*s.id)
     }
 
     pub(crate) fn session(&self) -> Option<&crate::recovery::Session> {
-        self.inner.session.as_deref()
+        self.inner.rare.get().and_then(|rare| rare.session.as_ref())
     }
 
     /// Joins `room` (in this connection's namespace). Joining twice is harmless.
@@ -289,7 +299,7 @@ impl Connection {
     /// [`AppConfig::max_rooms_per_connection`]: crate::AppConfig::max_rooms_per_connection
     pub fn join(&self, room: impl Into<RoomId>) -> Result<(), WsException> {
         let room = room.into();
-        if self.inner.session.is_some()
+        if self.session().is_some()
             && let Some(joined) = self.inner.server.join_recorded(self, room.clone())
         {
             return joined;
@@ -306,14 +316,15 @@ impl Connection {
             // A released connection is in no room: its handler outlived its session.
             return Ok(());
         }
-        if let Some(max) = self.inner.max_rooms
-            && rooms.joined.len() >= max as usize
-        {
+        let max = self.inner.max_rooms;
+        if max != u32::MAX && rooms.joined.len() >= max as usize {
             return Err(WsException::new(format!(
                 "Too many rooms: a connection may be in at most {max}."
             )));
         }
-        rooms.joined.push(room.clone());
+        let mut joined = std::mem::take(&mut rooms.joined).into_vec();
+        joined.push(room.clone());
+        rooms.joined = joined.into_boxed_slice();
         // Under the connection's lock, so that a release cannot come between the two.
         self.inner.server.add_to_room(self, room.clone());
         drop(rooms);
@@ -331,7 +342,9 @@ impl Connection {
         {
             let mut rooms = lock(&self.inner.rooms);
             let Some(at) = rooms.joined.iter().position(|r| *r == room) else { return };
-            rooms.joined.swap_remove(at);
+            let mut joined = std::mem::take(&mut rooms.joined).into_vec();
+            joined.swap_remove(at);
+            rooms.joined = joined.into_boxed_slice();
         }
         if let Some(session) = self.session() {
             session.left(&room);
@@ -399,7 +412,7 @@ impl Connection {
 
     /// The rooms this connection is in.
     pub fn rooms(&self) -> Vec<RoomId> {
-        lock(&self.inner.rooms).joined.clone()
+        lock(&self.inner.rooms).joined.to_vec()
     }
 
     pub(crate) fn rooms_contain(&self, room: &RoomId) -> bool {
@@ -410,7 +423,7 @@ impl Connection {
     pub(crate) fn take_rooms(&self) -> Vec<RoomId> {
         let mut rooms = lock(&self.inner.rooms);
         rooms.released = true;
-        std::mem::take(&mut rooms.joined)
+        std::mem::take(&mut rooms.joined).into_vec()
     }
 
     /// Gives the connection's place in its peer address's count back.
@@ -432,7 +445,7 @@ impl Connection {
         data: &T,
     ) -> Result<(), SendError> {
         let emission = Emission::serialize(event, data)?;
-        if self.inner.session.is_some()
+        if self.session().is_some()
             && let Some(result) = self.inner.server.emit_recorded(self, &emission)
         {
             return result;
@@ -674,11 +687,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// Every idle connection holds one: with the `Arc`'s two counts, 384 B, a size class of
-    /// mimalloc's (the next is 448). See docs/PERFORMANCE.md, idle connection.
+    /// Every idle connection holds one: with the `Arc`'s two counts, 320 B, a size class of
+    /// mimalloc's (the next is 384). See docs/PERFORMANCE.md, idle connection.
     #[test]
-    fn a_connection_fits_in_384_bytes() {
-        assert!(size_of::<Inner>() + 16 <= 384, "{} B", size_of::<Inner>());
+    fn a_connection_fits_in_320_bytes() {
+        assert!(size_of::<Inner>() + 16 <= 320, "{} B", size_of::<Inner>());
     }
 
     #[test]

@@ -24,8 +24,6 @@ pub(crate) struct Queue {
     /// Wakes the single reader: a waker, not a `Notify`, so that a session polling many
     /// queues needs no future per queue.
     readable: AtomicWaker,
-    /// Wakes writers waiting for room.
-    writable: Notify,
 }
 
 struct State {
@@ -36,6 +34,9 @@ struct State {
     closed: bool,
     /// Counted in a [`Round`]: given held broadcasts while empty, not drained yet.
     counted: bool,
+    /// Wakes writers waiting for room; made for the first that waits (few ever do, and an
+    /// idle connection's queue would hold 32 B for it).
+    writable: Option<Arc<Notify>>,
 }
 
 /// The members a delivery of held broadcasts woke ([`crate::cork`]), counted until each has
@@ -82,10 +83,10 @@ impl Queue {
                 count: 0,
                 closed: false,
                 counted: false,
+                writable: None,
             }),
             capacity: capacity.clamp(1, u32::MAX as usize),
             readable: AtomicWaker::new(),
-            writable: Notify::new(),
         }
     }
 
@@ -172,7 +173,8 @@ impl Queue {
         }
         let mut item = Some(item);
         loop {
-            let notified = self.writable.notified();
+            let writable = self.lock().writable.get_or_insert_with(Default::default).clone();
+            let notified = writable.notified();
             tokio::pin!(notified);
             // Registered before looking, so that a pop in between is not missed.
             notified.as_mut().enable();
@@ -207,12 +209,13 @@ impl Queue {
             state.items = VecDeque::new();
             drained = std::mem::take(&mut state.counted);
         }
+        let writable = if was_full { state.writable.clone() } else { None };
         drop(state);
         if drained {
             round.done();
         }
-        if was_full {
-            self.writable.notify_waiters();
+        if let Some(writable) = writable {
+            writable.notify_waiters();
         }
         Some(item)
     }
@@ -237,17 +240,20 @@ impl Queue {
 
     /// The reader is gone: writers fail from now on, and queued items are dropped.
     pub(crate) fn close(&self, round: &Round) {
-        let (items, drained) = {
+        let (items, drained, writable) = {
             let mut state = self.lock();
             state.closed = true;
             state.count = 0;
-            (std::mem::take(&mut state.items), std::mem::take(&mut state.counted))
+            let items = std::mem::take(&mut state.items);
+            (items, std::mem::take(&mut state.counted), state.writable.clone())
         };
         drop(items);
         if drained {
             round.done();
         }
-        self.writable.notify_waiters();
+        if let Some(writable) = writable {
+            writable.notify_waiters();
+        }
     }
 
     /// What is queued, counted as [`Outbound::count`] does.
