@@ -166,6 +166,19 @@ async fn start(adapter: WsAdapter) -> Fixture {
 }
 
 async fn start_with(adapter: WsAdapter, config: wsgate::AppConfig) -> Fixture {
+    let (router, mut fixture) = app_router(adapter, config).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fixture.addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    fixture
+}
+
+/// The app's router, and its fixture (whose address is for the caller to fill in).
+async fn app_router(adapter: WsAdapter, config: wsgate::AppConfig) -> (Router, Fixture) {
     let keys = JwtKeys::hs256(b"a test secret that is long enough");
     let disconnects = Arc::new(AtomicUsize::new(0));
     let auth = JwtAuth::new(keys.clone(), |claims: Claims| async move {
@@ -184,14 +197,8 @@ async fn start_with(adapter: WsAdapter, config: wsgate::AppConfig) -> Fixture {
     let server = app.server().clone();
     let router = Router::new().route("/", get(|| async { "home page" }));
     let router = app.mount(router, adapter);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
-    Fixture { addr, server, keys, disconnects }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    (router, Fixture { addr, server, keys, disconnects })
 }
 
 async fn send(ws: &mut Client, value: Value) {
@@ -773,4 +780,68 @@ async fn a_panicking_on_connect_closes_with_1011_and_leaks_nothing() {
     let mut ws = f.connect_in("after", 1).await;
     send(&mut ws, json!({ "event": "whoami", "id": 2 })).await;
     assert_eq!(recv(&mut ws).await, json!({ "event": "ack", "id": 2, "data": 1 }));
+}
+
+/// A text frame as a client sends it (masked), of fewer than 126 bytes.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let mut frame = vec![0x81, 0x80 | u8::try_from(text.len()).unwrap()];
+    frame.extend(mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A client may send its first frames right behind its upgrade request, before the `101`:
+/// what the HTTP server read past the request is read first, not lost.
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = start(WsAdapter::new()).await;
+    let mut tcp = TcpStream::connect(f.addr).await.unwrap();
+    let request = format!(
+        "GET /?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        f.token(7),
+        f.addr
+    );
+    let mut bytes = request.into_bytes();
+    bytes.extend(masked_text(r#"{"event":"whoami","id":1}"#));
+    tcp.write_all(&bytes).await.unwrap();
+    // The response's head byte by byte, so that nothing after it is read with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut ws =
+        WebSocketStream::from_raw_socket(tcp, tungstenite::protocol::Role::Client, None).await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the frame sent with the request is answered")
+        .unwrap()
+        .unwrap();
+    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(reply, json!({ "event": "ack", "id": 1, "data": 7 }));
+}
+
+/// Over any connection hyper serves (here an in-memory pipe, as a TLS stream would be), not
+/// only axum's TCP.
+#[tokio::test]
+async fn a_connection_other_than_tcp_is_served_too() {
+    use tower::ServiceExt;
+    let (router, f) = app_router(WsAdapter::new(), wsgate::AppConfig::default()).await;
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request| router.clone().oneshot(request));
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service)
+            .with_upgrades()
+            .await
+    });
+    let url = format!("ws://localhost/?token={}", f.token(7));
+    let (mut ws, _) = tokio_tungstenite::client_async(url, client).await.unwrap();
+    ws.send(Message::text(json!({ "event": "whoami", "id": 1 }).to_string())).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(reply, json!({ "event": "ack", "id": 1, "data": 7 }));
 }
