@@ -129,23 +129,69 @@ impl Origin {
 /// comes. A `HeaderMap` would hold a table and an entry per header for the session's life
 /// (1 KiB for five headers); and hyper's header values point into the buffer the request was
 /// read into (8 KiB or more), which keeping them would keep too.
+///
+/// The peer's address is in the buffer too (7 bytes for IPv4, where a `SocketAddr` takes 32
+/// beside it): 24 B in all besides the buffer.
 #[derive(Clone, Debug, Default)]
 pub struct PackedOrigin {
-    /// `name:value\n` for each header in order (`name;value\n` for a sensitive value: `;` is
-    /// not allowed in a name, nor `\n` in a value), then the query.
+    /// The peer's address ([`put_peer`]), then `name:value\n` for each header in order
+    /// (`name;value\n` for a sensitive value: `;` is not allowed in a name, nor `\n` in a
+    /// value), then the query.
     block: Box<[u8]>,
     /// Where the query starts in `block`, if the request had one.
     query_at: Option<u32>,
-    /// The peer's address.
-    peer: Option<SocketAddr>,
+}
+
+/// `4`, the IPv4 address and the port; `6`, the IPv6 address, the port, the flow info and the
+/// scope id; nothing for no address.
+fn put_peer(block: &mut Vec<u8>, peer: Option<SocketAddr>) {
+    match peer {
+        Some(SocketAddr::V4(v4)) => {
+            block.push(4);
+            block.extend_from_slice(&v4.ip().octets());
+            block.extend_from_slice(&v4.port().to_be_bytes());
+        }
+        Some(SocketAddr::V6(v6)) => {
+            block.push(6);
+            block.extend_from_slice(&v6.ip().octets());
+            block.extend_from_slice(&v6.port().to_be_bytes());
+            block.extend_from_slice(&v6.flowinfo().to_be_bytes());
+            block.extend_from_slice(&v6.scope_id().to_be_bytes());
+        }
+        None => {}
+    }
+}
+
+/// The peer's address [`put_peer`] wrote at the start of `block`, and where the headers start.
+fn peer_of(block: &[u8]) -> (Option<SocketAddr>, usize) {
+    fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+        let mut out = [0; N];
+        out.copy_from_slice(&bytes[at..at + N]);
+        out
+    }
+    match block.first() {
+        Some(4) if block.len() >= 7 => {
+            let ip = std::net::Ipv4Addr::from(array::<4>(block, 1));
+            (Some(SocketAddr::from((ip, u16::from_be_bytes(array(block, 5))))), 7)
+        }
+        Some(6) if block.len() >= 27 => {
+            let ip = std::net::Ipv6Addr::from(array::<16>(block, 1));
+            let port = u16::from_be_bytes(array(block, 17));
+            let flowinfo = u32::from_be_bytes(array(block, 19));
+            let scope_id = u32::from_be_bytes(array(block, 23));
+            (Some(std::net::SocketAddrV6::new(ip, port, flowinfo, scope_id).into()), 27)
+        }
+        _ => (None, 0),
+    }
 }
 
 impl PackedOrigin {
     fn new(origin: &Origin) -> Self {
-        let size =
-            origin.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum::<usize>()
-                + origin.query.as_ref().map_or(0, String::len);
+        let size = 27
+            + origin.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum::<usize>()
+            + origin.query.as_ref().map_or(0, String::len);
         let mut block = Vec::with_capacity(size);
+        put_peer(&mut block, origin.peer);
         for (name, value) in &origin.headers {
             block.extend_from_slice(name.as_str().as_bytes());
             block.push(if value.is_sensitive() { b';' } else { b':' });
@@ -159,14 +205,16 @@ impl PackedOrigin {
         {
             block.extend_from_slice(query.as_bytes());
         }
-        Self { block: block.into_boxed_slice(), query_at, peer: origin.peer }
+        Self { block: block.into_boxed_slice(), query_at }
     }
 
     /// The request's headers, query and peer, as [`Origin::take`] read them.
     pub fn origin(&self) -> Origin {
         let end = self.query_at.map_or(self.block.len(), |at| at as usize);
+        let (peer, start) = peer_of(&self.block);
         // One copy of the headers for the handshake's values to share.
-        let shared = Bytes::copy_from_slice(&self.block[..end]);
+        let shared = Bytes::copy_from_slice(&self.block[start..end]);
+        let end = shared.len();
         let mut headers = HeaderMap::with_capacity(shared.iter().filter(|&&b| b == b'\n').count());
         let mut at = 0;
         while at < end {
@@ -185,7 +233,7 @@ impl PackedOrigin {
         let query = self
             .query_at
             .map(|at| String::from_utf8_lossy(&self.block[at as usize..]).into_owned());
-        Origin { headers, query, peer: self.peer }
+        Origin { headers, query, peer }
     }
 
     /// A handshake for `namespace` over `transport` with what the request told.
@@ -211,9 +259,12 @@ mod tests {
         headers.insert("x-colon", HeaderValue::from_static("a:b;c"));
         headers.insert("x-empty", HeaderValue::from_static(""));
         let expected = req.headers().clone();
+        let peer: SocketAddr = "192.0.2.7:54321".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
         let packed = Origin::take(&mut req).pack();
         let origin = packed.origin();
         assert_eq!(origin.headers, expected);
+        assert_eq!(origin.peer, Some(peer));
         assert!(origin.headers[header::AUTHORIZATION].is_sensitive());
         let values: Vec<_> = origin.headers.get_all("x-n").iter().collect();
         assert_eq!(values, ["1", "2"]);
@@ -227,7 +278,28 @@ mod tests {
             assert_eq!(handshake.header("x-n"), Some("1"));
         }
         let bare = Origin::take(&mut Request::get("/").body(()).unwrap()).pack().origin();
-        assert!(bare.headers.is_empty() && bare.query.is_none());
+        assert!(bare.headers.is_empty() && bare.query.is_none() && bare.peer.is_none());
+    }
+
+    #[test]
+    fn a_packed_origin_keeps_every_kind_of_peer_address() {
+        let peers = [
+            None,
+            Some("10.0.0.1:80".parse().unwrap()),
+            Some("[::1]:443".parse().unwrap()),
+            Some(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 8080, 7, 3).into()),
+        ];
+        for peer in peers {
+            let mut req = Request::get("/?q=1").header("x-a", "b").body(()).unwrap();
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            }
+            let origin = Origin::take(&mut req).pack().origin();
+            assert_eq!(origin.peer, peer);
+            assert_eq!(origin.headers["x-a"], "b");
+            assert_eq!(origin.query.as_deref(), Some("q=1"));
+        }
+        assert!(size_of::<PackedOrigin>() <= 24, "{} B", size_of::<PackedOrigin>());
     }
 
     #[test]
