@@ -76,21 +76,20 @@ impl Extensions {
     pub(crate) fn kept(mut self) -> Kept {
         // Moved to an allocation of the exact size rather than shrunk in place: mimalloc keeps
         // a block that shrinks to half its size or more as it is (128 B for two values).
-        let mut entries = Vec::with_capacity(self.entries.len());
-        entries.append(&mut self.entries);
+        // Without their type ids, which each value's own `Any` gives: 16 B per value fewer.
+        let entries: Vec<_> = self.entries.drain(..).map(|(_, value)| value).collect();
         Kept(entries.into_boxed_slice())
     }
 }
 
-/// A connection's extensions: read only, in a list without spare room (two words inline).
-pub(crate) struct Kept(Box<[(TypeId, Box<dyn AnyClone>)]>);
+/// A connection's extensions: read only, in a list without spare room (two words inline), each
+/// value's type read from the value (a connection has two or three: the user, the claims).
+pub(crate) struct Kept(Box<[Box<dyn AnyClone>]>);
 
 impl Kept {
     /// The value of type `T`, if one is attached.
     pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        let id = TypeId::of::<T>();
-        let (_, value) = self.0.iter().find(|(t, _)| *t == id)?;
-        (**value).as_any().downcast_ref()
+        self.0.iter().find_map(|value| (**value).as_any().downcast_ref())
     }
 }
 
