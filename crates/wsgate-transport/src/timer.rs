@@ -5,7 +5,7 @@
 //! Deadlines are rounded up to the next tick ([`TICK`], 10 ms) and kept in one map of wakers
 //! by tick, under one lock, taken when a deadline is set, moved or dropped before it fires
 //! (once per ping interval and session), never when it is polled: a poll reads one atomic
-//! counter, the last tick fired. One thread (`wsgate-timer`, started on first use) sleeps
+//! counter, the last tick fired. One thread (`wsgate-timer`, started with the timer) sleeps
 //! until the earliest tick with a deadline and wakes the tasks whose deadlines it passed.
 //! It follows the system's clock, not tokio's: a test with tokio's time paused does not
 //! move it.
@@ -93,26 +93,28 @@ struct Timer {
     wake: Condvar,
 }
 
-#[derive(Default)]
 struct Wheel {
     /// The wakers of each tick with deadlines, in the order registered; a cancelled one is
     /// `None` until its tick fires.
     ticks: BTreeMap<u64, Vec<Option<Waker>>>,
     /// The tick the thread sleeps until (`u64::MAX`: until a deadline is registered).
     sleeping_until: u64,
-    /// Whether the thread has been started.
-    started: bool,
 }
 
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<Timer> = OnceLock::new();
     TIMER.get_or_init(|| {
+        // Its thread waits for the timer to be made (`timer()` blocks until then).
+        std::thread::Builder::new()
+            .name("wsgate-timer".into())
+            .spawn(|| timer().run())
+            .expect("the timer's thread starts");
         // Tick 1 ends when the timer is made, fired already: every deadline before is ready.
         let now = Instant::now();
         Timer {
             start: now.checked_sub(TICK).unwrap_or(now),
             fired: AtomicU64::new(1),
-            wheel: Mutex::new(Wheel { sleeping_until: u64::MAX, ..Wheel::default() }),
+            wheel: Mutex::new(Wheel { ticks: BTreeMap::new(), sleeping_until: u64::MAX }),
             wake: Condvar::new(),
         }
     })
@@ -138,24 +140,17 @@ impl Timer {
     }
 
     /// Keeps `waker` for `tick`; `None` if the tick has begun (fired or not).
-    fn register(&'static self, tick: NonZeroU64, waker: &Waker) -> Option<u32> {
+    fn register(&self, tick: NonZeroU64, waker: &Waker) -> Option<u32> {
         let tick = tick.get();
         let mut wheel = self.lock();
-        // Under the lock, which the thread holds while it moves `fired`: no deadline is
-        // registered for a tick already fired.
-        if tick <= self.fired.load(Ordering::Acquire) || self.instant_of(tick) <= Instant::now() {
+        // Under the lock, which the thread holds while it moves `fired`: a tick that has not
+        // begun now had not when `fired` was last moved, so the thread's next turn fires it.
+        if self.instant_of(tick) <= Instant::now() {
             return None;
         }
         let wakers = wheel.ticks.entry(tick).or_default();
         let key = u32::try_from(wakers.len()).ok().filter(|&key| key != UNREGISTERED)?;
         wakers.push(Some(waker.clone()));
-        if !wheel.started {
-            wheel.started = true;
-            std::thread::Builder::new()
-                .name("wsgate-timer".into())
-                .spawn(move || self.run())
-                .expect("the timer's thread starts");
-        }
         if tick < wheel.sleeping_until {
             self.wake.notify_one();
         }

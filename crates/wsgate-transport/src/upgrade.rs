@@ -142,6 +142,10 @@ pub struct PackedOrigin {
     query_at: Option<u32>,
 }
 
+/// What [`put_peer`] writes for an IPv4 address, and for an IPv6 one.
+const PEER_V4: usize = 1 + 4 + 2;
+const PEER_V6: usize = 1 + 16 + 2 + 4 + 4;
+
 /// `4`, the IPv4 address and the port; `6`, the IPv6 address, the port, the flow info and the
 /// scope id; nothing for no address.
 fn put_peer(block: &mut Vec<u8>, peer: Option<SocketAddr>) {
@@ -170,16 +174,16 @@ fn peer_of(block: &[u8]) -> (Option<SocketAddr>, usize) {
         out
     }
     match block.first() {
-        Some(4) if block.len() >= 7 => {
+        Some(4) if block.len() >= PEER_V4 => {
             let ip = std::net::Ipv4Addr::from(array::<4>(block, 1));
-            (Some(SocketAddr::from((ip, u16::from_be_bytes(array(block, 5))))), 7)
+            (Some(SocketAddr::from((ip, u16::from_be_bytes(array(block, 5))))), PEER_V4)
         }
-        Some(6) if block.len() >= 27 => {
+        Some(6) if block.len() >= PEER_V6 => {
             let ip = std::net::Ipv6Addr::from(array::<16>(block, 1));
             let port = u16::from_be_bytes(array(block, 17));
             let flowinfo = u32::from_be_bytes(array(block, 19));
             let scope_id = u32::from_be_bytes(array(block, 23));
-            (Some(std::net::SocketAddrV6::new(ip, port, flowinfo, scope_id).into()), 27)
+            (Some(std::net::SocketAddrV6::new(ip, port, flowinfo, scope_id).into()), PEER_V6)
         }
         _ => (None, 0),
     }
@@ -187,7 +191,7 @@ fn peer_of(block: &[u8]) -> (Option<SocketAddr>, usize) {
 
 impl PackedOrigin {
     fn new(origin: &Origin) -> Self {
-        let size = 27
+        let size = PEER_V6
             + origin.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum::<usize>()
             + origin.query.as_ref().map_or(0, String::len);
         let mut block = Vec::with_capacity(size);

@@ -402,11 +402,11 @@ impl Accepted {
             peer: self.peer,
             peer_slot: self.peer_slot,
             capacity: inner.config.outbound_capacity,
-            // Past u32::MAX rooms, no limit is reached.
+            // None, or past u32::MAX rooms: no limit is reached.
             max_rooms: inner
                 .config
                 .max_rooms_per_connection
-                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+                .map_or(u32::MAX, |m| u32::try_from(m).unwrap_or(u32::MAX)),
             session: None,
         };
         if let SessionRequest::Resume { id, .. } = &self.session {

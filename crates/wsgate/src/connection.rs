@@ -105,7 +105,8 @@ pub(crate) struct Setup {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) peer_slot: Option<Arc<PeerSlot>>,
     pub(crate) capacity: usize,
-    pub(crate) max_rooms: Option<u32>,
+    /// At most this many rooms ([`u32::MAX`]: no limit).
+    pub(crate) max_rooms: u32,
     /// Its session, with connection state recovery on and asked for.
     pub(crate) session: Option<Box<crate::recovery::Session>>,
 }
@@ -222,7 +223,7 @@ impl Connection {
             bucket: std::sync::OnceLock::new(),
             queue: Queue::new(setup.capacity),
             close: AtomicU8::new(CLOSE_OPEN),
-            max_rooms: setup.max_rooms.unwrap_or(u32::MAX),
+            max_rooms: setup.max_rooms,
             close_waker: AtomicWaker::new(),
             rare: match setup.session {
                 Some(session) => OnceBox::with_value(Box::new(Rare {

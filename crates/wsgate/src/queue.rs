@@ -172,8 +172,8 @@ impl Queue {
             }
         }
         let mut item = Some(item);
+        let writable = self.lock().writable.get_or_insert_with(Default::default).clone();
         loop {
-            let writable = self.lock().writable.get_or_insert_with(Default::default).clone();
             let notified = writable.notified();
             tokio::pin!(notified);
             // Registered before looking, so that a pop in between is not missed.
