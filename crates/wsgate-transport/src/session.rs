@@ -39,7 +39,7 @@ use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refus
 
 use crate::compression::Negotiated;
 use crate::parts::{InFlight, WRITE_BATCH, Work, write_batch};
-use crate::timer::Deadline;
+use crate::timer::{Deadline, Mark};
 use crate::websocket::{Error as WsError, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
@@ -380,12 +380,32 @@ struct Session<'a, P: Protocol> {
     link: Link,
     channels: List<Channel<P::Channel>>,
     config: &'a SessionConfig,
+    /// The messages being handled that had to wait.
+    in_flight: InFlight<'a, ConnectionId>,
+    /// While no channel is open (with [`SessionConfig::unjoined_timeout`]): when the session
+    /// ends.
+    unjoined: Option<Pin<Box<Sleep>>>,
+    /// For the ping heartbeat: when the client was last heard from, as of the last ping
+    /// (frames only set `heard`, so that a message does not cost a clock read). For the
+    /// packet heartbeat: when the ping was sent, while its pong is due.
+    mark: Option<Mark>,
+    /// The next ping, or the pong's deadline. The system's clock, as the shared timer's
+    /// ([`Deadline`]: 16 B, where a `Sleep` takes 112).
+    heartbeat: Deadline,
     /// A frame came since the last ping (for [`Heartbeat::Ping`]'s idle check).
     heard: bool,
     /// The client answered the ping (for [`Heartbeat::Packet`]).
     ponged: bool,
     /// The client closed with its protocol's goodbye ([`Protocol::farewell`]).
     farewell: bool,
+}
+
+/// What a wake-up asks for ([`Session::on_wake`]).
+enum Next<'s> {
+    /// Done at once.
+    Now(Result<(), SessionEnd>),
+    /// Work that may wait, boxed.
+    Later(BoxFuture<'s, Result<(), SessionEnd>>),
 }
 
 /// Why [`Session::frames`] stopped early.
@@ -418,12 +438,23 @@ enum Event {
 impl<'a, P: Protocol> Session<'a, P> {
     fn new(app: &'a App, setup: Setup<P>, config: &'a SessionConfig) -> Self {
         let Setup { protocol, link, channels } = setup;
+        let interval = match &config.heartbeat {
+            Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
+        };
+        let now = Instant::now();
         let mut session = Session {
             app,
             protocol,
             link,
             channels: List::new(),
             config,
+            in_flight: InFlight::new(),
+            unjoined: None,
+            mark: match config.heartbeat {
+                Heartbeat::Ping { .. } => Some(Mark::at(now)),
+                Heartbeat::Packet { .. } => None,
+            },
+            heartbeat: Deadline::new(now + interval),
             heard: false,
             ponged: false,
             farewell: false,
@@ -436,7 +467,9 @@ impl<'a, P: Protocol> Session<'a, P> {
 
     /// Closes the link politely and lets every channel go.
     async fn end(self, end: SessionEnd) {
-        let Session { app, link, channels, config, farewell, .. } = self;
+        let Session { app, link, channels, config, farewell, in_flight, .. } = self;
+        // The messages still in flight are given up first, as the session's wait ended.
+        drop(in_flight);
         let departure = if farewell { Departure::Farewell } else { Departure::Lost };
         // Let go before the close handshake: a client that reconnects at once finds its
         // session ready to recover.
@@ -458,173 +491,166 @@ impl<'a, P: Protocol> Session<'a, P> {
         self.channels.swap_remove(index)
     }
 
-    // Not an async fn, which would keep `self` twice (as given, and moved into its body);
-    // `self.config` rather than a copy of it, and no count of the messages in flight kept
-    // across the wait: every word here is a word of every idle session.
+    // Not an async fn, which would keep `self` twice (as given, and moved into its body).
+    // Every word held across the wait is a word of every idle session's task: what the loop
+    // keeps lives in the session, the wait borrows nothing else, and what a wake-up asks for
+    // is decided before anything else waits ([`Self::on_wake`]).
     #[allow(clippy::manual_async_fn)]
     fn drive(&mut self) -> impl Future<Output = SessionEnd> {
         async move {
-            let mut in_flight = InFlight::<'a, ConnectionId>::new();
-            let mut unjoined = None::<Pin<Box<Sleep>>>;
-            self.unjoined(&mut unjoined);
-            // For the ping heartbeat: when the client was last heard from, as of the last ping
-            // (frames only set `heard`, so that a message does not cost a clock read). For the
-            // packet heartbeat: when the ping was sent, while its pong is due.
-            // The system's clock, as the shared timer's ([`Deadline`]: 16 B in the task, where
-            // a `Sleep` takes 112).
-            let mut mark = match self.config.heartbeat {
-                Heartbeat::Ping { .. } => Some(Instant::now()),
-                Heartbeat::Packet { .. } => None,
-            };
-            let mut heartbeat = Deadline::new(
-                Instant::now()
-                    + match &self.config.heartbeat {
-                        Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => {
-                            *interval
-                        }
-                    },
-            );
+            self.unjoined();
             loop {
-                let busy = in_flight.len();
-                // Closing channels are read too: what their clients still send is refused with an
-                // exception (`The connection is closing.`), rather than left unanswered.
-                let read = busy < self.config.max_in_flight;
-                let writable = match &self.link {
-                    Link::WebSocket(_) => true,
-                    Link::Polling(polling) => polling.is_polled(),
-                };
-                // One poll over every source, biased in this order, with no future of its own
-                // for any: this wait is where an idle session spends its life, and every byte it
-                // holds is a byte of every idle connection's task.
-                let wake = std::future::poll_fn(|cx| {
-                    if let Some(deadline) = &mut unjoined
-                        && deadline.as_mut().poll(cx).is_ready()
-                    {
-                        return Poll::Ready(Wake::Unjoined);
-                    }
-                    if busy > 0
-                        && let Poll::Ready(id) = in_flight.poll_next_done(cx)
-                    {
-                        return Poll::Ready(Wake::Done(id));
-                    }
-                    if let Poll::Ready(event) = poll_event(&mut self.link, read, cx) {
-                        return Poll::Ready(match event {
-                            // Frames are handled here, in this poll.
-                            Ok(Event::Frame(frame)) => {
-                                self.heard = true;
-                                Wake::Read(self.frames(frame, &mut in_flight, cx))
-                            }
-                            Ok(Event::Closed(code)) => Wake::Closed(code),
-                            Ok(Event::Polled) => Wake::Polled,
-                            Ok(Event::Upgraded(socket, waiting)) => Wake::Upgraded(socket, waiting),
-                            Err(end) => Wake::Ended(end),
-                        });
-                    }
-                    // After the frames: a pong already received is read before the timeout is.
-                    if heartbeat.poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Heartbeat);
-                    }
-                    // Last: frames already received are handled first, so that the answers to a
-                    // pipelined batch leave in one write. The channels' closes come here too.
-                    poll_channel_step(&mut self.channels, writable, cx)
-                        .map(|(index, step)| Wake::Channel(index, step))
-                })
-                .await;
-                let step = match wake {
-                    Wake::Unjoined => {
-                        tracing::debug!("no channel opened in time");
-                        Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                    }
-                    Wake::Done(id) => self.done(id).await,
-                    Wake::Read(Ok(())) => Ok(()),
-                    Wake::Read(Err(Stop::Act(action))) => Box::pin(self.act(*action)).await,
-                    Wake::Read(Err(Stop::End(end))) => Err(end),
-                    Wake::Closed(code) => {
-                        self.farewell = P::farewell(code);
-                        Err(SessionEnd::ClientClosed)
-                    }
-                    Wake::Polled => {
-                        self.fill_poll();
-                        Ok(())
-                    }
-                    Wake::Upgraded(socket, waiting) => {
-                        Box::pin(self.upgraded(socket, waiting)).await
-                    }
-                    Wake::Ended(end) => Err(end),
-                    Wake::Heartbeat => {
-                        let now = Instant::now();
-                        match &self.config.heartbeat {
-                            Heartbeat::Ping { interval, idle_timeout } => {
-                                let last_seen = if std::mem::take(&mut self.heard) {
-                                    now
-                                } else {
-                                    mark.unwrap_or(now)
-                                };
-                                mark = Some(last_seen);
-                                heartbeat.reset(now + *interval);
-                                // A session whose handlers are still running is not idle.
-                                if in_flight.is_empty()
-                                    && now.duration_since(last_seen) >= *idle_timeout
-                                {
-                                    Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                                } else {
-                                    // Boxed, as every rare path: it takes no room in the task.
-                                    Box::pin(self.ping()).await
-                                }
-                            }
-                            Heartbeat::Packet { ping, timeout, .. } => {
-                                if mark.is_some() {
-                                    // Not reading (every slot busy), the pong may be waiting unread.
-                                    if in_flight.len() >= self.config.max_in_flight {
-                                        heartbeat.reset(now + *timeout);
-                                        Ok(())
-                                    } else {
-                                        tracing::debug!("no pong within the ping timeout");
-                                        Err(SessionEnd::Close(CloseReason::IdleTimeout))
-                                    }
-                                } else {
-                                    mark = Some(now);
-                                    heartbeat.reset(now + *timeout);
-                                    Box::pin(self.send(ping.clone())).await
-                                }
-                            }
-                        }
-                    }
-                    Wake::Channel(index, step) => match step {
-                        // Boxed: a write's state is large, and an idle session's task would
-                        // otherwise hold room for it (one allocation per batch, not per item).
-                        ChannelStep::Item(item) => Box::pin(self.write(index, item)).await,
-                        ChannelStep::Closed(reason) => Box::pin(self.on_close(index, reason)).await,
-                        ChannelStep::Expired => {
-                            tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
-                            Box::pin(self.end_channel(index)).await
-                        }
-                    },
+                let wake = std::future::poll_fn(|cx| self.poll_wake(cx)).await;
+                let step = match self.on_wake(wake) {
+                    Next::Now(step) => step,
+                    Next::Later(work) => work.await,
                 };
                 if let Err(end) = step {
                     return end;
                 }
                 if std::mem::take(&mut self.ponged)
                     && let Heartbeat::Packet { interval, .. } = &self.config.heartbeat
-                    && let Some(sent) = mark.take()
+                    && let Some(sent) = self.mark.take()
                 {
                     // The next ping is due one interval after the last.
-                    heartbeat.reset(sent + *interval);
+                    self.heartbeat.reset(sent.instant() + *interval);
                 }
-                self.unjoined(&mut unjoined);
+                self.unjoined();
+            }
+        }
+    }
+
+    /// One poll over every source, biased in this order, with no future of its own for any:
+    /// this wait is where an idle session spends its life.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake<P::Channel>> {
+        let busy = self.in_flight.len();
+        // Closing channels are read too: what their clients still send is refused with an
+        // exception (`The connection is closing.`), rather than left unanswered.
+        let read = busy < self.config.max_in_flight;
+        let writable = match &self.link {
+            Link::WebSocket(_) => true,
+            Link::Polling(polling) => polling.is_polled(),
+        };
+        if let Some(deadline) = &mut self.unjoined
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Wake::Unjoined);
+        }
+        if busy > 0
+            && let Poll::Ready(id) = self.in_flight.poll_next_done(cx)
+        {
+            return Poll::Ready(Wake::Done(id));
+        }
+        if let Poll::Ready(event) = poll_event(&mut self.link, read, cx) {
+            return Poll::Ready(match event {
+                // Frames are handled here, in this poll.
+                Ok(Event::Frame(frame)) => {
+                    self.heard = true;
+                    Wake::Read(self.frames(frame, cx))
+                }
+                Ok(Event::Closed(code)) => Wake::Closed(code),
+                Ok(Event::Polled) => Wake::Polled,
+                Ok(Event::Upgraded(socket, waiting)) => Wake::Upgraded(socket, waiting),
+                Err(end) => Wake::Ended(end),
+            });
+        }
+        // After the frames: a pong already received is read before the timeout is.
+        if self.heartbeat.poll(cx).is_ready() {
+            return Poll::Ready(Wake::Heartbeat);
+        }
+        // Last: frames already received are handled first, so that the answers to a
+        // pipelined batch leave in one write. The channels' closes come here too.
+        poll_channel_step(&mut self.channels, writable, cx)
+            .map(|(index, step)| Wake::Channel(index, step))
+    }
+
+    /// What a wake-up asks for: done at once, or work to wait for. Boxed, each: a write's
+    /// state is large, and an idle session's task would otherwise hold room for it (one
+    /// allocation per batch, not per item).
+    fn on_wake(&mut self, wake: Wake<P::Channel>) -> Next<'_> {
+        match wake {
+            Wake::Unjoined => {
+                tracing::debug!("no channel opened in time");
+                Next::Now(Err(SessionEnd::Close(CloseReason::IdleTimeout)))
+            }
+            Wake::Done(id) => match self.done(id) {
+                Some(index) => Next::Later(Box::pin(self.end_channel(index))),
+                None => Next::Now(Ok(())),
+            },
+            Wake::Read(Ok(())) => Next::Now(Ok(())),
+            Wake::Read(Err(Stop::Act(action))) => Next::Later(Box::pin(self.act(*action))),
+            Wake::Read(Err(Stop::End(end))) | Wake::Ended(end) => Next::Now(Err(end)),
+            Wake::Closed(code) => {
+                self.farewell = P::farewell(code);
+                Next::Now(Err(SessionEnd::ClientClosed))
+            }
+            Wake::Polled => {
+                self.fill_poll();
+                Next::Now(Ok(()))
+            }
+            Wake::Upgraded(socket, waiting) => {
+                Next::Later(Box::pin(self.upgraded(socket, waiting)))
+            }
+            Wake::Heartbeat => self.beat(),
+            Wake::Channel(index, step) => match step {
+                ChannelStep::Item(item) => Next::Later(Box::pin(self.write(index, item))),
+                ChannelStep::Closed(reason) => Next::Later(Box::pin(self.on_close(index, reason))),
+                ChannelStep::Expired => {
+                    tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
+                    Next::Later(Box::pin(self.end_channel(index)))
+                }
+            },
+        }
+    }
+
+    /// The heartbeat's timer fired.
+    fn beat(&mut self) -> Next<'_> {
+        let now = Instant::now();
+        match &self.config.heartbeat {
+            Heartbeat::Ping { interval, idle_timeout } => {
+                let heard = std::mem::take(&mut self.heard);
+                let last_seen = match self.mark {
+                    Some(mark) if !heard => mark.instant(),
+                    _ => now,
+                };
+                self.mark = Some(Mark::at(last_seen));
+                self.heartbeat.reset(now + *interval);
+                // A session whose handlers are still running is not idle.
+                if self.in_flight.is_empty() && now.duration_since(last_seen) >= *idle_timeout {
+                    Next::Now(Err(SessionEnd::Close(CloseReason::IdleTimeout)))
+                } else {
+                    Next::Later(Box::pin(self.ping()))
+                }
+            }
+            Heartbeat::Packet { ping, timeout, .. } => {
+                if self.mark.is_some() {
+                    // Not reading (every slot busy), the pong may be waiting unread.
+                    if self.in_flight.len() >= self.config.max_in_flight {
+                        self.heartbeat.reset(now + *timeout);
+                        Next::Now(Ok(()))
+                    } else {
+                        tracing::debug!("no pong within the ping timeout");
+                        Next::Now(Err(SessionEnd::Close(CloseReason::IdleTimeout)))
+                    }
+                } else {
+                    self.mark = Some(Mark::at(now));
+                    self.heartbeat.reset(now + *timeout);
+                    let ping = ping.clone();
+                    Next::Later(Box::pin(self.send(ping)))
+                }
             }
         }
     }
 
     /// Starts or stops the deadline for a session without channels.
-    fn unjoined(&self, unjoined: &mut Option<Pin<Box<Sleep>>>) {
+    fn unjoined(&mut self) {
         match self.config.unjoined_timeout {
             Some(timeout) if self.channels.is_empty() => {
-                if unjoined.is_none() {
-                    *unjoined = Some(Box::pin(tokio::time::sleep(timeout)));
+                if self.unjoined.is_none() {
+                    self.unjoined = Some(Box::pin(tokio::time::sleep(timeout)));
                 }
             }
-            _ => *unjoined = None,
+            _ => self.unjoined = None,
         }
     }
 
@@ -674,7 +700,6 @@ impl<'a, P: Protocol> Session<'a, P> {
     fn frames(
         &mut self,
         first: Option<Incoming>,
-        in_flight: &mut InFlight<'a, ConnectionId>,
         cx: &mut Context<'_>,
     ) -> Result<(), Stop<P::Channel>> {
         let max = self.config.max_in_flight;
@@ -685,7 +710,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                     Read::Nothing => {}
                     Read::Work(index, mut work) => {
                         if work.as_mut().poll(cx).is_pending() {
-                            in_flight.keep(work);
+                            self.in_flight.keep(work);
                             self.channels[index].busy += 1;
                         }
                     }
@@ -693,7 +718,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                     Read::End(end) => return Err(Stop::End(end)),
                 }
             }
-            if in_flight.len() >= max {
+            if self.in_flight.len() >= max {
                 return Ok(());
             }
             let Link::WebSocket(ws) = &mut self.link else { return Ok(()) };
@@ -722,18 +747,14 @@ impl<'a, P: Protocol> Session<'a, P> {
         }
     }
 
-    /// A message in flight is done; a channel that was waiting for it to close, closes.
-    async fn done(&mut self, id: ConnectionId) -> Result<(), SessionEnd> {
-        let Some(index) = self.channels.iter().position(|c| c.conn.id() == id) else {
-            // Its channel is gone already.
-            return Ok(());
-        };
+    /// A message in flight is done: the channel that was waiting for it to close, if any, to
+    /// end now.
+    fn done(&mut self, id: ConnectionId) -> Option<usize> {
+        // None: its channel is gone already.
+        let index = self.channels.iter().position(|c| c.conn.id() == id)?;
         let channel = &mut self.channels[index];
         channel.busy = channel.busy.saturating_sub(1);
-        if channel.busy == 0 && channel.draining.is_some() {
-            return Box::pin(self.end_channel(index)).await;
-        }
-        Ok(())
+        (channel.busy == 0 && channel.draining.is_some()).then_some(index)
     }
 
     /// The server closed a channel's connection: it ends once its messages are answered.

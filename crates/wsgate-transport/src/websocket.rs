@@ -89,8 +89,10 @@ pub struct WebSocket<S> {
     write: BytesMut,
     partial: Option<Box<Partial>>,
     deflate: Option<Box<Negotiated>>,
-    read_chunk: usize,
-    max_message: usize,
+    /// u32, as `max_message`: 8 B fewer in every session's task.
+    read_chunk: u32,
+    /// At most 4 GiB, then.
+    max_message: u32,
     close_sent: bool,
     close_received: bool,
     eof: bool,
@@ -119,8 +121,8 @@ impl<S> WebSocket<S> {
             write: BytesMut::new(),
             partial: None,
             deflate: deflate.map(Box::new),
-            read_chunk: read_chunk.max(64),
-            max_message,
+            read_chunk: u32::try_from(read_chunk.max(64)).unwrap_or(u32::MAX),
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             close_sent: false,
             close_received: false,
             eof: false,
@@ -219,7 +221,8 @@ impl<S> WebSocket<S> {
                 return Err(Error::Protocol("bad control frame"));
             }
             let before = self.partial.as_ref().map_or(0, |p| p.data.len());
-            if header.len > (self.max_message - before.min(self.max_message)) as u64 {
+            let max_message = self.max_message as usize;
+            if header.len > (max_message - before.min(max_message)) as u64 {
                 return Err(Error::TooBig);
             }
             // Checked against the limit just above, so it fits a usize.
@@ -280,7 +283,7 @@ impl<S> WebSocket<S> {
     /// A whole message: inflated if it was compressed, checked if it is text.
     fn message(&mut self, text: bool, compressed: bool, data: BytesMut) -> Result<Message, Error> {
         let data = match (&mut self.deflate, compressed) {
-            (Some(deflate), true) => deflate.decompress(&data, self.max_message)?,
+            (Some(deflate), true) => deflate.decompress(&data, self.max_message as usize)?,
             _ => data.freeze(),
         };
         if !text {
@@ -350,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// got. A frame known to be larger than that is read straight into its own buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
         let spare = self.read.capacity() - self.read.len();
-        if spare >= READ_BUFFER || self.read_chunk > READ_BUFFER {
+        if spare >= READ_BUFFER || self.read_chunk as usize > READ_BUFFER {
             return self.poll_fill_direct(cx);
         }
         INBOX.with_borrow_mut(|inbox| {
@@ -371,7 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads at least `read_chunk` bytes' room straight into the read buffer.
     fn poll_fill_direct(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
         let filled = self.read.len();
-        let want = (self.read.capacity() - filled).max(self.read_chunk);
+        let want = (self.read.capacity() - filled).max(self.read_chunk as usize);
         self.read.resize(filled + want, 0);
         let mut buf = ReadBuf::new(&mut self.read[filled..]);
         let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);

@@ -75,19 +75,26 @@ struct Kept {
 
 /// A namespace connected over the session.
 pub(crate) struct Namespaced {
-    /// The prefix its packets carry: empty for `/`, `/chat,` otherwise (the namespace as the
-    /// client wrote it, and a comma, which a namespace cannot hold).
-    prefix: Box<str>,
+    /// The prefix its packets carry, `/chat,` (the namespace as the client wrote it, and a
+    /// comma, which a namespace cannot hold); none for `/`. Boxed twice: one word in every
+    /// session's task, and no allocation for the usual root namespace.
+    other: Option<Box<Box<str>>>,
 }
 
 impl Namespaced {
     fn new(ns: &str) -> Self {
-        Self { prefix: packet::prefix(ns).into() }
+        let prefix = packet::prefix(ns);
+        Self { other: (!prefix.is_empty()).then(|| Box::new(prefix.into())) }
+    }
+
+    /// The prefix its packets carry: empty for `/`.
+    fn prefix(&self) -> &str {
+        self.other.as_deref().map_or("", |prefix| prefix)
     }
 
     /// The namespace as the client wrote it.
     fn ns(&self) -> &str {
-        self.prefix.strip_suffix(',').unwrap_or("/")
+        self.prefix().strip_suffix(',').unwrap_or("/")
     }
 }
 
@@ -297,7 +304,7 @@ impl Protocol for EngineProtocol {
     }
 
     fn encode_event(emission: &Emission, channel: &Namespaced) -> Bytes {
-        packet::for_namespace(emission.encoded::<EventFrames>(), &channel.prefix)
+        packet::for_namespace(emission.encoded::<EventFrames>(), channel.prefix())
     }
 
     fn write_event(
@@ -305,7 +312,7 @@ impl Protocol for EngineProtocol {
         channel: &Namespaced,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<(), wsgate_transport::websocket::Error> {
-        if channel.prefix.is_empty() {
+        if channel.prefix().is_empty() {
             emission.with_encoded::<EventFrames, _>(|text| ws.queue_text(text))
         } else {
             ws.queue_text(&Self::encode_event(emission, channel))
@@ -313,7 +320,7 @@ impl Protocol for EngineProtocol {
     }
 
     fn encode_direct(direct: &Direct, channel: &Namespaced) -> Bytes {
-        packet::encode_direct(direct, &channel.prefix)
+        packet::encode_direct(direct, channel.prefix())
     }
 
     /// `b<base64>`: an attachment over long-polling.
@@ -330,18 +337,18 @@ impl Protocol for EngineProtocol {
     fn ended(channel: &Namespaced, reason: CloseReason) -> Option<Bytes> {
         match reason {
             CloseReason::SlowConsumer | CloseReason::TooBig => None,
-            _ => Some(packet::disconnect(&channel.prefix).into()),
+            _ => Some(packet::disconnect(channel.prefix()).into()),
         }
     }
 
     /// `40[/ns,]{"sid":…}`, with the `pid` of its session when recovery is on.
     fn opened(channel: &Namespaced, conn: &Connection) -> Bytes {
         tracing::debug!(conn = %conn.id(), ns = %conn.namespace(), recovered = conn.recovered(), "socket.io connected");
-        packet::connected(&channel.prefix, &conn.id().to_string(), conn.session_id()).into()
+        packet::connected(channel.prefix(), &conn.id().to_string(), conn.session_id()).into()
     }
 
     fn refused(channel: &Namespaced, refusal: &Refusal) -> Bytes {
-        packet::refused(&channel.prefix, &refusal.message).into()
+        packet::refused(channel.prefix(), &refusal.message).into()
     }
 }
 
