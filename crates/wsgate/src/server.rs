@@ -945,8 +945,9 @@ impl Server {
         };
         let events = Arc::new(crate::message::Events::new(pending.emissions));
         let (observers, round) = (self.observers(), self.round());
-        for conn in members.values() {
-            if pending.except != Some(conn.id()) {
+        // The id from the map's key: each member's memory touched is its queue's alone.
+        for (id, conn) in members {
+            if pending.except != Some(*id) {
                 conn.push_events(&events, observers, round);
             }
         }
