@@ -176,6 +176,11 @@ fn invalid(message: impl Into<String>, ack: Option<AckId>) -> Decoded {
 ///
 /// In both, an `"id"` (number or string) asks for an acknowledgement.
 pub fn decode(text: &str) -> Decoded {
+    decode_usual(text).unwrap_or_else(|| decode_fields(text))
+}
+
+/// [`decode`] of any text: its top-level fields read first, then looked up.
+fn decode_fields(text: &str) -> Decoded {
     let fields = match serde_json::from_str::<Fields<'_>>(text) {
         Ok(Fields(Some(fields))) => fields,
         Ok(Fields(None)) => return invalid(NOT_AN_OBJECT, None),
@@ -261,6 +266,29 @@ pub fn decode(text: &str) -> Decoded {
         }
         Err(e) => invalid(format!("Invalid message: {e}"), ack),
     }
+}
+
+/// The usual frame, `{"event":"name","data":…}` exactly (no other field, no whitespace
+/// between the fields, a name without escapes), read without building the list of fields:
+/// what [`decode`] reads it to, or `None` for any other text, which [`decode`] reads in full.
+fn decode_usual(text: &str) -> Option<Decoded> {
+    let rest = text.strip_prefix("{\"event\":\"")?;
+    let end = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let (event, rest) = rest.split_at(end);
+    let value = rest.strip_prefix("\",\"data\":")?.strip_suffix('}')?;
+    if event.is_empty() {
+        return None;
+    }
+    // The value is JSON on its own, and all of what is left: a `,"id":1` after it is not.
+    let data = serde_json::from_str::<&RawValue>(value).ok()?;
+    if data.get().len() != value.len() {
+        return None;
+    }
+    let mut inbound = Inbound::new(EventName::from(event), data.to_owned());
+    if value.starts_with('[') {
+        inbound.arity = Arity::Several;
+    }
+    Some(Decoded::Message(inbound))
 }
 
 const NOT_AN_OBJECT: &str =
@@ -361,6 +389,61 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
     use wsgate::adapter::Emission;
+
+    /// The usual frame's short way reads what the full one reads, and leaves it every other
+    /// text: frames made of names, values and endings of every kind, both ways compared.
+    #[test]
+    fn the_usual_frame_reads_as_the_full_decoder_reads_it() {
+        let names = ["echo", "", "a b", "é😀", "a\\\"b", "a\\nb", "tab\there", "ack", "\\u0041"];
+        let values = [
+            "\"x\"",
+            "1",
+            "-0.5e3",
+            "true",
+            "null",
+            "[]",
+            "[1,\"a\"]",
+            "{}",
+            "{\"a\":[1,{}]}",
+            "\"\\u00e9\\n\"",
+            " 1",
+            "1 ",
+            "\"a",
+            "{",
+            "[1,]",
+            "01",
+            "\"bad\\x\"",
+            "\"ctl\u{1}\"",
+            "1,\"id\":2",
+            "1,\"id\":\"x\"",
+            "1,\"attachments\":1",
+            "\"}\"",
+            "{}}",
+            "",
+        ];
+        let ends = ["}", "} ", "}}", ",\"id\":1}", ""];
+        let mut usual = 0;
+        for name in names {
+            for value in values {
+                for end in ends {
+                    let text = format!("{{\"event\":\"{name}\",\"data\":{value}{end}");
+                    let full = format!("{:?}", decode_fields(&text));
+                    match decode_usual(&text) {
+                        Some(read) => {
+                            usual += 1;
+                            assert_eq!(format!("{read:?}"), full, "{text}");
+                        }
+                        None => assert_eq!(format!("{:?}", decode(&text)), full, "{text}"),
+                    }
+                }
+            }
+        }
+        assert!(usual >= 40, "the short way read {usual} frames");
+        for other in [r#"{"data":1,"event":"a"}"#, r#"{ "event":"a","data":1}"#, r#"{"type":"a"}"#]
+        {
+            assert!(decode_usual(other).is_none(), "{other}");
+        }
+    }
 
     fn message(text: &str) -> (String, Value, Option<AckId>) {
         match decode(text) {
