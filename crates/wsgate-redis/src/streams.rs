@@ -9,7 +9,10 @@
 //!   read (`XREAD BLOCK`). It starts at the recovery window's beginning, so that a new
 //!   instance (one that replaces a dead one) holds the history its clients need.
 //! - **Sessions** of dropped connections are kept in Redis for the recovery window
-//!   (`SET … PX`), taken once by the instance the client comes back to (`GETDEL`).
+//!   (`SET … PX`), taken once by the instance the client comes back to (`GETDEL`); those of
+//!   live connections too, rewritten as they join and leave rooms, so that a client whose
+//!   instance dies recovers elsewhere. One task writes them, in order: a record never lands
+//!   over a newer one; what fails to be written waits for Redis.
 //! - **Outages**: while Redis is unreachable, emits wait in a bounded buffer (default 10 000)
 //!   and are appended in order when it is back; past the bound the oldest are dropped, counted
 //!   ([`BrokerStatus::dropped`]) and logged, and a *gap* entry goes to every stream: every
@@ -72,6 +75,23 @@ struct Pending {
     queue: VecDeque<(u64, Namespace, Vec<u8>)>,
 }
 
+/// A session record to write: the record and its time to live, or `None` to delete it.
+type Write = Option<(Vec<u8>, Duration)>;
+
+/// The session records, written by one task ([`session_loop`]): a record written from
+/// several tasks could land after a newer one (a session's record as opened, over the one with
+/// the room it joined next), and the session would recover without its rooms.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// The records of live connections, by key, with their time to live: written again every
+    /// third of it, so that they outlive this instance by their time to live.
+    live: HashMap<String, (Vec<u8>, Duration)>,
+    /// The writes not sent yet: the last one per key, the only one that matters.
+    waiting: HashMap<String, Write>,
+    /// Every live record is to be written again (Redis is back, and may have lost them).
+    refresh: bool,
+}
+
 #[derive(Debug)]
 struct Shared {
     client: redis::Client,
@@ -83,11 +103,11 @@ struct Shared {
     commands: Mutex<Option<MultiplexedConnection>>,
     /// The app's namespaces, once the reader learnt them.
     namespaces: Mutex<Vec<Namespace>>,
-    /// The session records of live connections, by key, with their time to live after the
-    /// last refresh: written again every third of it (and after Redis comes back).
-    live: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
-    /// Wakes the refresh of live sessions at once (Redis is back, and may have lost them).
-    refresh_now: Notify,
+    /// Session records: the live ones, and the writes waiting for the session writer.
+    sessions: Mutex<Sessions>,
+    /// Wakes the session writer: a write is waiting, or Redis is back and may have lost the
+    /// live records ([`Sessions::refresh`]).
+    wake_sessions: Notify,
     /// Emits were dropped from the buffer: a gap entry goes to every stream before the next
     /// appends, for every instance to learn that sessions before it cannot recover.
     gap: AtomicBool,
@@ -114,15 +134,15 @@ impl RedisStreamsBroker {
             wake_publisher: Notify::new(),
             commands: Mutex::new(Some(conn.clone())),
             namespaces: Mutex::new(Vec::new()),
-            live: Mutex::new(HashMap::new()),
-            refresh_now: Notify::new(),
+            sessions: Mutex::new(Sessions::default()),
+            wake_sessions: Notify::new(),
             gap: AtomicBool::new(false),
             publisher_up: AtomicBool::new(true),
             reader_up: AtomicBool::new(false),
             counters: Counters::default(),
         });
         tokio::spawn(publish_loop(shared.clone(), conn));
-        tokio::spawn(refresh_loop(shared.clone()));
+        tokio::spawn(session_loop(shared.clone()));
         Ok(Self { shared, signals })
     }
 }
@@ -213,14 +233,20 @@ impl Broker for RedisStreamsBroker {
 
     fn hold_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
         let key = self.shared.session_key(namespace, id);
-        lock(&self.shared.live).insert(key.clone(), (record.clone(), ttl));
-        set_session(&self.shared, key, record, ttl);
+        let mut sessions = lock(&self.shared.sessions);
+        sessions.live.insert(key.clone(), (record.clone(), ttl));
+        sessions.waiting.insert(key, Some((record, ttl)));
+        drop(sessions);
+        self.shared.wake_sessions.notify_one();
     }
 
     fn keep_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
         let key = self.shared.session_key(namespace, id);
-        lock(&self.shared.live).remove(&key);
-        set_session(&self.shared, key, record, ttl);
+        let mut sessions = lock(&self.shared.sessions);
+        sessions.live.remove(&key);
+        sessions.waiting.insert(key, Some((record, ttl)));
+        drop(sessions);
+        self.shared.wake_sessions.notify_one();
     }
 
     fn take_session(&self, namespace: &Namespace, id: &str) -> SessionFuture {
@@ -246,60 +272,108 @@ impl Broker for RedisStreamsBroker {
 
     fn forget_session(&self, namespace: &Namespace, id: &str) {
         let key = self.shared.session_key(namespace, id);
-        lock(&self.shared.live).remove(&key);
-        let Some(mut conn) = self.shared.command_connection() else { return };
-        tokio::spawn(async move {
-            let _: redis::RedisResult<()> = conn.del(&key).await;
-        });
+        let mut sessions = lock(&self.shared.sessions);
+        sessions.live.remove(&key);
+        sessions.waiting.insert(key, None);
+        drop(sessions);
+        self.shared.wake_sessions.notify_one();
     }
 }
 
-/// Writes a session record with its time to live, in the background.
-fn set_session(shared: &Shared, key: String, record: Vec<u8>, ttl: Duration) {
-    let Some(mut conn) = shared.command_connection() else { return };
-    let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    tokio::spawn(async move {
-        let set: redis::RedisResult<()> =
-            redis::cmd("SET").arg(&key).arg(record).arg("PX").arg(ttl).query_async(&mut conn).await;
-        if let Err(e) = set {
-            tracing::debug!(error = %e, "redis streams broker: session not written");
-        }
-    });
-}
+/// How many session writes go to Redis in one pipeline.
+const SESSION_BATCH: usize = 1024;
 
-/// Writes the live sessions' records again every few seconds (a third of the shortest time to
-/// live, at most 10 s), so that they outlive this instance by their time to live and come back
-/// after a Redis restart.
-async fn refresh_loop(s: Arc<Shared>) {
+/// Writes the session records, in the order they were given (the last per key), and the live
+/// ones again every third of their time to live (at most 10 s, and at once after Redis comes
+/// back). One task: a write sent after another lands after it. A write that fails is kept
+/// (unless a newer one for its key came) and sent once a connection is made again.
+async fn session_loop(s: Arc<Shared>) {
+    let mut conn = s.command_connection();
+    let mut next_refresh = tokio::time::Instant::now();
+    let mut backoff = BACKOFF_START;
     loop {
-        let live: Vec<(String, Vec<u8>, Duration)> =
-            lock(&s.live).iter().map(|(k, (r, ttl))| (k.clone(), r.clone(), *ttl)).collect();
-        let every = live
-            .iter()
-            .map(|(_, _, ttl)| *ttl / 3)
-            .min()
-            .unwrap_or(Duration::from_secs(10))
-            .clamp(Duration::from_millis(100), Duration::from_secs(10));
-        if let Some(mut conn) = s.command_connection()
-            && !live.is_empty()
-        {
-            let mut pipe = redis::pipe();
-            for (key, record, ttl) in &live {
-                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                pipe.cmd("SET").arg(key).arg(record.as_slice()).arg("PX").arg(ttl).ignore();
+        let woken = s.wake_sessions.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let Some(live_conn) = conn.clone() else {
+            match connect(&s.client).await {
+                Ok(fresh) => {
+                    *lock(&s.commands) = Some(fresh.clone());
+                    conn = Some(fresh);
+                    // A Redis that restarted empty lost the live records.
+                    lock(&s.sessions).refresh = true;
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
             }
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-                tracing::debug!(error = %e, "redis streams broker: live sessions not refreshed");
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        let (writes, every) = {
+            let mut sessions = lock(&s.sessions);
+            let every = sessions
+                .live
+                .values()
+                .map(|(_, ttl)| *ttl / 3)
+                .min()
+                .unwrap_or(Duration::from_secs(10))
+                .clamp(Duration::from_millis(100), Duration::from_secs(10));
+            let mut writes = std::mem::take(&mut sessions.waiting);
+            if now >= next_refresh || std::mem::take(&mut sessions.refresh) {
+                next_refresh = now + every;
+                for (key, (record, ttl)) in &sessions.live {
+                    writes.entry(key.clone()).or_insert_with(|| Some((record.clone(), *ttl)));
+                }
+            }
+            (writes, every)
+        };
+        if !writes.is_empty() {
+            if write_sessions(live_conn, &writes).await {
+                backoff = BACKOFF_START;
+            } else {
+                {
+                    let mut sessions = lock(&s.sessions);
+                    for (key, write) in writes {
+                        sessions.waiting.entry(key).or_insert(write);
+                    }
+                }
+                conn = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
             }
         }
-        let refresh_now = s.refresh_now.notified();
-        tokio::pin!(refresh_now);
-        refresh_now.as_mut().enable();
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = refresh_now => {}
+            () = tokio::time::sleep_until(next_refresh.min(now + every)) => {}
+            () = woken => {}
         }
     }
+}
+
+/// Sends `writes` in pipelines of [`SESSION_BATCH`], one after the other; `false` on failure.
+async fn write_sessions(mut conn: MultiplexedConnection, writes: &HashMap<String, Write>) -> bool {
+    let writes: Vec<_> = writes.iter().collect();
+    for chunk in writes.chunks(SESSION_BATCH) {
+        let mut pipe = redis::pipe();
+        for (key, write) in chunk {
+            match write {
+                Some((record, ttl)) => {
+                    let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                    pipe.cmd("SET").arg(key).arg(record.as_slice()).arg("PX").arg(ttl).ignore();
+                }
+                None => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "redis streams broker: session records not written");
+            return false;
+        }
+    }
+    true
 }
 
 /// Appends what is pending, in order; on failure keeps it and reconnects. Runs for as long
@@ -352,7 +426,8 @@ async fn publish_loop(s: Arc<Shared>, mut conn: MultiplexedConnection) {
                             *lock(&s.commands) = Some(conn.clone());
                             s.publisher_up.store(true, Ordering::Relaxed);
                             // A Redis that restarted empty lost the live sessions' records.
-                            s.refresh_now.notify_one();
+                            lock(&s.sessions).refresh = true;
+                            s.wake_sessions.notify_one();
                             tracing::info!(
                                 pending = lock(&s.pending).queue.len(),
                                 "redis streams broker: appending again"

@@ -202,3 +202,86 @@ async fn emits_lost_past_the_outage_buffer_are_a_gap_no_session_recovers_across(
     assert!(!again.recovered(), "events it should have had were lost: it must fetch again");
     redis.stop();
 }
+
+/// A session's record is written at each change (opened, joined, dropped, recovered): what
+/// Redis holds is the last one written, whatever the order the runtime's threads run in.
+/// A record written late over a newer one would recover the session without its rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_records_land_in_the_order_they_were_written() {
+    use wsgate::broker::Broker;
+    let Some(redis) = own_redis("streams_session_order").await else { return };
+    let broker = RedisStreamsBroker::connect(&redis.url()).await.unwrap();
+    let ns = wsgate::Namespace::from("/");
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<String> = (0..2000).map(|n| format!("s{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        // Opened with no room, then joined; every third dropped (kept), every fifth ended.
+        broker.hold_session(&ns, id, b"opened".to_vec(), ttl);
+        broker.hold_session(&ns, id, b"joined".to_vec(), ttl);
+        if n % 3 == 0 {
+            broker.keep_session(&ns, id, b"dropped".to_vec(), ttl);
+        }
+        if n % 5 == 0 {
+            broker.forget_session(&ns, id);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut wrong = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let expected: Option<&[u8]> = if n % 5 == 0 {
+            None
+        } else if n % 3 == 0 {
+            Some(b"dropped")
+        } else {
+            Some(b"joined")
+        };
+        let got = broker.take_session(&ns, id).await;
+        if got.as_deref() != expected {
+            wrong.push((id.clone(), got.map(|r| String::from_utf8_lossy(&r).into_owned())));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} records stale: {:?}",
+        wrong.len(),
+        ids.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    redis.stop();
+}
+
+/// A session dropped while Redis is away is kept when it comes back (restarted empty), and
+/// so is a live one: no emit is needed for the broker to find Redis again.
+#[tokio::test]
+async fn session_records_written_during_an_outage_land_when_redis_is_back() {
+    use wsgate::broker::Broker;
+    let Some(redis) = own_redis("streams_session_outage").await else { return };
+    let port = redis.port;
+    let broker = RedisStreamsBroker::connect(&redis.url()).await.unwrap();
+    let ns = wsgate::Namespace::from("/");
+    let ttl = Duration::from_secs(60);
+    broker.hold_session(&ns, "live", b"live".to_vec(), ttl);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.stop();
+    broker.keep_session(&ns, "dropped", b"dropped".to_vec(), ttl);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = OwnRedis::start(port).unwrap();
+    redis.ready().await;
+    let mut got = (None, None);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        got = (broker.take_session(&ns, "live").await, broker.take_session(&ns, "dropped").await);
+        if got.0.is_some() && got.1.is_some() {
+            break;
+        }
+        // Taken: written back for the next look.
+        if let Some(record) = got.0.take() {
+            broker.hold_session(&ns, "live", record, ttl);
+        }
+        if let Some(record) = got.1.take() {
+            broker.keep_session(&ns, "dropped", record, ttl);
+        }
+    }
+    assert_eq!(got, (Some(b"live".to_vec()), Some(b"dropped".to_vec())));
+    redis.stop();
+}
