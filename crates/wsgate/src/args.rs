@@ -15,6 +15,7 @@
 //! Data without `Args` and without bytes is plain JSON, serialised as before: a walk over the
 //! value (no writing, no allocation) finds neither, and `serde_json` writes it as it did.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::io;
 
@@ -78,6 +79,32 @@ impl Extras {
     /// One argument without attachments.
     pub fn is_plain(&self) -> bool {
         self.arity == Arity::One && self.binary.is_empty()
+    }
+}
+
+/// `make()` as a `T`, when `T` is the raw JSON ([`Payload`]) it makes; `None` (and `make`
+/// not called) for any other type. What lets data that is JSON already go through unread.
+pub(crate) fn raw_as<T: 'static>(make: impl FnOnce() -> Payload) -> Option<T> {
+    if TypeId::of::<T>() != TypeId::of::<Payload>() {
+        return None;
+    }
+    let mut slot = Some(make());
+    (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>()?.take()
+}
+
+/// `value` itself when it is raw JSON ([`Payload`]): data made JSON already needs no
+/// serialising. Otherwise `value`, given back.
+pub(crate) fn raw_payload<T: 'static>(value: T) -> Result<Payload, T> {
+    if TypeId::of::<T>() != TypeId::of::<Payload>() {
+        return Err(value);
+    }
+    let mut slot = Some(value);
+    let raw = (&mut slot as &mut dyn Any).downcast_mut::<Option<Payload>>().and_then(Option::take);
+    match (raw, slot) {
+        (Some(raw), _) => Ok(raw),
+        (None, Some(value)) => Err(value),
+        // The slot is given up only to the raw JSON.
+        (None, None) => unreachable!("a value is in the slot or taken as raw JSON"),
     }
 }
 
@@ -611,6 +638,27 @@ mod tests {
         assert_eq!(extras.binary.capacity(), 0, "nothing allocated");
         let (data, extras) = to_args(&Some(3)).unwrap();
         assert_eq!((data.get(), extras.arity), ("3", Arity::One));
+    }
+
+    #[test]
+    fn raw_json_is_taken_as_it_is_and_nothing_else_is() {
+        let raw = RawValue::from_string("[1, 2]".to_owned()).unwrap();
+        assert_eq!(
+            raw_payload(raw.clone()).ok().map(|r| r.get().to_owned()).as_deref(),
+            Some("[1, 2]")
+        );
+        assert_eq!(raw_payload(String::from("x")).err().as_deref(), Some("x"));
+        assert_eq!(raw_payload(json!([1])).err(), Some(json!([1])));
+        assert_eq!(
+            raw_as::<Payload>(|| raw.clone()).map(|r| r.get().to_owned()).as_deref(),
+            Some("[1, 2]")
+        );
+        let made = std::cell::Cell::new(false);
+        let other = raw_as::<String>(|| {
+            made.set(true);
+            raw.clone()
+        });
+        assert_eq!((other, made.get()), (None, false), "nothing made for another type");
     }
 
     #[test]

@@ -110,11 +110,19 @@ impl<T: FromMessage> FromMessage for Option<T> {
 /// array, as Nest's `IoAdapter` gives them ([`Args`] reads them whatever their count).
 /// Binary attachments are read in place: a `Bytes` field reads the attachment its
 /// placeholder stands for.
+///
+/// `Data<Box<RawValue>>` is the data as it came (a relay's gateway, which passes it on
+/// unread): a copy, not read again; with binary attachments, their placeholders as the client
+/// sent them (the attachments are [`MessageContext::binary`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Data<T>(pub T);
 
-impl<T: DeserializeOwned> FromMessage for Data<T> {
+impl<T: DeserializeOwned + 'static> FromMessage for Data<T> {
     fn from_message(ctx: &MessageContext) -> Result<Self, WsError> {
+        if let Some(raw) = crate::args::raw_as::<T>(|| ctx.data.clone()) {
+            // The adapter read it as JSON already.
+            return Ok(Data(raw));
+        }
         parse(&ctx.data, &ctx.binary).map(Data)
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::args::{Extras, to_args};
+use crate::args::{Extras, raw_payload, to_args};
 use crate::exception::{WsError, WsException};
 use crate::message::{Emission, Payload};
 use crate::names::EventName;
@@ -70,10 +70,15 @@ impl<T> WsResponse<T> {
 }
 
 /// `data` may be [`Args`](crate::Args) (several arguments) and hold `Bytes` (binary
-/// attachments).
-impl<T: Serialize> IntoReply for WsResponse<T> {
+/// attachments). Raw JSON (`Box<RawValue>`, a relay's data) is sent as it is, not serialised
+/// again.
+impl<T: Serialize + 'static> IntoReply for WsResponse<T> {
     fn into_reply(self) -> Reply {
-        match Emission::serialize(self.event, &self.data) {
+        let made = match raw_payload(self.data) {
+            Ok(raw) => Ok(Emission::with_extras(self.event, raw, Extras::default())),
+            Err(data) => Emission::serialize(self.event, &data),
+        };
+        match made {
             Ok(emission) => Reply::Event(emission),
             Err(e) => Reply::Error(e.into()),
         }
@@ -95,9 +100,13 @@ fn ack_of<T: Serialize + ?Sized>(value: &T) -> Reply {
     }
 }
 
-impl<T: Serialize> IntoReply for Ack<T> {
+/// Raw JSON (`Box<RawValue>`) is sent as it is.
+impl<T: Serialize + 'static> IntoReply for Ack<T> {
     fn into_reply(self) -> Reply {
-        ack_of(&self.0)
+        match raw_payload(self.0) {
+            Ok(raw) => Reply::Ack(raw),
+            Err(value) => ack_of(&value),
+        }
     }
 }
 

@@ -707,3 +707,61 @@ async fn close_all_returns_when_the_last_connection_is_let_go() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A relay: the data passed on unread, as an event and as an ack.
+struct Relay;
+
+#[gateway]
+impl Relay {
+    #[subscribe_message("relay")]
+    async fn relay(
+        &self,
+        Data(data): Data<Box<serde_json::value::RawValue>>,
+    ) -> WsResponse<Box<serde_json::value::RawValue>> {
+        WsResponse::new("relayed", data)
+    }
+
+    #[subscribe_message("ackRaw")]
+    async fn ack_raw(
+        &self,
+        Data(data): Data<Box<serde_json::value::RawValue>>,
+    ) -> wsgate::Ack<Box<serde_json::value::RawValue>> {
+        wsgate::Ack(data)
+    }
+}
+
+// Raw JSON goes through untouched, text for text: taken as it came, sent as it is (not read
+// or written again); with attachments, its placeholders stay as the client sent them.
+#[tokio::test]
+async fn raw_json_data_is_relayed_as_it_came() {
+    use wsgate::adapter::{Inbound, Outbound};
+    let app = App::builder().gateway(Relay).build().await.unwrap();
+    let (conn, mut rx) = app.handshake(Handshake::new("/", "test")).await.unwrap().open().await;
+    let texts = [
+        r#"{"b":[1,2.50,"\u00e9é"],"a":null}"#,
+        r#""x""#,
+        "1e3",
+        r#"{"file":{"_placeholder":true,"num":0}}"#,
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        let data = serde_json::value::RawValue::from_string((*text).to_owned()).unwrap();
+        let mut message = Inbound::new("relay", data.clone());
+        if n == 3 {
+            message.binary = vec![bytes::Bytes::from_static(b"\x01")];
+        }
+        app.dispatch(&conn, message).await;
+        let item = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        let Some(emission) = item.emissions().first() else { panic!("{item:?}") };
+        assert_eq!(emission.event().as_str(), "relayed");
+        assert_eq!(emission.data().get(), *text);
+
+        let mut message = Inbound::new("ackRaw", data);
+        message.ack = Some(AckId::Number(n as u64));
+        app.dispatch(&conn, message).await;
+        let item = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        let Outbound::Direct(direct) = item else { panic!("{item:?}") };
+        let wsgate::adapter::Direct::Ack { id, data, .. } = *direct else { panic!("{direct:?}") };
+        assert_eq!(id, AckId::Number(n as u64));
+        assert_eq!(data.get(), *text);
+    }
+}
