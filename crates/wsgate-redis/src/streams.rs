@@ -170,6 +170,23 @@ impl Shared {
             .ignore();
     }
 
+    /// Gives the session writer `write` for `key` (the last one stands), the record kept as
+    /// live (written again at each refresh) or no longer.
+    fn write_session(&self, key: String, write: Write, live: bool) {
+        let mut sessions = lock(&self.sessions);
+        match (&write, live) {
+            (Some(record), true) => {
+                sessions.live.insert(key.clone(), record.clone());
+            }
+            _ => {
+                sessions.live.remove(&key);
+            }
+        }
+        sessions.waiting.insert(key, write);
+        drop(sessions);
+        self.wake_sessions.notify_one();
+    }
+
     fn command_connection(&self) -> Option<MultiplexedConnection> {
         lock(&self.commands).clone()
     }
@@ -233,20 +250,12 @@ impl Broker for RedisStreamsBroker {
 
     fn hold_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
         let key = self.shared.session_key(namespace, id);
-        let mut sessions = lock(&self.shared.sessions);
-        sessions.live.insert(key.clone(), (record.clone(), ttl));
-        sessions.waiting.insert(key, Some((record, ttl)));
-        drop(sessions);
-        self.shared.wake_sessions.notify_one();
+        self.shared.write_session(key, Some((record, ttl)), true);
     }
 
     fn keep_session(&self, namespace: &Namespace, id: &str, record: Vec<u8>, ttl: Duration) {
         let key = self.shared.session_key(namespace, id);
-        let mut sessions = lock(&self.shared.sessions);
-        sessions.live.remove(&key);
-        sessions.waiting.insert(key, Some((record, ttl)));
-        drop(sessions);
-        self.shared.wake_sessions.notify_one();
+        self.shared.write_session(key, Some((record, ttl)), false);
     }
 
     fn take_session(&self, namespace: &Namespace, id: &str) -> SessionFuture {
@@ -272,16 +281,20 @@ impl Broker for RedisStreamsBroker {
 
     fn forget_session(&self, namespace: &Namespace, id: &str) {
         let key = self.shared.session_key(namespace, id);
-        let mut sessions = lock(&self.shared.sessions);
-        sessions.live.remove(&key);
-        sessions.waiting.insert(key, None);
-        drop(sessions);
-        self.shared.wake_sessions.notify_one();
+        self.shared.write_session(key, None, false);
     }
 }
 
 /// How many session writes go to Redis in one pipeline.
 const SESSION_BATCH: usize = 1024;
+/// The longest time between two writes of the live records.
+const MAX_REFRESH: Duration = Duration::from_secs(10);
+
+/// How often a live record of time to live `ttl` is written again: a third of it, within
+/// 100 ms and [`MAX_REFRESH`].
+fn refresh_period(ttl: Duration) -> Duration {
+    (ttl / 3).clamp(Duration::from_millis(100), MAX_REFRESH)
+}
 
 /// Writes the session records, in the order they were given (the last per key), and the live
 /// ones again every third of their time to live (at most 10 s, and at once after Redis comes
@@ -311,23 +324,26 @@ async fn session_loop(s: Arc<Shared>) {
             continue;
         };
         let now = tokio::time::Instant::now();
-        let (writes, every) = {
+        let writes = {
             let mut sessions = lock(&s.sessions);
-            let every = sessions
-                .live
-                .values()
-                .map(|(_, ttl)| *ttl / 3)
-                .min()
-                .unwrap_or(Duration::from_secs(10))
-                .clamp(Duration::from_millis(100), Duration::from_secs(10));
             let mut writes = std::mem::take(&mut sessions.waiting);
+            // A record made live is written again within its period: the batch alone is
+            // looked at here, every live record only when they are all written again.
+            for (key, write) in &writes {
+                if let Some((_, ttl)) = write
+                    && sessions.live.contains_key(key)
+                {
+                    next_refresh = next_refresh.min(now + refresh_period(*ttl));
+                }
+            }
             if now >= next_refresh || std::mem::take(&mut sessions.refresh) {
-                next_refresh = now + every;
+                let period = sessions.live.values().map(|(_, ttl)| refresh_period(*ttl)).min();
+                next_refresh = now + period.unwrap_or(MAX_REFRESH);
                 for (key, (record, ttl)) in &sessions.live {
                     writes.entry(key.clone()).or_insert_with(|| Some((record.clone(), *ttl)));
                 }
             }
-            (writes, every)
+            writes
         };
         if !writes.is_empty() {
             if write_sessions(live_conn, &writes).await {
@@ -346,7 +362,7 @@ async fn session_loop(s: Arc<Shared>) {
             }
         }
         tokio::select! {
-            () = tokio::time::sleep_until(next_refresh.min(now + every)) => {}
+            () = tokio::time::sleep_until(next_refresh) => {}
             () = woken => {}
         }
     }

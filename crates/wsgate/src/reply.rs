@@ -75,7 +75,7 @@ impl<T> WsResponse<T> {
 impl<T: Serialize + 'static> IntoReply for WsResponse<T> {
     fn into_reply(self) -> Reply {
         let made = match raw_payload(self.data) {
-            Ok(raw) => Ok(Emission::with_extras(self.event, raw, Extras::default())),
+            Ok(raw) => Ok(Emission::new(self.event, raw)),
             Err(data) => Emission::serialize(self.event, &data),
         };
         match made {
