@@ -658,16 +658,18 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// more to do. Not async: the frame and the action, large, are gone before anything
     /// waits, and take no room in the session's task; the rare actions that write or run a
     /// handshake are boxed ([`Self::act`]).
-    fn read(&mut self, frame: Incoming) -> Read<'a, P::Channel> {
+    fn read(&mut self, frame: Incoming, cx: &mut Context<'_>) -> Read<'a, P::Channel> {
         let action = self.protocol.read(frame, Channels(&self.channels));
         let app = self.app;
         match action {
             Action::Nothing => Read::Nothing,
-            // The future boxed is the call itself: a block around it would hold its arguments
-            // twice, and a larger box costs the allocator more than its size.
+            // A handler done at once is answered here, with no future of its own; the rest of
+            // one that waits is kept.
             Action::Dispatch { channel, message } => {
-                let conn = self.channels[channel].conn.clone();
-                Read::Work(channel, Box::pin(dispatched(app, conn, message)))
+                match app.dispatch_now(&self.channels[channel].conn, message, cx) {
+                    None => Read::Nothing,
+                    Some(work) => Read::Work(channel, work),
+                }
             }
             Action::Reject { channel, message, ack } => {
                 let conn = self.channels[channel].conn.clone();
@@ -706,7 +708,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         let mut frame = first;
         loop {
             if let Some(incoming) = frame.take() {
-                match self.read(incoming) {
+                match self.read(incoming, cx) {
                     Read::Nothing => {}
                     Read::Work(index, mut work) => {
                         if work.as_mut().poll(cx).is_pending() {
@@ -885,11 +887,6 @@ impl<'a, P: Protocol> Session<'a, P> {
 }
 
 /// Dispatches a message and says whose it was.
-async fn dispatched(app: &App, conn: Connection, message: Inbound) -> ConnectionId {
-    app.dispatch(&conn, message).await;
-    conn.id()
-}
-
 /// Refuses a frame that is not a message and says whose it was.
 async fn rejected(
     app: &App,

@@ -22,7 +22,7 @@
 //! [`Reply`](crate::Reply) ([`IntoReply`](crate::IntoReply)), which the core queues as one
 //! [`Outbound`] item (or nothing).
 
-pub use crate::app::{Accepted, Departure};
+pub use crate::app::{Accepted, Departure, Dispatching};
 pub use crate::args::{Arity, Extras, to_args};
 pub use crate::connection::OutboundRx;
 pub use crate::cork::{Corked, cork};

@@ -1,8 +1,11 @@
 //! The app: gateways routed by namespace and event, and the session API adapters drive.
 
 use std::collections::hash_map::Entry;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -22,7 +25,7 @@ use crate::handshake::{ConnectMiddleware, DynMiddleware, Handshake, Refusal};
 use crate::interceptor::{DynInterceptor, Interceptor, Next};
 use crate::limit::{Admission, PeerSlot, RateLimit, TOO_MANY_CONNECTIONS};
 use crate::message::{CloseReason, Direct, Inbound, Outbound, to_payload};
-use crate::names::{EventName, Namespace};
+use crate::names::{ConnectionId, EventName, Namespace};
 use crate::observe::{Observer, Outcome};
 use crate::presence::{DiffFormat, PresenceConfig, PresenceDiff};
 use crate::recovery::{Recovery, SessionRequest};
@@ -578,6 +581,35 @@ impl App {
     /// The answer is queued on the connection, waiting for room: it is never dropped. A
     /// handler that panics is contained here: the client gets `Internal server error`.
     pub async fn dispatch(&self, conn: &Connection, message: Inbound) {
+        let mut message = Some(message);
+        let mut rest = None;
+        std::future::poll_fn(|cx| {
+            if let Some(message) = message.take() {
+                rest = self.dispatch_now(conn, message, cx);
+            }
+            match &mut rest {
+                None => Poll::Ready(()),
+                Some(rest) => rest.as_mut().poll(cx).map(drop),
+            }
+        })
+        .await;
+    }
+
+    /// Routes one message as [`Self::dispatch`] does, with no future of its own when it need
+    /// not wait: the handler of a route without guards or interceptors is called and polled
+    /// once, with `cx`, and its reply queued at once when it is done, as a handler that waits
+    /// on nothing is. `None`: the message is handled and its answer queued. Otherwise the
+    /// rest of its work, to poll until it resolves (with the connection's id); its first poll
+    /// may poll the handler again.
+    ///
+    /// For adapters that drive many messages from one task: the usual message then costs
+    /// no allocation for its own state, nor a copy of it.
+    pub fn dispatch_now<'a>(
+        &'a self,
+        conn: &Connection,
+        message: Inbound,
+        cx: &mut Context<'_>,
+    ) -> Option<Dispatching<'a>> {
         // Not handled, and said so: a message is either handled and answered or refused.
         let refusal = if conn.is_closing() {
             Some(CONNECTION_CLOSING)
@@ -587,11 +619,14 @@ impl App {
             None
         };
         if let Some(refusal) = refusal {
-            send_error(conn, refusal, message.ack).await;
-            for observer in &self.inner.observers {
-                observer.message(conn, None, Outcome::Refused, Duration::ZERO);
-            }
-            return;
+            let conn = conn.clone();
+            return Some(Box::pin(async move {
+                send_error(&conn, refusal, message.ack).await;
+                for observer in &self.inner.observers {
+                    observer.message(&conn, None, Outcome::Refused, Duration::ZERO);
+                }
+                conn.id()
+            }));
         }
         let started = (!self.inner.observers.is_empty()).then(Instant::now);
         let Inbound { event, data, ack, binary, arity } = message;
@@ -603,44 +638,110 @@ impl App {
             .entry(conn.namespace())
             .and_then(|ns| ns.routes.get(event.as_str()).or(ns.fallback.as_ref()));
         let ctx = MessageContext { conn: conn.clone(), event, data, ack, binary, arity };
-        let reply = match route {
-            None => Reply::Error(
+        let Some(route) = route else {
+            let reply = Reply::Error(
                 WsException::new(format!(
                     "There is no handler for event '{}'.",
                     crate::extract::shorten(ctx.event.as_str(), 60, 0)
                 ))
                 .into(),
-            ),
-            Some(route) => match AssertUnwindSafe(run(route, &ctx))
-                .catch_unwind()
-                .instrument(tracing::debug_span!("message", conn = %conn.id(), event = %ctx.event))
-                .await
-            {
-                Ok(reply) => reply,
-                Err(_) => Reply::Error(WsError::internal("the handler panicked")),
-            },
+            );
+            return self.answer_now(ctx, None, reply, started);
         };
+        let span = tracing::debug_span!("message", conn = %conn.id(), event = %ctx.event);
+        if !route.guards.is_empty() || !route.interceptors.is_empty() {
+            return Some(Box::pin(async move {
+                let reply =
+                    AssertUnwindSafe(run(route, &ctx)).catch_unwind().instrument(span).await;
+                self.finish(ctx, Some(route), reply.unwrap_or_else(|_| panicked()), started).await
+            }));
+        }
+        let polled = {
+            let _entered = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut handler = route.handler.call(&ctx);
+                match handler.as_mut().poll(cx) {
+                    Poll::Ready(reply) => Ok(reply),
+                    Poll::Pending => Err(handler),
+                }
+            }))
+        };
+        match polled {
+            Ok(Ok(reply)) => self.answer_now(ctx, Some(route), reply, started),
+            Ok(Err(handler)) => Some(Box::pin(async move {
+                let reply = AssertUnwindSafe(handler).catch_unwind().instrument(span).await;
+                self.finish(ctx, Some(route), reply.unwrap_or_else(|_| panicked()), started).await
+            })),
+            Err(_) => self.answer_now(ctx, Some(route), panicked(), started),
+        }
+    }
+
+    /// Answers a message whose handler is done, without waiting unless its connection's
+    /// queue is full.
+    fn answer_now<'a>(
+        &'a self,
+        ctx: MessageContext,
+        route: Option<&RouteEntry>,
+        reply: Reply,
+        started: Option<Instant>,
+    ) -> Option<Dispatching<'a>> {
+        let answer = self.settle(&ctx, route, reply, started)?;
+        match ctx.conn.send_now(answer) {
+            Ok(None) => None,
+            Ok(Some(answer)) => Some(Box::pin(async move {
+                if ctx.conn.send_later(answer).await.is_err() {
+                    tracing::debug!(conn = %ctx.conn.id(), "reply dropped: connection closed");
+                }
+                ctx.conn.id()
+            })),
+            Err(_) => {
+                tracing::debug!(conn = %ctx.conn.id(), "reply dropped: connection closed");
+                None
+            }
+        }
+    }
+
+    /// Answers a message whose handler is done, waiting for room in its connection's queue.
+    async fn finish(
+        &self,
+        ctx: MessageContext,
+        route: Option<&RouteEntry>,
+        reply: Reply,
+        started: Option<Instant>,
+    ) -> ConnectionId {
+        if let Some(answer) = self.settle(&ctx, route, reply, started)
+            && ctx.conn.send(answer).await.is_err()
+        {
+            tracing::debug!(conn = %ctx.conn.id(), "reply dropped: connection closed");
+        }
+        ctx.conn.id()
+    }
+
+    /// What answers a handled message, if anything; its outcome logged and observed.
+    fn settle(
+        &self,
+        ctx: &MessageContext,
+        route: Option<&RouteEntry>,
+        reply: Reply,
+        started: Option<Instant>,
+    ) -> Option<Outbound> {
         let filters = route.map_or(&[][..], |r| &r.filters[..]);
         let outcome = match (&reply, route) {
             (_, None) => Outcome::Unrouted,
             (Reply::Error(_), Some(_)) => Outcome::Error,
             _ => Outcome::Ok,
         };
-        let answer = self.answer(&ctx, filters, reply);
+        let answer = self.answer(ctx, filters, reply);
         // The event's name and outcome, never its data (it may carry anything).
-        tracing::debug!(conn = %conn.id(), event = %crate::extract::shorten(ctx.event.as_str(), 60, 0), ?outcome, "message");
+        tracing::debug!(conn = %ctx.conn.id(), event = %crate::extract::shorten(ctx.event.as_str(), 60, 0), ?outcome, "message");
         if let Some(started) = started {
             let event = route.is_some().then_some(&ctx.event);
             let elapsed = started.elapsed();
             for observer in &self.inner.observers {
-                observer.message(conn, event, outcome, elapsed);
+                observer.message(&ctx.conn, event, outcome, elapsed);
             }
         }
-        if let Some(answer) = answer
-            && conn.send(answer).await.is_err()
-        {
-            tracing::debug!(conn = %conn.id(), "reply dropped: connection closed");
-        }
+        answer
     }
 
     /// The item that answers `reply`, if any; errors go through the exception filters.
@@ -738,6 +839,10 @@ impl App {
     }
 }
 
+/// The rest of a message's work once it has to wait ([`App::dispatch_now`]): resolves with
+/// its connection's id once the message is answered.
+pub type Dispatching<'a> = Pin<Box<dyn Future<Output = ConnectionId> + Send + 'a>>;
+
 /// How a connection's client left, for [`App::disconnect_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Departure {
@@ -755,6 +860,11 @@ async fn send_error(conn: &Connection, message: &str, ack: Option<crate::AckId>)
         .unwrap_or_else(|_| crate::message::null_payload());
     // A closed connection has nobody to tell.
     let _ = conn.reply(Direct::Exception { id: ack, data }).await;
+}
+
+/// What a handler that panicked answers.
+fn panicked() -> Reply {
+    Reply::Error(WsError::internal("the handler panicked"))
 }
 
 async fn run(route: &RouteEntry, ctx: &MessageContext) -> Reply {

@@ -598,8 +598,26 @@ impl Connection {
 
     /// Queues an item, waiting for room in the queue.
     pub(crate) async fn send(&self, item: Outbound) -> Result<(), SendError> {
+        match self.send_now(item)? {
+            None => Ok(()),
+            Some(item) => self.send_later(item).await,
+        }
+    }
+
+    /// [`Self::send`] without waiting: the item back when the queue has no room, for
+    /// [`Self::send_later`].
+    pub(crate) fn send_now(&self, item: Outbound) -> Result<Option<Outbound>, SendError> {
         self.inner.server.deliver_held();
         self.observe_sent(&item);
+        match self.inner.queue.push_now(item) {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(item)) => Ok(Some(item)),
+            Err(_) => Err(SendError::Closed),
+        }
+    }
+
+    /// The rest of [`Self::send`] once [`Self::send_now`] found no room: waits for it.
+    pub(crate) async fn send_later(&self, item: Outbound) -> Result<(), SendError> {
         self.inner.queue.push(item).await.map_err(|_| SendError::Closed)
     }
 

@@ -107,6 +107,22 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Queues `item` if there is room, else gives it back (for [`Self::push`] to wait with).
+    pub(crate) fn push_now(&self, item: Outbound) -> Result<Result<(), Outbound>, PushError> {
+        let reader = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.full() >= state.capacity() {
+                return Ok(Err(item));
+            }
+            state.push(item)
+        };
+        wake(reader);
+        Ok(Ok(()))
+    }
+
     /// Queues `item` if there is room.
     pub(crate) fn try_push(&self, item: Outbound) -> Result<(), PushError> {
         let reader = {

@@ -765,3 +765,77 @@ async fn raw_json_data_is_relayed_as_it_came() {
         assert_eq!(data.get(), *text);
     }
 }
+
+struct AtOnce;
+
+#[gateway]
+impl AtOnce {
+    #[subscribe_message("now")]
+    async fn now(&self, Data(n): Data<u32>) -> WsResponse<u32> {
+        WsResponse::new("now", n)
+    }
+
+    #[subscribe_message("later")]
+    async fn later(&self, Data(n): Data<u32>) -> WsResponse<u32> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        WsResponse::new("later", n)
+    }
+
+    #[subscribe_message("boom")]
+    async fn boom(&self) -> u32 {
+        panic!("boom")
+    }
+}
+
+fn event_of(item: &wsgate::adapter::Outbound) -> (String, String) {
+    use wsgate::adapter::{Direct, Outbound};
+    match item {
+        Outbound::Direct(direct) => match &**direct {
+            Direct::Exception { data, .. } => ("exception".into(), data.get().to_owned()),
+            other => panic!("{other:?}"),
+        },
+        _ => {
+            let emission = &item.emissions()[0];
+            (emission.event().as_str().to_owned(), emission.data().get().to_owned())
+        }
+    }
+}
+
+// A handler done at once is answered within `dispatch_now` (no future left to poll); one that
+// waits leaves the rest of its work; a reply that finds its connection's queue full waits for
+// room, in order, and is never dropped; a handler that panics is answered at once too.
+#[tokio::test]
+async fn dispatch_now_answers_at_once_or_leaves_the_rest() {
+    use std::task::{Context, Poll, Waker};
+    use wsgate::adapter::Inbound;
+    let config = wsgate::AppConfig { outbound_capacity: 2, ..wsgate::AppConfig::default() };
+    let app = App::builder().config(config).gateway(AtOnce).build().await.unwrap();
+    let (conn, mut rx) = app.handshake(Handshake::new("/", "test")).await.unwrap().open().await;
+    let mut cx = Context::from_waker(Waker::noop());
+    let message =
+        |event: &str, n: u32| Inbound::new(event, wsgate::adapter::to_payload(&n).unwrap());
+
+    assert!(app.dispatch_now(&conn, message("now", 1), &mut cx).is_none());
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "1".into()));
+
+    assert!(app.dispatch_now(&conn, message("boom", 0), &mut cx).is_none());
+    let (event, data) = event_of(&rx.try_recv().unwrap());
+    assert_eq!(event, "exception");
+    assert!(data.contains("Internal server error"), "{data}");
+
+    let rest = app.dispatch_now(&conn, message("later", 2), &mut cx).expect("it waits");
+    assert!(rx.try_recv().is_none());
+    assert_eq!(rest.await, conn.id());
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("later".into(), "2".into()));
+
+    // Two fit in the queue; the third waits for room.
+    assert!(app.dispatch_now(&conn, message("now", 3), &mut cx).is_none());
+    assert!(app.dispatch_now(&conn, message("now", 4), &mut cx).is_none());
+    let mut rest = app.dispatch_now(&conn, message("now", 5), &mut cx).expect("no room");
+    assert!(rest.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "3".into()));
+    assert!(matches!(rest.as_mut().poll(&mut cx), Poll::Ready(id) if id == conn.id()));
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "4".into()));
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "5".into()));
+    assert!(rx.try_recv().is_none());
+}
