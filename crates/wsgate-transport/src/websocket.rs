@@ -163,11 +163,12 @@ impl<S> WebSocket<S> {
         if let Some(deflate) = &mut self.deflate
             && payload.len() >= deflate.threshold
         {
+            let write = out(&mut self.write);
             return deflate.compress(payload, |compressed| {
-                frame(&mut self.write, FIN | RSV1 | opcode, compressed);
+                frame(write, FIN | RSV1 | opcode, compressed);
             });
         }
-        frame(&mut self.write, FIN | opcode, payload);
+        frame(out(&mut self.write), FIN | opcode, payload);
         Ok(())
     }
 
@@ -176,7 +177,7 @@ impl<S> WebSocket<S> {
             return Err(Error::Closed);
         }
         // Control frames carry at most 125 bytes.
-        frame(&mut self.write, FIN | opcode, &payload[..payload.len().min(125)]);
+        frame(out(&mut self.write), FIN | opcode, &payload[..payload.len().min(125)]);
         if opcode == OP_CLOSE {
             self.close_sent = true;
         }
@@ -327,8 +328,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             self.write.advance(n);
         }
-        // Nothing held between bursts.
-        self.write = BytesMut::new();
+        // Nothing held between bursts: the buffer goes back to the thread.
+        give_back(std::mem::take(&mut self.write));
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
@@ -567,6 +568,35 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Where the thread's connections read into ([`WebSocket::poll_fill`]).
     static INBOX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A write buffer written out, for the next connection of the thread that writes.
+    static OUTBOX: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// The largest write buffer kept for the thread's next burst.
+const OUTBOX_KEPT: usize = 64 * 1024;
+
+/// `write`, the thread's spare buffer if it held none: a burst of frames is written into a
+/// buffer grown already, not one allocated and grown again for each.
+fn out(write: &mut BytesMut) -> &mut BytesMut {
+    if write.capacity() == 0 {
+        *write = OUTBOX.take();
+    }
+    write
+}
+
+/// Keeps a buffer written out for the thread's next burst, unless it holds one already or
+/// this one is large.
+fn give_back(mut spent: BytesMut) {
+    spent.clear();
+    // Written whole, its room is its own again from its start: nothing allocated or copied.
+    let _ = spent.try_reclaim(spent.capacity() + 1);
+    if spent.capacity() > 0 && spent.capacity() <= OUTBOX_KEPT {
+        OUTBOX.with_borrow_mut(|spare| {
+            if spare.capacity() < spent.capacity() {
+                *spare = spent;
+            }
+        });
+    }
 }
 
 /// The size of the thread's read buffer: a burst of small frames is one system call.
