@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use wsgate::AckId;
-use wsgate::adapter::{Arity, Direct, Emission, Extras, WireFormat};
+use wsgate::adapter::{Arity, Direct, Emission, Extras, WireFormat, json_str_len, push_json_str};
 
 /// The most binary attachments one event may announce.
 pub(crate) const MAX_ATTACHMENTS: usize = 256;
@@ -85,17 +85,29 @@ impl WireFormat for EventFrames {
     /// `42["event",data,"<offset>"]`.
     fn encode_event(emission: &Emission) -> Bytes {
         let (event, data, offset) = (emission.event(), emission.data(), emission.offset());
-        let extra = offset.map_or(0, |o| o.len() + 3);
-        let mut out = Vec::with_capacity(12 + event.as_str().len() + data.get().len() + extra);
+        let extras = emission.extras();
+        let offset_len = offset.map_or(0, |o| 1 + json_str_len(o));
+        // One argument, no attachment: the exact size, and so `Bytes` without an allocation
+        // of its own.
+        let size = if extras.binary.is_empty() && extras.arity == Arity::One {
+            5 + json_str_len(event.as_str()) + data.get().len() + offset_len
+        } else {
+            12 + event.as_str().len() + data.get().len() + offset_len
+        };
+        let mut out = Vec::with_capacity(size);
         packet_type(&mut out, b'2', emission.extras());
         out.push(b'[');
-        push_str(&mut out, event.as_str());
+        push_json_str(&mut out, event.as_str());
         push_args(&mut out, data, emission.extras().arity, true);
         if let Some(offset) = offset {
             out.push(b',');
-            push_str(&mut out, offset);
+            push_json_str(&mut out, offset);
         }
         out.push(b']');
+        debug_assert!(
+            out.len() == size || !extras.binary.is_empty() || extras.arity != Arity::One,
+            "the packet's size was measured"
+        );
         Bytes::from(out)
     }
 }
@@ -178,7 +190,7 @@ pub(crate) fn encode_direct(direct: &Direct, prefix: &str) -> Bytes {
             out.extend_from_slice(prefix.as_bytes());
             out.extend_from_slice(id.to_string().as_bytes());
             out.push(b'[');
-            push_str(&mut out, event.as_str());
+            push_json_str(&mut out, event.as_str());
             push_args(&mut out, data, extras.arity, true);
         }
         Direct::Exception { .. } => {
@@ -216,11 +228,6 @@ pub(crate) fn disconnect(prefix: &str) -> String {
 /// The prefix a namespace's packets carry: empty for `/`, `/chat,` otherwise.
 pub(crate) fn prefix(ns: &str) -> String {
     if ns == "/" { String::new() } else { format!("{ns},") }
-}
-
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use wsgate::adapter::{Arity, Direct, Emission, Inbound, WireFormat};
+use wsgate::adapter::{Arity, Direct, Emission, Inbound, WireFormat, json_str_len, push_json_str};
 use wsgate::{AckId, EventName};
 
 /// The most binary attachments one message may announce.
@@ -49,18 +49,25 @@ pub fn encode_event(
     attachments: usize,
     offset: Option<&str>,
 ) -> Bytes {
-    let extra = offset.map_or(0, |o| o.len() + 12);
-    let mut out = Vec::with_capacity(24 + event.as_str().len() + data.get().len() + extra);
+    // The exact size: a frame that fills its buffer becomes `Bytes` without an allocation of
+    // its own.
+    let size = 18
+        + json_str_len(event.as_str())
+        + data.get().len()
+        + attachments_len(attachments)
+        + offset.map_or(0, |o| 10 + json_str_len(o));
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(b"{\"event\":");
-    push_str(&mut out, event.as_str());
+    push_json_str(&mut out, event.as_str());
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.get().as_bytes());
     push_attachments(&mut out, attachments);
     if let Some(offset) = offset {
         out.extend_from_slice(b",\"offset\":");
-        push_str(&mut out, offset);
+        push_json_str(&mut out, offset);
     }
     out.push(b'}');
+    debug_assert_eq!(out.len(), size, "the frame's size was measured");
     Bytes::from(out)
 }
 
@@ -69,13 +76,18 @@ pub fn encode_event(
 pub fn encode_session(id: &str, recovered: bool) -> Bytes {
     let mut out = Vec::with_capacity(64 + id.len());
     out.extend_from_slice(b"{\"event\":\"session\",\"data\":{\"id\":");
-    push_str(&mut out, id);
+    push_json_str(&mut out, id);
     out.extend_from_slice(if recovered {
         b",\"recovered\":true}}"
     } else {
         b",\"recovered\":false}}"
     });
     Bytes::from(out)
+}
+
+/// The length of [`push_attachments`]'s text.
+fn attachments_len(attachments: usize) -> usize {
+    if attachments == 0 { 0 } else { 15 + attachments.ilog10() as usize + 1 }
 }
 
 /// `,"attachments":N` when there are any.
@@ -106,7 +118,7 @@ pub fn encode_direct(direct: &Direct) -> Bytes {
         out.extend_from_slice(b",\"id\":");
         match id {
             AckId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            AckId::Text(t) => push_str(&mut out, t),
+            AckId::Text(t) => push_json_str(&mut out, t),
         }
     }
     out.extend_from_slice(b",\"data\":");
@@ -121,7 +133,7 @@ pub fn encode_direct(direct: &Direct) -> Bytes {
 fn encode_request(id: u64, event: &EventName, data: &RawValue, attachments: usize) -> Bytes {
     let mut out = Vec::with_capacity(40 + event.as_str().len() + data.get().len());
     out.extend_from_slice(b"{\"event\":");
-    push_str(&mut out, event.as_str());
+    push_json_str(&mut out, event.as_str());
     out.extend_from_slice(b",\"id\":");
     out.extend_from_slice(id.to_string().as_bytes());
     out.extend_from_slice(b",\"data\":");
@@ -129,11 +141,6 @@ fn encode_request(id: u64, event: &EventName, data: &RawValue, attachments: usiz
     push_attachments(&mut out, attachments);
     out.push(b'}');
     Bytes::from(out)
-}
-
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// What a text frame decoded to.
@@ -226,7 +233,7 @@ fn decode_fields(text: &str) -> Decoded {
             if out.len() > 1 {
                 out.push(b',');
             }
-            push_str(&mut out, key);
+            push_json_str(&mut out, key);
             out.push(b':');
             out.extend_from_slice(value.get().as_bytes());
         }

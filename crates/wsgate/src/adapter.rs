@@ -28,7 +28,8 @@ pub use crate::connection::OutboundRx;
 pub use crate::cork::{Corked, cork};
 pub use crate::extract::json_error_message;
 pub use crate::message::{
-    Direct, Emission, Events, Inbound, Outbound, Payload, WireFormat, null_payload, to_payload,
+    Direct, Emission, Events, Inbound, Outbound, Payload, WireFormat, json_str_len, null_payload,
+    push_json_str, to_payload,
 };
 
 use crate::app::App;

@@ -30,6 +30,33 @@ pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Payload, serde_jso
     serde_json::value::to_raw_value(value)
 }
 
+/// The length of `s` written as a JSON string, quotes and escapes included, as
+/// [`push_json_str`] (and serde_json) write it: for a frame's exact size before it is written.
+pub fn json_str_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\x08' | b'\t' | b'\n' | b'\x0c' | b'\r' => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+        + 2
+}
+
+/// Appends `s` as a JSON string: as it is between quotes when it needs no escape (an event's
+/// name, nearly always), escaped by serde_json otherwise.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 /// One message from a client, decoded by an adapter from its wire format.
 #[derive(Debug)]
 pub struct Inbound {
@@ -394,6 +421,30 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_written_and_measured_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        cases.extend(
+            [
+                "",
+                "echo",
+                "indexComment",
+                "a\"b\\c",
+                "line\nbreak\ttab",
+                "\u{7f}é✓😀",
+                "\u{1}x\u{1f}",
+            ]
+            .map(String::from),
+        );
+        for s in &cases {
+            let expected = serde_json::to_string(s).unwrap();
+            let mut out = b"[".to_vec();
+            push_json_str(&mut out, s);
+            assert_eq!(&out[1..], expected.as_bytes(), "{s:?}");
+            assert_eq!(json_str_len(s), expected.len(), "{s:?}");
+        }
+    }
 
     struct Upper;
     impl WireFormat for Upper {
