@@ -89,26 +89,29 @@ impl WireFormat for EventFrames {
         let offset_len = offset.map_or(0, |o| 1 + json_str_len(o));
         // One argument, no attachment: the exact size, and so `Bytes` without an allocation
         // of its own.
-        let size = if extras.binary.is_empty() && extras.arity == Arity::One {
+        let exact = extras.binary.is_empty() && extras.arity == Arity::One;
+        let size = if exact {
             5 + json_str_len(event.as_str()) + data.get().len() + offset_len
         } else {
             12 + event.as_str().len() + data.get().len() + offset_len
         };
         let mut out = Vec::with_capacity(size);
-        packet_type(&mut out, b'2', emission.extras());
+        Self::write_event(emission, &mut out);
+        debug_assert!(out.len() == size || !exact, "the packet's size was measured");
+        Bytes::from(out)
+    }
+
+    fn write_event(emission: &Emission, out: &mut Vec<u8>) {
+        let (event, data, offset) = (emission.event(), emission.data(), emission.offset());
+        packet_type(out, b'2', emission.extras());
         out.push(b'[');
-        push_json_str(&mut out, event.as_str());
-        push_args(&mut out, data, emission.extras().arity, true);
+        push_json_str(out, event.as_str());
+        push_args(out, data, emission.extras().arity, true);
         if let Some(offset) = offset {
             out.push(b',');
-            push_json_str(&mut out, offset);
+            push_json_str(out, offset);
         }
         out.push(b']');
-        debug_assert!(
-            out.len() == size || !extras.binary.is_empty() || extras.arity != Arity::One,
-            "the packet's size was measured"
-        );
-        Bytes::from(out)
     }
 }
 

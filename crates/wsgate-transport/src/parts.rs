@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -105,7 +106,7 @@ pub async fn write_batch<S>(
     ws: &mut WebSocket<S>,
     first: Outbound,
     rx: &mut OutboundRx,
-    event: impl Fn(&Emission, &mut WebSocket<S>) -> Result<(), WsError>,
+    event: impl Fn(&Arc<Emission>, &mut WebSocket<S>) -> Result<(), WsError>,
     direct: impl Fn(&Direct) -> Bytes,
 ) -> Result<(), WsError>
 where

@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -249,10 +250,11 @@ pub trait Protocol: Send {
 
     /// Queues the text of an event for `channel`'s client on `ws`
     /// ([`WebSocket::queue_text`]): by default [`Self::encode_event`]'s; a protocol whose
-    /// text is cached in the emission lends it ([`Emission::with_encoded`]), so that writing
-    /// a broadcast to each member takes no reference count of its own.
+    /// text is cached in the emission lends it ([`Emission::lend_encoded`]), so that writing
+    /// a broadcast to each member takes no reference count of its own, and a reply held by
+    /// this writer alone is written without a buffer of its own.
     fn write_event(
-        emission: &Emission,
+        emission: &Arc<Emission>,
         channel: &Self::Channel,
         ws: &mut Socket,
     ) -> Result<(), WsError> {

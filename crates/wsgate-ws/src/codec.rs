@@ -24,6 +24,10 @@ impl WireFormat for JsonFrames {
     fn encode_event(emission: &Emission) -> Bytes {
         encode_event(emission.event(), emission.data(), attachments(emission), None)
     }
+
+    fn write_event(emission: &Emission, out: &mut Vec<u8>) {
+        write_event(out, emission.event(), emission.data(), attachments(emission), None);
+    }
 }
 
 fn attachments(emission: &Emission) -> usize {
@@ -38,6 +42,11 @@ pub struct SessionFrames;
 impl WireFormat for SessionFrames {
     fn encode_event(emission: &Emission) -> Bytes {
         encode_event(emission.event(), emission.data(), attachments(emission), emission.offset())
+    }
+
+    fn write_event(emission: &Emission, out: &mut Vec<u8>) {
+        let offset = emission.offset();
+        write_event(out, emission.event(), emission.data(), attachments(emission), offset);
     }
 }
 
@@ -57,18 +66,29 @@ pub fn encode_event(
         + attachments_len(attachments)
         + offset.map_or(0, |o| 10 + json_str_len(o));
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(b"{\"event\":");
-    push_json_str(&mut out, event.as_str());
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data.get().as_bytes());
-    push_attachments(&mut out, attachments);
-    if let Some(offset) = offset {
-        out.extend_from_slice(b",\"offset\":");
-        push_json_str(&mut out, offset);
-    }
-    out.push(b'}');
+    write_event(&mut out, event, data, attachments, offset);
     debug_assert_eq!(out.len(), size, "the frame's size was measured");
     Bytes::from(out)
+}
+
+/// [`encode_event`]'s frame, written at the end of `out`.
+pub fn write_event(
+    out: &mut Vec<u8>,
+    event: &EventName,
+    data: &RawValue,
+    attachments: usize,
+    offset: Option<&str>,
+) {
+    out.extend_from_slice(b"{\"event\":");
+    push_json_str(out, event.as_str());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    push_attachments(out, attachments);
+    if let Some(offset) = offset {
+        out.extend_from_slice(b",\"offset\":");
+        push_json_str(out, offset);
+    }
+    out.push(b'}');
 }
 
 /// The first frame of a plain WebSocket session: `{"event":"session","data":{"id":S,

@@ -103,14 +103,14 @@ impl Protocol for JsonProtocol {
     }
 
     fn write_event(
-        emission: &Emission,
+        emission: &Arc<Emission>,
         channel: &JsonChannel,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<(), wsgate_transport::websocket::Error> {
         if channel.session {
-            emission.with_encoded::<SessionFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<SessionFrames, _>(|text| ws.queue_text(text))
         } else {
-            emission.with_encoded::<JsonFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<JsonFrames, _>(|text| ws.queue_text(text))
         }
     }
 

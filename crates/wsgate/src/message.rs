@@ -33,28 +33,37 @@ pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Payload, serde_jso
 /// The length of `s` written as a JSON string, quotes and escapes included, as
 /// [`push_json_str`] (and serde_json) write it: for a frame's exact size before it is written.
 pub fn json_str_len(s: &str) -> usize {
-    s.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\x08' | b'\t' | b'\n' | b'\x0c' | b'\r' => 2,
-            0..0x20 => 6,
-            _ => 1,
-        })
-        .sum::<usize>()
-        + 2
+    let mut len = s.len() + 2;
+    for &b in s.as_bytes() {
+        if escaped(b) {
+            // `\n` and the like take two bytes, other control characters six (`\u001f`).
+            len += if matches!(b, b'"' | b'\\' | b'\x08' | b'\t' | b'\n' | b'\x0c' | b'\r') {
+                1
+            } else {
+                5
+            };
+        }
+    }
+    len
 }
 
 /// Appends `s` as a JSON string: as it is between quotes when it needs no escape (an event's
 /// name, nearly always), escaped by serde_json otherwise.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
+    if s.bytes().any(escaped) {
         // Writing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
+        return;
     }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether a byte of a string is escaped in JSON.
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// One message from a client, decoded by an adapter from its wire format.
@@ -210,6 +219,31 @@ impl Emission {
         f(&self.encoded::<F>())
     }
 
+    /// As [`Self::with_encoded`], for a writer that may hold the emission alone (a reply): when
+    /// nothing else holds it and nothing encoded it yet, nobody else will ask for its text,
+    /// so it is written for `f` into the thread's scratch buffer ([`WireFormat::write_event`])
+    /// and not kept.
+    pub fn lend_encoded<F: WireFormat, R>(self: &Arc<Self>, f: impl FnOnce(&[u8]) -> R) -> R {
+        // No weak handles are made: held once, nobody can take another handle meanwhile.
+        if Arc::strong_count(self) != 1 || self.first.get().is_some() {
+            return self.with_encoded::<F, R>(f);
+        }
+        SCRATCH.with(move |scratch| {
+            let Ok(mut out) = scratch.try_borrow_mut() else {
+                // In use (a frame written while another is lent): a buffer of its own.
+                return f(&F::encode_event(self));
+            };
+            out.clear();
+            F::write_event(self, &mut out);
+            let lent = f(&out);
+            // A large frame's room is not kept for the thread.
+            if out.capacity() > SCRATCH_KEPT {
+                *out = Vec::new();
+            }
+            lent
+        })
+    }
+
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
         let key = TypeId::of::<F>();
@@ -241,7 +275,22 @@ pub trait WireFormat: 'static {
     /// [`Outbound::attachments`]), and its [`offset`](Emission::offset) for formats that carry
     /// it (connection state recovery).
     fn encode_event(emission: &Emission) -> Bytes;
+
+    /// Writes the same frame as [`Self::encode_event`] at the end of `out`, for a frame sent
+    /// once and not kept ([`Emission::lend_encoded`]). By default, [`Self::encode_event`]'s
+    /// bytes copied.
+    fn write_event(emission: &Emission, out: &mut Vec<u8>) {
+        out.extend_from_slice(&Self::encode_event(emission));
+    }
 }
+
+thread_local! {
+    /// Where [`Emission::lend_encoded`] writes a frame nobody else needs.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer a thread keeps.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 /// Why the server closes a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,6 +470,30 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_held_alone_is_lent_unkept_and_a_shared_one_is_cached() {
+        let data = || to_payload(&json_value()).unwrap();
+        let alone = Emission::new(EventName::from("news"), data());
+        let text = alone.lend_encoded::<Upper, _>(|text| {
+            // One lent while another is: each its own bytes.
+            let inner = Emission::new(EventName::from("inner"), data());
+            let nested = inner.lend_encoded::<Upper, _>(<[u8]>::to_vec);
+            assert_eq!(nested, b"INNER:{\"n\":1}");
+            text.to_vec()
+        });
+        assert_eq!(text, b"NEWS:{\"n\":1}");
+        assert!(alone.first.get().is_none(), "held alone: not kept");
+
+        let shared = alone.clone();
+        let text = shared.lend_encoded::<Upper, _>(<[u8]>::to_vec);
+        assert_eq!(text, b"NEWS:{\"n\":1}");
+        assert!(alone.first.get().is_some(), "held twice: kept for the other");
+    }
+
+    fn json_value() -> serde_json::Value {
+        serde_json::json!({ "n": 1 })
+    }
 
     #[test]
     fn json_strings_are_written_and_measured_as_serde_json_writes_them() {

@@ -7,6 +7,8 @@
 //! count against `max_payload` with it. The heartbeat is Engine.IO's: the server's `2`,
 //! answered `3` within the ping timeout.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use wsgate::adapter::{Direct, Emission};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
@@ -308,12 +310,12 @@ impl Protocol for EngineProtocol {
     }
 
     fn write_event(
-        emission: &Emission,
+        emission: &Arc<Emission>,
         channel: &Namespaced,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<(), wsgate_transport::websocket::Error> {
         if channel.prefix().is_empty() {
-            emission.with_encoded::<EventFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<EventFrames, _>(|text| ws.queue_text(text))
         } else {
             ws.queue_text(&Self::encode_event(emission, channel))
         }
