@@ -106,7 +106,7 @@ pub async fn write_batch<S>(
     ws: &mut WebSocket<S>,
     first: Outbound,
     rx: &mut OutboundRx,
-    event: impl Fn(&Arc<Emission>, &mut WebSocket<S>) -> Result<(), WsError>,
+    event: impl Fn(&Arc<Emission>, bool, &mut WebSocket<S>) -> Result<(), WsError>,
     direct: impl Fn(&Direct) -> Bytes,
 ) -> Result<(), WsError>
 where
@@ -124,8 +124,9 @@ where
                 ws.flush_queued().await?;
             }
         }
+        let shared = item.is_shared();
         for emission in item.emissions() {
-            event(emission, ws)?;
+            event(emission, shared, ws)?;
             for attachment in &emission.extras().binary {
                 ws.queue_binary(attachment)?;
             }

@@ -252,9 +252,11 @@ pub trait Protocol: Send {
     /// ([`WebSocket::queue_text`]): by default [`Self::encode_event`]'s; a protocol whose
     /// text is cached in the emission lends it ([`Emission::lend_encoded`]), so that writing
     /// a broadcast to each member takes no reference count of its own, and a reply held by
-    /// this writer alone is written without a buffer of its own.
+    /// this writer alone is written without a buffer of its own. `shared`: the item it came
+    /// in is other recipients' too ([`wsgate::adapter::Outbound::is_shared`]).
     fn write_event(
         emission: &Arc<Emission>,
+        _shared: bool,
         channel: &Self::Channel,
         ws: &mut Socket,
     ) -> Result<(), WsError> {
@@ -1051,7 +1053,7 @@ async fn write_ws<P: Protocol>(
         ws,
         first,
         rx,
-        |emission, ws| P::write_event(emission, tag, ws),
+        |emission, shared, ws| P::write_event(emission, shared, tag, ws),
         |direct| P::encode_direct(direct, tag),
     );
     tokio::pin!(writing);

@@ -104,13 +104,14 @@ impl Protocol for JsonProtocol {
 
     fn write_event(
         emission: &Arc<Emission>,
+        shared: bool,
         channel: &JsonChannel,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<(), wsgate_transport::websocket::Error> {
         if channel.session {
-            emission.lend_encoded::<SessionFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<SessionFrames, _>(shared, |text| ws.queue_text(text))
         } else {
-            emission.lend_encoded::<JsonFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<JsonFrames, _>(shared, |text| ws.queue_text(text))
         }
     }
 

@@ -220,12 +220,16 @@ impl Emission {
     }
 
     /// As [`Self::with_encoded`], for a writer that may hold the emission alone (a reply): when
-    /// nothing else holds it and nothing encoded it yet, nobody else will ask for its text,
-    /// so it is written for `f` into the thread's scratch buffer ([`WireFormat::write_event`])
-    /// and not kept.
-    pub fn lend_encoded<F: WireFormat, R>(self: &Arc<Self>, f: impl FnOnce(&[u8]) -> R) -> R {
+    /// nothing else holds it, nor the item it came in (`shared`: [`Outbound::is_shared`]), and
+    /// nothing encoded it yet, nobody else will ask for its text, so it is written for `f`
+    /// into the thread's scratch buffer ([`WireFormat::write_event`]) and not kept.
+    pub fn lend_encoded<F: WireFormat, R>(
+        self: &Arc<Self>,
+        shared: bool,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
         // No weak handles are made: held once, nobody can take another handle meanwhile.
-        if Arc::strong_count(self) != 1 || self.first.get().is_some() {
+        if shared || Arc::strong_count(self) != 1 || self.first.get().is_some() {
             return self.with_encoded::<F, R>(f);
         }
         SCRATCH.with(move |scratch| {
@@ -410,6 +414,15 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// Whether other recipients hold this very item (a room's held broadcasts, queued to each
+    /// member as one shared item): its emissions' text is wanted again.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Self::Events(events) => Arc::strong_count(events) > 1,
+            Self::Event(_) | Self::Direct(_) => false,
+        }
+    }
+
     /// The binary attachments that follow this item's frame, each a frame of its own; none
     /// for [`Outbound::Events`], whose events each have their own
     /// (`emission.extras().binary`).
@@ -475,10 +488,10 @@ mod tests {
     fn a_frame_held_alone_is_lent_unkept_and_a_shared_one_is_cached() {
         let data = || to_payload(&json_value()).unwrap();
         let alone = Emission::new(EventName::from("news"), data());
-        let text = alone.lend_encoded::<Upper, _>(|text| {
+        let text = alone.lend_encoded::<Upper, _>(false, |text| {
             // One lent while another is: each its own bytes.
             let inner = Emission::new(EventName::from("inner"), data());
-            let nested = inner.lend_encoded::<Upper, _>(<[u8]>::to_vec);
+            let nested = inner.lend_encoded::<Upper, _>(false, <[u8]>::to_vec);
             assert_eq!(nested, b"INNER:{\"n\":1}");
             text.to_vec()
         });
@@ -486,9 +499,20 @@ mod tests {
         assert!(alone.first.get().is_none(), "held alone: not kept");
 
         let shared = alone.clone();
-        let text = shared.lend_encoded::<Upper, _>(<[u8]>::to_vec);
+        let text = shared.lend_encoded::<Upper, _>(false, <[u8]>::to_vec);
         assert_eq!(text, b"NEWS:{\"n\":1}");
         assert!(alone.first.get().is_some(), "held twice: kept for the other");
+
+        // Held once, in an item other recipients hold too (a room's held broadcasts).
+        let events = Arc::new(Events::new(vec![Emission::new(EventName::from("x"), data())]));
+        let item = Outbound::Events(events.clone());
+        assert!(item.is_shared());
+        let emission = &item.emissions()[0];
+        emission.lend_encoded::<Upper, _>(item.is_shared(), <[u8]>::to_vec);
+        assert!(emission.first.get().is_some(), "in a shared item: kept for the others");
+        drop(events);
+        assert!(!item.is_shared());
+        assert!(!Outbound::Event(alone).is_shared());
     }
 
     fn json_value() -> serde_json::Value {

@@ -311,11 +311,12 @@ impl Protocol for EngineProtocol {
 
     fn write_event(
         emission: &Arc<Emission>,
+        shared: bool,
         channel: &Namespaced,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<(), wsgate_transport::websocket::Error> {
         if channel.prefix().is_empty() {
-            emission.lend_encoded::<EventFrames, _>(|text| ws.queue_text(text))
+            emission.lend_encoded::<EventFrames, _>(shared, |text| ws.queue_text(text))
         } else {
             ws.queue_text(&Self::encode_event(emission, channel))
         }
