@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::{
-    Ack, App, AppConfig, Args, Binary, CloseReason, Connection, ConnectionId, Data, WsException,
-    WsResponse, gateway,
+    Ack, App, AppConfig, Args, Binary, CloseReason, Connection, ConnectionId, Data, Server,
+    WsException, WsResponse, gateway,
 };
 use wsgate_socketio::SocketIoAdapter;
 
@@ -41,6 +41,22 @@ impl SlowGreeter {
     #[subscribe_message("echo")]
     async fn echo(&self, Data(text): Data<String>) -> WsResponse<String> {
         WsResponse::new("echo", text)
+    }
+
+    #[subscribe_message("join")]
+    async fn join(&self, conn: Connection, Data(room): Data<String>) -> bool {
+        conn.join(room).is_ok()
+    }
+
+    /// Emits `n` events to `room` in one poll: held, then queued to each member as one item.
+    #[subscribe_message("burst")]
+    async fn burst(&self, server: Server, Data((room, n)): Data<(String, usize)>) {
+        for i in 0..n {
+            // Every frame length form: 7 bits, 16 bits, 64 bits.
+            let pad = "x".repeat([0, 200, 70_000][i % 3]);
+            let data = serde_json::json!({ "i": i, "pad": pad });
+            server.to(room.as_str()).emit("n", &data).expect("emitted");
+        }
     }
 
     #[on_connect]
@@ -736,4 +752,30 @@ async fn long_polling_closes_gracefully_after_answering_what_is_in_flight() {
     }
     assert_eq!(packets, ["43/chat,9[9]", "41/chat,"]);
     assert_eq!(closing.await.expect("close_all"), 0);
+}
+
+#[tokio::test]
+async fn broadcasts_held_in_one_poll_reach_every_member_whole_and_in_order() {
+    // Written to each member as one run of frames made once (and so the same bytes for all).
+    let addr = serve().await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connected_to(addr).await;
+        ws.send(Message::text(r#"421["join","run"]"#)).await.expect("join");
+        assert_eq!(next_text(&mut ws).await, "431[true]");
+        members.push(ws);
+    }
+    let mut sender = connected_to(addr).await;
+    sender.send(Message::text(r#"42["burst",["run",7]]"#)).await.expect("burst");
+    for ws in &mut members {
+        for i in 0..7 {
+            let text = next_text(ws).await;
+            let body: serde_json::Value =
+                serde_json::from_str(text.strip_prefix("42").expect("an event")).expect("JSON");
+            assert_eq!(body[0], "n");
+            assert_eq!(body[1]["i"], i);
+            let pad = body[1]["pad"].as_str().expect("pad");
+            assert_eq!(pad.len(), [0, 200, 70_000][i % 3]);
+        }
+    }
 }

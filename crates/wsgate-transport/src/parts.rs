@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsgate::adapter::{Direct, Emission, Outbound, OutboundRx};
+use wsgate::adapter::{Direct, Emission, Events, Outbound, OutboundRx};
 
 use crate::websocket::{Error as WsError, WebSocket};
 
@@ -107,6 +107,7 @@ pub async fn write_batch<S>(
     first: Outbound,
     rx: &mut OutboundRx,
     event: impl Fn(&Arc<Emission>, bool, &mut WebSocket<S>) -> Result<(), WsError>,
+    events: impl Fn(&Events, &mut WebSocket<S>) -> Result<bool, WsError>,
     direct: impl Fn(&Direct) -> Bytes,
 ) -> Result<(), WsError>
 where
@@ -125,7 +126,15 @@ where
             }
         }
         let shared = item.is_shared();
-        for emission in item.emissions() {
+        // A room's held broadcasts, framed once for all its members when the protocol can.
+        let framed = match &item {
+            Outbound::Events(batch) if shared => events(batch, ws)?,
+            _ => false,
+        };
+        if framed && ws.unwritten() >= WRITE_BUFFER {
+            ws.flush_queued().await?;
+        }
+        for emission in item.emissions().iter().filter(|_| !framed) {
             event(emission, shared, ws)?;
             for attachment in &emission.extras().binary {
                 ws.queue_binary(attachment)?;

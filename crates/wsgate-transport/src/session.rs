@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use wsgate::adapter::{Departure, Direct, Emission, Inbound, Outbound, OutboundRx};
+use wsgate::adapter::{Departure, Direct, Emission, Events, Inbound, Outbound, OutboundRx};
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
 use crate::compression::Negotiated;
@@ -261,6 +261,18 @@ pub trait Protocol: Send {
         ws: &mut Socket,
     ) -> Result<(), WsError> {
         ws.queue_text(&Self::encode_event(emission, channel))
+    }
+
+    /// Queues a room's held broadcasts ([`Outbound::Events`], one item shared by its members)
+    /// on `ws` in one go, their frames made once for all the members
+    /// ([`Events::with_framed`], [`WebSocket::queue_framed`]); `false`: not done, each is
+    /// then written by [`Self::write_event`]. By default, not done.
+    fn write_events(
+        _events: &Events,
+        _channel: &Self::Channel,
+        _ws: &mut Socket,
+    ) -> Result<bool, WsError> {
+        Ok(false)
     }
 
     /// The text of an ack or an exception for `channel`'s client.
@@ -1054,6 +1066,7 @@ async fn write_ws<P: Protocol>(
         first,
         rx,
         |emission, shared, ws| P::write_event(emission, shared, tag, ws),
+        |events, ws| P::write_events(events, tag, ws),
         |direct| P::encode_direct(direct, tag),
     );
     tokio::pin!(writing);

@@ -14,14 +14,17 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use wsgate::adapter::{Emission, WireFormat};
 
 use crate::compression::Negotiated;
 
@@ -144,6 +147,16 @@ impl<S> WebSocket<S> {
     /// next flush.
     pub fn queue_text(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.queue_data(OP_TEXT, payload)
+    }
+
+    /// Queues frames made by [`push_text_frame`], as they are: for a connection that
+    /// compresses nothing ([`Self::is_compressed`]).
+    pub fn queue_framed(&mut self, frames: &[u8]) -> Result<(), Error> {
+        if self.close_sent {
+            return Err(Error::Closed);
+        }
+        out(&mut self.write).extend_from_slice(frames);
+        Ok(())
     }
 
     /// Queues a binary frame, compressed as [`Self::queue_text`] is.
@@ -527,19 +540,52 @@ impl Header {
 
 /// Writes a server frame (unmasked) with `b0` as its first byte.
 fn frame(out: &mut BytesMut, b0: u8, payload: &[u8]) {
-    out.reserve(payload.len() + 10);
-    out.put_u8(b0);
-    match payload.len() {
-        n @ 0..=125 => out.put_u8(n as u8),
-        n @ 126..=0xffff => {
-            out.put_u8(126);
-            out.put_u16(n as u16);
+    let (head, n) = head(b0, payload.len());
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// A server frame's header (unmasked): its first byte and the payload's length; the bytes
+/// and how many of them it takes.
+fn head(b0: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0; 10];
+    head[0] = b0;
+    let n = match len {
+        0..=125 => {
+            head[1] = len as u8;
+            2
         }
-        n => {
-            out.put_u8(127);
-            out.put_u64(n as u64);
+        126..=0xffff => {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
         }
+        _ => {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    (head, n)
+}
+
+/// Events as one run of text frames of their text in the wire format `F`, uncompressed: made
+/// once for every member of a room ([`wsgate::adapter::Events::with_framed`]).
+pub fn text_frames<F: WireFormat>(emissions: &[Arc<Emission>]) -> Bytes {
+    let mut out = Vec::new();
+    for emission in emissions {
+        emission.with_encoded::<F, _>(|text| push_text_frame(&mut out, text));
     }
+    Bytes::from(out)
+}
+
+/// Appends a text frame of `payload` to `out`, uncompressed, as the server sends it: for a
+/// run of frames made once and written to many connections ([`WebSocket::queue_framed`]).
+pub fn push_text_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let (head, n) = head(FIN | OP_TEXT, payload.len());
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&head[..n]);
     out.extend_from_slice(payload);
 }
 
@@ -803,6 +849,49 @@ mod tests {
         assert_eq!(head, [FIN | OP_BINARY, 126, 0, 200]);
         assert_eq!(written(&mut client, 200).await, vec![7u8; 200]);
         assert_eq!(ws.write.capacity(), 0, "nothing held once written");
+    }
+
+    #[tokio::test]
+    async fn a_run_of_frames_made_once_is_what_each_frame_queued_alone_would_be() {
+        // Every length form: 7 bits, 16 bits (126..=65535), 64 bits.
+        let payloads: Vec<Vec<u8>> =
+            [0, 1, 125, 126, 200, 65_535, 65_536, 70_000].map(|n| vec![b'x'; n]).into();
+        let mut run = Vec::new();
+        for payload in &payloads {
+            push_text_frame(&mut run, payload);
+        }
+        let (mut one, mut client_one) = pair(None);
+        let (mut each, mut client_each) = pair(None);
+        one.queue_framed(&run).unwrap();
+        for payload in &payloads {
+            each.queue_text(payload).unwrap();
+        }
+        let total = run.len();
+        let (a, b) = tokio::join!(
+            async {
+                one.flush_queued().await.unwrap();
+                written(&mut client_one, total).await
+            },
+            async {
+                each.flush_queued().await.unwrap();
+                written(&mut client_each, total).await
+            }
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, run);
+        // And they read back as the payloads.
+        let (mut ws, mut client) = pair(None);
+        let mut masked_run = Vec::new();
+        for payload in &payloads[..3] {
+            masked_run.extend(masked(FIN | OP_TEXT, payload));
+        }
+        client.write_all(&masked_run).await.unwrap();
+        for payload in &payloads[..3] {
+            assert_eq!(
+                next(&mut ws).await,
+                Message::text(String::from_utf8(payload.clone()).unwrap())
+            );
+        }
     }
 
     // The examples of RFC 7692 §7.2.3.

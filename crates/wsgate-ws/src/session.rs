@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
-use wsgate::adapter::{Accepted, Direct, Emission, Inbound};
+use wsgate::adapter::{Accepted, Direct, Emission, Events, Inbound};
 use wsgate::{App, CloseReason, Connection, Refusal};
 use wsgate_transport::parts::in_span;
+use wsgate_transport::websocket::text_frames;
 use wsgate_transport::{Action, Channels, Incoming, Link, Protocol, SessionEnd, Setup};
 
 use crate::WsConfig;
@@ -113,6 +114,25 @@ impl Protocol for JsonProtocol {
         } else {
             emission.lend_encoded::<JsonFrames, _>(shared, |text| ws.queue_text(text))
         }
+    }
+
+    fn write_events(
+        events: &Events,
+        channel: &JsonChannel,
+        ws: &mut wsgate_transport::session::Socket,
+    ) -> Result<bool, wsgate_transport::websocket::Error> {
+        if ws.is_compressed() || events.as_slice().iter().any(|e| !e.extras().binary.is_empty()) {
+            return Ok(false);
+        }
+        if channel.session {
+            events.with_framed::<SessionFrames, _>(text_frames::<SessionFrames>, |f| {
+                ws.queue_framed(f)
+            })?;
+        } else {
+            events
+                .with_framed::<JsonFrames, _>(text_frames::<JsonFrames>, |f| ws.queue_framed(f))?;
+        }
+        Ok(true)
     }
 
     fn encode_direct(direct: &Direct, _: &JsonChannel) -> Bytes {

@@ -91,6 +91,16 @@ impl CommentGateway {
         conn.emit("file", &Args((name, content))).unwrap();
     }
 
+    /// Emits `n` events to `room` in one poll: held, then queued to each member as one item.
+    #[subscribe_message("burst")]
+    async fn burst(&self, server: Server, Data((room, n)): Data<(String, usize)>) {
+        for i in 0..n {
+            // Every frame length form: 7 bits, 16 bits, 64 bits.
+            let pad = "x".repeat([0, 200, 70_000][i % 3]);
+            server.to(room.as_str()).emit("n", &json!({ "i": i, "pad": pad })).unwrap();
+        }
+    }
+
     #[subscribe_message("panics")]
     async fn panics(&self) -> u64 {
         panic!("the handler failed");
@@ -844,4 +854,24 @@ async fn a_connection_other_than_tcp_is_served_too() {
     let reply = ws.next().await.unwrap().unwrap();
     let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
     assert_eq!(reply, json!({ "event": "ack", "id": 1, "data": 7 }));
+}
+
+#[tokio::test]
+async fn broadcasts_held_in_one_poll_reach_every_member_whole_and_in_order() {
+    // Written to each member as one run of frames made once (and so the same bytes for all).
+    let f = start(WsAdapter::new()).await;
+    let mut members = Vec::new();
+    for id in 1..=3 {
+        members.push(f.connect_in("run", id).await);
+    }
+    let mut sender = f.connect("/", 9).await;
+    send(&mut sender, json!({ "event": "burst", "data": ["run", 7] })).await;
+    for ws in &mut members {
+        for i in 0..7 {
+            let event = recv(ws).await;
+            assert_eq!(event["event"], "n");
+            assert_eq!(event["data"]["i"], i);
+            assert_eq!(event["data"]["pad"].as_str().unwrap().len(), [0, 200, 70_000][i % 3]);
+        }
+    }
 }

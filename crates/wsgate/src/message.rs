@@ -455,28 +455,68 @@ impl Outbound {
 }
 
 /// Events that go to a room's members together, in order ([`Outbound::Events`]).
-#[derive(Debug)]
-pub struct Events(Vec<Arc<Emission>>);
+pub struct Events {
+    emissions: Vec<Arc<Emission>>,
+    /// The first run of frames made of them ([`Events::with_framed`]).
+    framed: OnceLock<(TypeId, Bytes)>,
+    /// Runs in other formats, when the members use several transports.
+    others: Mutex<Vec<(TypeId, Bytes)>>,
+}
 
 impl Events {
     /// Events to go together, in this order.
     pub fn new(emissions: Vec<Arc<Emission>>) -> Self {
-        Self(emissions)
+        Self { emissions, framed: OnceLock::new(), others: Mutex::new(Vec::new()) }
     }
 
     /// Them, in order.
     pub fn as_slice(&self) -> &[Arc<Emission>] {
-        &self.0
+        &self.emissions
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.emissions.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.emissions.is_empty()
+    }
+
+    /// These events as one run of bytes in the format `K` (an adapter's own key: its wire
+    /// format and its transport's framing), lent to `f`: made by `frame` on first use and
+    /// cached, as [`Emission::with_encoded`] caches one event's text. The members of a room,
+    /// who share this item, each write the same bytes, made once.
+    pub fn with_framed<K: 'static, R>(
+        &self,
+        frame: impl FnOnce(&[Arc<Emission>]) -> Bytes,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        let key = TypeId::of::<K>();
+        let mut frame = Some(frame);
+        let (first, bytes) = self.framed.get_or_init(|| {
+            let frame = frame.take().expect("a OnceLock runs its initialiser once");
+            (key, frame(&self.emissions))
+        });
+        if *first == key {
+            return f(bytes);
+        }
+        // A poisoned lock only means another framer panicked; the cache stays usable.
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
+            return f(bytes);
+        }
+        let bytes = frame.take().map_or_else(Bytes::new, |frame| frame(&self.emissions));
+        others.push((key, bytes.clone()));
+        drop(others);
+        f(&bytes)
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Events").field(&self.emissions).finish()
     }
 }
 

@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wsgate::adapter::{Direct, Emission};
+use wsgate::adapter::{Direct, Emission, Events};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
+use wsgate_transport::websocket::text_frames;
 use wsgate_transport::{
     Action, Channels, Incoming, Link, PackedOrigin, Protocol, SessionConfig, SessionEnd, Setup,
 };
@@ -320,6 +321,25 @@ impl Protocol for EngineProtocol {
         } else {
             ws.queue_text(&Self::encode_event(emission, channel))
         }
+    }
+
+    fn write_events(
+        events: &Events,
+        channel: &Namespaced,
+        ws: &mut wsgate_transport::session::Socket,
+    ) -> Result<bool, wsgate_transport::websocket::Error> {
+        // The root namespace's packets, the same for every member; attachments are frames of
+        // their own, written one by one.
+        if !channel.prefix().is_empty()
+            || ws.is_compressed()
+            || events.as_slice().iter().any(|e| !e.extras().binary.is_empty())
+        {
+            return Ok(false);
+        }
+        events.with_framed::<EventFrames, _>(text_frames::<EventFrames>, |frames| {
+            ws.queue_framed(frames)
+        })?;
+        Ok(true)
     }
 
     fn encode_direct(direct: &Direct, channel: &Namespaced) -> Bytes {
