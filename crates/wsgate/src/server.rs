@@ -1,6 +1,6 @@
 //! The server handle (Nest's `@WebSocketServer()`): the connection registry, rooms and emits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
@@ -33,7 +33,9 @@ pub(crate) struct ServerInner {
     next_id: AtomicU64,
     broker: Option<Arc<dyn Broker>>,
     connections: RwLock<HashMap<ConnectionId, Connection>>,
-    rooms: RwLock<HashMap<(Namespace, RoomId), HashMap<ConnectionId, Connection>>>,
+    /// Members by id, in the order they connected: a broadcast walks them (their queues, then
+    /// their tasks as they wake) in about the order their memory was allocated in.
+    rooms: RwLock<HashMap<(Namespace, RoomId), BTreeMap<ConnectionId, Connection>>>,
     peers: Arc<PeerCounts>,
     /// Cleared by [`Server::close_all`]: handshakes are refused from then on.
     accepting: AtomicBool,
