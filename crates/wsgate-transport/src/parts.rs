@@ -99,9 +99,12 @@ impl<T> std::fmt::Debug for InFlight<'_, T> {
 /// its binary attachments as binary frames), then flushes once: the answers to a pipelined
 /// batch leave in one system call.
 ///
-/// `event` queues the text of an event on the socket (with [`WebSocket::queue_text`]), and
-/// `direct` makes the text of a direct message; it must be UTF-8 (serialised JSON is), which
-/// is not checked again. Nothing is taken off the queue that the batch does not write.
+/// `event` queues the text of an event on the socket (with [`WebSocket::queue_text`]), told
+/// whether the item it came in is other recipients' too ([`Outbound::is_shared`]); `events`
+/// may queue a room's held broadcasts, shared with the other members, in one go (with
+/// [`WebSocket::queue_framed`]), `false` when it does not, and each is then given to `event`;
+/// `direct` makes the text of a direct message. Text must be UTF-8 (serialised JSON is),
+/// which is not checked again. Nothing is taken off the queue that the batch does not write.
 pub async fn write_batch<S>(
     ws: &mut WebSocket<S>,
     first: Outbound,
