@@ -111,11 +111,55 @@ pub struct Emission {
     /// emitted to a room, a namespace or a connection (not a reply to a message). Set before
     /// anything encodes it.
     offset: OnceLock<Box<str>>,
-    /// The first encoding made: most emissions go out over one transport only, and this
-    /// takes neither a lock nor an allocation.
+    /// Its encodings, one per wire format.
+    encodings: ByFormat,
+}
+
+/// Bytes made once per format (a wire format, or an adapter's own key) and kept: an
+/// emission's text, a room's run of frames.
+struct ByFormat {
+    /// The first made: most go out over one transport only, and this takes neither a lock
+    /// nor an allocation.
     first: OnceLock<(TypeId, Bytes)>,
-    /// Encodings in other formats, when the recipients use several transports.
+    /// Those in other formats, when the recipients use several transports.
     others: Mutex<Vec<(TypeId, Bytes)>>,
+}
+
+impl ByFormat {
+    fn new() -> Self {
+        Self { first: OnceLock::new(), others: Mutex::new(Vec::new()) }
+    }
+
+    /// Whether none was made yet.
+    fn is_empty(&self) -> bool {
+        self.first.get().is_none()
+    }
+
+    /// The bytes in the format `key`, made by `make` on first use, lent to `f`: the first
+    /// format's without a handle of their own.
+    fn lend<R>(&self, key: TypeId, make: impl Fn() -> Bytes, f: impl FnOnce(&[u8]) -> R) -> R {
+        let (first, bytes) = self.first.get_or_init(|| (key, make()));
+        if *first == key {
+            return f(bytes);
+        }
+        f(&self.get(key, make))
+    }
+
+    /// The bytes in the format `key`, made by `make` on first use.
+    fn get(&self, key: TypeId, make: impl Fn() -> Bytes) -> Bytes {
+        let (first, bytes) = self.first.get_or_init(|| (key, make()));
+        if *first == key {
+            return bytes.clone();
+        }
+        // A poisoned lock only means another maker panicked; the cache stays usable.
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
+            return bytes.clone();
+        }
+        let bytes = make();
+        others.push((key, bytes.clone()));
+        bytes
+    }
 }
 
 impl Emission {
@@ -128,21 +172,14 @@ impl Emission {
     /// binary attachments ([`to_args`](crate::adapter::to_args)).
     pub fn with_extras(event: EventName, data: Payload, extras: Extras) -> Arc<Self> {
         let extras = (!extras.is_plain()).then(|| Box::new(extras));
-        Arc::new(Self {
-            event,
-            data,
-            extras,
-            offset: OnceLock::new(),
-            first: OnceLock::new(),
-            others: Mutex::new(Vec::new()),
-        })
+        Arc::new(Self { event, data, extras, offset: OnceLock::new(), encodings: ByFormat::new() })
     }
 
     /// This emission at `offset` of its namespace's history: itself when nothing else holds
     /// it and nothing encoded it yet, otherwise a copy.
     pub(crate) fn at_offset(self: &Arc<Self>, offset: Box<str>) -> Arc<Self> {
         // Held by nobody else, it cannot be encoded meanwhile (no weak handles are made).
-        if Arc::strong_count(self) == 1 && self.first.get().is_none() {
+        if Arc::strong_count(self) == 1 && self.encodings.is_empty() {
             if let Err(offset) = self.offset.set(offset) {
                 // Recorded twice: an emission delivered again keeps its first offset.
                 let copy = self.copy();
@@ -211,12 +248,7 @@ impl Emission {
     /// as [`Emission::encoded`], without a handle of its own for each recipient (a clone of
     /// [`Bytes`] is an atomic increment, and its drop a decrement).
     pub fn with_encoded<F: WireFormat, R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        let key = TypeId::of::<F>();
-        let (first, bytes) = self.first.get_or_init(|| (key, F::encode_event(self)));
-        if *first == key {
-            return f(bytes);
-        }
-        f(&self.encoded::<F>())
+        self.encodings.lend(TypeId::of::<F>(), || F::encode_event(self), f)
     }
 
     /// As [`Self::with_encoded`], for a writer that may hold the emission alone (a reply): when
@@ -229,7 +261,7 @@ impl Emission {
         f: impl FnOnce(&[u8]) -> R,
     ) -> R {
         // No weak handles are made: held once, nobody can take another handle meanwhile.
-        if shared || Arc::strong_count(self) != 1 || self.first.get().is_some() {
+        if shared || Arc::strong_count(self) != 1 || !self.encodings.is_empty() {
             return self.with_encoded::<F, R>(f);
         }
         SCRATCH.with(move |scratch| {
@@ -250,19 +282,7 @@ impl Emission {
 
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
-        let key = TypeId::of::<F>();
-        let (first, bytes) = self.first.get_or_init(|| (key, F::encode_event(self)));
-        if *first == key {
-            return bytes.clone();
-        }
-        // A poisoned lock only means another encoder panicked; the cache stays usable.
-        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
-            return bytes.clone();
-        }
-        let bytes = F::encode_event(self);
-        others.push((key, bytes.clone()));
-        bytes
+        self.encodings.get(TypeId::of::<F>(), || F::encode_event(self))
     }
 }
 
@@ -457,16 +477,14 @@ impl Outbound {
 /// Events that go to a room's members together, in order ([`Outbound::Events`]).
 pub struct Events {
     emissions: Vec<Arc<Emission>>,
-    /// The first run of frames made of them ([`Events::with_framed`]).
-    framed: OnceLock<(TypeId, Bytes)>,
-    /// Runs in other formats, when the members use several transports.
-    others: Mutex<Vec<(TypeId, Bytes)>>,
+    /// Runs of frames made of them ([`Events::with_framed`]), one per format.
+    framed: ByFormat,
 }
 
 impl Events {
     /// Events to go together, in this order.
     pub fn new(emissions: Vec<Arc<Emission>>) -> Self {
-        Self { emissions, framed: OnceLock::new(), others: Mutex::new(Vec::new()) }
+        Self { emissions, framed: ByFormat::new() }
     }
 
     /// Them, in order.
@@ -490,27 +508,10 @@ impl Events {
     /// who share this item, each write the same bytes, made once.
     pub fn with_framed<K: 'static, R>(
         &self,
-        frame: impl FnOnce(&[Arc<Emission>]) -> Bytes,
+        frame: impl Fn(&[Arc<Emission>]) -> Bytes,
         f: impl FnOnce(&[u8]) -> R,
     ) -> R {
-        let key = TypeId::of::<K>();
-        let mut frame = Some(frame);
-        let (first, bytes) = self.framed.get_or_init(|| {
-            let frame = frame.take().expect("a OnceLock runs its initialiser once");
-            (key, frame(&self.emissions))
-        });
-        if *first == key {
-            return f(bytes);
-        }
-        // A poisoned lock only means another framer panicked; the cache stays usable.
-        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
-            return f(bytes);
-        }
-        let bytes = frame.take().map_or_else(Bytes::new, |frame| frame(&self.emissions));
-        others.push((key, bytes.clone()));
-        drop(others);
-        f(&bytes)
+        self.framed.lend(TypeId::of::<K>(), || frame(&self.emissions), f)
     }
 }
 
@@ -536,12 +537,12 @@ mod tests {
             text.to_vec()
         });
         assert_eq!(text, b"NEWS:{\"n\":1}");
-        assert!(alone.first.get().is_none(), "held alone: not kept");
+        assert!(alone.encodings.is_empty(), "held alone: not kept");
 
         let shared = alone.clone();
         let text = shared.lend_encoded::<Upper, _>(false, <[u8]>::to_vec);
         assert_eq!(text, b"NEWS:{\"n\":1}");
-        assert!(alone.first.get().is_some(), "held twice: kept for the other");
+        assert!(!alone.encodings.is_empty(), "held twice: kept for the other");
 
         // Held once, in an item other recipients hold too (a room's held broadcasts).
         let events = Arc::new(Events::new(vec![Emission::new(EventName::from("x"), data())]));
@@ -549,7 +550,7 @@ mod tests {
         assert!(item.is_shared());
         let emission = &item.emissions()[0];
         emission.lend_encoded::<Upper, _>(item.is_shared(), <[u8]>::to_vec);
-        assert!(emission.first.get().is_some(), "in a shared item: kept for the others");
+        assert!(!emission.encodings.is_empty(), "in a shared item: kept for the others");
         drop(events);
         assert!(!item.is_shared());
         assert!(!Outbound::Event(alone).is_shared());
@@ -608,7 +609,7 @@ mod tests {
         assert_eq!(c, "hi={\"a\":1}");
         assert_eq!(c.as_ptr(), e.encoded::<Plain>().as_ptr());
         assert_eq!(a.as_ptr(), e.encoded::<Upper>().as_ptr());
-        assert_eq!(e.others.lock().unwrap().len(), 1);
+        assert_eq!(e.encodings.others.lock().unwrap().len(), 1);
     }
 
     #[test]
