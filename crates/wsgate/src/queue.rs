@@ -125,18 +125,7 @@ impl Queue {
 
     /// Queues `item` if there is room.
     pub(crate) fn try_push(&self, item: Outbound) -> Result<(), PushError> {
-        let reader = {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            if state.full() >= state.capacity() {
-                return Err(PushError::Full);
-            }
-            state.push(item)
-        };
-        wake(reader);
-        Ok(())
+        self.push_now(item)?.map_err(|_| PushError::Full)
     }
 
     /// Queues a room's held broadcasts as one item if they fit, else as many of them as
@@ -187,37 +176,20 @@ impl Queue {
     /// Queues `item`, waiting for room. Fails only if the reader is gone.
     pub(crate) async fn push(&self, item: Outbound) -> Result<(), PushError> {
         // Nearly always there is room: no waiter is registered for that.
-        {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            if state.full() < state.capacity() {
-                let reader = state.push(item);
-                drop(state);
-                wake(reader);
-                return Ok(());
-            }
-        }
-        let mut item = Some(item);
+        let mut item = match self.push_now(item)? {
+            Ok(()) => return Ok(()),
+            Err(item) => item,
+        };
         let writable = self.lock().writable.get_or_insert_with(Default::default).clone();
         loop {
             let notified = writable.notified();
             tokio::pin!(notified);
             // Registered before looking, so that a pop in between is not missed.
             notified.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if state.closed {
-                    return Err(PushError::Closed);
-                }
-                if state.full() < state.capacity() {
-                    let reader = item.take().and_then(|item| state.push(item));
-                    drop(state);
-                    wake(reader);
-                    return Ok(());
-                }
-            }
+            item = match self.push_now(item)? {
+                Ok(()) => return Ok(()),
+                Err(item) => item,
+            };
             notified.await;
         }
     }
