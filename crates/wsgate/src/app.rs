@@ -709,12 +709,11 @@ impl App {
         reply: Reply,
         started: Option<Instant>,
     ) -> ConnectionId {
-        if let Some(answer) = self.settle(&ctx, route, reply, started)
-            && ctx.conn.send(answer).await.is_err()
-        {
-            tracing::debug!(conn = %ctx.conn.id(), "reply dropped: connection closed");
+        let id = ctx.conn.id();
+        match self.answer_now(ctx, route, reply, started) {
+            Some(rest) => rest.await,
+            None => id,
         }
-        ctx.conn.id()
     }
 
     /// What answers a handled message, if anything; its outcome logged and observed.
