@@ -101,8 +101,9 @@ impl<T> std::fmt::Debug for InFlight<'_, T> {
 ///
 /// `event` queues the text of an event on the socket (with [`WebSocket::queue_text`]), told
 /// whether the item it came in is other recipients' too ([`Outbound::is_shared`]); `events`
-/// may queue a room's held broadcasts, shared with the other members, in one go (with
-/// [`WebSocket::queue_framed`]), `false` when it does not, and each is then given to `event`;
+/// may queue a room's held broadcasts, shared with the other members, without attachments, on
+/// a socket that compresses nothing, in one go (with [`WebSocket::queue_framed`]), `false`
+/// when it does not, and each is then given to `event`;
 /// `direct` makes the text of a direct message. Text must be UTF-8 (serialised JSON is),
 /// which is not checked again. Nothing is taken off the queue that the batch does not write.
 pub async fn write_batch<S>(
@@ -129,9 +130,16 @@ where
             }
         }
         let shared = item.is_shared();
-        // A room's held broadcasts, framed once for all its members when the protocol can.
+        // A room's held broadcasts, framed once for all its members when the protocol can:
+        // text frames alone (attachments are binary frames of their own), uncompressed.
         let framed = match &item {
-            Outbound::Events(batch) if shared => events(batch, ws)?,
+            Outbound::Events(batch)
+                if shared
+                    && !ws.is_compressed()
+                    && batch.as_slice().iter().all(|e| e.extras().binary.is_empty()) =>
+            {
+                events(batch, ws)?
+            }
             _ => false,
         };
         if framed && ws.unwritten() >= WRITE_BUFFER {

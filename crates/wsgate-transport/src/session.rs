@@ -263,10 +263,11 @@ pub trait Protocol: Send {
         ws.queue_text(&Self::encode_event(emission, channel))
     }
 
-    /// Queues a room's held broadcasts ([`Outbound::Events`], one item shared by its members)
-    /// on `ws` in one go, their frames made once for all the members
-    /// ([`Events::with_framed`], [`WebSocket::queue_framed`]); `false`: not done, each is
-    /// then written by [`Self::write_event`]. By default, not done.
+    /// Queues a room's held broadcasts ([`Outbound::Events`], one item shared by its members,
+    /// none with attachments, on a socket that compresses nothing) on `ws` in one go, their
+    /// frames made once for all the members ([`Events::with_framed`],
+    /// [`WebSocket::queue_framed`]); `false`: not done, each is then written by
+    /// [`Self::write_event`]. By default, not done.
     fn write_events(
         _events: &Events,
         _channel: &Self::Channel,
@@ -902,7 +903,6 @@ impl<'a, P: Protocol> Session<'a, P> {
     }
 }
 
-/// Dispatches a message and says whose it was.
 /// Refuses a frame that is not a message and says whose it was.
 async fn rejected(
     app: &App,

@@ -121,9 +121,6 @@ impl Protocol for JsonProtocol {
         channel: &JsonChannel,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<bool, wsgate_transport::websocket::Error> {
-        if ws.is_compressed() || events.as_slice().iter().any(|e| !e.extras().binary.is_empty()) {
-            return Ok(false);
-        }
         if channel.session {
             events.with_framed::<SessionFrames, _>(text_frames::<SessionFrames>, |f| {
                 ws.queue_framed(f)

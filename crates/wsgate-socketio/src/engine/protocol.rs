@@ -328,12 +328,8 @@ impl Protocol for EngineProtocol {
         channel: &Namespaced,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<bool, wsgate_transport::websocket::Error> {
-        // The root namespace's packets, the same for every member; attachments are frames of
-        // their own, written one by one.
-        if !channel.prefix().is_empty()
-            || ws.is_compressed()
-            || events.as_slice().iter().any(|e| !e.extras().binary.is_empty())
-        {
+        // The root namespace's packets, the same for every member.
+        if !channel.prefix().is_empty() {
             return Ok(false);
         }
         events.with_framed::<EventFrames, _>(text_frames::<EventFrames>, |frames| {
