@@ -6,7 +6,6 @@
 //! listener until shutdown; [`serve`] does all three for the `blog` binary.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -227,8 +226,8 @@ pub async fn run(
             });
         }
     };
-    let serving = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown);
+    // wsgate's serve: as axum::serve, and quiet websockets can sleep.
+    let serving = wsgate_ws::serve(listener, app).with_graceful_shutdown(shutdown);
     // HTTP requests get the same bound as messages: one waiting on a database that hangs does
     // not keep the process from exiting.
     let deadline = async {

@@ -67,7 +67,7 @@ use wsgate::App;
 use wsgate::adapter::Adapter;
 
 /// permessage-deflate's setting ([`SocketIoAdapter::compression`]).
-pub use wsgate_transport::Compression;
+pub use wsgate_transport::{Compression, Serve, serve};
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "socket.io";

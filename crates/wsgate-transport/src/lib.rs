@@ -13,12 +13,18 @@
 //! - [`parts`]: the pieces it is made of, for an adapter with a driver of its own.
 //! - [`timer`]: the coarse timer every session's heartbeat waits on ([`timer::Deadline`],
 //!   16 B, where a `tokio::time::Sleep` takes 112).
+//! - [`serve`](serve()): a router on a TCP listener, as `axum::serve`, with each websocket
+//!   over the TCP stream itself.
+//! - [`rest`]: quiet sessions asleep with no task of their own, on one thread of the
+//!   process ([`Asleep`], [`SessionConfig::hibernate_after`]).
 //! - [`websocket`]: the server's side of RFC 6455 framing the sessions run on, holding no
 //!   buffer while idle, with [`compression`] (permessage-deflate, RFC 7692).
 
 pub mod compression;
 pub mod endpoint;
 pub mod parts;
+pub mod rest;
+mod serve;
 pub mod session;
 pub mod timer;
 pub mod upgrade;
@@ -26,9 +32,10 @@ pub mod websocket;
 
 pub use compression::{Compression, Negotiated};
 pub use endpoint::{Endpoint, EndpointLayer, EndpointService};
+pub use serve::{Serve, serve};
 pub use session::{
-    Action, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
-    SessionConfig, SessionEnd, Setup, Socket, finish, open_socket, run,
+    Action, Asleep, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
+    SessionConfig, SessionEnd, Setup, Socket, Wire, finish, open_socket, resume, run,
 };
 pub use upgrade::{Origin, PackedOrigin, Switched, is_upgrade, refuse, switch_protocols};
 pub use websocket::WebSocket;

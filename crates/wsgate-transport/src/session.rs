@@ -27,11 +27,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -44,18 +46,75 @@ use crate::timer::{Deadline, Mark};
 use crate::websocket::{Error as WsError, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
-pub type Socket = WebSocket<TokioIo<Upgraded>>;
+pub type Socket = WebSocket<Wire>;
+
+/// The connection under a server's websocket.
+#[derive(Debug)]
+pub enum Wire {
+    /// The TCP stream itself: the HTTP connection was served by [`serve`](crate::serve).
+    /// Read and written with no layer between, and a quiet session can rest
+    /// ([`SessionConfig::hibernate_after`]).
+    Tcp(TcpStream),
+    /// What hyper gives when the server was made otherwise (`axum::serve`, say). Boxed:
+    /// it is twice the size of a stream, and every session's task would hold room for it.
+    Upgraded(Box<TokioIo<Upgraded>>),
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Upgraded(upgraded) => Pin::new(&mut **upgraded).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Upgraded(upgraded) => Pin::new(&mut **upgraded).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Upgraded(upgraded) => Pin::new(&mut **upgraded).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Upgraded(upgraded) => Pin::new(&mut **upgraded).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Makes the websocket of an upgraded connection: reads of `read_buffer_size` bytes (no
 /// buffer kept while the connection is idle), no message or frame over `max_message_size`,
 /// compressed as `deflate` says (see [`Compression::negotiate`](crate::Compression::negotiate)).
+/// Over the TCP stream itself when [`serve`](crate::serve) served the connection.
 pub fn open_socket(
     upgraded: Upgraded,
     read_buffer_size: usize,
     max_message_size: usize,
     deflate: Option<Negotiated>,
 ) -> Socket {
-    WebSocket::new(TokioIo::new(upgraded), read_buffer_size, max_message_size, deflate)
+    let (wire, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (Wire::Tcp(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => (Wire::Upgraded(Box::new(TokioIo::new(upgraded))), Bytes::new()),
+    };
+    WebSocket::new(wire, read_buffer_size, max_message_size, deflate).with_read(&read)
 }
 
 /// How a session ended.
@@ -231,6 +290,13 @@ pub struct SessionConfig {
     pub unjoined_timeout: Option<Duration>,
     /// How long a closing websocket waits for the client's close frame.
     pub close_timeout: Duration,
+    /// After how long with no message either way a session rests, when it can: its task
+    /// ends and its state waits, with its socket, on the process's resting thread, until the
+    /// client sends, the server queues something for it, or its heartbeat is due ([`Asleep`],
+    /// [`crate::rest`]). It rests after one to two of these of quiet; woken by a heartbeat
+    /// alone, it rests again once that is done. Only a websocket over the TCP stream itself
+    /// can ([`Wire::Tcp`]); `None` never rests.
+    pub hibernate_after: Option<Duration>,
 }
 
 /// A protocol over the session driver: how frames read and channels' items are written.
@@ -370,24 +436,149 @@ impl<P: Protocol> std::fmt::Debug for Setup<P> {
     }
 }
 
-/// Runs a session until it ends, then closes the link politely and lets every channel go.
+/// Runs a session until it ends, then closes the link politely and lets every channel go;
+/// or until it rests ([`SessionConfig::hibernate_after`]): then it is returned, for the
+/// caller to put to sleep ([`Asleep::sleep`]).
 /// The setup comes boxed, and the box is freed as soon as the session is made, before the
 /// future: not an async fn, which would keep its arguments for as long as it runs.
 pub fn run<'a, P: Protocol + 'a>(
     app: &'a App,
     setup: Box<Setup<P>>,
     config: &'a SessionConfig,
-) -> impl Future<Output = ()> + 'a {
+) -> impl Future<Output = Option<Asleep<P>>> + 'a {
     // Unboxed in a block of its own, as clippy prefers to an unboxed argument.
-    let mut session = {
+    let session = {
         let setup = setup;
         Session::new(app, *setup, config)
     };
+    drive(session)
+}
+
+/// Goes on with a session that was asleep, as [`run`] does: woken, its first wake-up is
+/// what woke it.
+pub fn resume<'a, P: Protocol + 'a>(
+    app: &'a App,
+    asleep: Asleep<P>,
+    config: &'a SessionConfig,
+) -> impl Future<Output = Option<Asleep<P>>> + 'a {
+    // Either, not one async block holding both: its task would keep room for each.
+    match Session::woken(app, asleep, config) {
+        Ok(session) => Either::Left(drive(session)),
+        Err(channels) => Either::Right(async move {
+            Box::pin(let_go(app, channels, Departure::Lost)).await;
+            None
+        }),
+    }
+}
+
+/// Drives `session` until it ends or rests. Not an async fn, which would keep the session
+/// twice (as given, and moved into its body).
+#[allow(clippy::manual_async_fn)]
+fn drive<'a, P: Protocol + 'a>(
+    mut session: Session<'a, P>,
+) -> impl Future<Output = Option<Asleep<P>>> + 'a {
     async move {
         // Corked: a burst of broadcasts to a room reaches each member in one go.
-        let end = wsgate::adapter::cork(session.drive()).await;
+        let Some(end) = wsgate::adapter::cork(session.drive()).await else {
+            // Only the boxed future is held across the wait: the task keeps room for
+            // nothing else of this rare path.
+            let lost = match session.rest() {
+                Ok(asleep) => return Some(asleep),
+                Err((app, channels)) => Box::pin(let_go(app, channels, Departure::Lost)),
+            };
+            lost.await;
+            return None;
+        };
         // Boxed: closing is rare, and its state would otherwise enlarge every session's task.
         Box::pin(session.end(end)).await;
+        None
+    }
+}
+
+/// A session that could neither go on nor rest: its app and its channels, to let go.
+type Lost<'a, C> = (&'a App, List<Channel<C>>);
+
+/// Lets every channel go (`App::disconnect_with`).
+async fn let_go<C>(app: &App, channels: List<Channel<C>>, departure: Departure) {
+    for channel in &channels {
+        app.disconnect_with(&channel.conn, departure).await;
+    }
+    drop(channels);
+}
+
+/// A session at rest: its state, with its socket out of tokio's reactor, while it waits on
+/// the process's resting thread ([`crate::rest`]) with no task of its own.
+pub struct Asleep<P: Protocol> {
+    protocol: P,
+    ws: WebSocket<std::net::TcpStream>,
+    channels: List<Channel<P::Channel>>,
+    mark: Option<Mark>,
+    heartbeat: Deadline,
+    heard: bool,
+}
+
+impl<P: Protocol> std::fmt::Debug for Asleep<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asleep")
+            .field("ws", &self.ws)
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol + 'static> Asleep<P> {
+    /// Puts the session to sleep on the resting thread. Once the client sends, the server
+    /// queues something for one of its channels or closes one, or its heartbeat is due,
+    /// `wake` is called with it, and the future it makes is spawned on the runtime this is
+    /// called from: it goes on with [`resume`].
+    pub fn sleep<W, F>(mut self, wake: W)
+    where
+        W: FnOnce(Self) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // The task's waker goes: the resting thread registers its own.
+        self.heartbeat.release();
+        let runtime = tokio::runtime::Handle::current();
+        crate::rest::park(Box::new(Sleeping { asleep: self, wake, runtime }));
+    }
+
+    /// Registers `cx`'s waker with everything that wakes the session but its socket; `true`
+    /// if one of them is ready already.
+    fn arm(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut ready = self.heartbeat.poll(cx).is_ready();
+        for channel in &mut self.channels {
+            ready |= channel.conn.poll_closed(cx).is_ready();
+            ready |= channel.rx.poll_ready(cx).is_ready();
+        }
+        ready
+    }
+}
+
+/// A session asleep, and what wakes it.
+struct Sleeping<P: Protocol, W> {
+    asleep: Asleep<P>,
+    wake: W,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<P, W, F> crate::rest::Sleeper for Sleeping<P, W>
+where
+    P: Protocol + 'static,
+    W: FnOnce(Asleep<P>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn socket(&self) -> &std::net::TcpStream {
+        self.asleep.ws.get_ref()
+    }
+
+    fn arm(&mut self, cx: &mut Context<'_>) -> bool {
+        self.asleep.arm(cx)
+    }
+
+    fn wake(self: Box<Self>) {
+        let Sleeping { asleep, wake, runtime } = *self;
+        // A runtime shut down meanwhile drops the future, and the session with it.
+        drop(runtime.spawn(wake(asleep)));
     }
 }
 
@@ -415,6 +606,13 @@ struct Session<'a, P: Protocol> {
     ponged: bool,
     /// The client closed with its protocol's goodbye ([`Protocol::farewell`]).
     farewell: bool,
+    /// With [`SessionConfig::hibernate_after`]: when the session looks again whether it
+    /// was quiet, to rest.
+    quiet: Option<Deadline>,
+    /// A message came or went since the last look.
+    active: bool,
+    /// Rests as soon as it can, unless a message comes or goes: just woken, or found quiet.
+    drowsy: bool,
 }
 
 /// What a wake-up asks for ([`Session::on_wake`]).
@@ -475,11 +673,100 @@ impl<'a, P: Protocol> Session<'a, P> {
             heard: false,
             ponged: false,
             farewell: false,
+            quiet: config.hibernate_after.map(|after| Deadline::new(now + after)),
+            active: false,
+            drowsy: false,
         };
         for (conn, rx, tag) in channels {
             session.add(conn, rx, tag);
         }
         session
+    }
+
+    /// A session asleep, awake again: its socket back in tokio's reactor. If it cannot be,
+    /// the session's channels, to let go.
+    #[allow(clippy::result_large_err)]
+    fn woken(
+        app: &'a App,
+        asleep: Asleep<P>,
+        config: &'a SessionConfig,
+    ) -> Result<Self, List<Channel<P::Channel>>> {
+        let Asleep { protocol, ws, channels, mark, mut heartbeat, heard } = asleep;
+        // The resting thread's waker goes: this task registers its own.
+        heartbeat.release();
+        let (socket, ws) = ws.replace_io(());
+        let tcp = match TcpStream::from_std(socket) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "a session woke and its socket cannot be watched again");
+                return Err(channels);
+            }
+        };
+        let now = Instant::now();
+        Ok(Session {
+            app,
+            protocol,
+            link: Link::WebSocket(ws.replace_io(Wire::Tcp(tcp)).1),
+            channels,
+            config,
+            in_flight: InFlight::new(),
+            unjoined: None,
+            mark,
+            heartbeat,
+            heard,
+            ponged: false,
+            farewell: false,
+            quiet: config.hibernate_after.map(|after| Deadline::new(now + after)),
+            active: false,
+            drowsy: true,
+        })
+    }
+
+    /// Whether the session can rest now: nothing in flight, nothing half read or
+    /// unwritten, no channel closing, over the TCP stream itself.
+    fn can_rest(&self) -> bool {
+        self.quiet.is_some()
+            && self.in_flight.is_empty()
+            && self.unjoined.is_none()
+            && !self.farewell
+            && !self.ponged
+            && !self.channels.is_empty()
+            && self
+                .channels
+                .iter()
+                .all(|c| c.busy == 0 && c.closing.is_none() && c.draining.is_none())
+            && matches!(&self.link, Link::WebSocket(ws) if ws.is_at_rest() && matches!(ws.get_ref(), Wire::Tcp(_)))
+    }
+
+    /// The session at rest ([`Self::can_rest`]): its socket out of tokio's reactor. If it
+    /// cannot be, the app and the channels, to let go.
+    #[allow(clippy::result_large_err)]
+    fn rest(self) -> Result<Asleep<P>, Lost<'a, P::Channel>> {
+        let Session { app, protocol, link, channels, mark, heartbeat, heard, .. } = self;
+        let Link::WebSocket(ws) = link else { return Err((app, channels)) };
+        let (wire, ws) = ws.replace_io(());
+        let Wire::Tcp(tcp) = wire else { return Err((app, channels)) };
+        match tcp.into_std() {
+            Ok(socket) => {
+                let ws = ws.replace_io(socket).1;
+                Ok(Asleep { protocol, ws, channels, mark, heartbeat, heard })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a session could not rest: its socket is lost");
+                Err((app, channels))
+            }
+        }
+    }
+
+    /// The quiet deadline fired: rests if nothing came or went since the last look.
+    fn look_quiet(&mut self) {
+        if std::mem::take(&mut self.active) || !self.can_rest() {
+            if let (Some(quiet), Some(after)) = (&mut self.quiet, self.config.hibernate_after) {
+                quiet.reset(Instant::now() + after);
+            }
+        } else {
+            self.drowsy = true;
+        }
     }
 
     /// Closes the link politely and lets every channel go.
@@ -512,8 +799,9 @@ impl<'a, P: Protocol> Session<'a, P> {
     // Every word held across the wait is a word of every idle session's task: what the loop
     // keeps lives in the session, the wait borrows nothing else, and what a wake-up asks for
     // is decided before anything else waits ([`Self::on_wake`]).
+    // `None`: the session rests ([`Self::rest`]).
     #[allow(clippy::manual_async_fn)]
-    fn drive(&mut self) -> impl Future<Output = SessionEnd> {
+    fn drive(&mut self) -> impl Future<Output = Option<SessionEnd>> {
         async move {
             self.unjoined();
             loop {
@@ -523,7 +811,14 @@ impl<'a, P: Protocol> Session<'a, P> {
                     Next::Later(work) => work.await,
                 };
                 if let Err(end) = step {
-                    return end;
+                    return Some(end);
+                }
+                if self.drowsy {
+                    if std::mem::take(&mut self.active) {
+                        self.drowsy = false;
+                    } else if self.can_rest() {
+                        return None;
+                    }
                 }
                 if std::mem::take(&mut self.ponged)
                     && let Heartbeat::Packet { interval, .. } = &self.config.heartbeat
@@ -563,6 +858,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                 // Frames are handled here, in this poll.
                 Ok(Event::Frame(frame)) => {
                     self.heard = true;
+                    self.active |= frame.is_some();
                     Wake::Read(self.frames(frame, cx))
                 }
                 Ok(Event::Closed(code)) => Wake::Closed(code),
@@ -574,6 +870,11 @@ impl<'a, P: Protocol> Session<'a, P> {
         // After the frames: a pong already received is read before the timeout is.
         if self.heartbeat.poll(cx).is_ready() {
             return Poll::Ready(Wake::Heartbeat);
+        }
+        if let Some(quiet) = &mut self.quiet
+            && quiet.poll(cx).is_ready()
+        {
+            return Poll::Ready(Wake::Quiet);
         }
         // Last: frames already received are handled first, so that the answers to a
         // pipelined batch leave in one write. The channels' closes come here too.
@@ -609,8 +910,15 @@ impl<'a, P: Protocol> Session<'a, P> {
                 Next::Later(Box::pin(self.upgraded(socket, waiting)))
             }
             Wake::Heartbeat => self.beat(),
+            Wake::Quiet => {
+                self.look_quiet();
+                Next::Now(Ok(()))
+            }
             Wake::Channel(index, step) => match step {
-                ChannelStep::Item(item) => Next::Later(Box::pin(self.write(index, item))),
+                ChannelStep::Item(item) => {
+                    self.active = true;
+                    Next::Later(Box::pin(self.write(index, item)))
+                }
                 ChannelStep::Closed(reason) => Next::Later(Box::pin(self.on_close(index, reason))),
                 ChannelStep::Expired => {
                     tracing::debug!(conn = %self.channels[index].conn.id(), "messages still in flight at the end of the drain timeout");
@@ -1003,6 +1311,8 @@ enum Wake<C> {
     Ended(SessionEnd),
     /// The heartbeat's timer fired.
     Heartbeat,
+    /// The time to look whether the session was quiet.
+    Quiet,
     /// A channel has something.
     Channel(usize, ChannelStep),
 }

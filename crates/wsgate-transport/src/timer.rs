@@ -67,6 +67,12 @@ impl Deadline {
         Poll::Pending
     }
 
+    /// Lets go of the waker registered, if any, keeping the deadline: the next poll registers
+    /// its own. For a deadline that moves to another task (a session put to rest, or woken).
+    pub fn release(&mut self) {
+        self.cancel();
+    }
+
     /// Takes the registration back, if the deadline has not fired.
     fn cancel(&mut self) {
         if self.key != UNREGISTERED {

@@ -133,8 +133,61 @@ impl<S> WebSocket<S> {
     }
 
     /// The connection under the websocket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The connection under the websocket.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.io
+    }
+
+    /// Takes `read` as read already from the connection: what the HTTP server read past the
+    /// upgrade request (a client's first frames, sent without waiting for the `101`).
+    #[must_use]
+    pub fn with_read(mut self, read: &[u8]) -> Self {
+        self.read.extend_from_slice(read);
+        self
+    }
+
+    /// Nothing half read, nothing unwritten, no close begun: the websocket's state can be kept
+    /// apart from its connection ([`Self::replace_io`]) until the client sends again.
+    pub fn is_at_rest(&self) -> bool {
+        self.read.is_empty()
+            && self.write.is_empty()
+            && self.partial.is_none()
+            && !self.close_sent
+            && !self.close_received
+            && !self.eof
+    }
+
+    /// The same websocket over `io`, and the connection it was over.
+    pub fn replace_io<T>(self, io: T) -> (S, WebSocket<T>) {
+        let Self {
+            io: old,
+            read,
+            write,
+            partial,
+            deflate,
+            read_chunk,
+            max_message,
+            close_sent,
+            close_received,
+            eof,
+        } = self;
+        let ws = WebSocket {
+            io,
+            read,
+            write,
+            partial,
+            deflate,
+            read_chunk,
+            max_message,
+            close_sent,
+            close_received,
+            eof,
+        };
+        (old, ws)
     }
 
     /// Whether permessage-deflate was negotiated.

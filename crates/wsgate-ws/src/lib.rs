@@ -61,7 +61,7 @@ pub use codec::{JsonFrames, SessionFrames};
 pub use session::{JsonChannel, JsonProtocol};
 pub use upgrade::{WsEndpoint, WsLayer, WsService};
 /// permessage-deflate's setting ([`WsAdapter::compression`]).
-pub use wsgate_transport::Compression;
+pub use wsgate_transport::{Compression, Serve, serve};
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "ws";
@@ -83,6 +83,7 @@ pub(crate) struct WsConfig {
     pub(crate) close_timeout: Duration,
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) hibernate_after: Option<Duration>,
     pub(crate) compression: Option<wsgate_transport::Compression>,
 }
 
@@ -106,6 +107,7 @@ impl WsAdapter {
                     max_in_flight: 0,
                     unjoined_timeout: None,
                     close_timeout: Duration::ZERO,
+                    hibernate_after: None,
                 },
                 max_message_size: 64 * 1024,
                 read_buffer_size: 512,
@@ -113,6 +115,7 @@ impl WsAdapter {
                 close_timeout: Duration::from_secs(2),
                 ping_interval: Duration::from_secs(25),
                 idle_timeout: Duration::from_secs(60),
+                hibernate_after: Some(Duration::from_secs(10)),
                 compression: None,
             }),
         }
@@ -186,6 +189,21 @@ impl WsAdapter {
         self
     }
 
+    /// After how long with no message either way a connection sleeps: its task ends, and its
+    /// state and socket wait on the process's resting thread until the client sends, the
+    /// server queues something for it or closes it, or its ping is due; then a new task goes
+    /// on with it, and the client sees no difference. An idle connection then holds no task
+    /// and no registration with tokio's reactor: about half the memory. It sleeps after one
+    /// to two of these of quiet; woken by its ping alone, it sleeps again once the ping is
+    /// written and again once the pong is read. Default 10 s; `None` keeps every connection
+    /// awake. Only connections served by [`wsgate_transport::serve`] can sleep (it hands
+    /// the TCP stream to the websocket itself); over `axum::serve` this does nothing.
+    #[must_use]
+    pub fn hibernate_after(mut self, after: Option<Duration>) -> Self {
+        self.config_mut().hibernate_after = after;
+        self
+    }
+
     /// The tower layer serving `app` over this adapter, for services other than a `Router`.
     pub fn layer(mut self, app: App) -> WsLayer {
         let config = self.config_mut();
@@ -197,6 +215,7 @@ impl WsAdapter {
             max_in_flight: config.max_in_flight,
             unjoined_timeout: None,
             close_timeout: config.close_timeout,
+            hibernate_after: config.hibernate_after,
         };
         WsLayer::new(WsEndpoint::new(app, self.config))
     }

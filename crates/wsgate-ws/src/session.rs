@@ -175,8 +175,23 @@ pub(crate) fn run(
         let Some(setup) = Box::pin(open(opening, &config)).await else { return };
         let conn = &setup.channels[0].0;
         let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
-        in_span(wsgate_transport::run(&app, setup, &config.session), span).await;
+        let asleep = in_span(wsgate_transport::run(&app, setup, &config.session), span).await;
+        if let Some(asleep) = asleep {
+            sleep(app, config, asleep);
+        }
     }
+}
+
+/// Puts a connection to sleep ([`WsAdapter::hibernate_after`](crate::WsAdapter::hibernate_after)):
+/// woken, a new task goes on with it, until it ends or sleeps again.
+fn sleep(app: App, config: Arc<WsConfig>, asleep: wsgate_transport::Asleep<JsonProtocol>) {
+    asleep.sleep(move |asleep| async move {
+        let span = tracing::debug_span!("ws");
+        let asleep = in_span(wsgate_transport::resume(&app, asleep, &config.session), span).await;
+        if let Some(asleep) = asleep {
+            sleep(app, config, asleep);
+        }
+    });
 }
 
 /// Waits for the upgrade, then registers the connection.

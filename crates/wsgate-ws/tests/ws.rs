@@ -179,11 +179,7 @@ async fn start_with(adapter: WsAdapter, config: wsgate::AppConfig) -> Fixture {
     let (router, mut fixture) = app_router(adapter, config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     fixture.addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
+    tokio::spawn(async move { wsgate_ws::serve(listener, router).await.unwrap() });
     fixture
 }
 

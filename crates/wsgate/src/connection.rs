@@ -42,6 +42,12 @@ impl OutboundRx {
         self.conn.inner.queue.poll_pop(cx, self.conn.inner.server.round())
     }
 
+    /// Ready once an item is queued, without taking it; else the task is woken when one is.
+    /// For a session put to sleep, which wakes to read its queue.
+    pub fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.conn.inner.queue.poll_ready(cx)
+    }
+
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         self.conn.inner.queue.try_pop(self.conn.inner.server.round())

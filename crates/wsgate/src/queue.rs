@@ -233,6 +233,19 @@ impl Queue {
         Some(item)
     }
 
+    /// Ready when an item is queued (taking none); else registers the reader's waker for the
+    /// next push.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.first.is_some() || state.closed {
+            return Poll::Ready(());
+        }
+        if !state.reader.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+            state.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Takes the oldest item, or registers the reader's waker for the next push.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, round: &Round) -> Poll<Outbound> {
         match self.pop_or_register(round, Some(cx.waker())) {

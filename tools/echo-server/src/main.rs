@@ -127,9 +127,7 @@ async fn main() -> anyhow::Result<()> {
         listener.local_addr()?,
         std::process::id()
     );
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    wsgate_ws::serve(listener, router).with_graceful_shutdown(shutdown()).await?;
     copies.stop().await;
     Ok(())
 }

@@ -55,6 +55,8 @@ impl EngineConfig {
             max_in_flight: self.max_in_flight,
             unjoined_timeout: Some(self.connect_timeout),
             close_timeout: protocol::CLOSE_TIMEOUT,
+            // Engine.IO sessions keep their task while idle.
+            hibernate_after: None,
         }
     }
 }

@@ -1,0 +1,177 @@
+//! Sessions at rest: a quiet session's task ends, and its state waits on one thread of the
+//! process (`wsgate-rest`), with no task and no registration with tokio's reactor, until the
+//! client sends something, the server queues something for it, closes it, or its heartbeat
+//! is due. Then a new task goes on with it.
+//!
+//! An idle connection then holds its state and its connection handle, not a task (512 B
+//! with the session inside) and tokio's registration of its socket (256 B): the way an
+//! Erlang process hibernates, and Phoenix's channels with it after `hibernate_after`.
+//!
+//! The thread waits on an epoll instance of its own ([`mio`]), where each resting session's
+//! socket is registered for reading; the session's other sources (its queues, its close, its
+//! heartbeat's deadline) are given a waker that names it.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Wake, Waker};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+
+/// A session at rest, as the resting thread sees it.
+pub(crate) trait Sleeper: Send {
+    /// Its socket, watched for reading.
+    fn socket(&self) -> &TcpStream;
+    /// Registers `cx`'s waker with its other sources; `true` when one of them is ready
+    /// already (the session then wakes at once).
+    fn arm(&mut self, cx: &mut Context<'_>) -> bool;
+    /// Wakes it: a new task goes on with it.
+    fn wake(self: Box<Self>);
+}
+
+/// The resting thread's mailbox.
+struct Poller {
+    registry: mio::Registry,
+    waker: mio::Waker,
+    inbox: Mutex<Inbox>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    /// Sessions to put to rest.
+    parked: Vec<Box<dyn Sleeper>>,
+    /// Keys of sessions whose sources woke them.
+    woken: Vec<u64>,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.parked.is_empty() && self.woken.is_empty()
+    }
+}
+
+/// The mio waker's token; sessions' keys start above it.
+const WAKER: Token = Token(0);
+
+fn poller() -> &'static Poller {
+    static POLLER: OnceLock<Poller> = OnceLock::new();
+    POLLER.get_or_init(|| {
+        let poll = mio::Poll::new().expect("an epoll instance for resting sessions");
+        let registry = poll.registry().try_clone().expect("the epoll instance's registry");
+        let waker = mio::Waker::new(poll.registry(), WAKER).expect("the resting thread's waker");
+        std::thread::Builder::new()
+            .name("wsgate-rest".into())
+            .spawn(move || run(poll))
+            .expect("the resting thread starts");
+        Poller { registry, waker, inbox: Mutex::default() }
+    })
+}
+
+impl Poller {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // Every critical section is a push or a swap: consistent after a panic.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds to the inbox, waking the thread if it was empty (else it is awake, or woken
+    /// already: one system call for a burst of wake-ups, a broadcast's to a resting room).
+    fn post(&self, f: impl FnOnce(&mut Inbox)) {
+        let mut inbox = self.inbox();
+        let was_empty = inbox.is_empty();
+        f(&mut inbox);
+        drop(inbox);
+        if was_empty && let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the resting thread");
+        }
+    }
+}
+
+/// Puts a session to rest.
+pub(crate) fn park(sleeper: Box<dyn Sleeper>) {
+    poller().post(|inbox| inbox.parked.push(sleeper));
+}
+
+/// How many sessions of the process are at rest, as of the resting thread's last turn.
+pub fn resting() -> usize {
+    RESTING.load(Ordering::Relaxed)
+}
+
+static RESTING: AtomicUsize = AtomicUsize::new(0);
+
+/// The waker a resting session's sources get: it names the session.
+struct Alarm(u64);
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let key = self.0;
+        poller().post(|inbox| inbox.woken.push(key));
+    }
+}
+
+/// The resting thread: waits for sockets and wake-ups, wakes the sessions they name.
+fn run(mut poll: mio::Poll) {
+    let poller = poller();
+    let mut events = Events::with_capacity(1024);
+    let mut sleeping: HashMap<u64, Box<dyn Sleeper>> = HashMap::new();
+    let mut next_key = WAKER.0 as u64 + 1;
+    let mut due = Vec::new();
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "the resting thread cannot wait");
+            }
+            continue;
+        }
+        due.clear();
+        due.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER).map(|t| t.0 as u64));
+        let inbox = std::mem::take(&mut *poller.inbox());
+        due.extend(inbox.woken);
+        for key in due.drain(..) {
+            // A key not found is a session woken already.
+            if let Some(sleeper) = sleeping.remove(&key) {
+                wake(&poller.registry, sleeper);
+            }
+        }
+        for mut sleeper in inbox.parked {
+            let key = next_key;
+            next_key += 1;
+            let fd = sleeper.socket().as_raw_fd();
+            if let Err(e) = poller.registry.register(
+                &mut SourceFd(&fd),
+                Token(key as usize),
+                Interest::READABLE,
+            ) {
+                tracing::warn!(error = %e, "cannot watch a resting session's socket; it stays awake");
+                sleeper.wake();
+                continue;
+            }
+            let waker = Waker::from(Arc::new(Alarm(key)));
+            if sleeper.arm(&mut Context::from_waker(&waker)) {
+                wake(&poller.registry, sleeper);
+            } else {
+                sleeping.insert(key, sleeper);
+            }
+        }
+        RESTING.store(sleeping.len(), Ordering::Relaxed);
+        if sleeping.capacity() > 2 * sleeping.len().max(1024) {
+            sleeping.shrink_to_fit();
+        }
+    }
+}
+
+/// Stops watching a session's socket and wakes it.
+fn wake(registry: &mio::Registry, sleeper: Box<dyn Sleeper>) {
+    let fd = sleeper.socket().as_raw_fd();
+    // The socket goes back to tokio's reactor: this one must let go of it first.
+    if let Err(e) = registry.deregister(&mut SourceFd(&fd)) {
+        tracing::debug!(error = %e, "deregistering a resting session's socket");
+    }
+    sleeper.wake();
+}
