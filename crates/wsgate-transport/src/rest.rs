@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Wake, Waker};
 
 use mio::unix::SourceFd;
@@ -25,11 +25,60 @@ use mio::{Events, Interest, Token};
 pub(crate) trait Sleeper: Send {
     /// Its socket, watched for reading.
     fn socket(&self) -> &TcpStream;
+    /// Where it wakes.
+    fn waking(&self) -> Arc<Waking>;
     /// Registers `cx`'s waker with its other sources; `true` when one of them is ready
     /// already (the session then wakes at once).
     fn arm(&mut self, cx: &mut Context<'_>) -> bool;
-    /// Wakes it: a new task goes on with it.
+    /// Wakes it: a new task goes on with it, spawned from `runtime`'s own threads.
     fn wake(self: Box<Self>);
+}
+
+/// Where a runtime's sessions wake: a task of the runtime spawns their new tasks, so that a
+/// task's memory comes from, and goes back to, the runtime's threads (an allocator keeps
+/// memory by thread: tasks made on the resting thread and freed on the runtime's would
+/// leave it with room it never uses again).
+pub(crate) struct Waking {
+    woken: Mutex<Vec<Box<dyn Sleeper>>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Waking {
+    /// The current runtime's, started if it has none.
+    pub(crate) fn current() -> Arc<Self> {
+        static BY_RUNTIME: Mutex<Vec<(tokio::runtime::Id, Weak<Waking>)>> = Mutex::new(Vec::new());
+        let runtime = tokio::runtime::Handle::current();
+        let id = runtime.id();
+        let mut all = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(_, waking)| waking.strong_count() > 0);
+        if let Some(waking) = all.iter().find(|(of, _)| *of == id).and_then(|(_, w)| w.upgrade()) {
+            return waking;
+        }
+        let waking =
+            Arc::new(Waking { woken: Mutex::default(), notify: tokio::sync::Notify::new() });
+        all.push((id, Arc::downgrade(&waking)));
+        // Ends with the runtime; the sessions left asleep are dropped with their connections.
+        runtime.spawn(waking.clone().run());
+        waking
+    }
+
+    /// Spawns the tasks of the sessions woken.
+    async fn run(self: Arc<Self>) {
+        loop {
+            self.notify.notified().await;
+            let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(|e| e.into_inner()));
+            for sleeper in woken {
+                sleeper.wake();
+            }
+        }
+    }
+
+    /// Hands a session woken to the runtime.
+    fn push(&self, sleeper: Box<dyn Sleeper>) {
+        self.woken.lock().unwrap_or_else(|e| e.into_inner()).push(sleeper);
+        // Stored if the task is busy: it looks again.
+        self.notify.notify_one();
+    }
 }
 
 /// The resting thread's mailbox.
@@ -149,7 +198,8 @@ fn run(mut poll: mio::Poll) {
                 Interest::READABLE,
             ) {
                 tracing::warn!(error = %e, "cannot watch a resting session's socket; it stays awake");
-                sleeper.wake();
+                let waking = sleeper.waking();
+                waking.push(sleeper);
                 continue;
             }
             let waker = Waker::from(Arc::new(Alarm(key)));
@@ -173,5 +223,6 @@ fn wake(registry: &mio::Registry, sleeper: Box<dyn Sleeper>) {
     if let Err(e) = registry.deregister(&mut SourceFd(&fd)) {
         tracing::debug!(error = %e, "deregistering a resting session's socket");
     }
-    sleeper.wake();
+    let waking = sleeper.waking();
+    waking.push(sleeper);
 }

@@ -538,8 +538,8 @@ impl<P: Protocol + 'static> Asleep<P> {
     {
         // The task's waker goes: the resting thread registers its own.
         self.heartbeat.release();
-        let runtime = tokio::runtime::Handle::current();
-        crate::rest::park(Box::new(Sleeping { asleep: self, wake, runtime }));
+        let waking = crate::rest::Waking::current();
+        crate::rest::park(Box::new(Sleeping { asleep: self, wake, waking }));
     }
 
     /// Registers `cx`'s waker with everything that wakes the session but its socket; `true`
@@ -558,7 +558,7 @@ impl<P: Protocol + 'static> Asleep<P> {
 struct Sleeping<P: Protocol, W> {
     asleep: Asleep<P>,
     wake: W,
-    runtime: tokio::runtime::Handle,
+    waking: Arc<crate::rest::Waking>,
 }
 
 impl<P, W, F> crate::rest::Sleeper for Sleeping<P, W>
@@ -571,14 +571,17 @@ where
         self.asleep.ws.get_ref()
     }
 
+    fn waking(&self) -> Arc<crate::rest::Waking> {
+        self.waking.clone()
+    }
+
     fn arm(&mut self, cx: &mut Context<'_>) -> bool {
         self.asleep.arm(cx)
     }
 
     fn wake(self: Box<Self>) {
-        let Sleeping { asleep, wake, runtime } = *self;
-        // A runtime shut down meanwhile drops the future, and the session with it.
-        drop(runtime.spawn(wake(asleep)));
+        let Sleeping { asleep, wake, .. } = *self;
+        drop(tokio::spawn(wake(asleep)));
     }
 }
 
