@@ -36,7 +36,8 @@
 //! let router = Router::new().route("/", get(|| async { "hello over HTTP" }));
 //! let router = app.mount(router, WsAdapter::new());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, router).await?;
+//! // As axum::serve; and quiet connections can sleep (`WsAdapter::hibernate_after`).
+//! wsgate_ws::serve(listener, router).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -95,7 +96,7 @@ impl Default for WsAdapter {
 
 impl WsAdapter {
     /// The adapter with its defaults: 64 KiB messages, 512-byte read buffer, 16 handlers in
-    /// flight per connection, a ping every 25 s and a 60 s idle timeout.
+    /// flight per connection, a ping every 25 s, a 60 s idle timeout, asleep after 10 s quiet.
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
