@@ -82,6 +82,7 @@ pub struct SocketIoAdapter {
     connect_timeout: Duration,
     max_in_flight: usize,
     compression: Option<wsgate_transport::Compression>,
+    hibernate_after: Option<Duration>,
 }
 
 impl Default for SocketIoAdapter {
@@ -92,7 +93,8 @@ impl Default for SocketIoAdapter {
 
 impl SocketIoAdapter {
     /// The adapter with Socket.IO's usual timings (ping every 25 s, 20 s to answer), 64 KiB
-    /// messages, a 512-byte websocket read buffer and 16 messages in flight per session.
+    /// messages, a 512-byte websocket read buffer, 16 messages in flight per session, asleep
+    /// after 10 s quiet.
     pub fn new() -> Self {
         Self {
             ping_interval: Duration::from_secs(25),
@@ -102,7 +104,20 @@ impl SocketIoAdapter {
             connect_timeout: Duration::from_secs(45),
             max_in_flight: 16,
             compression: None,
+            hibernate_after: Some(Duration::from_secs(10)),
         }
+    }
+
+    /// After how long with no message either way a session over a websocket sleeps, as
+    /// `wsgate_ws::WsAdapter::hibernate_after` (pings and pongs do not count): its task ends,
+    /// its state and socket wait on the process's resting thread until the client sends, the
+    /// server queues something for one of its namespaces, or its ping is due. Default 10 s;
+    /// `None` keeps every session awake. Only sessions served by [`serve`] sleep, and only
+    /// over a websocket (opened directly or upgraded to); long-polling sessions stay awake.
+    #[must_use]
+    pub fn hibernate_after(mut self, after: Option<Duration>) -> Self {
+        self.hibernate_after = after;
+        self
     }
 
     /// How often the server pings each client.
@@ -179,6 +194,7 @@ impl Adapter<Router> for SocketIoAdapter {
                 connect_timeout: self.connect_timeout,
                 max_in_flight: self.max_in_flight,
                 compression: self.compression,
+                hibernate_after: self.hibernate_after,
             },
         );
         let layer = wsgate_transport::EndpointLayer::new(engine);

@@ -139,7 +139,7 @@ async fn serve_adapter(config: AppConfig, adapter: SocketIoAdapter) -> (std::net
     let router = app.mount(Router::new(), adapter);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { wsgate_socketio::serve(listener, router).await });
     (addr, app)
 }
 

@@ -542,6 +542,25 @@ impl<P: Protocol + 'static> Asleep<P> {
         crate::rest::park(Box::new(Sleeping { asleep: self, wake, waking }));
     }
 
+    /// Puts the session to sleep ([`Self::sleep`]), and each time it rests again after it
+    /// woke, until it ends: for an adapter whose sessions' tasks hold `app` and `host`, of
+    /// which `config` gives the session's settings.
+    pub fn sleep_with<T>(self, app: App, host: Arc<T>, config: fn(&T) -> &SessionConfig)
+    where
+        T: Send + Sync + 'static,
+    {
+        self.sleep(move |asleep| async move {
+            let span = match asleep.channels.first() {
+                Some(channel) => tracing::debug_span!("woken", conn = %channel.conn.id()),
+                None => tracing::Span::none(),
+            };
+            let next = crate::parts::in_span(resume(&app, asleep, config(&host)), span).await;
+            if let Some(asleep) = next {
+                asleep.sleep_with(app, host, config);
+            }
+        });
+    }
+
     /// Registers `cx`'s waker with everything that wakes the session but its socket; `true`
     /// if one of them is ready already.
     fn arm(&mut self, cx: &mut Context<'_>) -> bool {
@@ -861,7 +880,6 @@ impl<'a, P: Protocol> Session<'a, P> {
                 // Frames are handled here, in this poll.
                 Ok(Event::Frame(frame)) => {
                     self.heard = true;
-                    self.active |= frame.is_some();
                     Wake::Read(self.frames(frame, cx))
                 }
                 Ok(Event::Closed(code)) => Wake::Closed(code),
@@ -989,6 +1007,8 @@ impl<'a, P: Protocol> Session<'a, P> {
     fn read(&mut self, frame: Incoming, cx: &mut Context<'_>) -> Read<'a, P::Channel> {
         let action = self.protocol.read(frame, Channels(&self.channels));
         let app = self.app;
+        // A message keeps the session awake; the protocol's pong does not.
+        self.active |= !matches!(action, Action::Pong | Action::Nothing);
         match action {
             Action::Nothing => Read::Nothing,
             // A handler done at once is answered here, with no future of its own; the rest of

@@ -177,21 +177,10 @@ pub(crate) fn run(
         let span = tracing::debug_span!("ws", conn = %conn.id(), ns = %conn.namespace());
         let asleep = in_span(wsgate_transport::run(&app, setup, &config.session), span).await;
         if let Some(asleep) = asleep {
-            sleep(app, config, asleep);
+            // Woken, it goes on in a task of its own, and sleeps again when quiet.
+            asleep.sleep_with(app, config, |config| &config.session);
         }
     }
-}
-
-/// Puts a connection to sleep ([`WsAdapter::hibernate_after`](crate::WsAdapter::hibernate_after)):
-/// woken, a new task goes on with it, until it ends or sleeps again.
-fn sleep(app: App, config: Arc<WsConfig>, asleep: wsgate_transport::Asleep<JsonProtocol>) {
-    asleep.sleep(move |asleep| async move {
-        let span = tracing::debug_span!("ws");
-        let asleep = in_span(wsgate_transport::resume(&app, asleep, &config.session), span).await;
-        if let Some(asleep) = asleep {
-            sleep(app, config, asleep);
-        }
-    });
 }
 
 /// Waits for the upgrade, then registers the connection.

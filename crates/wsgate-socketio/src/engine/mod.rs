@@ -41,6 +41,7 @@ pub(crate) struct EngineConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) compression: Option<wsgate_transport::Compression>,
+    pub(crate) hibernate_after: Option<std::time::Duration>,
 }
 
 impl EngineConfig {
@@ -55,8 +56,7 @@ impl EngineConfig {
             max_in_flight: self.max_in_flight,
             unjoined_timeout: Some(self.connect_timeout),
             close_timeout: protocol::CLOSE_TIMEOUT,
-            // Engine.IO sessions keep their task while idle.
-            hibernate_after: None,
+            hibernate_after: self.hibernate_after,
         }
     }
 }
@@ -356,7 +356,9 @@ fn run_websocket(
 ) -> impl Future<Output = ()> {
     async move {
         let Some((setup, span)) = Box::pin(open_websocket(opening)).await else { return };
-        in_span(wsgate_transport::run(&app, setup, &session), span).await;
+        if let Some(asleep) = in_span(wsgate_transport::run(&app, setup, &session), span).await {
+            asleep.sleep_with(app, session, |session| session);
+        }
     }
 }
 

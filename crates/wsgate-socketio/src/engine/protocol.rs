@@ -45,7 +45,11 @@ pub(crate) async fn run(
     session: std::sync::Arc<SessionConfig>,
     span: tracing::Span,
 ) {
-    wsgate_transport::parts::in_span(wsgate_transport::run(&app, setup, &session), span).await;
+    let run = wsgate_transport::run(&app, setup, &session);
+    if let Some(asleep) = wsgate_transport::parts::in_span(run, span).await {
+        // After an upgrade to a websocket, a quiet session sleeps as one opened on it.
+        asleep.sleep_with(app, session, |session| session);
+    }
 }
 
 /// The open packet: the session's id and settings.
