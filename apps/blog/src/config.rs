@@ -111,6 +111,10 @@ pub struct Config {
     /// bytes (e.g. 1024); off when absent. Clients that do not offer it are served as before.
     #[arg(long, env = "WS_COMPRESSION", global = true)]
     pub ws_compression: Option<usize>,
+    /// Seconds of quiet after which a websocket connection sleeps (its task ends; it wakes for
+    /// the next frame, event or ping); off when absent. See `WsAdapter::hibernate_after`.
+    #[arg(long, env = "HIBERNATE_AFTER", global = true)]
+    pub hibernate_after: Option<u64>,
     /// Serves the Socket.IO Admin UI at `/admin-ui/` and its `/admin` namespace, behind
     /// `ADMIN_UI_USERNAME` and `ADMIN_UI_PASSWORD_HASH` (or `ADMIN_UI_PASSWORD`). Off by default.
     /// (`ADMIN_UI`: `true`, `1`, `yes` or `on`.)
@@ -173,6 +177,7 @@ impl Config {
             recovery_window: 120,
             recovery_history: 10_000,
             ws_compression: None,
+            hibernate_after: None,
             admin_ui: false,
             admin_ui_username: "admin".into(),
             admin_ui_password_hash: None,
@@ -216,6 +221,7 @@ impl fmt::Debug for Config {
             .field("recovery_window", &self.recovery_window)
             .field("recovery_history", &self.recovery_history)
             .field("ws_compression", &self.ws_compression)
+            .field("hibernate_after", &self.hibernate_after)
             .field("admin_ui", &self.admin_ui)
             .field("admin_ui_username", &self.admin_ui_username)
             .field(

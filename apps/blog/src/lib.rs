@@ -67,6 +67,8 @@ pub struct AppState {
     pub gateway_config: wsgate::AppConfig,
     /// permessage-deflate on the websockets, when on.
     pub compression: Option<wsgate_ws::Compression>,
+    /// After how long quiet websocket connections sleep, when they do.
+    pub hibernate_after: Option<std::time::Duration>,
     /// With `--admin-ui`: who may log in to the Socket.IO Admin UI, and whether it is
     /// read-only.
     pub admin_ui: Option<(wsgate_admin::Credentials, bool)>,
@@ -131,6 +133,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
         compression: config.compression(),
+        hibernate_after: config.hibernate_after.map(std::time::Duration::from_secs),
         admin_ui: config.admin_ui_credentials()?.map(|c| (c, config.admin_ui_readonly)),
     })
 }
@@ -178,6 +181,8 @@ pub async fn router(state: AppState) -> anyhow::Result<Router> {
         ws = ws.compression(compression.clone());
         sio = sio.compression(compression.clone());
     }
+    ws = ws.hibernate_after(state.hibernate_after);
+    sio = sio.hibernate_after(state.hibernate_after);
     let mut rest = rest_router(state.clone()).merge(asyncapi::router(app.description()));
     if state.admin_ui.is_some() {
         rest = rest.merge(admin_ui::router().with_state(state));

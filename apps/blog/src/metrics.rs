@@ -9,7 +9,9 @@
 //!   `error`, `unrouted` or `undecodable`, and `event` is empty for the last two, so clients
 //!   cannot create series by inventing event names;
 //! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the answer
-//!   (guards, extractors, handler), before it is queued or written.
+//!   (guards, extractors, handler), before it is queued or written;
+//! - `wsgate_sleeping_connections`: websocket sessions asleep (`--hibernate-after`), of the
+//!   process.
 //!
 //! Connection state recovery (unless `RECOVERY_WINDOW=0`):
 //! `wsgate_recoveries_total{outcome}` (`recovered`, `expired`: too late or unknown,
@@ -162,6 +164,24 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// The sessions asleep, read when scraped.
+#[derive(Debug)]
+struct SleepingCollector;
+
+impl Collector for SleepingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let gauge = ConstGauge::new(i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX));
+        let help = "Websocket sessions asleep (--hibernate-after)";
+        let metric = encoder.encode_descriptor(
+            "wsgate_sleeping_connections",
+            help,
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
 impl Collector for RecoveryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let Some(stats) = self.server.recovery_stats() else { return Ok(()) };
@@ -205,6 +225,7 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(BrokerCollector { server: server.clone() }));
         registry.register_collector(Box::new(RecoveryCollector { server: server.clone() }));
+        registry.register_collector(Box::new(SleepingCollector));
         let connections = Family::default();
         registry.register("wsgate_connections", "Open gateway connections", connections.clone());
         let opened = Family::default();

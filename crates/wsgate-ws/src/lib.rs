@@ -62,6 +62,7 @@ pub use codec::{JsonFrames, SessionFrames};
 pub use session::{JsonChannel, JsonProtocol};
 pub use upgrade::{WsEndpoint, WsLayer, WsService};
 /// permessage-deflate's setting ([`WsAdapter::compression`]).
+pub use wsgate_transport::rest::resting;
 pub use wsgate_transport::{Compression, Serve, serve};
 
 /// The transport name connections of this adapter report.
@@ -96,7 +97,8 @@ impl Default for WsAdapter {
 
 impl WsAdapter {
     /// The adapter with its defaults: 64 KiB messages, 512-byte read buffer, 16 handlers in
-    /// flight per connection, a ping every 25 s, a 60 s idle timeout, asleep after 10 s quiet.
+    /// flight per connection, a ping every 25 s and a 60 s idle timeout; connections never
+    /// sleep ([`Self::hibernate_after`]).
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
@@ -116,7 +118,7 @@ impl WsAdapter {
                 close_timeout: Duration::from_secs(2),
                 ping_interval: Duration::from_secs(25),
                 idle_timeout: Duration::from_secs(60),
-                hibernate_after: Some(Duration::from_secs(10)),
+                hibernate_after: None,
                 compression: None,
             }),
         }
@@ -193,12 +195,19 @@ impl WsAdapter {
     /// After how long with no message either way a connection sleeps: its task ends, and its
     /// state and socket wait on the process's resting thread until the client sends, the
     /// server queues something for it or closes it, or its ping is due; then a new task goes
-    /// on with it, and the client sees no difference. An idle connection then holds no task
-    /// and no registration with tokio's reactor: about half the memory. It sleeps after one
-    /// to two of these of quiet; woken by its ping alone, it sleeps again once the ping is
-    /// written and again once the pong is read. Default 10 s; `None` keeps every connection
-    /// awake. Only connections served by [`wsgate_transport::serve`] can sleep (it hands
-    /// the TCP stream to the websocket itself); over `axum::serve` this does nothing.
+    /// on with it, and the client sees no difference. A sleeping connection holds no task
+    /// (512 B) and no registration with tokio's reactor (256 B), and about 330 B of sleeping
+    /// state instead. It sleeps after one to two of these of quiet; woken by its ping alone, it
+    /// sleeps again once the ping is written and again once the pong is read. `None` (the
+    /// default) keeps every connection awake; Phoenix's `hibernate_after` is 15 s.
+    ///
+    /// What it saves is reused by the connections that come or wake later, not given back to
+    /// the system at once: the allocator keeps freed memory until its thread works again
+    /// (docs/PERFORMANCE.md, "Quiet connections sleep"). A server whose connections all came
+    /// at once and stay quiet holds more than awake (their tasks' memory, and the sleeping
+    /// state); one whose connections come and go holds less. A wake-up costs two `epoll_ctl`
+    /// and a task spawned. Only connections served by [`wsgate_transport::serve`] can sleep
+    /// (it hands the TCP stream to the websocket itself); over `axum::serve` this does nothing.
     #[must_use]
     pub fn hibernate_after(mut self, after: Option<Duration>) -> Self {
         self.config_mut().hibernate_after = after;

@@ -109,8 +109,15 @@ async fn main() -> anyhow::Result<()> {
         .gateway(EchoGateway)
         .build()
         .await?;
-    let router = app.mount(Router::new(), wsgate_ws::WsAdapter::new());
-    let router = app.mount(router, wsgate_socketio::SocketIoAdapter::new());
+    // HIBERNATE_AFTER_MS: quiet connections sleep after that long (off when unset).
+    let hibernate_after = match std::env::var("HIBERNATE_AFTER_MS") {
+        Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().context("HIBERNATE_AFTER_MS")?)),
+        Err(_) => None,
+    };
+    let ws = wsgate_ws::WsAdapter::new().hibernate_after(hibernate_after);
+    let router = app.mount(Router::new(), ws);
+    let sio = wsgate_socketio::SocketIoAdapter::new().hibernate_after(hibernate_after);
+    let router = app.mount(router, sio);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
         .next()
