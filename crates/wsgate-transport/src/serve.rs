@@ -1,5 +1,6 @@
 //! Serving a router on a TCP listener, as `axum::serve` does (HTTP/1.1 with upgrades, the
-//! peer's address as `ConnectInfo<SocketAddr>`, graceful shutdown), with each connection's
+//! peer's address as `ConnectInfo<SocketAddr>`, graceful shutdown), with `TCP_NODELAY`, and
+//! with each connection's
 //! TCP stream handed to hyper as it is: a websocket upgraded from it gets the stream itself
 //! back ([`Wire::Tcp`](crate::Wire::Tcp)), read and written with no layer between, and its
 //! session can rest while it is quiet ([`SessionConfig::hibernate_after`](crate::SessionConfig::hibernate_after)).
@@ -115,7 +116,8 @@ async fn connection(
     router: Router,
     mut stopping: watch::Receiver<bool>,
 ) {
-    // As axum::serve: small frames leave at once.
+    // Small frames leave at once, not held by Nagle's algorithm behind the last one not yet
+    // acknowledged (axum::serve leaves this to the listener: `ListenerExt::tap_io`).
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY");
     }
