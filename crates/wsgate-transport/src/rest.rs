@@ -30,7 +30,8 @@ pub(crate) trait Sleeper: Send {
     /// Registers `cx`'s waker with its other sources; `true` when one of them is ready
     /// already (the session then wakes at once).
     fn arm(&mut self, cx: &mut Context<'_>) -> bool;
-    /// Wakes it: a new task goes on with it, spawned from `runtime`'s own threads.
+    /// Wakes it: spawns the task that goes on with it. Called on a thread of its runtime (by
+    /// its [`Waking`]).
     fn wake(self: Box<Self>);
 }
 
@@ -39,8 +40,24 @@ pub(crate) trait Sleeper: Send {
 /// memory by thread: tasks made on the resting thread and freed on the runtime's would
 /// leave it with room it never uses again).
 pub(crate) struct Waking {
-    woken: Mutex<Vec<Box<dyn Sleeper>>>,
+    /// The sessions woken, and `false` once the runtime's task is gone (the runtime shut
+    /// down): then a session woken is dropped, and its connections let go, at once.
+    woken: Mutex<(Vec<Box<dyn Sleeper>>, bool)>,
     notify: tokio::sync::Notify,
+}
+
+/// Marks a runtime's [`Waking`] gone when its task is dropped.
+struct Alive(Arc<Waking>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let woken = {
+            let mut woken = self.0.woken();
+            woken.1 = false;
+            std::mem::take(&mut woken.0)
+        };
+        drop(woken);
+    }
 }
 
 impl Waking {
@@ -54,30 +71,46 @@ impl Waking {
         if let Some(waking) = all.iter().find(|(of, _)| *of == id).and_then(|(_, w)| w.upgrade()) {
             return waking;
         }
-        let waking =
-            Arc::new(Waking { woken: Mutex::default(), notify: tokio::sync::Notify::new() });
+        let waking = Arc::new(Waking {
+            woken: Mutex::new((Vec::new(), true)),
+            notify: tokio::sync::Notify::new(),
+        });
         all.push((id, Arc::downgrade(&waking)));
-        // Ends with the runtime; the sessions left asleep are dropped with their connections.
-        runtime.spawn(waking.clone().run());
+        runtime.spawn(Alive(waking.clone()).run());
         waking
     }
 
-    /// Spawns the tasks of the sessions woken.
-    async fn run(self: Arc<Self>) {
-        loop {
-            self.notify.notified().await;
-            let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(|e| e.into_inner()));
-            for sleeper in woken {
-                sleeper.wake();
-            }
-        }
+    fn woken(&self) -> MutexGuard<'_, (Vec<Box<dyn Sleeper>>, bool)> {
+        // Every critical section is a push or a swap: consistent after a panic.
+        self.woken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hands a session woken to the runtime.
     fn push(&self, sleeper: Box<dyn Sleeper>) {
-        self.woken.lock().unwrap_or_else(|e| e.into_inner()).push(sleeper);
+        let mut woken = self.woken();
+        if !woken.1 {
+            drop(woken);
+            // The runtime is gone: so is the session.
+            drop(sleeper);
+            return;
+        }
+        woken.0.push(sleeper);
+        drop(woken);
         // Stored if the task is busy: it looks again.
         self.notify.notify_one();
+    }
+}
+
+impl Alive {
+    /// Spawns the tasks of the sessions woken; ends with the runtime.
+    async fn run(self) {
+        loop {
+            self.0.notify.notified().await;
+            let woken = std::mem::take(&mut self.0.woken().0);
+            for sleeper in woken {
+                sleeper.wake();
+            }
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Serving a router on a TCP listener, as `axum::serve` does (HTTP/1.1 with upgrades, the
 //! peer's address as `ConnectInfo<SocketAddr>`, graceful shutdown), with `TCP_NODELAY`, and
-//! with each connection's
-//! TCP stream handed to hyper as it is: a websocket upgraded from it gets the stream itself
-//! back ([`Wire::Tcp`](crate::Wire::Tcp)), read and written with no layer between, and its
-//! session can rest while it is quiet ([`SessionConfig::hibernate_after`](crate::SessionConfig::hibernate_after)).
+//! with each connection's TCP stream handed to hyper as it is: a websocket upgraded from it
+//! gets the stream itself back ([`Wire::Tcp`](crate::Wire::Tcp)), read and written with no
+//! layer between, and its session can sleep while it is quiet
+//! ([`SessionConfig::hibernate_after`](crate::SessionConfig::hibernate_after)).
 
 use std::future::{Future, IntoFuture};
 use std::io;
