@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsgate::{App, Claims, Connection, Data, JwtAuth, JwtKeys, Server, WsException, gateway};
 use wsgate_transport::rest::resting;
 use wsgate_ws::WsAdapter;
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::{Client, recv, send};
 
 struct Gateway {
     disconnects: Arc<AtomicUsize>,
@@ -76,26 +76,6 @@ async fn start(adapter: WsAdapter) -> Fixture {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { wsgate_transport::serve(listener, router).await.unwrap() });
     Fixture { addr, server, keys, disconnects }
-}
-
-async fn send(ws: &mut Client, value: Value) {
-    ws.send(Message::text(value.to_string())).await.unwrap();
-}
-
-/// The next text frame, answering pings on the way (tungstenite does, as it reads).
-async fn recv(ws: &mut Client) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("the connection is open")
-            .unwrap();
-        match frame {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
 }
 
 /// Waits until `n` sessions sleep.

@@ -17,14 +17,15 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{WebSocketStream, connect_async};
 use wsgate::{
     Ack, App, Args, Claims, Connection, Data, Ext, JwtAuth, JwtKeys, Server, Valid, WsException,
     WsResponse, gateway,
 };
 use wsgate_ws::WsAdapter;
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::{Client, recv, send};
 
 #[derive(Clone, Debug)]
 struct User {
@@ -205,25 +206,6 @@ async fn app_router(adapter: WsAdapter, config: wsgate::AppConfig) -> (Router, F
     let router = app.mount(router, adapter);
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     (router, Fixture { addr, server, keys, disconnects })
-}
-
-async fn send(ws: &mut Client, value: Value) {
-    ws.send(Message::text(value.to_string())).await.unwrap();
-}
-
-async fn recv(ws: &mut Client) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a reply within 5 s")
-            .expect("the connection is open")
-            .unwrap();
-        match msg {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
