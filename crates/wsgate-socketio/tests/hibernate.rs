@@ -31,9 +31,11 @@ async fn start() -> (std::net::SocketAddr, Server) {
     let app = App::builder().gateway(Echo).build().await.unwrap();
     let server = app.server().clone();
     let adapter = SocketIoAdapter::new()
-        .hibernate_after(Some(Duration::from_millis(100)))
+        // Longer than the ping interval: a session that counted pongs as messages would
+        // never sleep again once pinged.
+        .hibernate_after(Some(Duration::from_millis(1000)))
         .ping_interval(Duration::from_millis(300))
-        .ping_timeout(Duration::from_millis(1000));
+        .ping_timeout(Duration::from_millis(2000));
     let router = app.mount(Router::new(), adapter);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -80,33 +82,51 @@ async fn until_resting(n: usize, what: &str) {
     }
 }
 
+/// Waits until `n` sessions sleep, answering `ws`'s pings meanwhile, as a client does.
+async fn until_resting_reading(ws: &mut Ws, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while resting() != n {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {} asleep, not {n}", resting());
+        let look = tokio::time::Instant::now() + Duration::from_millis(10);
+        match tokio::time::timeout_at(look, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap();
+            }
+            Ok(other) => panic!("{what}: expected pings, got {other:?}"),
+            Err(_) => {}
+        }
+    }
+}
+
 #[tokio::test]
 async fn quiet_socket_io_sessions_sleep_and_wake_for_what_concerns_them() {
     let (addr, server) = start().await;
     let mut a = connect(addr).await;
-    until_resting(1, "the quiet session sleeps").await;
+    until_resting_reading(&mut a, 1, "the quiet session sleeps").await;
 
     // A packet wakes it, and is answered.
     a.send(Message::text(r#"42["echo","hi"]"#)).await.unwrap();
     assert_eq!(next(&mut a, true).await, r#"42["echo","hi"]"#);
-    until_resting(1, "asleep again").await;
+    until_resting_reading(&mut a, 1, "asleep again").await;
 
     // An emit wakes it.
     server.emit("news", &1).unwrap();
     assert_eq!(next(&mut a, true).await, r#"42["news",1]"#);
-    until_resting(1, "asleep after the emit").await;
+    until_resting_reading(&mut a, 1, "asleep after the emit").await;
 
     // Pings every 300 ms, each answered: the session stays, and sleeps between them (the
-    // pong is not a message). Past three ping timeouts, still answered.
+    // pong is not a message). Past its ping timeout, still answered.
     let mut slept_between = false;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
     while tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline, a.next()).await {
+        // Read for 20 ms at a time, and look in between.
+        let look = (tokio::time::Instant::now() + Duration::from_millis(20)).min(deadline);
+        match tokio::time::timeout_at(look, a.next()).await {
             Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "2" => {
                 a.send(Message::text("3")).await.unwrap();
             }
             Ok(other) => panic!("expected pings, got {other:?}"),
-            Err(_) => break,
+            Err(_) => {}
         }
         slept_between |= resting() == 1;
     }
@@ -115,7 +135,7 @@ async fn quiet_socket_io_sessions_sleep_and_wake_for_what_concerns_them() {
     assert_eq!(next(&mut a, true).await, r#"42["echo","still here"]"#);
 
     // The client's close wakes a sleeping session, which ends.
-    until_resting(1, "a asleep").await;
+    until_resting_reading(&mut a, 1, "a asleep").await;
     a.close(None).await.unwrap();
     until_resting(0, "nobody asleep").await;
     until_no_connection(&server).await;
