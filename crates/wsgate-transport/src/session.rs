@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use smallvec::SmallVec;
@@ -464,10 +464,7 @@ pub fn resume<'a, P: Protocol + 'a>(
     // Either, not one async block holding both: its task would keep room for each.
     match Session::woken(app, asleep, config) {
         Ok(session) => Either::Left(drive(session)),
-        Err(channels) => Either::Right(async move {
-            Box::pin(let_go(app, channels, Departure::Lost)).await;
-            None
-        }),
+        Err(channels) => Either::Right(let_go(app, channels).map(|()| None)),
     }
 }
 
@@ -484,7 +481,7 @@ fn drive<'a, P: Protocol + 'a>(
             // nothing else of this rare path.
             let lost = match session.rest() {
                 Ok(asleep) => return Some(asleep),
-                Err((app, channels)) => Box::pin(let_go(app, channels, Departure::Lost)),
+                Err((app, channels)) => let_go(app, channels),
             };
             lost.await;
             return None;
@@ -498,12 +495,17 @@ fn drive<'a, P: Protocol + 'a>(
 /// A session that could neither go on nor rest: its app and its channels, to let go.
 type Lost<'a, C> = (&'a App, List<Channel<C>>);
 
-/// Lets every channel go (`App::disconnect_with`).
-async fn let_go<C>(app: &App, channels: List<Channel<C>>, departure: Departure) {
-    for channel in &channels {
+/// Disconnects every channel (`App::disconnect_with`).
+async fn disconnect_all<C>(app: &App, channels: &[Channel<C>], departure: Departure) {
+    for channel in channels {
         app.disconnect_with(&channel.conn, departure).await;
     }
-    drop(channels);
+}
+
+/// Lets the channels of a session that could neither go on nor rest go. Boxed: rare, and
+/// its state would otherwise enlarge every session's task.
+fn let_go<'a, C: Send + Sync + 'a>(app: &'a App, channels: List<Channel<C>>) -> BoxFuture<'a, ()> {
+    Box::pin(async move { disconnect_all(app, &channels, Departure::Lost).await })
 }
 
 /// A session at rest: its state, with its socket out of tokio's reactor, while it waits on
@@ -679,30 +681,49 @@ impl<'a, P: Protocol> Session<'a, P> {
             Heartbeat::Ping { interval, .. } | Heartbeat::Packet { interval, .. } => *interval,
         };
         let now = Instant::now();
-        let mut session = Session {
+        let mark = match config.heartbeat {
+            Heartbeat::Ping { .. } => Some(Mark::at(now)),
+            Heartbeat::Packet { .. } => None,
+        };
+        let heartbeat = Deadline::new(now + interval);
+        let mut session =
+            Self::with(app, config, protocol, link, List::new(), mark, heartbeat, now);
+        for (conn, rx, tag) in channels {
+            session.add(conn, rx, tag);
+        }
+        session
+    }
+
+    /// A session with nothing in flight, its heartbeat where `mark` and `heartbeat` say, and
+    /// quiet as of `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        app: &'a App,
+        config: &'a SessionConfig,
+        protocol: P,
+        link: Link,
+        channels: List<Channel<P::Channel>>,
+        mark: Option<Mark>,
+        heartbeat: Deadline,
+        now: Instant,
+    ) -> Self {
+        Session {
             app,
             protocol,
             link,
-            channels: List::new(),
+            channels,
             config,
             in_flight: InFlight::new(),
             unjoined: None,
-            mark: match config.heartbeat {
-                Heartbeat::Ping { .. } => Some(Mark::at(now)),
-                Heartbeat::Packet { .. } => None,
-            },
-            heartbeat: Deadline::new(now + interval),
+            mark,
+            heartbeat,
             heard: false,
             ponged: false,
             farewell: false,
             quiet: config.hibernate_after.map(|after| Deadline::new(now + after)),
             active: false,
             drowsy: false,
-        };
-        for (conn, rx, tag) in channels {
-            session.add(conn, rx, tag);
         }
-        session
     }
 
     /// A session asleep, awake again: its socket back in tokio's reactor. If it cannot be,
@@ -724,24 +745,13 @@ impl<'a, P: Protocol> Session<'a, P> {
                 return Err(channels);
             }
         };
+        let link = Link::WebSocket(ws.replace_io(Wire::Tcp(tcp)).1);
         let now = Instant::now();
-        Ok(Session {
-            app,
-            protocol,
-            link: Link::WebSocket(ws.replace_io(Wire::Tcp(tcp)).1),
-            channels,
-            config,
-            in_flight: InFlight::new(),
-            unjoined: None,
-            mark,
-            heartbeat,
-            heard,
-            ponged: false,
-            farewell: false,
-            quiet: config.hibernate_after.map(|after| Deadline::new(now + after)),
-            active: false,
-            drowsy: true,
-        })
+        let mut session = Self::with(app, config, protocol, link, channels, mark, heartbeat, now);
+        session.heard = heard;
+        // What woke it is all it may do before it sleeps again, unless a message comes.
+        session.drowsy = true;
+        Ok(session)
     }
 
     /// Whether the session can rest now: nothing in flight, nothing half read or
@@ -799,9 +809,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         let departure = if farewell { Departure::Farewell } else { Departure::Lost };
         // Let go before the close handshake: a client that reconnects at once finds its
         // session ready to recover.
-        for channel in &channels {
-            app.disconnect_with(&channel.conn, departure).await;
-        }
+        disconnect_all(app, &channels, departure).await;
         match link {
             Link::WebSocket(ws) => finish(ws, end, config.close_timeout).await,
             Link::Polling(mut polling) => polling.end(end),
