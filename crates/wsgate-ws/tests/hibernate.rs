@@ -4,7 +4,6 @@
 //! a test binary of its own: the count of sleeping sessions is the process's.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,15 +11,14 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsgate::{App, Claims, Connection, Data, JwtAuth, JwtKeys, Server, WsException, gateway};
+use wsgate::{App, Claims, Connection, Data, JwtAuth, JwtKeys, WsException, gateway};
 use wsgate_transport::rest::resting;
 use wsgate_ws::WsAdapter;
 
 mod common;
-use common::{Client, recv, send};
+use common::{Fixture, recv, send};
 
 struct Gateway {
     disconnects: Arc<AtomicUsize>,
@@ -42,20 +40,6 @@ impl Gateway {
     #[on_disconnect]
     async fn gone(&self, _conn: &Connection) {
         self.disconnects.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-struct Fixture {
-    addr: SocketAddr,
-    server: Server,
-    keys: JwtKeys,
-    disconnects: Arc<AtomicUsize>,
-}
-
-impl Fixture {
-    async fn connect(&self, id: u64) -> Client {
-        let token = self.keys.sign(id.to_string(), Duration::from_secs(60)).unwrap();
-        connect_async(format!("ws://{}/?token={token}", self.addr)).await.unwrap().0
     }
 }
 
@@ -96,8 +80,8 @@ async fn quiet_connections_sleep_and_wake_for_everything_that_concerns_them() {
         // b reads its close long after it was sent: the server waits for b's answer.
         .close_timeout(Duration::from_secs(30));
     let f = start(adapter).await;
-    let mut a = f.connect(1).await;
-    let mut b = f.connect(2).await;
+    let mut a = f.connect("/", 1).await;
+    let mut b = f.connect("/", 2).await;
     send(&mut a, json!({ "event": "join", "data": "news", "id": 1 })).await;
     assert_eq!(recv(&mut a).await["data"], true);
     until_resting(2, "both quiet connections sleep").await;
@@ -166,7 +150,7 @@ async fn quiet_connections_sleep_and_wake_for_everything_that_concerns_them() {
     assert_eq!(f.disconnects.load(Ordering::SeqCst), 2);
 
     // The server's close wakes a sleeping connection, which closes with the reason's code.
-    let mut c = f.connect(3).await;
+    let mut c = f.connect("/", 3).await;
     until_resting(1, "c asleep").await;
     assert_eq!(f.server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await, 0);
     let close = loop {

@@ -25,7 +25,7 @@ use wsgate::{
 use wsgate_ws::WsAdapter;
 
 mod common;
-use common::{Client, recv, send};
+use common::{Client, Fixture, recv, send};
 
 #[derive(Clone, Debug)]
 struct User {
@@ -134,26 +134,7 @@ impl ChatGateway {
     }
 }
 
-struct Fixture {
-    addr: SocketAddr,
-    server: Server,
-    keys: JwtKeys,
-    disconnects: Arc<AtomicUsize>,
-}
-
 impl Fixture {
-    fn token(&self, id: u64) -> String {
-        self.keys.sign(id.to_string(), Duration::from_secs(60)).unwrap()
-    }
-
-    fn url(&self, path: &str, id: u64) -> String {
-        format!("ws://{}{path}?token={}", self.addr, self.token(id))
-    }
-
-    async fn connect(&self, path: &str, id: u64) -> Client {
-        connect_async(self.url(path, id)).await.unwrap().0
-    }
-
     /// User `id`'s connection on `/`, in `room`.
     async fn connect_in(&self, room: &str, id: u64) -> Client {
         let mut ws = self.connect("/", id).await;
