@@ -18,7 +18,7 @@ use wsgate_transport::rest::resting;
 use wsgate_ws::WsAdapter;
 
 mod common;
-use common::{Fixture, recv, send};
+use common::{Fixture, recv, send, until_close};
 
 struct Gateway {
     disconnects: Arc<AtomicUsize>,
@@ -128,13 +128,8 @@ async fn quiet_connections_sleep_and_wake_for_everything_that_concerns_them() {
 
     // b read nothing meanwhile, so it answered no ping: closed at its idle timeout, woken
     // by its heartbeat, with its disconnect hook run.
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), b.next()).await.unwrap() {
-            Some(Ok(Message::Ping(_))) => continue,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
-            other => panic!("expected pings then a close, got {other:?}"),
-        }
-    };
+    let (texts, close) = until_close(&mut b, Duration::from_secs(5)).await;
+    assert_eq!(texts, Vec::<Value>::new(), "pings, then the close");
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Away, "idle timeout"));
     assert_eq!(f.disconnects.load(Ordering::SeqCst), 1);
     until_resting(1, "a asleep again").await;
@@ -153,13 +148,8 @@ async fn quiet_connections_sleep_and_wake_for_everything_that_concerns_them() {
     let mut c = f.connect("/", 3).await;
     until_resting(1, "c asleep").await;
     assert_eq!(f.server.close_all(wsgate::CloseReason::GoingAway, Duration::from_secs(5)).await, 0);
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap() {
-            Some(Ok(Message::Ping(_))) => continue,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
-            other => panic!("expected a close, got {other:?}"),
-        }
-    };
+    let (texts, close) = until_close(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(texts, Vec::<Value>::new(), "pings, then the close");
     assert_eq!(close.code, CloseCode::Away);
     until_resting(0, "c let go").await;
 }

@@ -14,7 +14,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, connect_async};
@@ -25,7 +24,7 @@ use wsgate::{
 use wsgate_ws::WsAdapter;
 
 mod common;
-use common::{Client, Fixture, recv, send};
+use common::{Client, Fixture, recv, send, until_close};
 
 #[derive(Clone, Debug)]
 struct User {
@@ -505,13 +504,8 @@ async fn silent_connections_are_pinged_and_closed_after_the_idle_timeout() {
     assert_eq!(recv(&mut alive).await["data"], 1, "still open after 900 ms");
 
     // The silent client now reads what the server sent meanwhile: pings, then the close.
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), silent.next()).await.unwrap() {
-            Some(Ok(Message::Ping(_))) => continue,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
-            other => panic!("expected pings then a close, got {other:?}"),
-        }
-    };
+    let (texts, close) = until_close(&mut silent, Duration::from_secs(5)).await;
+    assert_eq!(texts, Vec::<Value>::new(), "pings, then the close");
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Away, "idle timeout"));
 }
 
@@ -560,22 +554,6 @@ async fn a_client_past_its_message_rate_gets_exceptions_then_1008() {
     }
     let (_, close) = until_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "policy violation"));
-}
-
-/// Reads until the server's close frame (each frame within `within`): the text frames before
-/// it, as JSON, and the close frame.
-async fn until_close(ws: &mut Client, within: Duration) -> (Vec<Value>, CloseFrame) {
-    let mut texts = Vec::new();
-    loop {
-        match tokio::time::timeout(within, ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(frame))) => {
-                return (texts, frame.expect("a close frame with a code"));
-            }
-            Some(Ok(Message::Text(text))) => texts.push(serde_json::from_str(&text).unwrap()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected frames then a close, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsgate::{JwtKeys, Server};
 
@@ -57,6 +58,22 @@ pub(crate) async fn recv(ws: &mut Client) -> Value {
             Message::Text(text) => return serde_json::from_str(&text).unwrap(),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame (each frame within `within`): the text frames before
+/// it, as JSON, and the close frame.
+pub(crate) async fn until_close(ws: &mut Client, within: Duration) -> (Vec<Value>, CloseFrame) {
+    let mut texts = Vec::new();
+    loop {
+        match tokio::time::timeout(within, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => {
+                return (texts, frame.expect("a close frame with a code"));
+            }
+            Some(Ok(Message::Text(text))) => texts.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected frames then a close, got {other:?}"),
         }
     }
 }
