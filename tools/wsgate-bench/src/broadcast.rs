@@ -42,6 +42,8 @@ pub(crate) struct BroadcastReport {
     deliveries: u64,
     deliveries_per_sec: f64,
     server_cpu_us_per_delivery: Option<f64>,
+    /// The kernel's part of `server_cpu_us_per_delivery` (system time: the socket calls).
+    server_kernel_us_per_delivery: Option<f64>,
     /// Subscribers whose connection ended during the run.
     lost_subscribers: usize,
 }
@@ -123,7 +125,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
     let mut start_mark = None;
     while Instant::now() < end {
         if start_mark.is_none() && Instant::now() >= measure_from {
-            let cpu = crate::cpu_micros_total(&setup.report.pid)?;
+            let cpu = crate::cpu_split_total(&setup.report.pid)?;
             start_mark = Some((Instant::now(), tally.delivered.load(Ordering::Acquire), sent, cpu));
         }
         if tally.lost.load(Ordering::Acquire) > 0 {
@@ -149,7 +151,7 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         start_mark.context("the run ended before it was measured")?;
     let seconds = t0.elapsed().as_secs_f64();
     let deliveries = tally.delivered.load(Ordering::Acquire) - delivered0;
-    let cpu = crate::cpu_micros_total(&setup.report.pid)? - cpu0;
+    let cpu = crate::cpu_split_total(&setup.report.pid)?.since(cpu0);
     let lost = tally.lost.load(Ordering::Acquire);
     for task in &tasks {
         task.abort();
@@ -165,17 +167,20 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         deliveries,
         deliveries_per_sec: deliveries as f64 / seconds,
         server_cpu_us_per_delivery: (!setup.report.pid.is_empty() && deliveries > 0)
-            .then(|| cpu as f64 / deliveries as f64),
+            .then(|| cpu.total() as f64 / deliveries as f64),
+        server_kernel_us_per_delivery: (!setup.report.pid.is_empty() && deliveries > 0)
+            .then(|| cpu.kernel as f64 / deliveries as f64),
         lost_subscribers: lost,
     };
     println!(
-        "{}: {} deliveries/s to {} subscribers ({} events in {:.1} s), server CPU {} us/delivery, {} subscribers lost",
+        "{}: {} deliveries/s to {} subscribers ({} events in {:.1} s), server CPU {} us/delivery ({} in the kernel), {} subscribers lost",
         report.label,
         report.deliveries_per_sec.round(),
         n,
         report.events,
         seconds,
         report.server_cpu_us_per_delivery.map_or("-".into(), |c| format!("{c:.3}")),
+        report.server_kernel_us_per_delivery.map_or("-".into(), |c| format!("{c:.3}")),
         lost
     );
     if let Some(path) = &setup.report.json {

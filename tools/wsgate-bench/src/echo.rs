@@ -47,6 +47,8 @@ pub(crate) struct EchoReport {
     p999_us: u64,
     max_us: u64,
     server_cpu_us_per_reply: Option<f64>,
+    /// The kernel's part of `server_cpu_us_per_reply` (system time: the socket calls).
+    server_kernel_us_per_reply: Option<f64>,
     errors: u64,
     /// Soak runs: the servers' memory over time, from the end of the warm-up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -164,7 +166,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         .collect();
     // The server's CPU time is read when the warm-up ends, and again when the tasks are done.
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = crate::cpu_micros_total(&setup.report.pid).ok();
+    let cpu_before = crate::cpu_split_total(&setup.report.pid).ok();
     let sampler = setup.sample_every.filter(|_| !setup.report.pid.is_empty()).map(|every| {
         let (setup, progress) = (setup.clone(), progress.clone());
         tokio::spawn(async move { sample(&setup.report.pid, &progress, every, end).await })
@@ -176,7 +178,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         histogram.add(&h)?;
         replies += n;
     }
-    let cpu_after = crate::cpu_micros_total(&setup.report.pid).ok();
+    let cpu_after = crate::cpu_split_total(&setup.report.pid).ok();
     let samples = match sampler {
         Some(task) => task.await?,
         None => Vec::new(),
@@ -192,7 +194,7 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
     let seconds = setup.run.duration().as_secs_f64();
     let cpu = match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if replies > 0 && !setup.report.pid.is_empty() => {
-            Some((after - before) as f64 / replies as f64)
+            Some(after.since(before))
         }
         _ => None,
     };
@@ -210,7 +212,8 @@ pub(crate) async fn run(setup: EchoSetup) -> anyhow::Result<EchoReport> {
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
         max_us: histogram.max(),
-        server_cpu_us_per_reply: cpu,
+        server_cpu_us_per_reply: cpu.map(|c| c.total() as f64 / replies as f64),
+        server_kernel_us_per_reply: cpu.map(|c| c.kernel as f64 / replies as f64),
         errors: progress.errors.load(Ordering::Relaxed),
         samples,
         rss_growth_percent,
@@ -359,8 +362,9 @@ fn print_report(r: &EchoReport) {
         }
     }
     let cpu = r.server_cpu_us_per_reply.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
+    let kernel = r.server_kernel_us_per_reply.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
     println!(
-        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12} | {:>8} | {:>8} | {:>8} | {:>14} | {:>6} |",
+        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12} | {:>8} | {:>8} | {:>8} | {:>14} | {:>15} | {:>6} |",
         "label",
         "protocol",
         "conns",
@@ -370,10 +374,11 @@ fn print_report(r: &EchoReport) {
         "p99 us",
         "max us",
         "CPU us/reply",
+        "of it kernel us",
         "errors"
     );
     println!(
-        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12.0} | {:>8} | {:>8} | {:>8} | {:>14} | {:>6} |",
+        "| {:<12} | {:<8} | {:>5} | {:>6} | {:>12.0} | {:>8} | {:>8} | {:>8} | {:>14} | {:>15} | {:>6} |",
         r.label,
         r.protocol,
         r.connections,
@@ -383,6 +388,7 @@ fn print_report(r: &EchoReport) {
         r.p99_us,
         r.max_us,
         cpu,
+        kernel,
         r.errors
     );
 }

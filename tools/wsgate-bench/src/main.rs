@@ -770,20 +770,49 @@ async fn fanout(setup: Fanout, trigger: Trigger, rounds: usize) -> anyhow::Resul
 
 /// The CPU time of several processes together, in microseconds.
 pub(crate) fn cpu_micros_total(pids: &[u32]) -> anyhow::Result<u64> {
-    pids.iter().map(|&p| cpu_micros(p)).sum()
+    Ok(cpu_split_total(pids)?.total())
+}
+
+/// CPU time in microseconds, split between user space and the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cpu {
+    pub(crate) user: u64,
+    pub(crate) kernel: u64,
+}
+
+impl Cpu {
+    pub(crate) fn total(self) -> u64 {
+        self.user + self.kernel
+    }
+
+    /// The time spent since `before`.
+    pub(crate) fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(before.user),
+            kernel: self.kernel.saturating_sub(before.kernel),
+        }
+    }
+}
+
+/// The user and kernel CPU time of several processes together.
+pub(crate) fn cpu_split_total(pids: &[u32]) -> anyhow::Result<Cpu> {
+    pids.iter().try_fold(Cpu::default(), |sum, &p| {
+        let cpu = cpu_micros(p)?;
+        Ok(Cpu { user: sum.user + cpu.user, kernel: sum.kernel + cpu.kernel })
+    })
 }
 
 /// User and system CPU time of a process in microseconds, from `/proc/<pid>/stat`.
-fn cpu_micros(pid: u32) -> anyhow::Result<u64> {
+fn cpu_micros(pid: u32) -> anyhow::Result<Cpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
-        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    let user: u64 = fields.get(11).context("no utime")?.parse()?;
+    let kernel: u64 = fields.get(12).context("no stime")?.parse()?;
     // Linux reports in clock ticks of USER_HZ, 100 per second on every mainstream platform.
-    Ok(ticks * 10_000)
+    Ok(Cpu { user: user * 10_000, kernel: kernel * 10_000 })
 }
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
