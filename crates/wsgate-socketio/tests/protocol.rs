@@ -75,6 +75,21 @@ impl Chat {
         WsResponse::new("echo", text)
     }
 
+    #[subscribe_message("join")]
+    async fn join(&self, conn: Connection, Data(room): Data<String>) -> bool {
+        conn.join(room).is_ok()
+    }
+
+    /// As the root namespace's `burst`, in this one's room.
+    #[subscribe_message("burst")]
+    async fn burst(&self, server: Server, Data((room, n)): Data<(String, usize)>) {
+        for i in 0..n {
+            let pad = "y".repeat([0, 200, 70_000][i % 3]);
+            let data = serde_json::json!({ "i": i, "pad": pad });
+            server.of("/chat").to(room.as_str()).emit("n", &data).expect("emitted");
+        }
+    }
+
     /// The sizes of the binary attachments, through the ack.
     #[subscribe_message("sizes")]
     async fn sizes(&self, Binary(parts): Binary) -> serde_json::Value {
@@ -752,6 +767,66 @@ async fn long_polling_closes_gracefully_after_answering_what_is_in_flight() {
     }
     assert_eq!(packets, ["43/chat,9[9]", "41/chat,"]);
     assert_eq!(closing.await.expect("close_all"), 0);
+}
+
+#[tokio::test]
+async fn broadcasts_held_in_a_namespace_reach_its_members_whole_in_order_and_prefixed() {
+    // Rooms of the same name in two namespaces, on the same websockets: each namespace's run
+    // of frames is made once, with its own prefix, and reaches that namespace's members alone.
+    let addr = serve().await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connected_to(addr).await;
+        ws.send(Message::text("40/chat,")).await.expect("connect /chat");
+        assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+        ws.send(Message::text(r#"42/chat,1["join","run"]"#)).await.expect("join");
+        assert_eq!(next_text(&mut ws).await, "43/chat,1[true]");
+        ws.send(Message::text(r#"422["join","run"]"#)).await.expect("join");
+        assert_eq!(next_text(&mut ws).await, "432[true]");
+        members.push(ws);
+    }
+    // A member of the root namespace's room alone.
+    let mut root_only = connected_to(addr).await;
+    root_only.send(Message::text(r#"423["join","run"]"#)).await.expect("join");
+    assert_eq!(next_text(&mut root_only).await, "433[true]");
+
+    let mut sender = connected_to(addr).await;
+    sender.send(Message::text("40/chat,")).await.expect("connect /chat");
+    assert!(next_text(&mut sender).await.starts_with("40/chat,"));
+    sender.send(Message::text(r#"42/chat,["burst",["run",7]]"#)).await.expect("burst");
+    sender.send(Message::text(r#"42["burst",["run",4]]"#)).await.expect("burst");
+    let check = |events: &[serde_json::Value], pad: &str| {
+        for (i, body) in events.iter().enumerate() {
+            assert_eq!(body[0], "n");
+            assert_eq!(body[1]["i"], i);
+            assert_eq!(body[1]["pad"].as_str().expect("pad"), pad.repeat([0, 200, 70_000][i % 3]));
+        }
+    };
+    for ws in &mut members {
+        let (mut chat, mut root) = (Vec::new(), Vec::new());
+        while chat.len() + root.len() < 11 {
+            let text = next_text(ws).await;
+            let (list, body) = match text.strip_prefix("42/chat,") {
+                Some(body) => (&mut chat, body.to_owned()),
+                None => (&mut root, text.strip_prefix("42").expect("an event").to_owned()),
+            };
+            list.push(serde_json::from_str::<serde_json::Value>(&body).expect("JSON"));
+        }
+        assert_eq!((chat.len(), root.len()), (7, 4));
+        check(&chat, "y");
+        check(&root, "x");
+    }
+    let mut root = Vec::new();
+    for _ in 0..4 {
+        let text = next_text(&mut root_only).await;
+        let body = text.strip_prefix("42").expect("an event");
+        assert!(!body.starts_with('/'), "{text}");
+        root.push(serde_json::from_str::<serde_json::Value>(body).expect("JSON"));
+    }
+    check(&root, "x");
+    // Nothing from /chat, which it did not join.
+    let more = tokio::time::timeout(Duration::from_millis(200), next_text(&mut root_only)).await;
+    assert!(more.is_err(), "{more:?}");
 }
 
 #[tokio::test]

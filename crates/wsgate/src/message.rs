@@ -116,16 +116,17 @@ pub struct Emission {
 }
 
 /// Bytes made once per format (a wire format, or an adapter's own key) and kept: an
-/// emission's text, a room's run of frames.
-struct ByFormat {
+/// emission's text, a room's run of frames. `K` names a format: its type, and for a room's
+/// run the variant of it too (a Socket.IO namespace's prefix).
+struct ByFormat<K = TypeId> {
     /// The first made: most go out over one transport only, and this takes neither a lock
     /// nor an allocation.
-    first: OnceLock<(TypeId, Bytes)>,
+    first: OnceLock<(K, Bytes)>,
     /// Those in other formats, when the recipients use several transports.
-    others: Mutex<Vec<(TypeId, Bytes)>>,
+    others: Mutex<Vec<(K, Bytes)>>,
 }
 
-impl ByFormat {
+impl<K> ByFormat<K> {
     fn new() -> Self {
         Self { first: OnceLock::new(), others: Mutex::new(Vec::new()) }
     }
@@ -135,29 +136,35 @@ impl ByFormat {
         self.first.get().is_none()
     }
 
-    /// The bytes in the format `key`, made by `make` on first use, lent to `f`: the first
-    /// format's without a handle of their own.
-    fn lend<R>(&self, key: TypeId, make: impl Fn() -> Bytes, f: impl FnOnce(&[u8]) -> R) -> R {
-        let (first, bytes) = self.first.get_or_init(|| (key, make()));
-        if *first == key {
+    /// The bytes in the format `is` accepts (`key` names it), made by `make` on first use,
+    /// lent to `f`: the first format's without a handle of their own.
+    fn lend<R>(
+        &self,
+        is: impl Fn(&K) -> bool,
+        key: impl Fn() -> K,
+        make: impl Fn() -> Bytes,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        let (first, bytes) = self.first.get_or_init(|| (key(), make()));
+        if is(first) {
             return f(bytes);
         }
-        f(&self.get(key, make))
+        f(&self.get(is, key, make))
     }
 
-    /// The bytes in the format `key`, made by `make` on first use.
-    fn get(&self, key: TypeId, make: impl Fn() -> Bytes) -> Bytes {
-        let (first, bytes) = self.first.get_or_init(|| (key, make()));
-        if *first == key {
+    /// The bytes in the format `is` accepts (`key` names it), made by `make` on first use.
+    fn get(&self, is: impl Fn(&K) -> bool, key: impl Fn() -> K, make: impl Fn() -> Bytes) -> Bytes {
+        let (first, bytes) = self.first.get_or_init(|| (key(), make()));
+        if is(first) {
             return bytes.clone();
         }
         // A poisoned lock only means another maker panicked; the cache stays usable.
         let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes)) = others.iter().find(|(k, _)| *k == key) {
+        if let Some((_, bytes)) = others.iter().find(|(k, _)| is(k)) {
             return bytes.clone();
         }
         let bytes = make();
-        others.push((key, bytes.clone()));
+        others.push((key(), bytes.clone()));
         bytes
     }
 }
@@ -248,7 +255,8 @@ impl Emission {
     /// as [`Emission::encoded`], without a handle of its own for each recipient (a clone of
     /// [`Bytes`] is an atomic increment, and its drop a decrement).
     pub fn with_encoded<F: WireFormat, R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        self.encodings.lend(TypeId::of::<F>(), || F::encode_event(self), f)
+        let format = TypeId::of::<F>();
+        self.encodings.lend(|k| *k == format, || format, || F::encode_event(self), f)
     }
 
     /// As [`Self::with_encoded`], for a writer that may hold the emission alone (a reply): when
@@ -282,7 +290,8 @@ impl Emission {
 
     /// This emission in the wire format `F`, encoded on first use and cached.
     pub fn encoded<F: WireFormat>(&self) -> Bytes {
-        self.encodings.get(TypeId::of::<F>(), || F::encode_event(self))
+        let format = TypeId::of::<F>();
+        self.encodings.get(|k| *k == format, || format, || F::encode_event(self))
     }
 }
 
@@ -477,8 +486,8 @@ impl Outbound {
 /// Events that go to a room's members together, in order ([`Outbound::Events`]).
 pub struct Events {
     emissions: Vec<Arc<Emission>>,
-    /// Runs of frames made of them ([`Events::with_framed`]), one per format.
-    framed: ByFormat,
+    /// Runs of frames made of them ([`Events::with_framed`]), one per format and variant.
+    framed: ByFormat<(TypeId, Box<str>)>,
 }
 
 impl Events {
@@ -511,7 +520,25 @@ impl Events {
         frame: impl Fn(&[Arc<Emission>]) -> Bytes,
         f: impl FnOnce(&[u8]) -> R,
     ) -> R {
-        self.framed.lend(TypeId::of::<K>(), || frame(&self.emissions), f)
+        self.with_framed_for::<K, R>("", frame, f)
+    }
+
+    /// As [`Self::with_framed`], for one `variant` of the format `K`: runs that differ by
+    /// more than the format, each made once (a Socket.IO namespace's prefix, say; its members
+    /// share the run).
+    pub fn with_framed_for<K: 'static, R>(
+        &self,
+        variant: &str,
+        frame: impl Fn(&[Arc<Emission>]) -> Bytes,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        let format = TypeId::of::<K>();
+        self.framed.lend(
+            |(k, v)| *k == format && **v == *variant,
+            || (format, variant.into()),
+            || frame(&self.emissions),
+            f,
+        )
     }
 }
 
@@ -524,6 +551,37 @@ impl fmt::Debug for Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rooms_run_is_made_once_per_format_and_variant() {
+        let data = || to_payload(&json_value()).unwrap();
+        let events = Events::new(vec![Emission::new(EventName::from("x"), data())]);
+        let made = std::cell::Cell::new(0);
+        let run = |variant: &str| {
+            events.with_framed_for::<Upper, _>(
+                variant,
+                |emissions| {
+                    made.set(made.get() + 1);
+                    let text = emissions[0].encoded::<Upper>();
+                    Bytes::from([variant.as_bytes(), &text].concat())
+                },
+                <[u8]>::to_vec,
+            )
+        };
+        assert_eq!(run(""), b"X:{\"n\":1}");
+        assert_eq!(run("/chat,"), b"/chat,X:{\"n\":1}");
+        assert_eq!(run("/a,"), b"/a,X:{\"n\":1}");
+        // Each again: from the cache, the first variant's and the others'.
+        assert_eq!(run(""), b"X:{\"n\":1}");
+        assert_eq!(run("/chat,"), b"/chat,X:{\"n\":1}");
+        assert_eq!(run("/a,"), b"/a,X:{\"n\":1}");
+        assert_eq!(made.get(), 3);
+        // Another format, no variant: its own run.
+        let plain =
+            events.with_framed::<Plain, _>(|_| Bytes::from_static(b"plain"), <[u8]>::to_vec);
+        assert_eq!(plain, b"plain");
+        assert_eq!(events.with_framed::<Upper, _>(|_| unreachable!(), <[u8]>::to_vec), run(""));
+    }
 
     #[test]
     fn a_frame_held_alone_is_lent_unkept_and_a_shared_one_is_cached() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wsgate::adapter::{Direct, Emission, Events};
 use wsgate::{AckId, App, CloseReason, Connection, Namespace, Refusal, SessionRequest};
-use wsgate_transport::websocket::text_frames;
+use wsgate_transport::websocket::{push_text_frame, text_frames};
 use wsgate_transport::{
     Action, Channels, Incoming, Link, PackedOrigin, Protocol, SessionConfig, SessionEnd, Setup,
 };
@@ -332,13 +332,25 @@ impl Protocol for EngineProtocol {
         channel: &Namespaced,
         ws: &mut wsgate_transport::session::Socket,
     ) -> Result<bool, wsgate_transport::websocket::Error> {
-        // The root namespace's packets, the same for every member.
-        if !channel.prefix().is_empty() {
-            return Ok(false);
+        // The same for every member: a room's members are of one namespace.
+        let prefix = channel.prefix();
+        if prefix.is_empty() {
+            events.with_framed::<EventFrames, _>(text_frames::<EventFrames>, |frames| {
+                ws.queue_framed(frames)
+            })?;
+        } else {
+            let frame = |emissions: &[Arc<Emission>]| {
+                let mut out = Vec::new();
+                for emission in emissions {
+                    let packet = packet::for_namespace(emission.encoded::<EventFrames>(), prefix);
+                    push_text_frame(&mut out, &packet);
+                }
+                Bytes::from(out)
+            };
+            events.with_framed_for::<EventFrames, _>(prefix, frame, |frames| {
+                ws.queue_framed(frames)
+            })?;
         }
-        events.with_framed::<EventFrames, _>(text_frames::<EventFrames>, |frames| {
-            ws.queue_framed(frames)
-        })?;
         Ok(true)
     }
 
