@@ -46,6 +46,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod broadcast;
 mod connect;
 mod echo;
+mod floor;
 mod members;
 mod polling;
 
@@ -302,6 +303,14 @@ enum Command {
         #[arg(long, default_value_t = 3102)]
         port: u16,
     },
+    /// Serves the floor of a plain WebSocket echo: one thread on epoll, every text frame sent
+    /// back as it came, nothing else (no runtime, no authentication, no JSON read): what the
+    /// echo benchmark's system calls cost when the server's own work is next to nothing.
+    FloorEcho {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 3104)]
+        port: u16,
+    },
     /// Serves a plain axum WebSocket echo with default settings (the comparison peer).
     AxumEcho {
         /// Port on 127.0.0.1.
@@ -319,6 +328,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::FloorEcho { port } = cli.command {
+        return floor::serve(port);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
@@ -419,6 +431,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::TungsteniteEcho { port } => tungstenite_echo(port).await,
+            Command::FloorEcho { .. } => unreachable!("served without a runtime"),
             Command::SocketioxideEcho { port } => socketioxide_echo(port).await,
         }
     })
