@@ -72,10 +72,8 @@ pub(crate) fn serve(port: u16) -> anyhow::Result<()> {
             let Some(conn) = conns.get_mut(&event.token().0) else { continue };
             let open = (!event.is_readable() || conn.read(&mut scratch))
                 && (conn.output.is_empty() || conn.flush());
-            if !open {
-                if let Some(mut conn) = conns.remove(&event.token().0) {
-                    let _ = poll.registry().deregister(&mut conn.stream);
-                }
+            if !open && let Some(mut conn) = conns.remove(&event.token().0) {
+                let _ = poll.registry().deregister(&mut conn.stream);
             }
         }
     }
