@@ -8,6 +8,7 @@ import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { startBlog, api, seedBlog } from '../lib/server.js';
 import { once, waitFor } from '../lib/wait.js';
+import { commentReachesBothOnce } from '../lib/inbox.js';
 
 let blog;
 let world;
@@ -57,18 +58,8 @@ test('sleeping connections of both transports wake for a broadcast and a message
   await untilSleeping(2);
 
   // A comment posted over REST reaches both sleepers, once.
-  const created = await api(blog.url, 'POST', `/entries/${entryId}/comments`, {
-    token: bob.token,
-    body: { body: 'Heard in my sleep' },
-  });
-  assert.equal(created.status, 201);
-  await waitFor(() => sioInbox.length >= 1 && wsInbox.some((m) => m.event === 'commentCreated'));
-  await new Promise((r) => setTimeout(r, 200));
-  assert.deepEqual(sioInbox, [created.body]);
-  assert.deepEqual(
-    wsInbox.filter((m) => m.event === 'commentCreated'),
-    [{ event: 'commentCreated', data: created.body }],
-  );
+  const comment = { entryId, token: bob.token, body: 'Heard in my sleep' };
+  await commentReachesBothOnce(blog.url, comment, sioInbox, wsInbox);
   await untilSleeping(2);
 
   // A message wakes its connection and is answered.

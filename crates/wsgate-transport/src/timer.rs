@@ -46,7 +46,7 @@ impl Deadline {
 
     /// Moves the deadline to `at`, ready again once `at` has passed.
     pub fn reset(&mut self, at: Instant) {
-        self.cancel();
+        self.release();
         self.tick = timer().tick_at(at);
     }
 
@@ -67,14 +67,10 @@ impl Deadline {
         Poll::Pending
     }
 
-    /// Lets go of the waker registered, if any, keeping the deadline: the next poll registers
-    /// its own. For a deadline that moves to another task (a session put to rest, or woken).
+    /// Takes the registration back, if the deadline has not fired: lets go of the waker
+    /// registered, keeping the deadline, and the next poll registers its own. For a deadline
+    /// that moves to another task (a session put to rest, or woken), and on each reset.
     pub fn release(&mut self) {
-        self.cancel();
-    }
-
-    /// Takes the registration back, if the deadline has not fired.
-    fn cancel(&mut self) {
         if self.key != UNREGISTERED {
             let key = std::mem::replace(&mut self.key, UNREGISTERED);
             timer().cancel(self.tick, key);
@@ -84,7 +80,7 @@ impl Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        self.cancel();
+        self.release();
     }
 }
 
