@@ -538,8 +538,8 @@ impl<P: Protocol + 'static> Asleep<P> {
         W: FnOnce(Self) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        // The task's waker goes: the resting thread registers its own.
-        self.heartbeat.release();
+        // The resting thread's waker takes the task's place.
+        self.heartbeat.hand_over();
         let waking = crate::rest::Waking::current();
         crate::rest::park(Box::new(Sleeping { asleep: self, wake, waking }));
     }
@@ -547,9 +547,11 @@ impl<P: Protocol + 'static> Asleep<P> {
     /// Puts the session to sleep ([`Self::sleep`]), and each time it rests again after it
     /// woke, until it ends: for an adapter whose sessions' tasks hold `app` and `host`, of
     /// which `config` gives the session's settings.
-    pub fn sleep_with<T>(self, app: App, host: Arc<T>, config: fn(&T) -> &SessionConfig)
+    pub fn sleep_with<T, C>(self, app: App, host: Arc<T>, config: C)
     where
         T: Send + Sync + 'static,
+        // A function's own type, not a pointer to it: nothing in the sleeping state.
+        C: Fn(&T) -> &SessionConfig + Copy + Send + 'static,
     {
         self.sleep(move |asleep| async move {
             let span = match asleep.channels.first() {
@@ -735,8 +737,8 @@ impl<'a, P: Protocol> Session<'a, P> {
         config: &'a SessionConfig,
     ) -> Result<Self, List<Channel<P::Channel>>> {
         let Asleep { protocol, ws, channels, mark, mut heartbeat, heard } = asleep;
-        // The resting thread's waker goes: this task registers its own.
-        heartbeat.release();
+        // This task's waker takes the resting thread's place.
+        heartbeat.hand_over();
         let (socket, ws) = ws.replace_io(());
         let tcp = match TcpStream::from_std(socket) {
             Ok(tcp) => tcp,

@@ -27,13 +27,16 @@ pub const TICK: Duration = Duration::from_millis(10);
 
 /// A deadline on the shared timer: set with [`Deadline::new`] or [`Deadline::reset`], ready
 /// once it has passed. It registers the waker of the first poll after it was set, so it
-/// belongs to one task (a session's); a poll reads one atomic counter.
+/// belongs to one task (a session's) until [`Deadline::hand_over`]; a poll reads one atomic
+/// counter.
 #[derive(Debug)]
 pub struct Deadline {
     /// The tick the deadline fires at.
     tick: NonZeroU64,
     /// Its place among the tick's wakers, once registered ([`UNREGISTERED`] before).
     key: u32,
+    /// Handed over to another task: the next poll puts its waker in the registration's place.
+    moved: bool,
 }
 
 const UNREGISTERED: u32 = u32::MAX;
@@ -41,7 +44,7 @@ const UNREGISTERED: u32 = u32::MAX;
 impl Deadline {
     /// A deadline at `at` (rounded up to the next tick).
     pub fn new(at: Instant) -> Self {
-        Self { tick: timer().tick_at(at), key: UNREGISTERED }
+        Self { tick: timer().tick_at(at), key: UNREGISTERED, moved: false }
     }
 
     /// Moves the deadline to `at`, ready again once `at` has passed.
@@ -59,18 +62,33 @@ impl Deadline {
             return Poll::Ready(());
         }
         if self.key == UNREGISTERED {
+            self.moved = false;
             match timer.register(self.tick, cx.waker()) {
                 Some(key) => self.key = key,
                 None => return Poll::Ready(()),
             }
+        } else if self.moved {
+            if !timer.replace(self.tick, self.key, cx.waker()) {
+                // Fired since it was looked at: its entry is gone.
+                self.key = UNREGISTERED;
+                return Poll::Ready(());
+            }
+            self.moved = false;
         }
         Poll::Pending
     }
 
-    /// Takes the registration back, if the deadline has not fired: lets go of the waker
-    /// registered, keeping the deadline, and the next poll registers its own. For a deadline
-    /// that moves to another task (a session put to rest, or woken), and on each reset.
-    pub fn release(&mut self) {
+    /// For a deadline that moves to another task (a session put to rest, or woken): the next
+    /// poll's waker takes the registration's place, where a poll otherwise registers once.
+    /// Until then the old waker stays (a task that has ended: waking it does nothing), and
+    /// the registration keeps its one entry in the timer, where letting go and registering
+    /// again would leave a spent entry behind for every move.
+    pub fn hand_over(&mut self) {
+        self.moved = true;
+    }
+
+    /// Takes the registration back, if the deadline has not fired.
+    fn release(&mut self) {
         if self.key != UNREGISTERED {
             let key = std::mem::replace(&mut self.key, UNREGISTERED);
             timer().cancel(self.tick, key);
@@ -178,6 +196,21 @@ impl Timer {
         Some(key)
     }
 
+    /// Puts `waker` in the place of the one registered as `key`; `false` if the tick's
+    /// entries are gone (it fired).
+    fn replace(&self, tick: NonZeroU64, key: u32, waker: &Waker) -> bool {
+        let mut wheel = self.lock();
+        match wheel.ticks.get_mut(&tick.get()).and_then(|wakers| wakers.get_mut(key as usize)) {
+            Some(slot) => {
+                if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    *slot = Some(waker.clone());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn cancel(&self, tick: NonZeroU64, key: u32) {
         let mut wheel = self.lock();
         if let Some(waker) =
@@ -258,6 +291,47 @@ mod tests {
         let wheel = timer().lock();
         let slot = wheel.ticks.get(&tick).and_then(|wakers| wakers.get(key as usize));
         assert!(matches!(slot, None | Some(None)), "its waker is not kept");
+    }
+
+    #[test]
+    fn a_deadline_handed_over_wakes_its_new_task_from_the_same_entry() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (old, new) =
+            (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (old_waker, new_waker) = (Waker::from(old.clone()), Waker::from(new.clone()));
+        let mut deadline = Deadline::new(Instant::now() + Duration::from_millis(60));
+        assert!(deadline.poll(&mut Context::from_waker(&old_waker)).is_pending());
+        let (tick, key) = (deadline.tick.get(), deadline.key);
+        let entries = || timer().lock().ticks.get(&tick).map_or(0, Vec::len);
+        let before = entries();
+        // Handed over, and over again: one entry, the last task's waker.
+        for _ in 0..3 {
+            deadline.hand_over();
+            assert!(deadline.poll(&mut Context::from_waker(&new_waker)).is_pending());
+        }
+        assert_eq!(deadline.key, key);
+        assert_eq!(entries(), before, "no entry added");
+        let started = Instant::now();
+        while new.0.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5), "the new task is woken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(old.0.load(Ordering::SeqCst), 0, "not the old one");
+        assert!(deadline.poll(&mut Context::from_waker(&new_waker)).is_ready());
+
+        // Handed over after it fired: ready at the next poll.
+        let mut fired = Deadline::new(Instant::now() + Duration::from_millis(20));
+        assert!(fired.poll(&mut Context::from_waker(&old_waker)).is_pending());
+        std::thread::sleep(Duration::from_millis(60));
+        fired.hand_over();
+        assert!(fired.poll(&mut Context::from_waker(&new_waker)).is_ready());
     }
 
     #[tokio::test]
