@@ -12,6 +12,10 @@
 //! defaults: 2 minutes, 10 000 events per namespace). A token's subject becomes the connection's user; no
 //! database is involved, so the figures are the framework's own.
 //!
+//! `EXIT_AFTER_SECS=N` ends the process N seconds after it starts, at once, closing nothing:
+//! for a heap profiler that reports what is live when the process exits (DHAT's bytes at the
+//! end), with the connections still held (docs/PERFORMANCE.md).
+//!
 //! `REDIS_URL` links the room through Redis pub/sub (channel `echo`), as the blog's instances
 //! are; `PROCESSES=N` (default 1) serves the port from N processes (`SO_REUSEPORT`, see
 //! `wsgate::processes`), which needs `REDIS_URL` and a fixed `PORT`.
@@ -114,6 +118,13 @@ async fn main() -> anyhow::Result<()> {
         Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().context("HIBERNATE_AFTER_MS")?)),
         Err(_) => None,
     };
+    if let Ok(secs) = std::env::var("EXIT_AFTER_SECS") {
+        let secs: u64 = secs.parse().context("EXIT_AFTER_SECS must be a number of seconds")?;
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+            std::process::exit(0);
+        });
+    }
     let ws = wsgate_ws::WsAdapter::new().hibernate_after(hibernate_after);
     let router = app.mount(Router::new(), ws);
     let sio = wsgate_socketio::SocketIoAdapter::new().hibernate_after(hibernate_after);

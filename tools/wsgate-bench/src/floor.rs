@@ -19,6 +19,12 @@ use mio::{Events, Interest, Poll, Token};
 const LISTENER: Token = Token(usize::MAX);
 /// Read at most this much at once, as a server's read buffer.
 const READ: usize = 16 * 1024;
+/// The largest frame answered; a larger one ends its connection (what a connection buffers
+/// is bounded by it).
+const MAX_FRAME: usize = 1 << 20;
+/// Answers left unwritten beyond this end the connection: a client that sends and does not
+/// read.
+const MAX_UNWRITTEN: usize = 4 << 20;
 
 struct Conn {
     stream: TcpStream,
@@ -113,7 +119,7 @@ impl Conn {
                 Err(_) => return false,
             }
         }
-        self.output.is_empty() || self.flush()
+        (self.output.is_empty() || self.flush()) && self.output.len() <= MAX_UNWRITTEN
     }
 
     /// Handles the buffered input: the handshake, then frames.
@@ -191,6 +197,9 @@ fn answer(input: &mut [u8], output: &mut Vec<u8>) -> Option<usize> {
             126 | 127 => return Some(at),
             n => (usize::from(n), 2),
         };
+        if len > MAX_FRAME {
+            return None;
+        }
         if frame.len() < head + 4 + len {
             return Some(at);
         }
