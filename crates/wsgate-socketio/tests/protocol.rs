@@ -51,12 +51,7 @@ impl SlowGreeter {
     /// Emits `n` events to `room` in one poll: held, then queued to each member as one item.
     #[subscribe_message("burst")]
     async fn burst(&self, server: Server, Data((room, n)): Data<(String, usize)>) {
-        for i in 0..n {
-            // Every frame length form: 7 bits, 16 bits, 64 bits.
-            let pad = "x".repeat([0, 200, 70_000][i % 3]);
-            let data = serde_json::json!({ "i": i, "pad": pad });
-            server.to(room.as_str()).emit("n", &data).expect("emitted");
-        }
+        burst(&server, "/", &room, n, "x");
     }
 
     #[on_connect]
@@ -83,11 +78,7 @@ impl Chat {
     /// As the root namespace's `burst`, in this one's room.
     #[subscribe_message("burst")]
     async fn burst(&self, server: Server, Data((room, n)): Data<(String, usize)>) {
-        for i in 0..n {
-            let pad = "y".repeat([0, 200, 70_000][i % 3]);
-            let data = serde_json::json!({ "i": i, "pad": pad });
-            server.of("/chat").to(room.as_str()).emit("n", &data).expect("emitted");
-        }
+        burst(&server, "/chat", &room, n, "y");
     }
 
     /// The sizes of the binary attachments, through the ack.
@@ -122,6 +113,15 @@ impl Chat {
             permit.forget();
         }
         n
+    }
+}
+
+/// Emits `n` events `{i, pad}` to `room` of `namespace` in one poll, their pads of `pad` in
+/// every frame length form (7 bits, 16 bits, 64 bits).
+fn burst(server: &Server, namespace: &str, room: &str, n: usize, pad: &str) {
+    for i in 0..n {
+        let data = serde_json::json!({ "i": i, "pad": pad.repeat([0, 200, 70_000][i % 3]) });
+        server.of(namespace).to(room).emit("n", &data).expect("emitted");
     }
 }
 
