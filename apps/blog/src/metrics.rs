@@ -130,15 +130,8 @@ struct BrokerCollector {
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let Some(status) = self.server.broker_status() else { return Ok(()) };
-        let connected = ConstGauge::new(i64::from(status.connected));
         let help = "Whether the broker (Redis) links this instance to the others";
-        let metric = encoder.encode_descriptor(
-            "wsgate_broker_connected",
-            help,
-            None,
-            connected.metric_type(),
-        )?;
-        connected.encode(metric)?;
+        encode_gauge(&mut encoder, "wsgate_broker_connected", help, i64::from(status.connected))?;
         let counters = [
             ("wsgate_broker_published", "Envelopes published to other instances", status.published),
             ("wsgate_broker_received", "Envelopes received from other instances", status.received),
@@ -162,24 +155,6 @@ struct RecoveryCollector {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
-}
-
-/// The sessions asleep, read when scraped.
-#[derive(Debug)]
-struct SleepingCollector;
-
-impl Collector for SleepingCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let gauge = ConstGauge::new(i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX));
-        let help = "Websocket sessions asleep (--hibernate-after)";
-        let metric = encoder.encode_descriptor(
-            "wsgate_sleeping_connections",
-            help,
-            None,
-            gauge.metric_type(),
-        )?;
-        gauge.encode(metric)
-    }
 }
 
 impl Collector for RecoveryCollector {
@@ -210,12 +185,34 @@ impl Collector for RecoveryCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
+            encode_gauge(&mut encoder, name, help, i64::try_from(value).unwrap_or(i64::MAX))?;
         }
         Ok(())
     }
+}
+
+/// The sessions asleep, read when scraped.
+#[derive(Debug)]
+struct SleepingCollector;
+
+impl Collector for SleepingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let asleep = i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX);
+        let help = "Websocket sessions asleep (--hibernate-after)";
+        encode_gauge(&mut encoder, "wsgate_sleeping_connections", help, asleep)
+    }
+}
+
+/// One gauge without labels, its value read at the scrape.
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> std::fmt::Result {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
 }
 
 impl Metrics {

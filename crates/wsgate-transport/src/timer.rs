@@ -140,6 +140,13 @@ struct Wheel {
     sleeping_until: u64,
 }
 
+impl Wheel {
+    /// The waker registered as `key` for `tick`; `None` once the tick fired.
+    fn slot(&mut self, tick: NonZeroU64, key: u32) -> Option<&mut Option<Waker>> {
+        self.ticks.get_mut(&tick.get()).and_then(|wakers| wakers.get_mut(key as usize))
+    }
+}
+
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<Timer> = OnceLock::new();
     TIMER.get_or_init(|| {
@@ -199,8 +206,7 @@ impl Timer {
     /// Puts `waker` in the place of the one registered as `key`; `false` if the tick's
     /// entries are gone (it fired).
     fn replace(&self, tick: NonZeroU64, key: u32, waker: &Waker) -> bool {
-        let mut wheel = self.lock();
-        match wheel.ticks.get_mut(&tick.get()).and_then(|wakers| wakers.get_mut(key as usize)) {
+        match self.lock().slot(tick, key) {
             Some(slot) => {
                 if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
                     *slot = Some(waker.clone());
@@ -212,10 +218,7 @@ impl Timer {
     }
 
     fn cancel(&self, tick: NonZeroU64, key: u32) {
-        let mut wheel = self.lock();
-        if let Some(waker) =
-            wheel.ticks.get_mut(&tick.get()).and_then(|wakers| wakers.get_mut(key as usize))
-        {
+        if let Some(waker) = self.lock().slot(tick, key) {
             *waker = None;
         }
     }

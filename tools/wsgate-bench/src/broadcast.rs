@@ -152,6 +152,8 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
     let seconds = t0.elapsed().as_secs_f64();
     let deliveries = tally.delivered.load(Ordering::Acquire) - delivered0;
     let cpu = crate::cpu_split_total(&setup.report.pid)?.since(cpu0);
+    // The server's CPU, when it was watched and something was delivered.
+    let measured = (!setup.report.pid.is_empty() && deliveries > 0).then_some(cpu);
     let lost = tally.lost.load(Ordering::Acquire);
     for task in &tasks {
         task.abort();
@@ -166,10 +168,8 @@ pub(crate) async fn run(setup: BroadcastSetup) -> anyhow::Result<BroadcastReport
         events: sent - sent0,
         deliveries,
         deliveries_per_sec: deliveries as f64 / seconds,
-        server_cpu_us_per_delivery: (!setup.report.pid.is_empty() && deliveries > 0)
-            .then(|| cpu.total() as f64 / deliveries as f64),
-        server_kernel_us_per_delivery: (!setup.report.pid.is_empty() && deliveries > 0)
-            .then(|| cpu.kernel as f64 / deliveries as f64),
+        server_cpu_us_per_delivery: measured.map(|cpu| cpu.total() as f64 / deliveries as f64),
+        server_kernel_us_per_delivery: measured.map(|cpu| cpu.kernel as f64 / deliveries as f64),
         lost_subscribers: lost,
     };
     println!(

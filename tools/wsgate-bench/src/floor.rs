@@ -77,7 +77,8 @@ pub(crate) fn serve(port: u16) -> anyhow::Result<()> {
             }
             let Some(conn) = conns.get_mut(&event.token().0) else { continue };
             let open = (!event.is_readable() || conn.read(&mut scratch))
-                && (conn.output.is_empty() || conn.flush());
+                && (conn.output.is_empty() || conn.flush())
+                && conn.output.len() <= MAX_UNWRITTEN;
             if !open && let Some(mut conn) = conns.remove(&event.token().0) {
                 let _ = poll.registry().deregister(&mut conn.stream);
             }
@@ -86,7 +87,8 @@ pub(crate) fn serve(port: u16) -> anyhow::Result<()> {
 }
 
 impl Conn {
-    /// Reads what is there and answers it; `false` when the connection is done.
+    /// Reads what is there and answers it (the answers for the caller to write); `false`
+    /// when the connection is done.
     fn read(&mut self, scratch: &mut [u8]) -> bool {
         loop {
             match self.stream.read(scratch) {
@@ -119,7 +121,7 @@ impl Conn {
                 Err(_) => return false,
             }
         }
-        (self.output.is_empty() || self.flush()) && self.output.len() <= MAX_UNWRITTEN
+        true
     }
 
     /// Handles the buffered input: the handshake, then frames.

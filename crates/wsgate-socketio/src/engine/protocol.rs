@@ -334,23 +334,19 @@ impl Protocol for EngineProtocol {
     ) -> Result<bool, wsgate_transport::websocket::Error> {
         // The same for every member: a room's members are of one namespace.
         let prefix = channel.prefix();
-        if prefix.is_empty() {
-            events.with_framed::<EventFrames, _>(text_frames::<EventFrames>, |frames| {
-                ws.queue_framed(frames)
-            })?;
-        } else {
-            let frame = |emissions: &[Arc<Emission>]| {
-                let mut out = Vec::new();
-                for emission in emissions {
-                    let packet = packet::for_namespace(emission.encoded::<EventFrames>(), prefix);
-                    push_text_frame(&mut out, &packet);
-                }
-                Bytes::from(out)
-            };
-            events.with_framed_for::<EventFrames, _>(prefix, frame, |frames| {
-                ws.queue_framed(frames)
-            })?;
-        }
+        let frame = |emissions: &[Arc<Emission>]| {
+            if prefix.is_empty() {
+                return text_frames::<EventFrames>(emissions);
+            }
+            let mut out = Vec::new();
+            for emission in emissions {
+                let packet = packet::for_namespace(emission.encoded::<EventFrames>(), prefix);
+                push_text_frame(&mut out, &packet);
+            }
+            Bytes::from(out)
+        };
+        events
+            .with_framed_for::<EventFrames, _>(prefix, frame, |frames| ws.queue_framed(frames))?;
         Ok(true)
     }
 
