@@ -115,6 +115,11 @@ pub struct Config {
     /// the next frame, event or ping); off when absent. See `WsAdapter::hibernate_after`.
     #[arg(long, env = "HIBERNATE_AFTER", global = true)]
     pub hibernate_after: Option<u64>,
+    /// Microseconds a runtime worker with nothing to do waits before it sleeps, when clients
+    /// keep several messages in flight (fewer wake-ups per message, at most this much added
+    /// to a message's wait); 0 turns it off. See `wsgate::runtime::Linger`.
+    #[arg(long, env = "WSGATE_LINGER_US", default_value_t = 20, global = true)]
+    pub linger_us: u64,
     /// Serves the Socket.IO Admin UI at `/admin-ui/` and its `/admin` namespace, behind
     /// `ADMIN_UI_USERNAME` and `ADMIN_UI_PASSWORD_HASH` (or `ADMIN_UI_PASSWORD`). Off by default.
     /// (`ADMIN_UI`: `true`, `1`, `yes` or `on`.)
@@ -178,6 +183,7 @@ impl Config {
             recovery_history: 10_000,
             ws_compression: None,
             hibernate_after: None,
+            linger_us: 20,
             admin_ui: false,
             admin_ui_username: "admin".into(),
             admin_ui_password_hash: None,
@@ -222,6 +228,7 @@ impl fmt::Debug for Config {
             .field("recovery_history", &self.recovery_history)
             .field("ws_compression", &self.ws_compression)
             .field("hibernate_after", &self.hibernate_after)
+            .field("linger_us", &self.linger_us)
             .field("admin_ui", &self.admin_ui)
             .field("admin_ui_username", &self.admin_ui_username)
             .field(

@@ -1,6 +1,8 @@
 //! `blog`: serve the reference application, migrate its database, or seed it with demo data.
 //! See `blog --help`.
 
+use std::time::Duration;
+
 use clap::Parser;
 
 use blog::{Cli, Command};
@@ -10,9 +12,15 @@ use blog::{Cli, Command};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The runtime of `wsgate::runtime`: its workers linger before they sleep when clients
+    // keep several messages in flight (`--linger-us`).
+    let linger = wsgate::runtime::Linger::new(Duration::from_micros(cli.config.linger_us));
+    wsgate::runtime::with_linger(linger).build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     blog::config::init_logging();
     match cli.subcommand() {
         Command::Serve => blog::serve(cli.config).await,

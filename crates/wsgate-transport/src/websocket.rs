@@ -432,6 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let n = buf.filled().len();
             if n > 0 {
                 self.read.extend_from_slice(&inbox[..n]);
+                wsgate::runtime::count_read();
             }
             ready!(read)?;
             Poll::Ready(Ok(n > 0))
@@ -447,6 +448,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
         let n = buf.filled().len();
         self.read.truncate(filled + n);
+        if n > 0 {
+            wsgate::runtime::count_read();
+        }
         if self.read.is_empty() {
             self.read = BytesMut::new();
         }
@@ -471,6 +475,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             } else {
                 match self.parse() {
                     Ok(Some(message)) => {
+                        wsgate::runtime::count_message();
                         if self.read.is_empty() {
                             self.read = BytesMut::new();
                         }

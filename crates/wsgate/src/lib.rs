@@ -28,6 +28,7 @@ pub mod processes;
 mod queue;
 mod recovery;
 mod reply;
+pub mod runtime;
 mod server;
 pub mod testing;
 pub mod typescript;

@@ -62,8 +62,13 @@ impl EchoGateway {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+// The runtime of `wsgate::runtime`: workers linger before they sleep when clients pipeline
+// (`WSGATE_LINGER_US`, default 20, `0`: off).
+fn main() -> anyhow::Result<()> {
+    wsgate::runtime::builder().build()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
