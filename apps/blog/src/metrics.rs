@@ -11,7 +11,9 @@
 //! - `wsgate_handler_duration_seconds{namespace,event}`: time from dispatch to the answer
 //!   (guards, extractors, handler), before it is queued or written;
 //! - `wsgate_sleeping_connections`: websocket sessions asleep (`--hibernate-after`), of the
-//!   process.
+//!   process;
+//! - `wsgate_lingers_total`: times a runtime worker lingered before it slept
+//!   (`--linger-us`, `wsgate::runtime::Linger`), of the process.
 //!
 //! Connection state recovery (unless `RECOVERY_WINDOW=0`):
 //! `wsgate_recoveries_total{outcome}` (`recovered`, `expired`: too late or unknown,
@@ -191,15 +193,20 @@ impl Collector for RecoveryCollector {
     }
 }
 
-/// The sessions asleep, read when scraped.
+/// The process's sessions asleep and its workers' lingers, read when scraped.
 #[derive(Debug)]
-struct SleepingCollector;
+struct ProcessCollector;
 
-impl Collector for SleepingCollector {
+impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let asleep = i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX);
         let help = "Websocket sessions asleep (--hibernate-after)";
-        encode_gauge(&mut encoder, "wsgate_sleeping_connections", help, asleep)
+        encode_gauge(&mut encoder, "wsgate_sleeping_connections", help, asleep)?;
+        let lingers = ConstCounter::new(wsgate::runtime::lingers());
+        let help = "Times a runtime worker lingered before it slept (--linger-us)";
+        let metric =
+            encoder.encode_descriptor("wsgate_lingers", help, None, lingers.metric_type())?;
+        lingers.encode(metric)
     }
 }
 
@@ -222,7 +229,7 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(BrokerCollector { server: server.clone() }));
         registry.register_collector(Box::new(RecoveryCollector { server: server.clone() }));
-        registry.register_collector(Box::new(SleepingCollector));
+        registry.register_collector(Box::new(ProcessCollector));
         let connections = Family::default();
         registry.register("wsgate_connections", "Open gateway connections", connections.clone());
         let opened = Family::default();

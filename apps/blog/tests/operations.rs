@@ -85,6 +85,10 @@ async fn metrics_count_connections_messages_and_requests() {
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
+    // The process's lingers: this test's runtime does not linger, the counter is read live.
+    #[allow(clippy::cast_precision_loss)]
+    let lingers = wsgate::runtime::lingers() as f64;
+    assert_eq!(sample(&text, "wsgate_lingers_total"), Some(lingers), "lingers in\n{text}");
     assert!(!text.contains("x-invented-by-a-client"), "client event names are not labels");
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
 
