@@ -55,11 +55,15 @@ pub fn count_message() {
 /// the worker's last waking periods), a wake-up's cost (an `epoll_wait` that sleeps, a
 /// `recvfrom` and a `sendto` per connection, about 8 µs on a small virtual machine) is shared
 /// by more messages. Clients that send one message and wait for its answer see no linger: for
-/// them it would add its wait to each answer and save nothing.
+/// them it would add its wait to each answer and save nothing. Nor does one client alone that
+/// pipelines: a linger must be followed by reads of several connections (1.5 on average), or
+/// the worker stops lingering for 1 024 sleeps before it tries again.
 ///
 /// The price is latency: a message that arrives while the worker lingers waits at most
-/// [`wait`](Self::wait), plus the kernel's timer slack (50 µs for a thread by default), before
-/// it is read. The default, [`Linger::DEFAULT_WAIT`], is 20 µs; [`Linger::off`] turns it off.
+/// [`wait`](Self::wait) before it is read (a lingering worker's timer slack is set to 1 µs,
+/// where a thread's is 50 µs by default). The default, [`Linger::DEFAULT_WAIT`], is 20 µs;
+/// [`Linger::off`] turns it off. `docs/PERFORMANCE.md` ("Lingering before sleep") has what it
+/// saves at each load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linger {
     wait: Duration,
