@@ -115,8 +115,11 @@ impl Linger {
         builder.on_thread_park(move || self.before_sleep())
     }
 
-    /// Called by a worker about to sleep: waits if its clients' pace says so.
-    fn before_sleep(self) {
+    /// Waits if this thread's clients' pace says so: what the installed hook does when a
+    /// worker is about to sleep. For an event loop of one's own (not tokio's), to call before
+    /// each wait for readiness that may sleep, with its reads and messages counted
+    /// ([`count_read`], [`count_message`]).
+    pub fn before_sleep(self) {
         let reads = READS.replace(0);
         let messages = MESSAGES.replace(0);
         let pace = PACE.get().step(reads, messages);

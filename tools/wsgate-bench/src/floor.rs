@@ -8,6 +8,9 @@
 //! write. That is the pattern of wsgate and of uWebSockets: an `epoll_wait` for whatever is
 //! ready, one `recv` and one `send` per connection woken. No authentication, no JSON read:
 //! not a server to use, a measure of what is left once the framework costs nothing.
+//!
+//! It lingers before each wait as wsgate's runtime does (`wsgate::runtime::Linger`, the same
+//! rule and `WSGATE_LINGER_US`), so that both make their system calls for as many messages.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -46,7 +49,11 @@ pub(crate) fn serve(port: u16) -> anyhow::Result<()> {
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 0usize;
     let mut scratch = vec![0u8; READ];
+    let linger = wsgate::runtime::Linger::from_env().context("WSGATE_LINGER_US")?;
     loop {
+        if !linger.wait().is_zero() {
+            linger.before_sleep();
+        }
         poll.poll(&mut events, None)?;
         for event in &events {
             if event.token() == LISTENER {
@@ -94,6 +101,7 @@ impl Conn {
             match self.stream.read(scratch) {
                 Ok(0) => return false,
                 Ok(n) => {
+                    wsgate::runtime::count_read();
                     let open = if self.input.is_empty() && self.upgraded {
                         // The usual case: whole frames, answered from the scratch buffer.
                         let used = answer(&mut scratch[..n], &mut self.output);
@@ -215,6 +223,9 @@ fn answer(input: &mut [u8], output: &mut Vec<u8>) -> Option<usize> {
         match opcode {
             // Text: the same payload back. Ping: its pong.
             0x1 | 0x9 => {
+                if opcode == 0x1 {
+                    wsgate::runtime::count_message();
+                }
                 let first = if opcode == 0x1 { 0x81 } else { 0x8a };
                 if len < 126 {
                     output.extend_from_slice(&[first, len as u8]);
