@@ -141,9 +141,7 @@ impl Collector for BrokerCollector {
             ("wsgate_broker_reconnects", "Times the broker reconnected", status.reconnects),
         ];
         for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)?;
+            encode_counter(&mut encoder, name, help, value)?;
         }
         Ok(())
     }
@@ -202,11 +200,8 @@ impl Collector for ProcessCollector {
         let asleep = i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX);
         let help = "Websocket sessions asleep (--hibernate-after)";
         encode_gauge(&mut encoder, "wsgate_sleeping_connections", help, asleep)?;
-        let lingers = ConstCounter::new(wsgate::runtime::lingers());
         let help = "Times a runtime worker lingered before it slept (--linger-us)";
-        let metric =
-            encoder.encode_descriptor("wsgate_lingers", help, None, lingers.metric_type())?;
-        lingers.encode(metric)
+        encode_counter(&mut encoder, "wsgate_lingers", help, wsgate::runtime::lingers())
     }
 }
 
@@ -220,6 +215,18 @@ fn encode_gauge(
     let gauge = ConstGauge::new(value);
     let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
     gauge.encode(metric)
+}
+
+/// One counter without labels, its value read at the scrape.
+fn encode_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(metric)
 }
 
 impl Metrics {

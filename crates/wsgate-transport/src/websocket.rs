@@ -432,7 +432,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let n = buf.filled().len();
             if n > 0 {
                 self.read.extend_from_slice(&inbox[..n]);
-                wsgate::runtime::count_read();
             }
             ready!(read)?;
             Poll::Ready(Ok(n > 0))
@@ -448,9 +447,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
         let n = buf.filled().len();
         self.read.truncate(filled + n);
-        if n > 0 {
-            wsgate::runtime::count_read();
-        }
         if self.read.is_empty() {
             self.read = BytesMut::new();
         }
@@ -501,7 +497,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
             match ready!(self.poll_fill(cx)) {
-                Ok(true) => {}
+                // A read that brought bytes, counted for the runtime's linger.
+                Ok(true) => wsgate::runtime::count_read(),
                 Ok(false) => self.eof = true,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             }

@@ -120,6 +120,9 @@ impl Linger {
     /// each wait for readiness that may sleep, with its reads and messages counted
     /// ([`count_read`], [`count_message`]).
     pub fn before_sleep(self) {
+        if self.wait.is_zero() {
+            return;
+        }
         let reads = READS.replace(0);
         let messages = MESSAGES.replace(0);
         let pace = PACE.get().step(reads, messages);

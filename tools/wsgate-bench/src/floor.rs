@@ -51,9 +51,7 @@ pub(crate) fn serve(port: u16) -> anyhow::Result<()> {
     let mut scratch = vec![0u8; READ];
     let linger = wsgate::runtime::Linger::from_env().context("WSGATE_LINGER_US")?;
     loop {
-        if !linger.wait().is_zero() {
-            linger.before_sleep();
-        }
+        linger.before_sleep();
         poll.poll(&mut events, None)?;
         for event in &events {
             if event.token() == LISTENER {
