@@ -112,9 +112,10 @@ pub struct Config {
     #[arg(long, env = "WS_COMPRESSION", global = true)]
     pub ws_compression: Option<usize>,
     /// Seconds of quiet after which a websocket connection sleeps (its task ends; it wakes for
-    /// the next frame, event or ping); off when absent. See `WsAdapter::hibernate_after`.
-    #[arg(long, env = "HIBERNATE_AFTER", global = true)]
-    pub hibernate_after: Option<u64>,
+    /// the next frame, event or ping); 0 keeps connections awake. See
+    /// `WsAdapter::hibernate_after`.
+    #[arg(long, env = "HIBERNATE_AFTER", default_value_t = 15, global = true)]
+    pub hibernate_after: u64,
     /// Microseconds a runtime worker with nothing to do waits before it sleeps, when clients
     /// keep several messages in flight (fewer wake-ups per message, at most this much added
     /// to a message's wait); 0 turns it off. See `wsgate::runtime::Linger`.
@@ -182,7 +183,7 @@ impl Config {
             recovery_window: 120,
             recovery_history: 10_000,
             ws_compression: None,
-            hibernate_after: None,
+            hibernate_after: 15,
             linger_us: 20,
             admin_ui: false,
             admin_ui_username: "admin".into(),

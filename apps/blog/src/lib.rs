@@ -67,7 +67,7 @@ pub struct AppState {
     pub gateway_config: wsgate::AppConfig,
     /// permessage-deflate on the websockets, when on.
     pub compression: Option<wsgate_ws::Compression>,
-    /// After how long quiet websocket connections sleep, when they do.
+    /// After how long quiet websocket connections sleep; `None`: they stay awake.
     pub hibernate_after: Option<std::time::Duration>,
     /// With `--admin-ui`: who may log in to the Socket.IO Admin UI, and whether it is
     /// read-only.
@@ -133,7 +133,8 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         origins: AllowedOrigins::parse(&config.allowed_origins),
         gateway_config: config.gateway_config(),
         compression: config.compression(),
-        hibernate_after: config.hibernate_after.map(std::time::Duration::from_secs),
+        hibernate_after: (config.hibernate_after > 0)
+            .then(|| std::time::Duration::from_secs(config.hibernate_after)),
         admin_ui: config.admin_ui_credentials()?.map(|c| (c, config.admin_ui_readonly)),
     })
 }

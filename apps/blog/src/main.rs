@@ -7,10 +7,13 @@ use clap::Parser;
 
 use blog::{Cli, Command};
 
-/// mimalloc rather than glibc's malloc: a message's few short-lived allocations cost about
-/// half as many instructions (docs/PERFORMANCE.md).
+/// jemalloc rather than glibc's malloc, whose slow free path costs a message's few
+/// short-lived allocations about twice the instructions, or mimalloc, which keeps what an idle
+/// process freed. Its background threads give freed memory back on a timer (built so by
+/// .cargo/config.toml; docs/PERFORMANCE.md, "jemalloc gives back what sleeping connections
+/// free").
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -177,3 +177,12 @@ async fn allowed_origins_open_the_gateways_and_cors_to_those_sites() {
         .expect("GET");
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+/// The blog's allocator is built to give back what the process frees and leaves unused
+/// (.cargo/config.toml): background threads on, dirty pages returned within about a second.
+/// Without them, what connections free as they fall asleep stays resident.
+#[test]
+fn jemalloc_gives_freed_memory_back_on_a_timer() {
+    assert!(tikv_jemalloc_ctl::opt::background_thread::read().expect("opt.background_thread"));
+    assert_eq!(tikv_jemalloc_ctl::opt::dirty_decay_ms::read().expect("opt.dirty_decay_ms"), 1000);
+}

@@ -95,7 +95,7 @@ impl Default for SocketIoAdapter {
 impl SocketIoAdapter {
     /// The adapter with Socket.IO's usual timings (ping every 25 s, 20 s to answer), 64 KiB
     /// messages, a 512-byte websocket read buffer and 16 messages in flight per session;
-    /// sessions never sleep ([`Self::hibernate_after`]).
+    /// sessions over a websocket sleep after 15 s of quiet ([`Self::hibernate_after`]).
     pub fn new() -> Self {
         Self {
             ping_interval: Duration::from_secs(25),
@@ -105,16 +105,16 @@ impl SocketIoAdapter {
             connect_timeout: Duration::from_secs(45),
             max_in_flight: 16,
             compression: None,
-            hibernate_after: None,
+            hibernate_after: Some(Duration::from_secs(15)),
         }
     }
 
     /// After how long with no message either way a session over a websocket sleeps, as
     /// `wsgate_ws::WsAdapter::hibernate_after` (pings and pongs do not count): its task ends,
     /// its state and socket wait on the process's resting thread until the client sends, the
-    /// server queues something for one of its namespaces, or its ping is due. `None` (the
-    /// default) keeps every session awake; see the plain WebSocket adapter's setting for what
-    /// it saves and costs. Only sessions served by [`serve`] sleep, and only over a websocket
+    /// server queues something for one of its namespaces, or its ping is due. 15 s by
+    /// default; `None` keeps every session awake. See the plain WebSocket adapter's setting for
+    /// what it saves and costs. Only sessions served by [`serve`] sleep, and only over a websocket
     /// (opened directly or upgraded to); long-polling sessions stay awake.
     #[must_use]
     pub fn hibernate_after(mut self, after: Option<Duration>) -> Self {

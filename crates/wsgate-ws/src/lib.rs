@@ -89,6 +89,9 @@ pub(crate) struct WsConfig {
     pub(crate) compression: Option<wsgate_transport::Compression>,
 }
 
+/// After how long quiet a connection sleeps, unless the adapter says otherwise: Phoenix's.
+const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(15);
+
 impl Default for WsAdapter {
     fn default() -> Self {
         Self::new()
@@ -97,8 +100,8 @@ impl Default for WsAdapter {
 
 impl WsAdapter {
     /// The adapter with its defaults: 64 KiB messages, 512-byte read buffer, 16 handlers in
-    /// flight per connection, a ping every 25 s and a 60 s idle timeout; connections never
-    /// sleep ([`Self::hibernate_after`]).
+    /// flight per connection, a ping every 25 s and a 60 s idle timeout; connections sleep
+    /// after 15 s of quiet ([`Self::hibernate_after`]).
     pub fn new() -> Self {
         Self {
             config: Arc::new(WsConfig {
@@ -118,7 +121,7 @@ impl WsAdapter {
                 close_timeout: Duration::from_secs(2),
                 ping_interval: Duration::from_secs(25),
                 idle_timeout: Duration::from_secs(60),
-                hibernate_after: None,
+                hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
                 compression: None,
             }),
         }
@@ -198,16 +201,15 @@ impl WsAdapter {
     /// on with it, and the client sees no difference. A sleeping connection holds no task
     /// (512 B) and no registration with tokio's reactor (256 B), and about 330 B of sleeping
     /// state instead. It sleeps after one to two of these of quiet; woken by its ping alone, it
-    /// sleeps again once the ping is written and again once the pong is read. `None` (the
-    /// default) keeps every connection awake; Phoenix's `hibernate_after` is 15 s.
+    /// sleeps again once the ping is written and again once the pong is read. 15 s by default,
+    /// as Phoenix's `hibernate_after`; `None` keeps every connection awake.
     ///
-    /// What it saves is reused by the connections that come or wake later, not given back to
-    /// the system at once: the allocator keeps freed memory until its thread works again
-    /// (docs/PERFORMANCE.md, "Quiet connections sleep"). A server whose connections all came
-    /// at once and stay quiet holds more than awake (their tasks' memory, and the sleeping
-    /// state); one whose connections come and go holds less. A wake-up costs two `epoll_ctl`
-    /// and a task spawned. Only connections served by [`wsgate_transport::serve`] can sleep
-    /// (it hands the TCP stream to the websocket itself); over `axum::serve` this does nothing.
+    /// What the sleepers free goes back to the system as the allocator gives it back: glibc's
+    /// malloc and jemalloc with its background threads (the blog's) do; mimalloc keeps it until
+    /// its thread allocates again, for the connections that come or wake later
+    /// (docs/PERFORMANCE.md). A wake-up costs two `epoll_ctl` and a task spawned. Only
+    /// connections served by [`wsgate_transport::serve`] can sleep (it hands the TCP stream to
+    /// the websocket itself); over `axum::serve` this does nothing.
     #[must_use]
     pub fn hibernate_after(mut self, after: Option<Duration>) -> Self {
         self.config_mut().hibernate_after = after;

@@ -9,8 +9,10 @@
 //!
 //! `JWT_SECRET` (required) signs the tokens; `PORT` (default 3000) and `HOST` (default
 //! 127.0.0.1) say where to listen; `RECOVERY=1` turns connection state recovery on (its
-//! defaults: 2 minutes, 10 000 events per namespace). A token's subject becomes the connection's user; no
-//! database is involved, so the figures are the framework's own.
+//! defaults: 2 minutes, 10 000 events per namespace); `HIBERNATE_AFTER_MS` says after how
+//! long quiet connections sleep (the adapters' default, 15 s, when unset; `0`: never). A
+//! token's subject becomes the connection's user; no database is involved, so the figures are
+//! the framework's own.
 //!
 //! `EXIT_AFTER_SECS=N` ends the process N seconds after it starts, at once, closing nothing:
 //! for a heap profiler that reports what is live when the process exits (DHAT's bytes at the
@@ -28,10 +30,11 @@ use wsgate::{
     WsException, WsResponse, gateway,
 };
 
-/// As the blog: mimalloc rather than glibc's malloc (docs/PERFORMANCE.md).
-#[cfg(feature = "mimalloc")]
+/// As the blog: jemalloc rather than glibc's malloc, its background threads giving freed
+/// memory back on a timer (built so by .cargo/config.toml; docs/PERFORMANCE.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct EchoGateway;
 
@@ -118,11 +121,14 @@ async fn serve() -> anyhow::Result<()> {
         .gateway(EchoGateway)
         .build()
         .await?;
-    // HIBERNATE_AFTER_MS: quiet connections sleep after that long (off when unset).
-    let hibernate_after = match std::env::var("HIBERNATE_AFTER_MS") {
-        Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().context("HIBERNATE_AFTER_MS")?)),
-        Err(_) => None,
-    };
+    let (mut ws, mut sio) = (wsgate_ws::WsAdapter::new(), wsgate_socketio::SocketIoAdapter::new());
+    // HIBERNATE_AFTER_MS: quiet connections sleep after that long (0: never; unset: the
+    // adapters' default, 15 s).
+    if let Ok(ms) = std::env::var("HIBERNATE_AFTER_MS") {
+        let ms: u64 = ms.parse().context("HIBERNATE_AFTER_MS must be milliseconds")?;
+        let after = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+        (ws, sio) = (ws.hibernate_after(after), sio.hibernate_after(after));
+    }
     if let Ok(secs) = std::env::var("EXIT_AFTER_SECS") {
         let secs: u64 = secs.parse().context("EXIT_AFTER_SECS must be a number of seconds")?;
         tokio::spawn(async move {
@@ -130,9 +136,7 @@ async fn serve() -> anyhow::Result<()> {
             std::process::exit(0);
         });
     }
-    let ws = wsgate_ws::WsAdapter::new().hibernate_after(hibernate_after);
     let router = app.mount(Router::new(), ws);
-    let sio = wsgate_socketio::SocketIoAdapter::new().hibernate_after(hibernate_after);
     let router = app.mount(router, sio);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
