@@ -133,7 +133,8 @@ impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let Some(status) = self.server.broker_status() else { return Ok(()) };
         let help = "Whether the broker (Redis) links this instance to the others";
-        encode_gauge(&mut encoder, "wsgate_broker_connected", help, i64::from(status.connected))?;
+        let connected = ConstGauge::new(i64::from(status.connected));
+        encode_one(&mut encoder, "wsgate_broker_connected", help, connected)?;
         let counters = [
             ("wsgate_broker_published", "Envelopes published to other instances", status.published),
             ("wsgate_broker_received", "Envelopes received from other instances", status.received),
@@ -141,7 +142,7 @@ impl Collector for BrokerCollector {
             ("wsgate_broker_reconnects", "Times the broker reconnected", status.reconnects),
         ];
         for (name, help, value) in counters {
-            encode_counter(&mut encoder, name, help, value)?;
+            encode_one(&mut encoder, name, help, ConstCounter::new(value))?;
         }
         Ok(())
     }
@@ -185,7 +186,8 @@ impl Collector for RecoveryCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            encode_gauge(&mut encoder, name, help, i64::try_from(value).unwrap_or(i64::MAX))?;
+            let value = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            encode_one(&mut encoder, name, help, value)?;
         }
         Ok(())
     }
@@ -199,34 +201,22 @@ impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let asleep = i64::try_from(wsgate_ws::resting()).unwrap_or(i64::MAX);
         let help = "Websocket sessions asleep (--hibernate-after)";
-        encode_gauge(&mut encoder, "wsgate_sleeping_connections", help, asleep)?;
+        encode_one(&mut encoder, "wsgate_sleeping_connections", help, ConstGauge::new(asleep))?;
         let help = "Times a runtime worker lingered before it slept (--linger-us)";
-        encode_counter(&mut encoder, "wsgate_lingers", help, wsgate::runtime::lingers())
+        let lingers = ConstCounter::new(wsgate::runtime::lingers());
+        encode_one(&mut encoder, "wsgate_lingers", help, lingers)
     }
 }
 
-/// One gauge without labels, its value read at the scrape.
-fn encode_gauge(
+/// One metric without labels (a `ConstGauge`, a `ConstCounter`), its value read at the scrape.
+fn encode_one(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    value: i64,
+    metric: impl EncodeMetric,
 ) -> std::fmt::Result {
-    let gauge = ConstGauge::new(value);
-    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-    gauge.encode(metric)
-}
-
-/// One counter without labels, its value read at the scrape.
-fn encode_counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> std::fmt::Result {
-    let counter = ConstCounter::new(value);
-    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-    counter.encode(metric)
+    let encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(encoder)
 }
 
 impl Metrics {
