@@ -149,8 +149,8 @@ where
         match (self.find_user)(claims.clone()).await {
             Ok(Some(user)) => {
                 hs.identity = Some(claims.sub.clone());
-                hs.extensions.insert(user);
-                hs.extensions.insert(claims);
+                // One allocation for as long as the connection lives.
+                hs.extensions.insert_pair(user, claims);
                 Ok(())
             }
             Ok(None) => Err(Refusal::unauthorized("Unknown user.")),
