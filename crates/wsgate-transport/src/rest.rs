@@ -11,7 +11,6 @@
 //! socket is registered for reading; the session's other sources (its queues, its close, its
 //! heartbeat's deadline) are given a waker that names it.
 
-use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,12 +196,82 @@ impl Wake for Alarm {
     }
 }
 
+/// The sessions at rest, by key: in a list of slots (24 B each, where a hash map took 55 B
+/// per session), a key naming its slot and the number of the session put there, so that a
+/// key a woken session's sources still hold names no other session.
+#[derive(Default)]
+struct Resting {
+    /// The number of the session in the slot, and the session while it rests.
+    slots: Vec<(u32, Option<Box<dyn Sleeper>>)>,
+    /// The slots free, last freed last.
+    free: Vec<u32>,
+    /// Sessions put to rest so far (wrapping): the next one's number.
+    count: u32,
+    /// Sessions at rest.
+    len: usize,
+}
+
+impl Resting {
+    /// Keeps `sleeper`, returning its key (never [`WAKER`]'s).
+    fn insert(&mut self, sleeper: Box<dyn Sleeper>) -> u64 {
+        let number = self.count;
+        self.count = self.count.wrapping_add(1);
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = (number, Some(sleeper));
+                index
+            }
+            None => {
+                self.slots.push((number, Some(sleeper)));
+                // Fewer than 2^32 sessions: an epoll instance holds one per open file.
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.len += 1;
+        (u64::from(number) << 32) | (u64::from(index) + 1)
+    }
+
+    /// The slot `key` names, if its session is still there.
+    fn slot(&mut self, key: u64) -> Option<&mut Option<Box<dyn Sleeper>>> {
+        let index = (key & u64::from(u32::MAX)).checked_sub(1)?;
+        let (number, slot) = self.slots.get_mut(usize::try_from(index).ok()?)?;
+        (u64::from(*number) == key >> 32 && slot.is_some()).then_some(slot)
+    }
+
+    /// The session `key` names, if it is still at rest.
+    fn get_mut(&mut self, key: u64) -> Option<&mut (dyn Sleeper + 'static)> {
+        self.slot(key)?.as_deref_mut()
+    }
+
+    /// Takes out the session `key` names, if it is still at rest.
+    fn remove(&mut self, key: u64) -> Option<Box<dyn Sleeper>> {
+        let sleeper = self.slot(key)?.take()?;
+        self.free.push((key & u64::from(u32::MAX)) as u32 - 1);
+        self.len -= 1;
+        Some(sleeper)
+    }
+
+    /// Gives back the room of a crowd that rested and left: the free slots at the end, and
+    /// spare capacity.
+    fn trim(&mut self) {
+        if self.slots.capacity() <= 2 * self.len.max(1024) {
+            return;
+        }
+        while self.slots.last().is_some_and(|(_, slot)| slot.is_none()) {
+            self.slots.pop();
+        }
+        let end = self.slots.len();
+        self.free.retain(|&index| (index as usize) < end);
+        self.slots.shrink_to_fit();
+        self.free.shrink_to_fit();
+    }
+}
+
 /// The resting thread: waits for sockets and wake-ups, wakes the sessions they name.
 fn run(mut poll: mio::Poll) {
     let poller = poller();
     let mut events = Events::with_capacity(1024);
-    let mut sleeping: HashMap<u64, Box<dyn Sleeper>> = HashMap::new();
-    let mut next_key = WAKER.0 as u64 + 1;
+    let mut resting = Resting::default();
     let mut due = Vec::new();
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
@@ -217,35 +286,33 @@ fn run(mut poll: mio::Poll) {
         due.extend(inbox.woken);
         for key in due.drain(..) {
             // A key not found is a session woken already.
-            if let Some(sleeper) = sleeping.remove(&key) {
+            if let Some(sleeper) = resting.remove(key) {
                 wake(&poller.registry, sleeper);
             }
         }
-        for mut sleeper in inbox.parked {
-            let key = next_key;
-            next_key += 1;
+        for sleeper in inbox.parked {
             let fd = sleeper.socket().as_raw_fd();
+            let key = resting.insert(sleeper);
             if let Err(e) = poller.registry.register(
                 &mut SourceFd(&fd),
                 Token(key as usize),
                 Interest::READABLE,
             ) {
                 tracing::warn!(error = %e, "cannot watch a resting session's socket; it stays awake");
-                let waking = sleeper.waking();
-                waking.push(sleeper);
+                if let Some(sleeper) = resting.remove(key) {
+                    sleeper.waking().push(sleeper);
+                }
                 continue;
             }
             let waker = Waker::from(Arc::new(Alarm(key)));
-            if sleeper.arm(&mut Context::from_waker(&waker)) {
+            let ready =
+                resting.get_mut(key).is_some_and(|s| s.arm(&mut Context::from_waker(&waker)));
+            if ready && let Some(sleeper) = resting.remove(key) {
                 wake(&poller.registry, sleeper);
-            } else {
-                sleeping.insert(key, sleeper);
             }
         }
-        RESTING.store(sleeping.len(), Ordering::Relaxed);
-        if sleeping.capacity() > 2 * sleeping.len().max(1024) {
-            sleeping.shrink_to_fit();
-        }
+        RESTING.store(resting.len, Ordering::Relaxed);
+        resting.trim();
     }
 }
 
@@ -258,4 +325,78 @@ fn wake(registry: &mio::Registry, sleeper: Box<dyn Sleeper>) {
     }
     let waking = sleeper.waking();
     waking.push(sleeper);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that only has a socket (one for all: only its number is read).
+    struct Idle(Arc<TcpStream>);
+
+    impl Sleeper for Idle {
+        fn socket(&self) -> &TcpStream {
+            &self.0
+        }
+        fn waking(&self) -> Arc<Waking> {
+            unreachable!("not woken in these tests")
+        }
+        fn arm(&mut self, _: &mut Context<'_>) -> bool {
+            false
+        }
+        fn wake(self: Box<Self>) {}
+    }
+
+    fn idle(socket: &Arc<TcpStream>) -> Box<dyn Sleeper> {
+        Box::new(Idle(socket.clone()))
+    }
+
+    fn socket() -> Arc<TcpStream> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Arc::new(TcpStream::connect(listener.local_addr().unwrap()).unwrap())
+    }
+
+    #[test]
+    fn a_key_names_its_session_only_while_it_rests() {
+        let socket = socket();
+        let mut resting = Resting::default();
+        let a = resting.insert(idle(&socket));
+        let b = resting.insert(idle(&socket));
+        assert_ne!(a, WAKER.0 as u64);
+        assert_ne!(a, b);
+        assert_eq!(resting.len, 2);
+        assert!(resting.get_mut(a).is_some());
+        assert!(resting.remove(a).is_some());
+        assert!(resting.remove(a).is_none(), "woken already");
+        // The slot is reused, under another key: the old key names nothing.
+        let c = resting.insert(idle(&socket));
+        assert_eq!(c & u64::from(u32::MAX), a & u64::from(u32::MAX), "the same slot");
+        assert_ne!(c, a);
+        assert!(resting.get_mut(a).is_none());
+        assert!(resting.remove(a).is_none());
+        assert!(resting.remove(0).is_none());
+        assert!(resting.remove(u64::MAX).is_none());
+        assert_eq!(resting.len, 2);
+        assert!(resting.remove(b).is_some() && resting.remove(c).is_some());
+        assert_eq!(resting.len, 0);
+    }
+
+    #[test]
+    fn a_crowd_gone_gives_its_room_back() {
+        let socket = socket();
+        let mut resting = Resting::default();
+        let keys: Vec<u64> = (0..3000).map(|_| resting.insert(idle(&socket))).collect();
+        let staying = keys[10];
+        for &key in keys.iter().filter(|&&k| k != staying) {
+            assert!(resting.remove(key).is_some());
+        }
+        resting.trim();
+        assert_eq!(resting.slots.len(), 11, "the free slots at the end are gone");
+        assert!(resting.slots.capacity() < 3000);
+        assert!(resting.free.iter().all(|&i| i < 11) && resting.free.len() == 10);
+        assert!(resting.get_mut(staying).is_some());
+        let next = resting.insert(idle(&socket));
+        assert!((next & u64::from(u32::MAX)) <= 11);
+        assert_eq!(resting.len, 2);
+    }
 }
