@@ -43,7 +43,7 @@ use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refus
 use crate::compression::Negotiated;
 use crate::parts::{InFlight, WRITE_BATCH, Work, write_batch};
 use crate::timer::{Deadline, Mark};
-use crate::websocket::{Error as WsError, WebSocket};
+use crate::websocket::{Error as WsError, Resting, WebSocket};
 
 /// A server's websocket over an upgraded HTTP connection.
 pub type Socket = WebSocket<Wire>;
@@ -512,7 +512,7 @@ fn let_go<'a, C: Send + Sync + 'a>(app: &'a App, channels: List<Channel<C>>) -> 
 /// the process's resting thread ([`crate::rest`]) with no task of its own.
 pub struct Asleep<P: Protocol> {
     protocol: P,
-    ws: WebSocket<std::net::TcpStream>,
+    ws: Resting<std::net::TcpStream>,
     channels: List<Channel<P::Channel>>,
     mark: Option<Mark>,
     heartbeat: Deadline,
@@ -739,7 +739,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         let Asleep { protocol, ws, channels, mark, mut heartbeat, heard } = asleep;
         // This task's waker takes the resting thread's place.
         heartbeat.hand_over();
-        let (socket, ws) = ws.replace_io(());
+        let (socket, ws) = ws.wake(());
         let tcp = match TcpStream::from_std(socket) {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -781,10 +781,14 @@ impl<'a, P: Protocol> Session<'a, P> {
         let (wire, ws) = ws.replace_io(());
         let Wire::Tcp(tcp) = wire else { return Err((app, channels)) };
         match tcp.into_std() {
-            Ok(socket) => {
-                let ws = ws.replace_io(socket).1;
-                Ok(Asleep { protocol, ws, channels, mark, heartbeat, heard })
-            }
+            Ok(socket) => match ws.into_resting(socket) {
+                Some(ws) => Ok(Asleep { protocol, ws, channels, mark, heartbeat, heard }),
+                None => {
+                    // `can_rest` looked: unreachable.
+                    tracing::error!("a session that was not at rest was put to rest");
+                    Err((app, channels))
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "a session could not rest: its socket is lost");
                 Err((app, channels))

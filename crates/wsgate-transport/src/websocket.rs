@@ -83,6 +83,47 @@ struct Partial {
     data: BytesMut,
 }
 
+/// A websocket at rest ([`WebSocket::into_resting`]): its connection and settings, without
+/// the buffers and state of a websocket in use (a quarter of its size, in every sleeping
+/// session).
+pub struct Resting<S> {
+    io: S,
+    deflate: Option<Box<Negotiated>>,
+    read_chunk: u32,
+    max_message: u32,
+}
+
+impl<S> Resting<S> {
+    /// The connection under the websocket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The websocket in use again, over `io`, and the connection it was over.
+    pub fn wake<T>(self, io: T) -> (S, WebSocket<T>) {
+        let Self { io: old, deflate, read_chunk, max_message } = self;
+        let ws = WebSocket {
+            io,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            partial: None,
+            deflate,
+            read_chunk,
+            max_message,
+            close_sent: false,
+            close_received: false,
+            eof: false,
+        };
+        (old, ws)
+    }
+}
+
+impl<S> fmt::Debug for Resting<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resting").field("deflate", &self.deflate.is_some()).finish_non_exhaustive()
+    }
+}
+
 /// The server's side of a websocket over `S`.
 pub struct WebSocket<S> {
     io: S,
@@ -188,6 +229,14 @@ impl<S> WebSocket<S> {
             eof,
         };
         (old, ws)
+    }
+
+    /// The websocket at rest over `io`, without its buffers, which are empty; `None` if it is
+    /// not at rest ([`Self::is_at_rest`]).
+    pub fn into_resting<T>(self, io: T) -> Option<Resting<T>> {
+        let at_rest = self.is_at_rest();
+        let Self { deflate, read_chunk, max_message, .. } = self;
+        at_rest.then_some(Resting { io, deflate, read_chunk, max_message })
     }
 
     /// Whether permessage-deflate was negotiated.
@@ -808,6 +857,22 @@ mod tests {
     use crate::compression::Compression;
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    #[test]
+    fn at_rest_it_keeps_its_settings_and_not_its_buffers() {
+        // The fd, the deflate box and two u32: what every sleeping session holds of it.
+        assert!(size_of::<Resting<std::net::TcpStream>>() <= 24);
+        let ws = WebSocket::new((), 4096, 1 << 20, None);
+        let resting = ws.into_resting(7u8).expect("a new websocket is at rest");
+        assert_eq!(*resting.get_ref(), 7);
+        let (old, ws) = resting.wake(());
+        assert_eq!(old, 7);
+        assert!(ws.is_at_rest() && !ws.is_compressed());
+        assert_eq!((ws.read_chunk, ws.max_message), (4096, 1 << 20));
+        // Bytes unread: not at rest, nothing let go.
+        let ws = WebSocket::new((), 4096, 1 << 20, None).with_read(b"\x81");
+        assert!(ws.into_resting(()).is_none());
+    }
 
     /// A client's frame: masked, as RFC 6455 requires.
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
