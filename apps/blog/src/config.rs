@@ -114,7 +114,7 @@ pub struct Config {
     /// Seconds of quiet after which a websocket connection sleeps (its task ends; it wakes for
     /// the next frame, event or ping); 0 keeps connections awake. See
     /// `WsAdapter::hibernate_after`.
-    #[arg(long, env = "HIBERNATE_AFTER", default_value_t = 15, global = true)]
+    #[arg(long, env = "HIBERNATE_AFTER", default_value_t = wsgate_ws::DEFAULT_HIBERNATE_AFTER.as_secs(), global = true)]
     pub hibernate_after: u64,
     /// Microseconds a runtime worker with nothing to do waits before it sleeps, when clients
     /// keep several messages in flight (fewer wake-ups per message, at most this much added
@@ -183,7 +183,7 @@ impl Config {
             recovery_window: 120,
             recovery_history: 10_000,
             ws_compression: None,
-            hibernate_after: 15,
+            hibernate_after: wsgate_ws::DEFAULT_HIBERNATE_AFTER.as_secs(),
             linger_us: 20,
             admin_ui: false,
             admin_ui_username: "admin".into(),

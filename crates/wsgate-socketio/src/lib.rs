@@ -67,8 +67,13 @@ use wsgate::App;
 use wsgate::adapter::Adapter;
 
 /// permessage-deflate's setting ([`SocketIoAdapter::compression`]).
+pub use wsgate_transport::Compression;
+/// After how long quiet a session over a websocket sleeps unless the adapter says otherwise
+/// ([`SocketIoAdapter::hibernate_after`]): 15 s, the same for the plain WebSocket adapter.
+pub use wsgate_transport::DEFAULT_HIBERNATE_AFTER;
+/// How many sessions of the process are asleep, as of the resting thread's last turn.
 pub use wsgate_transport::rest::resting;
-pub use wsgate_transport::{Compression, Serve, serve};
+pub use wsgate_transport::{Serve, serve};
 
 /// The transport name connections of this adapter report.
 pub const TRANSPORT: &str = "socket.io";
@@ -105,7 +110,7 @@ impl SocketIoAdapter {
             connect_timeout: Duration::from_secs(45),
             max_in_flight: 16,
             compression: None,
-            hibernate_after: Some(Duration::from_secs(15)),
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
         }
     }
 

@@ -34,8 +34,9 @@ pub use compression::{Compression, Negotiated};
 pub use endpoint::{Endpoint, EndpointLayer, EndpointService};
 pub use serve::{Serve, serve};
 pub use session::{
-    Action, Asleep, BoxFuture, Channels, Heartbeat, Incoming, Link, LinkEvent, PollLink, Protocol,
-    SessionConfig, SessionEnd, Setup, Socket, Wire, finish, open_socket, resume, run,
+    Action, Asleep, BoxFuture, Channels, DEFAULT_HIBERNATE_AFTER, Heartbeat, Incoming, Link,
+    LinkEvent, PollLink, Protocol, SessionConfig, SessionEnd, Setup, Socket, Wire, finish,
+    open_socket, resume, run,
 };
 pub use upgrade::{Origin, PackedOrigin, Switched, is_upgrade, refuse, switch_protocols};
 pub use websocket::WebSocket;

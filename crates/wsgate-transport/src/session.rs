@@ -278,6 +278,10 @@ impl Heartbeat {
     }
 }
 
+/// After how long quiet a websocket session sleeps unless its adapter is told otherwise, the
+/// same for both adapters: Phoenix's `hibernate_after`.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(15);
+
 /// A session's settings.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {

@@ -89,8 +89,9 @@ pub(crate) struct WsConfig {
     pub(crate) compression: Option<wsgate_transport::Compression>,
 }
 
-/// After how long quiet a connection sleeps, unless the adapter says otherwise: Phoenix's.
-const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(15);
+/// After how long quiet a connection sleeps, unless the adapter says otherwise
+/// ([`WsAdapter::hibernate_after`]): 15 s, Phoenix's, the same for the Socket.IO adapter.
+pub use wsgate_transport::DEFAULT_HIBERNATE_AFTER;
 
 impl Default for WsAdapter {
     fn default() -> Self {
