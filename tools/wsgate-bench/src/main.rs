@@ -459,6 +459,7 @@ async fn idle(
     settle: u64,
 ) -> anyhow::Result<()> {
     let before = pid.map(rss_kib).transpose()?;
+    let anon_before = pid.map(|pid| status_kib(pid, "RssAnon")).transpose()?;
     let started = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = std::sync::Arc::new(client);
@@ -489,6 +490,13 @@ async fn idle(
         let per = (after.saturating_sub(before)) as f64 / n as f64;
         println!("server rss: {before} KiB before, {after} KiB with {n} idle connections");
         println!("per connection: {per:.2} KiB");
+    }
+    if let (Some(pid), Some(before)) = (pid, anon_before) {
+        // Anonymous memory alone: what the kernel can evict (the program's file pages) counts
+        // in VmRSS and not here.
+        let after = status_kib(pid, "RssAnon")?;
+        let per = (after.saturating_sub(before)) as f64 / n as f64;
+        println!("anonymous (RssAnon) per connection: {per:.2} KiB");
     }
     tokio::time::sleep(Duration::from_secs(settle)).await;
     // A held connection's task runs until told to stop: one that ended lost its connection.
@@ -831,10 +839,18 @@ fn cpu_micros(pid: u32) -> anyhow::Result<Cpu> {
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A field in KiB of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, ...).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib = line.split_whitespace().nth(1).context("malformed VmRSS line")?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
+        .with_context(|| format!("no {field} line"))?;
+    let kib = line.split_whitespace().nth(1).with_context(|| format!("malformed {field} line"))?;
     Ok(kib.parse()?)
 }
 
