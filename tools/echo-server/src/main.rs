@@ -129,6 +129,12 @@ async fn serve() -> anyhow::Result<()> {
         let after = (ms > 0).then(|| std::time::Duration::from_millis(ms));
         (ws, sio) = (ws.hibernate_after(after), sio.hibernate_after(after));
     }
+    // PING_INTERVAL_MS: how often plain WebSocket connections are pinged (default 25 s), to
+    // measure what heartbeats cost, awake and asleep.
+    if let Ok(ms) = std::env::var("PING_INTERVAL_MS") {
+        let ms: u64 = ms.parse().context("PING_INTERVAL_MS must be milliseconds")?;
+        ws = ws.ping_interval(std::time::Duration::from_millis(ms));
+    }
     if let Ok(secs) = std::env::var("EXIT_AFTER_SECS") {
         let secs: u64 = secs.parse().context("EXIT_AFTER_SECS must be a number of seconds")?;
         tokio::spawn(async move {
