@@ -1,6 +1,6 @@
 //! Quiet Socket.IO sessions over a websocket sleep (`SocketIoAdapter::hibernate_after`) and
-//! wake for what concerns them: a packet, an emit, the ping (whose pong does not keep them
-//! awake), a missed pong, the client's close. A real server (`wsgate_socketio::serve`) on a
+//! wake for what concerns them: a packet, an emit, the ping (awake until its pong, which does
+//! not keep them awake), the client's close. A real server (`wsgate_socketio::serve`) on a
 //! loopback port and a websocket client speaking Engine.IO v4. In a test binary of its own:
 //! the count of sleeping sessions is the process's.
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -115,22 +115,33 @@ async fn quiet_socket_io_sessions_sleep_and_wake_for_what_concerns_them() {
     until_resting_reading(&mut a, 1, "asleep after the emit").await;
 
     // Pings every 300 ms, each answered: the session stays, and sleeps between them (the
-    // pong is not a message). Past its ping timeout, still answered.
-    let mut slept_between = false;
+    // pong is not a message), from its pong on: it waits awake for the pong (one wake-up
+    // per ping), and does not stay awake after it. Past its ping timeout, still answered.
+    let mut slept_after_pong = 0;
+    let mut ponged = None;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
     while tokio::time::Instant::now() < deadline {
-        // Read for 20 ms at a time, and look in between.
-        let look = (tokio::time::Instant::now() + Duration::from_millis(20)).min(deadline);
+        // Read for 10 ms at a time, and look in between.
+        let look = (tokio::time::Instant::now() + Duration::from_millis(10)).min(deadline);
         match tokio::time::timeout_at(look, a.next()).await {
             Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "2" => {
                 a.send(Message::text("3")).await.unwrap();
+                ponged = Some(tokio::time::Instant::now());
             }
             Ok(other) => panic!("expected pings, got {other:?}"),
             Err(_) => {}
         }
-        slept_between |= resting() == 1;
+        if resting() == 1
+            && let Some(at) = ponged.take()
+            && at.elapsed() < Duration::from_millis(150)
+        {
+            slept_after_pong += 1;
+        }
     }
-    assert!(slept_between, "asleep between pings");
+    assert!(
+        slept_after_pong >= 5,
+        "asleep within 150 ms of its pong, {slept_after_pong} of ~11 pings"
+    );
     a.send(Message::text(r#"42["echo","still here"]"#)).await.unwrap();
     assert_eq!(next(&mut a, true).await, r#"42["echo","still here"]"#);
 
@@ -140,9 +151,9 @@ async fn quiet_socket_io_sessions_sleep_and_wake_for_what_concerns_them() {
     until_resting(0, "nobody asleep").await;
     until_no_connection(&server).await;
 
-    // A client that answers no ping is dropped at the ping timeout, woken by its deadline.
+    // A client that answers no ping is dropped at the ping timeout (awake meanwhile: a session
+    // does not sleep while its pong is due).
     let mut b = connect(addr).await;
-    until_resting(1, "b asleep").await;
     let dropped = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(Message::Text(_))) = b.next().await {}
     })

@@ -634,6 +634,10 @@ struct Session<'a, P: Protocol> {
     heard: bool,
     /// The client answered the ping (for [`Heartbeat::Packet`]).
     ponged: bool,
+    /// A websocket ping went out ([`Heartbeat::Ping`]) and nothing came since: the session
+    /// stays awake for the pong, one round trip, rather than sleeping and being woken by it.
+    /// Given up at the next quiet look.
+    pinged: bool,
     /// The client closed with its protocol's goodbye ([`Protocol::farewell`]).
     farewell: bool,
     /// With [`SessionConfig::hibernate_after`]: when the session looks again whether it
@@ -725,6 +729,7 @@ impl<'a, P: Protocol> Session<'a, P> {
             heartbeat,
             heard: false,
             ponged: false,
+            pinged: false,
             farewell: false,
             quiet: config.hibernate_after.map(|after| Deadline::new(now + after)),
             active: false,
@@ -768,6 +773,9 @@ impl<'a, P: Protocol> Session<'a, P> {
             && self.unjoined.is_none()
             && !self.farewell
             && !self.ponged
+            && !self.pinged
+            // A packet ping's pong is due: it comes within a round trip (or the session ends).
+            && !(matches!(self.config.heartbeat, Heartbeat::Packet { .. }) && self.mark.is_some())
             && !self.channels.is_empty()
             && self
                 .channels
@@ -802,6 +810,8 @@ impl<'a, P: Protocol> Session<'a, P> {
 
     /// The quiet deadline fired: rests if nothing came or went since the last look.
     fn look_quiet(&mut self) {
+        // A pong that has not come in a quiet interval is not waited for any longer.
+        self.pinged = false;
         if std::mem::take(&mut self.active) || !self.can_rest() {
             if let (Some(quiet), Some(after)) = (&mut self.quiet, self.config.hibernate_after) {
                 quiet.reset(Instant::now() + after);
@@ -853,19 +863,20 @@ impl<'a, P: Protocol> Session<'a, P> {
                 if let Err(end) = step {
                     return Some(end);
                 }
-                if self.drowsy {
-                    if std::mem::take(&mut self.active) {
-                        self.drowsy = false;
-                    } else if self.can_rest() {
-                        return None;
-                    }
-                }
+                // Before the look at resting: a session woken by its pong rests at once.
                 if std::mem::take(&mut self.ponged)
                     && let Heartbeat::Packet { interval, .. } = &self.config.heartbeat
                     && let Some(sent) = self.mark.take()
                 {
                     // The next ping is due one interval after the last.
                     self.heartbeat.reset(sent.instant() + *interval);
+                }
+                if self.drowsy {
+                    if std::mem::take(&mut self.active) {
+                        self.drowsy = false;
+                    } else if self.can_rest() {
+                        return None;
+                    }
                 }
                 self.unjoined();
             }
@@ -898,6 +909,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                 // Frames are handled here, in this poll.
                 Ok(Event::Frame(frame)) => {
                     self.heard = true;
+                    self.pinged = false;
                     Wake::Read(self.frames(frame, cx))
                 }
                 Ok(Event::Closed(code)) => Wake::Closed(code),
@@ -983,6 +995,7 @@ impl<'a, P: Protocol> Session<'a, P> {
                 if self.in_flight.is_empty() && now.duration_since(last_seen) >= *idle_timeout {
                     Next::Now(Err(SessionEnd::Close(CloseReason::IdleTimeout)))
                 } else {
+                    self.pinged = true;
                     Next::Later(Box::pin(self.ping()))
                 }
             }
