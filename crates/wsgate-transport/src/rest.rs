@@ -200,18 +200,23 @@ impl Wake for Alarm {
 /// per session), a key naming its slot and the number of the session put there, so that a
 /// key a woken session's sources still hold names no other session.
 #[derive(Default)]
-struct Resting {
+struct Sleepers {
     /// The number of the session in the slot, and the session while it rests.
     slots: Vec<(u32, Option<Box<dyn Sleeper>>)>,
     /// The slots free, last freed last.
     free: Vec<u32>,
     /// Sessions put to rest so far (wrapping): the next one's number.
     count: u32,
-    /// Sessions at rest.
-    len: usize,
 }
 
-impl Resting {
+/// A key's slot and session number; the slot is stored plus one, so that no key is
+/// [`WAKER`]'s.
+fn split(key: u64) -> Option<(u32, u32)> {
+    let index = (key as u32).checked_sub(1)?;
+    Some((index, (key >> 32) as u32))
+}
+
+impl Sleepers {
     /// Keeps `sleeper`, returning its key (never [`WAKER`]'s).
     fn insert(&mut self, sleeper: Box<dyn Sleeper>) -> u64 {
         let number = self.count;
@@ -227,34 +232,38 @@ impl Resting {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.len += 1;
         (u64::from(number) << 32) | (u64::from(index) + 1)
     }
 
-    /// The slot `key` names, if its session is still there.
-    fn slot(&mut self, key: u64) -> Option<&mut Option<Box<dyn Sleeper>>> {
-        let index = (key & u64::from(u32::MAX)).checked_sub(1)?;
-        let (number, slot) = self.slots.get_mut(usize::try_from(index).ok()?)?;
-        (u64::from(*number) == key >> 32 && slot.is_some()).then_some(slot)
+    /// How many sessions are at rest.
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// The slot `key` names, with its index, if its session is still there.
+    fn slot(&mut self, key: u64) -> Option<(u32, &mut Option<Box<dyn Sleeper>>)> {
+        let (index, number) = split(key)?;
+        let (kept, slot) = self.slots.get_mut(index as usize)?;
+        (*kept == number && slot.is_some()).then_some((index, slot))
     }
 
     /// The session `key` names, if it is still at rest.
     fn get_mut(&mut self, key: u64) -> Option<&mut (dyn Sleeper + 'static)> {
-        self.slot(key)?.as_deref_mut()
+        self.slot(key)?.1.as_deref_mut()
     }
 
     /// Takes out the session `key` names, if it is still at rest.
     fn remove(&mut self, key: u64) -> Option<Box<dyn Sleeper>> {
-        let sleeper = self.slot(key)?.take()?;
-        self.free.push((key & u64::from(u32::MAX)) as u32 - 1);
-        self.len -= 1;
+        let (index, slot) = self.slot(key)?;
+        let sleeper = slot.take()?;
+        self.free.push(index);
         Some(sleeper)
     }
 
     /// Gives back the room of a crowd that rested and left: the free slots at the end, and
     /// spare capacity.
     fn trim(&mut self) {
-        if self.slots.capacity() <= 2 * self.len.max(1024) {
+        if self.slots.capacity() <= 2 * self.len().max(1024) {
             return;
         }
         while self.slots.last().is_some_and(|(_, slot)| slot.is_none()) {
@@ -271,7 +280,7 @@ impl Resting {
 fn run(mut poll: mio::Poll) {
     let poller = poller();
     let mut events = Events::with_capacity(1024);
-    let mut resting = Resting::default();
+    let mut sleepers = Sleepers::default();
     let mut due = Vec::new();
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
@@ -286,33 +295,33 @@ fn run(mut poll: mio::Poll) {
         due.extend(inbox.woken);
         for key in due.drain(..) {
             // A key not found is a session woken already.
-            if let Some(sleeper) = resting.remove(key) {
+            if let Some(sleeper) = sleepers.remove(key) {
                 wake(&poller.registry, sleeper);
             }
         }
         for sleeper in inbox.parked {
             let fd = sleeper.socket().as_raw_fd();
-            let key = resting.insert(sleeper);
+            let key = sleepers.insert(sleeper);
             if let Err(e) = poller.registry.register(
                 &mut SourceFd(&fd),
                 Token(key as usize),
                 Interest::READABLE,
             ) {
                 tracing::warn!(error = %e, "cannot watch a resting session's socket; it stays awake");
-                if let Some(sleeper) = resting.remove(key) {
+                if let Some(sleeper) = sleepers.remove(key) {
                     sleeper.waking().push(sleeper);
                 }
                 continue;
             }
             let waker = Waker::from(Arc::new(Alarm(key)));
             let ready =
-                resting.get_mut(key).is_some_and(|s| s.arm(&mut Context::from_waker(&waker)));
-            if ready && let Some(sleeper) = resting.remove(key) {
+                sleepers.get_mut(key).is_some_and(|s| s.arm(&mut Context::from_waker(&waker)));
+            if ready && let Some(sleeper) = sleepers.remove(key) {
                 wake(&poller.registry, sleeper);
             }
         }
-        RESTING.store(resting.len, Ordering::Relaxed);
-        resting.trim();
+        RESTING.store(sleepers.len(), Ordering::Relaxed);
+        sleepers.trim();
     }
 }
 
@@ -359,44 +368,44 @@ mod tests {
     #[test]
     fn a_key_names_its_session_only_while_it_rests() {
         let socket = socket();
-        let mut resting = Resting::default();
-        let a = resting.insert(idle(&socket));
-        let b = resting.insert(idle(&socket));
+        let mut sleepers = Sleepers::default();
+        let a = sleepers.insert(idle(&socket));
+        let b = sleepers.insert(idle(&socket));
         assert_ne!(a, WAKER.0 as u64);
         assert_ne!(a, b);
-        assert_eq!(resting.len, 2);
-        assert!(resting.get_mut(a).is_some());
-        assert!(resting.remove(a).is_some());
-        assert!(resting.remove(a).is_none(), "woken already");
+        assert_eq!(sleepers.len(), 2);
+        assert!(sleepers.get_mut(a).is_some());
+        assert!(sleepers.remove(a).is_some());
+        assert!(sleepers.remove(a).is_none(), "woken already");
         // The slot is reused, under another key: the old key names nothing.
-        let c = resting.insert(idle(&socket));
+        let c = sleepers.insert(idle(&socket));
         assert_eq!(c & u64::from(u32::MAX), a & u64::from(u32::MAX), "the same slot");
         assert_ne!(c, a);
-        assert!(resting.get_mut(a).is_none());
-        assert!(resting.remove(a).is_none());
-        assert!(resting.remove(0).is_none());
-        assert!(resting.remove(u64::MAX).is_none());
-        assert_eq!(resting.len, 2);
-        assert!(resting.remove(b).is_some() && resting.remove(c).is_some());
-        assert_eq!(resting.len, 0);
+        assert!(sleepers.get_mut(a).is_none());
+        assert!(sleepers.remove(a).is_none());
+        assert!(sleepers.remove(0).is_none());
+        assert!(sleepers.remove(u64::MAX).is_none());
+        assert_eq!(sleepers.len(), 2);
+        assert!(sleepers.remove(b).is_some() && sleepers.remove(c).is_some());
+        assert_eq!(sleepers.len(), 0);
     }
 
     #[test]
     fn a_crowd_gone_gives_its_room_back() {
         let socket = socket();
-        let mut resting = Resting::default();
-        let keys: Vec<u64> = (0..3000).map(|_| resting.insert(idle(&socket))).collect();
+        let mut sleepers = Sleepers::default();
+        let keys: Vec<u64> = (0..3000).map(|_| sleepers.insert(idle(&socket))).collect();
         let staying = keys[10];
         for &key in keys.iter().filter(|&&k| k != staying) {
-            assert!(resting.remove(key).is_some());
+            assert!(sleepers.remove(key).is_some());
         }
-        resting.trim();
-        assert_eq!(resting.slots.len(), 11, "the free slots at the end are gone");
-        assert!(resting.slots.capacity() < 3000);
-        assert!(resting.free.iter().all(|&i| i < 11) && resting.free.len() == 10);
-        assert!(resting.get_mut(staying).is_some());
-        let next = resting.insert(idle(&socket));
+        sleepers.trim();
+        assert_eq!(sleepers.slots.len(), 11, "the free slots at the end are gone");
+        assert!(sleepers.slots.capacity() < 3000);
+        assert!(sleepers.free.iter().all(|&i| i < 11) && sleepers.free.len() == 10);
+        assert!(sleepers.get_mut(staying).is_some());
+        let next = sleepers.insert(idle(&socket));
         assert!((next & u64::from(u32::MAX)) <= 11);
-        assert_eq!(resting.len, 2);
+        assert_eq!(sleepers.len(), 2);
     }
 }
