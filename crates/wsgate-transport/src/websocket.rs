@@ -102,19 +102,7 @@ impl<S> Resting<S> {
     /// The websocket in use again, over `io`, and the connection it was over.
     pub fn wake<T>(self, io: T) -> (S, WebSocket<T>) {
         let Self { io: old, deflate, read_chunk, max_message } = self;
-        let ws = WebSocket {
-            io,
-            read: BytesMut::new(),
-            write: BytesMut::new(),
-            partial: None,
-            deflate,
-            read_chunk,
-            max_message,
-            close_sent: false,
-            close_received: false,
-            eof: false,
-        };
-        (old, ws)
+        (old, WebSocket::fresh(io, deflate, read_chunk, max_message))
     }
 }
 
@@ -159,14 +147,24 @@ impl<S> WebSocket<S> {
     /// time (more for a frame known to be larger), refuses frames and messages over
     /// `max_message` bytes, and compresses as negotiated.
     pub fn new(io: S, read_chunk: usize, max_message: usize, deflate: Option<Negotiated>) -> Self {
+        Self::fresh(
+            io,
+            deflate.map(Box::new),
+            u32::try_from(read_chunk.max(64)).unwrap_or(u32::MAX),
+            u32::try_from(max_message).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// Nothing read, written or closed yet, with these settings.
+    fn fresh(io: S, deflate: Option<Box<Negotiated>>, read_chunk: u32, max_message: u32) -> Self {
         Self {
             io,
             read: BytesMut::new(),
             write: BytesMut::new(),
             partial: None,
-            deflate: deflate.map(Box::new),
-            read_chunk: u32::try_from(read_chunk.max(64)).unwrap_or(u32::MAX),
-            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            deflate,
+            read_chunk,
+            max_message,
             close_sent: false,
             close_received: false,
             eof: false,

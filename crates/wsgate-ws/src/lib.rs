@@ -200,9 +200,10 @@ impl WsAdapter {
     /// state and socket wait on the process's resting thread until the client sends, the
     /// server queues something for it or closes it, or its ping is due; then a new task goes
     /// on with it, and the client sees no difference. A sleeping connection holds no task
-    /// (512 B) and no registration with tokio's reactor (256 B), and about 330 B of sleeping
-    /// state instead. It sleeps after one to two of these of quiet; woken by its ping alone, it
-    /// sleeps again once the ping is written and again once the pong is read. 15 s by default,
+    /// (512 B) and no registration with tokio's reactor (256 B), and about 220 B of sleeping
+    /// state instead (its own, a slot and a waker on the resting thread). It sleeps after one
+    /// to two of these of quiet; woken by its ping alone, it waits awake for the pong and
+    /// sleeps again. 15 s by default,
     /// as Phoenix's `hibernate_after`; `None` keeps every connection awake.
     ///
     /// What the sleepers free goes back to the system as the allocator gives it back: glibc's
