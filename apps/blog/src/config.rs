@@ -116,11 +116,16 @@ pub struct Config {
     /// `WsAdapter::hibernate_after`.
     #[arg(long, env = "HIBERNATE_AFTER", default_value_t = wsgate_ws::DEFAULT_HIBERNATE_AFTER.as_secs(), global = true)]
     pub hibernate_after: u64,
-    /// Microseconds a runtime worker with nothing to do waits before it sleeps, when clients
-    /// keep several messages in flight (fewer wake-ups per message, at most this much added
-    /// to a message's wait); 0 turns it off. See `wsgate::runtime::Linger`.
+    /// Microseconds a runtime worker with nothing to do waits at first before it sleeps, when
+    /// clients keep several messages in flight (fewer wake-ups per message); 0 turns it off.
+    /// See `wsgate::runtime::Linger`.
     #[arg(long, env = "WSGATE_LINGER_US", default_value_t = 20, global = true)]
     pub linger_us: u64,
+    /// The longest a lingering worker waits, in microseconds: it doubles its wait up to this
+    /// while longer waits gather more connections' messages (at most this much added to a
+    /// message's wait). Below `--linger-us`, the wait stays `--linger-us`.
+    #[arg(long, env = "WSGATE_LINGER_MAX_US", default_value_t = 320, global = true)]
+    pub linger_max_us: u64,
     /// Serves the Socket.IO Admin UI at `/admin-ui/` and its `/admin` namespace, behind
     /// `ADMIN_UI_USERNAME` and `ADMIN_UI_PASSWORD_HASH` (or `ADMIN_UI_PASSWORD`). Off by default.
     /// (`ADMIN_UI`: `true`, `1`, `yes` or `on`.)
@@ -185,6 +190,7 @@ impl Config {
             ws_compression: None,
             hibernate_after: wsgate_ws::DEFAULT_HIBERNATE_AFTER.as_secs(),
             linger_us: 20,
+            linger_max_us: 320,
             admin_ui: false,
             admin_ui_username: "admin".into(),
             admin_ui_password_hash: None,
@@ -230,6 +236,7 @@ impl fmt::Debug for Config {
             .field("ws_compression", &self.ws_compression)
             .field("hibernate_after", &self.hibernate_after)
             .field("linger_us", &self.linger_us)
+            .field("linger_max_us", &self.linger_max_us)
             .field("admin_ui", &self.admin_ui)
             .field("admin_ui_username", &self.admin_ui_username)
             .field(

@@ -18,8 +18,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The runtime of `wsgate::runtime`: its workers linger before they sleep when clients
-    // keep several messages in flight (`--linger-us`).
-    let linger = wsgate::runtime::Linger::new(Duration::from_micros(cli.config.linger_us));
+    // keep several messages in flight (`--linger-us`, `--linger-max-us`).
+    let linger = wsgate::runtime::Linger::between(
+        Duration::from_micros(cli.config.linger_us),
+        Duration::from_micros(cli.config.linger_max_us),
+    );
     wsgate::runtime::with_linger(linger).build()?.block_on(run(cli))
 }
 

@@ -59,14 +59,23 @@ pub fn count_message() {
 /// pipelines: a linger must be followed by reads of several connections (1.5 on average), or
 /// the worker stops lingering for 1 024 sleeps before it tries again.
 ///
-/// The price is latency: a message that arrives while the worker lingers waits at most
-/// [`wait`](Self::wait) before it is read (a lingering worker's timer slack is set to 1 µs,
-/// where a thread's is 50 µs by default). The default, [`Linger::DEFAULT_WAIT`], is 20 µs;
-/// [`Linger::off`] turns it off. `docs/PERFORMANCE.md` ("Lingering before sleep") has what it
-/// saves at each load.
+/// **How long.** A worker starts at the shortest wait ([`wait`](Self::wait), 20 µs by default)
+/// and doubles it, up to [`longest`](Self::longest) (16 times the shortest by default), as long
+/// as each doubling gathers half as many connections' reads again or more; when it no longer
+/// does, the worker halves it back. Many connections that answer over a few hundred
+/// microseconds get a long wait and one wake-up for most of them; a few connections that answer
+/// at once keep the short one, and are not kept waiting once all of them are in. What is known
+/// of the longer waits is forgotten now and then, and they are tried again.
+///
+/// The price is latency: a message that arrives while the worker lingers waits at most the
+/// worker's wait before it is read (a lingering worker's timer slack is set to 1 µs, where a
+/// thread's is 50 µs by default). [`Linger::fixed`] keeps one wait, [`Linger::off`] turns
+/// lingering off. `docs/PERFORMANCE.md` ("Lingering before sleep", "How long to linger") has
+/// what it saves at each load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linger {
     wait: Duration,
+    longest: Duration,
 }
 
 impl Default for Linger {
@@ -76,35 +85,69 @@ impl Default for Linger {
 }
 
 impl Linger {
-    /// How long a worker lingers by default.
+    /// The shortest wait of a lingering worker, by default.
     pub const DEFAULT_WAIT: Duration = Duration::from_micros(20);
     /// Messages per read from which a worker lingers.
     pub const PACE: f32 = 2.0;
+    /// How many times the shortest wait a worker may wait, by default.
+    pub const LONGEST_FACTOR: u32 = 1 << Pace::TOP;
 
-    /// Lingers `wait` (none when zero).
+    /// Lingers `wait` at first, and up to [`LONGEST_FACTOR`](Self::LONGEST_FACTOR) times it
+    /// when longer waits pay (none when zero).
     pub const fn new(wait: Duration) -> Self {
-        Self { wait }
+        Self { wait, longest: wait.saturating_mul(Self::LONGEST_FACTOR) }
+    }
+
+    /// Lingers `wait`, never longer nor shorter.
+    pub const fn fixed(wait: Duration) -> Self {
+        Self { wait, longest: wait }
     }
 
     /// Never lingers.
     pub const fn off() -> Self {
-        Self::new(Duration::ZERO)
+        Self::fixed(Duration::ZERO)
     }
 
-    /// `WSGATE_LINGER_US` microseconds (`0`: off), or the default when it is not set.
+    /// Lingers `wait` at first, and up to `longest` (rounded down to `wait` doubled at most
+    /// four times) when longer waits pay.
+    pub fn between(wait: Duration, longest: Duration) -> Self {
+        Self { wait, longest: longest.max(wait) }
+    }
+
+    /// The shortest wait `WSGATE_LINGER_US` microseconds (`0`: off) and the longest
+    /// `WSGATE_LINGER_MAX_US`, where they are set; the defaults otherwise.
     ///
     /// # Errors
-    /// When it is set and is not a number of microseconds.
+    /// When one is set and is not a number of microseconds.
     pub fn from_env() -> Result<Self, std::num::ParseIntError> {
-        match std::env::var("WSGATE_LINGER_US") {
-            Ok(us) => Ok(Self::new(Duration::from_micros(us.trim().parse()?))),
-            Err(_) => Ok(Self::default()),
-        }
+        let micros = |name| match std::env::var(name) {
+            Ok(us) => us.trim().parse().map(|us| Some(Duration::from_micros(us))),
+            Err(_) => Ok(None),
+        };
+        let wait = micros("WSGATE_LINGER_US")?.unwrap_or(Self::DEFAULT_WAIT);
+        Ok(match micros("WSGATE_LINGER_MAX_US")? {
+            Some(longest) => Self::between(wait, longest),
+            None => Self::new(wait),
+        })
     }
 
-    /// How long a worker lingers.
+    /// The shortest wait of a lingering worker.
     pub const fn wait(&self) -> Duration {
         self.wait
+    }
+
+    /// The longest wait of a lingering worker.
+    pub const fn longest(&self) -> Duration {
+        self.longest
+    }
+
+    /// How many doublings of the shortest wait are allowed (at most [`Pace::TOP`]).
+    fn top(self) -> u8 {
+        let mut top = 0;
+        while top < Pace::TOP && self.wait.saturating_mul(2 << top) <= self.longest {
+            top += 1;
+        }
+        top
     }
 
     /// Makes the runtime's workers linger (tokio's `on_thread_park`, which this replaces).
@@ -125,12 +168,12 @@ impl Linger {
         }
         let reads = READS.replace(0);
         let messages = MESSAGES.replace(0);
-        let pace = PACE.get().step(reads, messages);
+        let pace = PACE.get().step(reads, messages, self.top());
         PACE.set(pace);
         if pace.lingering {
             LINGERS.fetch_add(1, Ordering::Relaxed);
             precise_timers();
-            std::thread::sleep(self.wait);
+            std::thread::sleep(self.wait.saturating_mul(1 << pace.level));
         }
     }
 }
@@ -167,6 +210,15 @@ struct Pace {
     /// Waking periods left before lingering is tried again, after lingers that gathered
     /// too little.
     rest: u32,
+    /// The wait, as doublings of the shortest.
+    level: u8,
+    /// Reads per linger at each level, as last measured (a moving average over the level's
+    /// last stay; 0: not known).
+    gathered: [f32; Pace::LEVELS],
+    /// Lingers since the worker came to this level, or since its last decision there.
+    lingers: u16,
+    /// Decisions left before what is known of the longer waits is forgotten.
+    explore: u16,
 }
 
 impl Pace {
@@ -177,15 +229,33 @@ impl Pace {
     const TRY: f32 = 2.0;
     /// Waking periods without lingering after lingers that did not pay.
     const REST: u32 = 1024;
+    /// Doublings of the shortest wait, at most.
+    const TOP: u8 = 4;
+    const LEVELS: usize = Self::TOP as usize + 1;
+    /// Lingers at a level between two decisions to move.
+    const WINDOW: u16 = 32;
+    /// How many more reads a doubled wait must gather to be kept.
+    const GROWTH: f32 = 1.5;
+    /// Decisions between two forgettings of the longer waits.
+    const EXPLORE: u16 = 16;
 
     const fn new() -> Self {
-        Self { messages_per_read: 0.0, reads_per_linger: Self::TRY, lingering: false, rest: 0 }
+        Self {
+            messages_per_read: 0.0,
+            reads_per_linger: Self::TRY,
+            lingering: false,
+            rest: 0,
+            level: 0,
+            gathered: [0.0; Self::LEVELS],
+            lingers: 0,
+            explore: Self::EXPLORE,
+        }
     }
 
-    /// After a waking period with `reads` and `messages`: whether to linger now. A period
-    /// without reads (timers, emits from elsewhere) does not move the pace, and no client's
-    /// burst is on its way: no linger.
-    fn step(mut self, reads: u32, messages: u32) -> Self {
+    /// After a waking period with `reads` and `messages`: whether to linger now, and how
+    /// long (`top`: the most doublings allowed). A period without reads (timers, emits from
+    /// elsewhere) does not move the pace, and no client's burst is on its way: no linger.
+    fn step(mut self, reads: u32, messages: u32, top: u8) -> Self {
         #[allow(clippy::cast_precision_loss)] // counts of one waking period: far below 2^24
         let (reads_f, messages_f) = (reads as f32, messages as f32);
         if self.lingering {
@@ -193,6 +263,10 @@ impl Pace {
             if self.reads_per_linger < Self::GATHER {
                 self.rest = Self::REST;
                 self.reads_per_linger = Self::TRY;
+                self.level = 0;
+                self.lingers = 0;
+            } else {
+                self.adapt(reads_f, top);
             }
         }
         if reads > 0 {
@@ -205,6 +279,39 @@ impl Pace {
             reads > 0 && self.messages_per_read >= Linger::PACE
         };
         self
+    }
+
+    /// After a linger at this level that `reads` followed: every [`Self::WINDOW`] lingers, a
+    /// level down when this one gathers too little more than the one below, or up when the
+    /// one above is not known or gathered enough more.
+    fn adapt(&mut self, reads: f32, top: u8) {
+        let top = top.min(Self::TOP);
+        self.level = self.level.min(top);
+        let at = usize::from(self.level);
+        self.gathered[at] =
+            if self.lingers == 0 { reads } else { (self.gathered[at] * 7.0 + reads) / 8.0 };
+        self.lingers += 1;
+        if self.lingers < Self::WINDOW {
+            return;
+        }
+        self.lingers = 0;
+        self.explore -= 1;
+        if self.explore == 0 {
+            self.explore = Self::EXPLORE;
+            self.gathered[at + 1..].fill(0.0);
+        }
+        let from = self.level;
+        if at > 0 && self.gathered[at] < Self::GROWTH * self.gathered[at - 1] {
+            self.level -= 1;
+        } else if self.level < top {
+            let above = self.gathered[at + 1];
+            if above == 0.0 || above >= Self::GROWTH * self.gathered[at] {
+                self.level += 1;
+            }
+        }
+        if self.level != from {
+            tracing::trace!(level = self.level, gathered = ?self.gathered, "linger wait");
+        }
     }
 }
 
@@ -235,7 +342,7 @@ mod tests {
     fn run(pace: &mut Pace, periods: usize, reads: u32, messages: u32) -> usize {
         (0..periods)
             .filter(|_| {
-                *pace = pace.step(reads, messages);
+                *pace = pace.step(reads, messages, 0);
                 pace.lingering
             })
             .count()
@@ -273,15 +380,89 @@ mod tests {
         assert_eq!(run(&mut pace, 100, 4, 32), 100);
     }
 
+    /// Steps `pace` through `periods` waking periods whose reads follow from the wait: a
+    /// linger at level `l` is followed by `reads(l)` reads (eight messages each); the levels
+    /// the worker lingered at, one per period.
+    fn model(pace: &mut Pace, periods: usize, reads: impl Fn(u8) -> u32) -> Vec<u8> {
+        (0..periods)
+            .map(|_| {
+                let n = reads(if pace.lingering { pace.level } else { 0 });
+                *pace = pace.step(n, n * 8, Pace::TOP);
+                pace.level
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wait_doubles_while_it_gathers_more_connections() {
+        // Many connections, answering over a long time: each doubling gathers twice as many.
+        let mut pace = Pace::new();
+        let levels = model(&mut pace, 2_000, |l| 3 << l);
+        let first_at_top = levels.iter().position(|&l| l == Pace::TOP).unwrap();
+        assert!(first_at_top <= 5 * Pace::WINDOW as usize, "at the top after {first_at_top}");
+        assert!(levels[first_at_top..].iter().all(|&l| l == Pace::TOP), "left the top");
+        // It never goes beyond what the linger allows.
+        let mut pace = Pace::new();
+        for _ in 0..2_000 {
+            let n = 3 << if pace.lingering { pace.level } else { 0 };
+            pace = pace.step(n, n * 8, 2);
+            assert!(pace.level <= 2);
+        }
+        assert_eq!(pace.level, 2);
+    }
+
+    #[test]
+    fn the_wait_stays_short_when_all_are_in_at_once() {
+        // Two connections, both in within the shortest wait: longer waits gather nothing more.
+        // The worker tries the next level now and then, and comes back.
+        let mut pace = Pace::new();
+        let levels = model(&mut pace, 20_000, |_| 2);
+        let longer = levels.iter().filter(|&&l| l > 0).count();
+        assert!(levels.iter().all(|&l| l <= 1), "went beyond one doubling");
+        assert!(longer > 0, "never tried a longer wait");
+        assert!(longer * 8 < levels.len(), "{longer} of {} periods at a longer wait", levels.len());
+    }
+
+    #[test]
+    fn the_wait_settles_where_doubling_stops_paying_and_follows_the_load() {
+        // A knee: doubling from the shortest gathers twice as many, the next doublings a little.
+        let knee = |l: u8| [4, 8, 10, 11, 12][usize::from(l)];
+        let mut pace = Pace::new();
+        let levels = model(&mut pace, 20_000, knee);
+        let settled = &levels[10_000..];
+        let at_one = settled.iter().filter(|&&l| l == 1).count();
+        assert!(
+            at_one * 10 > settled.len() * 8,
+            "{at_one} of {} periods at level 1",
+            settled.len()
+        );
+        assert!(settled.iter().all(|&l| l <= 2));
+        // Then many connections: up to the top.
+        model(&mut pace, 2_000, |l| 3 << l);
+        assert_eq!(pace.level, Pace::TOP);
+        // Then few again: down within a few windows.
+        let levels = model(&mut pace, 400, |_| 2);
+        assert!(levels[levels.len() - 100..].iter().all(|&l| l <= 1), "{:?}", &levels[300..]);
+        // Lingers that gather too little rest the worker, and start again from the shortest.
+        model(&mut pace, 2_000, |l| 3 << l);
+        model(&mut pace, 40, |_| 1);
+        assert_eq!((pace.level, pace.lingering), (0, false));
+    }
+
     #[test]
     fn linger_defaults() {
         assert_eq!(Linger::default().wait(), Duration::from_micros(20));
+        assert_eq!(Linger::default().longest(), Duration::from_micros(320));
+        assert_eq!(Linger::default().top(), 4);
+        assert_eq!(Linger::fixed(Duration::from_micros(20)).top(), 0);
+        assert_eq!(Linger::between(Duration::from_micros(20), Duration::from_micros(100)).top(), 2);
+        assert_eq!(Linger::between(Duration::from_micros(20), Duration::from_micros(10)).top(), 0);
         assert!(Linger::off().wait().is_zero());
     }
 
     #[test]
     fn a_worker_counts_its_reads_and_messages_and_lingers_on_them() {
-        let linger = Linger::new(Duration::from_millis(30));
+        let linger = Linger::fixed(Duration::from_millis(30));
         std::thread::spawn(move || {
             let mut lingered = 0;
             for _ in 0..8 {

@@ -66,7 +66,7 @@ impl EchoGateway {
 }
 
 // The runtime of `wsgate::runtime`: workers linger before they sleep when clients pipeline
-// (`WSGATE_LINGER_US`, default 20, `0`: off).
+// (`WSGATE_LINGER_US`, default 20, `0`: off; up to `WSGATE_LINGER_MAX_US`, default 320).
 fn main() -> anyhow::Result<()> {
     wsgate::runtime::builder().build()?.block_on(serve())
 }

@@ -10,7 +10,8 @@
 //! not a server to use, a measure of what is left once the framework costs nothing.
 //!
 //! It lingers before each wait as wsgate's runtime does (`wsgate::runtime::Linger`, the same
-//! rule and `WSGATE_LINGER_US`), so that both make their system calls for as many messages.
+//! rule, `WSGATE_LINGER_US` and `WSGATE_LINGER_MAX_US`), so that both make their system calls
+//! for as many messages.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};

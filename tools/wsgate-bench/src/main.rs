@@ -306,7 +306,8 @@ enum Command {
     /// Serves the floor of a plain WebSocket echo: one thread on epoll, every text frame sent
     /// back as it came, nothing else (no runtime, no authentication, no JSON read): what the
     /// echo benchmark's system calls cost when the server's own work is next to nothing. It
-    /// lingers before each wait as wsgate's runtime does (`WSGATE_LINGER_US`, 0: off).
+    /// lingers before each wait as wsgate's runtime does (`WSGATE_LINGER_US`, 0: off, and
+    /// `WSGATE_LINGER_MAX_US`).
     FloorEcho {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 3104)]
