@@ -381,16 +381,21 @@ mod tests {
     }
 
     /// Steps `pace` through `periods` waking periods whose reads follow from the wait: a
-    /// linger at level `l` is followed by `reads(l)` reads (eight messages each); the levels
-    /// the worker lingered at, one per period.
-    fn model(pace: &mut Pace, periods: usize, reads: impl Fn(u8) -> u32) -> Vec<u8> {
+    /// linger at level `l` is followed by `reads(l)` reads (eight messages each), with at most
+    /// `top` doublings allowed; the levels the worker lingered at, one per period.
+    fn model_to(pace: &mut Pace, periods: usize, top: u8, reads: impl Fn(u8) -> u32) -> Vec<u8> {
         (0..periods)
             .map(|_| {
                 let n = reads(if pace.lingering { pace.level } else { 0 });
-                *pace = pace.step(n, n * 8, Pace::TOP);
+                *pace = pace.step(n, n * 8, top);
                 pace.level
             })
             .collect()
+    }
+
+    /// [`model_to`] with every doubling allowed.
+    fn model(pace: &mut Pace, periods: usize, reads: impl Fn(u8) -> u32) -> Vec<u8> {
+        model_to(pace, periods, Pace::TOP, reads)
     }
 
     #[test]
@@ -403,11 +408,8 @@ mod tests {
         assert!(levels[first_at_top..].iter().all(|&l| l == Pace::TOP), "left the top");
         // It never goes beyond what the linger allows.
         let mut pace = Pace::new();
-        for _ in 0..2_000 {
-            let n = 3 << if pace.lingering { pace.level } else { 0 };
-            pace = pace.step(n, n * 8, 2);
-            assert!(pace.level <= 2);
-        }
+        let levels = model_to(&mut pace, 2_000, 2, |l| 3 << l);
+        assert!(levels.iter().all(|&l| l <= 2), "beyond two doublings");
         assert_eq!(pace.level, 2);
     }
 
