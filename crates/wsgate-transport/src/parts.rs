@@ -167,6 +167,30 @@ where
     ws.flush_queued().await
 }
 
+/// Queues the frames of an answer (an [`Outbound::Event`] or [`Outbound::Direct`]) on `ws`,
+/// unflushed, as [`write_batch`] writes it: for a writer that answers from where it reads
+/// ([`wsgate::App::dispatch_into`]) and flushes once its batch is handled. `false` for a
+/// room's held broadcasts, which are not written here.
+pub fn queue_answer<S>(
+    ws: &mut WebSocket<S>,
+    item: &Outbound,
+    event: impl Fn(&Arc<Emission>, &mut WebSocket<S>) -> Result<(), WsError>,
+    direct: impl Fn(&Direct) -> Bytes,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match item {
+        Outbound::Direct(message) => ws.queue_text(&direct(message))?,
+        Outbound::Event(emission) => event(emission, ws)?,
+        Outbound::Events(_) => return Ok(false),
+    }
+    for attachment in item.attachments() {
+        ws.queue_binary(attachment)?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

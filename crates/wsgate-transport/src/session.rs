@@ -41,7 +41,7 @@ use wsgate::adapter::{Departure, Direct, Emission, Events, Inbound, Outbound, Ou
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
 use crate::compression::Negotiated;
-use crate::parts::{InFlight, WRITE_BATCH, Work, write_batch};
+use crate::parts::{InFlight, WRITE_BATCH, WRITE_BUFFER, Work, queue_answer, write_batch};
 use crate::timer::{Deadline, Mark};
 use crate::websocket::{Error as WsError, Resting, WebSocket};
 
@@ -904,6 +904,16 @@ impl<'a, P: Protocol> Session<'a, P> {
         {
             return Poll::Ready(Wake::Done(id));
         }
+        // Answers written straight to the socket whose flush had to wait: reading flushes
+        // them too, but the session may not be reading.
+        if let Link::WebSocket(ws) = &mut self.link
+            && !read
+            && ws.unwritten() > 0
+            && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
+        {
+            tracing::debug!(error = %e, "websocket write failed");
+            return Poll::Ready(Wake::Ended(SessionEnd::Broken));
+        }
         if let Poll::Ready(event) = poll_event(&mut self.link, read, cx) {
             return Poll::Ready(match event {
                 // Frames are handled here, in this poll.
@@ -1044,8 +1054,30 @@ impl<'a, P: Protocol> Session<'a, P> {
             Action::Nothing => Read::Nothing,
             // A handler done at once is answered here, with no future of its own; the rest of
             // one that waits is kept.
+            // Over a websocket with room in its buffer, the answer of a handler done at once
+            // goes straight to the socket when nothing is queued ahead of it, flushed once
+            // the frames read are handled ([`Self::frames`]).
             Action::Dispatch { channel, message } => {
-                match app.dispatch_now(&self.channels[channel].conn, message, cx) {
+                let Channel { conn, tag, .. } = &self.channels[channel];
+                let mut failed = false;
+                let work = match &mut self.link {
+                    Link::WebSocket(ws) if ws.unwritten() < WRITE_BUFFER => {
+                        app.dispatch_into(conn, message, cx, &mut |answer| {
+                            let event =
+                                |emission: &_, ws: &mut _| P::write_event(emission, false, tag, ws);
+                            let direct = |direct: &_| P::encode_direct(direct, tag);
+                            // Taken either way: a socket that cannot queue ends the session.
+                            queue_answer(ws, answer, event, direct).unwrap_or_else(|e| {
+                                tracing::debug!(error = %e, "websocket write failed");
+                                failed = true;
+                                true
+                            })
+                        })
+                    }
+                    _ => app.dispatch_now(conn, message, cx),
+                };
+                match work {
+                    _ if failed => Read::End(SessionEnd::Broken),
                     None => Read::Nothing,
                     Some(work) => Read::Work(channel, work),
                 }
@@ -1079,6 +1111,25 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// no future of its own, so what a frame holds takes no room in the session's task. Stops
     /// at a rare action (for the caller to box).
     fn frames(
+        &mut self,
+        first: Option<Incoming>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Stop<P::Channel>> {
+        let read = self.read_frames(first, cx);
+        // The answers written straight to the socket leave in one write. One that has to wait
+        // is finished by the next poll of the session ([`Self::poll_wake`]).
+        if let Link::WebSocket(ws) = &mut self.link
+            && ws.unwritten() > 0
+            && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
+        {
+            tracing::debug!(error = %e, "websocket write failed");
+            return read.and(Err(Stop::End(SessionEnd::Broken)));
+        }
+        read
+    }
+
+    /// [`Self::frames`] but the flush.
+    fn read_frames(
         &mut self,
         first: Option<Incoming>,
         cx: &mut Context<'_>,

@@ -128,6 +128,10 @@ pub struct WebSocket<S> {
     close_sent: bool,
     close_received: bool,
     eof: bool,
+    /// A control frame is queued (a pong, a close): what is queued is written at the next
+    /// read rather than at the next flush. Data frames wait for their writer's flush, which
+    /// may gather a batch of answers ([`wsgate::App::dispatch_into`]).
+    urgent: bool,
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -168,6 +172,7 @@ impl<S> WebSocket<S> {
             close_sent: false,
             close_received: false,
             eof: false,
+            urgent: false,
         }
     }
 
@@ -213,6 +218,7 @@ impl<S> WebSocket<S> {
             close_sent,
             close_received,
             eof,
+            urgent,
         } = self;
         let ws = WebSocket {
             io,
@@ -225,6 +231,7 @@ impl<S> WebSocket<S> {
             close_sent,
             close_received,
             eof,
+            urgent,
         };
         (old, ws)
     }
@@ -291,6 +298,7 @@ impl<S> WebSocket<S> {
         }
         // Control frames carry at most 125 bytes.
         frame(out(&mut self.write), FIN | opcode, &payload[..payload.len().min(125)]);
+        self.urgent = true;
         if opcode == OP_CLOSE {
             self.close_sent = true;
         }
@@ -441,6 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             self.write.advance(n);
         }
+        self.urgent = false;
         // Nothing held between bursts: the buffer goes back to the thread.
         give_back(std::mem::take(&mut self.write));
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -503,7 +512,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         // Pongs and the close reply go out without waiting for the next send.
-        if !self.write.is_empty()
+        if self.urgent
             && let Poll::Ready(Err(e)) = self.poll_write_all(cx)
         {
             return Poll::Ready(Some(Err(e)));
@@ -522,7 +531,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         if self.read.is_empty() {
                             self.read = BytesMut::new();
                         }
-                        if !self.write.is_empty() {
+                        if self.urgent {
                             let _ = self.poll_write_all(cx);
                         }
                         return Poll::Ready(Some(Ok(message)));

@@ -643,6 +643,49 @@ async fn a_long_queue_is_written_whole_and_in_order() {
 }
 
 #[tokio::test]
+async fn answers_to_a_pipeline_read_only_later_arrive_whole_and_in_order() {
+    // Answers go straight to the socket while nothing is queued and its buffer has room, then
+    // through the queue once the client stops reading and the socket fills; then the server
+    // stops reading too. 16 MB of answers, far past the socket buffers: each arrives, once, in
+    // order, when the client reads at last.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let config = wsgate::AppConfig { rate_limit: None, ..wsgate::AppConfig::default() };
+    let f = start_with(WsAdapter::new(), config).await;
+    let ws = f.connect("/chat", 1).await;
+    let (mut tx, mut rx) = ws.split();
+    const N: usize = 1000;
+    let pad = "x".repeat(16 * 1024);
+    let sender = tokio::spawn(async move {
+        for n in 0..N {
+            let text = json!({ "event": "say", "data": format!("{n}:{pad}") }).to_string();
+            tx.send(Message::text(text)).await.unwrap();
+        }
+        tx
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..N {
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection is open")
+            .unwrap();
+        let Message::Text(text) = msg else { panic!("{msg:?}") };
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(reply["event"], "said");
+        let data = reply["data"].as_str().unwrap();
+        assert_eq!(
+            data.split_once(':').map(|(i, _)| i),
+            Some(n.to_string().as_str()),
+            "answer {n}"
+        );
+        assert_eq!(data.len(), n.to_string().len() + 1 + 16 * 1024);
+    }
+    let _tx = sender.await.unwrap();
+    assert_eq!(f.server.connection_count(), 1);
+}
+
+#[tokio::test]
 async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
     // A queue that never overflows and pings too rare to matter: only the stalled write itself
     // can end this connection.

@@ -610,6 +610,25 @@ impl App {
         message: Inbound,
         cx: &mut Context<'_>,
     ) -> Option<Dispatching<'a>> {
+        self.dispatch_into(conn, message, cx, &mut |_| false)
+    }
+
+    /// [`Self::dispatch_now`], with the answer of a handler done at once offered to `write`
+    /// first when nothing is queued for the connection ahead of it: `write` puts it on the
+    /// transport (buffered, to flush once the batch of messages read is handled) and returns
+    /// `true`, or returns `false` and it is queued as usual. The answer then skips the queue:
+    /// no push, no pop, no wake-up of the connection's writer. Broadcasts held back are
+    /// delivered before it is offered, so that it never overtakes what its handler emitted.
+    ///
+    /// For adapters that read and write a connection from one task: `write` may refuse
+    /// whenever its buffer is full, and what it refuses keeps its order through the queue.
+    pub fn dispatch_into<'a>(
+        &'a self,
+        conn: &Connection,
+        message: Inbound,
+        cx: &mut Context<'_>,
+        write: &mut dyn FnMut(&Outbound) -> bool,
+    ) -> Option<Dispatching<'a>> {
         // Not handled, and said so: a message is either handled and answered or refused.
         let refusal = if conn.is_closing() {
             Some(CONNECTION_CLOSING)
@@ -646,7 +665,7 @@ impl App {
                 ))
                 .into(),
             );
-            return self.answer_now(ctx, None, reply, started);
+            return self.answer_now(ctx, None, reply, started, write);
         };
         let span = tracing::debug_span!("message", conn = %conn.id(), event = %ctx.event);
         if !route.guards.is_empty() || !route.interceptors.is_empty() {
@@ -667,26 +686,27 @@ impl App {
             }))
         };
         match polled {
-            Ok(Ok(reply)) => self.answer_now(ctx, Some(route), reply, started),
+            Ok(Ok(reply)) => self.answer_now(ctx, Some(route), reply, started, write),
             Ok(Err(handler)) => Some(Box::pin(async move {
                 let reply = AssertUnwindSafe(handler).catch_unwind().instrument(span).await;
                 self.finish(ctx, Some(route), reply.unwrap_or_else(|_| panicked()), started).await
             })),
-            Err(_) => self.answer_now(ctx, Some(route), panicked(), started),
+            Err(_) => self.answer_now(ctx, Some(route), panicked(), started, write),
         }
     }
 
     /// Answers a message whose handler is done, without waiting unless its connection's
-    /// queue is full.
+    /// queue is full: through `write` when it takes the answer ([`Self::dispatch_into`]).
     fn answer_now<'a>(
         &'a self,
         ctx: MessageContext,
         route: Option<&RouteEntry>,
         reply: Reply,
         started: Option<Instant>,
+        write: &mut dyn FnMut(&Outbound) -> bool,
     ) -> Option<Dispatching<'a>> {
         let answer = self.settle(&ctx, route, reply, started)?;
-        match ctx.conn.send_now(answer) {
+        match ctx.conn.send_now_or(answer, write) {
             Ok(None) => None,
             Ok(Some(answer)) => Some(Box::pin(async move {
                 if ctx.conn.send_later(answer).await.is_err() {
@@ -710,7 +730,7 @@ impl App {
         started: Option<Instant>,
     ) -> ConnectionId {
         let id = ctx.conn.id();
-        match self.answer_now(ctx, route, reply, started) {
+        match self.answer_now(ctx, route, reply, started, &mut |_| false) {
             Some(rest) => rest.await,
             None => id,
         }

@@ -613,8 +613,23 @@ impl Connection {
     /// [`Self::send`] without waiting: the item back when the queue has no room, for
     /// [`Self::send_later`].
     pub(crate) fn send_now(&self, item: Outbound) -> Result<Option<Outbound>, SendError> {
+        self.send_now_or(item, &mut |_| false)
+    }
+
+    /// [`Self::send_now`], offering `item` to `write` first when nothing is queued ahead of
+    /// it ([`crate::App::dispatch_into`]).
+    pub(crate) fn send_now_or(
+        &self,
+        item: Outbound,
+        write: &mut dyn FnMut(&Outbound) -> bool,
+    ) -> Result<Option<Outbound>, SendError> {
         self.inner.server.deliver_held();
         self.observe_sent(&item);
+        match self.inner.queue.is_idle() {
+            None => return Err(SendError::Closed),
+            Some(true) if write(&item) => return Ok(None),
+            Some(_) => {}
+        }
         match self.inner.queue.push_now(item) {
             Ok(Ok(())) => Ok(None),
             Ok(Err(item)) => Ok(Some(item)),

@@ -194,6 +194,12 @@ impl Queue {
         }
     }
 
+    /// Whether nothing is queued: `None` once the reader is gone.
+    pub(crate) fn is_idle(&self) -> Option<bool> {
+        let state = self.lock();
+        (!state.closed).then_some(state.first.is_none())
+    }
+
     /// Takes the oldest item, if any; the last one of a counted queue ends its part in
     /// `round`.
     pub(crate) fn try_pop(&self, round: &Round) -> Option<Outbound> {

@@ -839,3 +839,63 @@ async fn dispatch_now_answers_at_once_or_leaves_the_rest() {
     assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "5".into()));
     assert!(rx.try_recv().is_none());
 }
+
+struct Emits;
+
+#[gateway]
+impl Emits {
+    #[subscribe_message("now")]
+    async fn now(&self, Data(n): Data<u32>) -> WsResponse<u32> {
+        WsResponse::new("now", n)
+    }
+
+    // Emits to its own connection, then answers.
+    #[subscribe_message("tell")]
+    async fn tell(&self, conn: Connection, Data(n): Data<u32>) -> WsResponse<u32> {
+        conn.emit("told", &n).unwrap();
+        WsResponse::new("now", n)
+    }
+}
+
+// `dispatch_into` offers the answer of a handler done at once to its writer when nothing is
+// queued ahead of it: taken, it skips the queue; refused, it is queued as usual; with anything
+// queued ahead of it (here, what its handler emitted), it is not offered and keeps its place.
+#[tokio::test]
+async fn dispatch_into_writes_an_answer_only_when_nothing_is_queued_ahead() {
+    use std::task::{Context, Waker};
+    use wsgate::adapter::{Inbound, Outbound};
+    let app = App::builder().gateway(Emits).build().await.unwrap();
+    let (conn, mut rx) = app.handshake(Handshake::new("/", "test")).await.unwrap().open().await;
+    let mut cx = Context::from_waker(Waker::noop());
+    let message =
+        |event: &str, n: u32| Inbound::new(event, wsgate::adapter::to_payload(&n).unwrap());
+
+    let mut written: Vec<(String, String)> = Vec::new();
+    let mut take = |answer: &Outbound| {
+        written.push(event_of(answer));
+        true
+    };
+    assert!(app.dispatch_into(&conn, message("now", 1), &mut cx, &mut take).is_none());
+    assert_eq!(written, [("now".to_owned(), "1".to_owned())]);
+    assert!(rx.try_recv().is_none(), "taken: not queued");
+
+    let mut offered = 0;
+    let mut refuse = |_: &Outbound| {
+        offered += 1;
+        false
+    };
+    assert!(app.dispatch_into(&conn, message("now", 2), &mut cx, &mut refuse).is_none());
+    assert_eq!(offered, 1);
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "2".into()), "refused: queued");
+
+    let mut offered = 0;
+    let mut take = |_: &Outbound| {
+        offered += 1;
+        true
+    };
+    assert!(app.dispatch_into(&conn, message("tell", 3), &mut cx, &mut take).is_none());
+    assert_eq!(offered, 0, "what the handler emitted is queued ahead of the answer");
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("told".into(), "3".into()));
+    assert_eq!(event_of(&rx.try_recv().unwrap()), ("now".into(), "3".into()));
+    assert!(rx.try_recv().is_none());
+}
