@@ -904,10 +904,10 @@ impl<'a, P: Protocol> Session<'a, P> {
         {
             return Poll::Ready(Wake::Done(id));
         }
-        // Answers written straight to the socket whose flush had to wait: reading flushes
-        // them too, but the session may not be reading.
+        // Answers written straight to the socket whose flush had to wait ([`Self::frames`]):
+        // nothing else flushes them (reading flushes control frames alone), and the client
+        // may send nothing more until it has them.
         if let Link::WebSocket(ws) = &mut self.link
-            && !read
             && ws.unwritten() > 0
             && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
         {
@@ -1053,10 +1053,9 @@ impl<'a, P: Protocol> Session<'a, P> {
         match action {
             Action::Nothing => Read::Nothing,
             // A handler done at once is answered here, with no future of its own; the rest of
-            // one that waits is kept.
-            // Over a websocket with room in its buffer, the answer of a handler done at once
-            // goes straight to the socket when nothing is queued ahead of it, flushed once
-            // the frames read are handled ([`Self::frames`]).
+            // one that waits is kept. Over a websocket with room in its buffer, the answer
+            // goes straight to the socket when nothing is queued ahead of it, flushed once the
+            // frames read are handled ([`Self::frames`]).
             Action::Dispatch { channel, message } => {
                 let Channel { conn, tag, .. } = &self.channels[channel];
                 let mut failed = false;

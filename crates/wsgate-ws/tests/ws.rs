@@ -648,8 +648,6 @@ async fn answers_to_a_pipeline_read_only_later_arrive_whole_and_in_order() {
     // through the queue once the client stops reading and the socket fills; then the server
     // stops reading too. 16 MB of answers, far past the socket buffers: each arrives, once, in
     // order, when the client reads at last.
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let config = wsgate::AppConfig { rate_limit: None, ..wsgate::AppConfig::default() };
     let f = start_with(WsAdapter::new(), config).await;
     let ws = f.connect("/chat", 1).await;
@@ -834,6 +832,42 @@ async fn a_connection_other_than_tcp_is_served_too() {
     let reply = ws.next().await.unwrap().unwrap();
     let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
     assert_eq!(reply, json!({ "event": "ack", "id": 1, "data": 7 }));
+}
+
+#[tokio::test]
+async fn answers_left_unwritten_by_a_full_connection_go_once_the_client_reads() {
+    // A connection that takes 8 KiB at most: the answers to the last frames read do not all
+    // fit, and the rest waits in the websocket's buffer, with nothing queued behind it and
+    // nothing more coming from the client. It leaves as soon as the client reads, not at the
+    // next ping.
+    use tower::ServiceExt;
+    let (router, f) = app_router(WsAdapter::new(), wsgate::AppConfig::default()).await;
+    let (client, server) = tokio::io::duplex(8 * 1024);
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request| router.clone().oneshot(request));
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service)
+            .with_upgrades()
+            .await
+    });
+    let url = format!("ws://localhost/chat?token={}", f.token(7));
+    let (mut ws, _) = tokio_tungstenite::client_async(url, client).await.unwrap();
+    let pad = "x".repeat(1000);
+    for n in 0..12 {
+        let text = json!({ "event": "say", "data": format!("{n}:{pad}") }).to_string();
+        ws.send(Message::text(text)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..12 {
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an answer within 5 s")
+            .expect("the connection is open")
+            .unwrap();
+        let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+        assert_eq!(reply["event"], "said");
+        assert_eq!(reply["data"], format!("{n}:{pad}"), "answer {n}");
+    }
 }
 
 #[tokio::test]
