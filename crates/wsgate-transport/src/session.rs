@@ -904,9 +904,10 @@ impl<'a, P: Protocol> Session<'a, P> {
         {
             return Poll::Ready(Wake::Done(id));
         }
-        // Answers written straight to the socket whose flush had to wait ([`Self::frames`]):
-        // nothing else flushes them (reading flushes control frames alone), and the client
-        // may send nothing more until it has them.
+        // Answers written straight to the socket ([`Self::read`]) leave here, in one write, at
+        // the poll after the frames that asked for them; one that has to wait, at a later
+        // poll. Nothing else flushes them (reading flushes control frames alone), and the
+        // client may send nothing more until it has them.
         if let Link::WebSocket(ws) = &mut self.link
             && ws.unwritten() > 0
             && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
@@ -1055,7 +1056,7 @@ impl<'a, P: Protocol> Session<'a, P> {
             // A handler done at once is answered here, with no future of its own; the rest of
             // one that waits is kept. Over a websocket with room in its buffer, the answer
             // goes straight to the socket when nothing is queued ahead of it, flushed once the
-            // frames read are handled ([`Self::frames`]).
+            // frames read are handled ([`Self::poll_wake`]).
             Action::Dispatch { channel, message } => {
                 let Channel { conn, tag, .. } = &self.channels[channel];
                 let mut failed = false;
@@ -1110,25 +1111,6 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// no future of its own, so what a frame holds takes no room in the session's task. Stops
     /// at a rare action (for the caller to box).
     fn frames(
-        &mut self,
-        first: Option<Incoming>,
-        cx: &mut Context<'_>,
-    ) -> Result<(), Stop<P::Channel>> {
-        let read = self.read_frames(first, cx);
-        // The answers written straight to the socket leave in one write. One that has to wait
-        // is finished by the next poll of the session ([`Self::poll_wake`]).
-        if let Link::WebSocket(ws) = &mut self.link
-            && ws.unwritten() > 0
-            && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
-        {
-            tracing::debug!(error = %e, "websocket write failed");
-            return read.and(Err(Stop::End(SessionEnd::Broken)));
-        }
-        read
-    }
-
-    /// [`Self::frames`] but the flush.
-    fn read_frames(
         &mut self,
         first: Option<Incoming>,
         cx: &mut Context<'_>,

@@ -814,11 +814,11 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
 
 /// Over any connection hyper serves (here an in-memory pipe, as a TLS stream would be), not
 /// only axum's TCP.
-#[tokio::test]
-async fn a_connection_other_than_tcp_is_served_too() {
+/// `router` served over an in-memory connection that holds at most `max_buf` bytes each way:
+/// the client's end.
+fn serve_duplex(router: Router, max_buf: usize) -> tokio::io::DuplexStream {
     use tower::ServiceExt;
-    let (router, f) = app_router(WsAdapter::new(), wsgate::AppConfig::default()).await;
-    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (client, server) = tokio::io::duplex(max_buf);
     tokio::spawn(async move {
         let service = hyper::service::service_fn(move |request| router.clone().oneshot(request));
         hyper::server::conn::http1::Builder::new()
@@ -826,6 +826,13 @@ async fn a_connection_other_than_tcp_is_served_too() {
             .with_upgrades()
             .await
     });
+    client
+}
+
+#[tokio::test]
+async fn a_connection_other_than_tcp_is_served_too() {
+    let (router, f) = app_router(WsAdapter::new(), wsgate::AppConfig::default()).await;
+    let client = serve_duplex(router, 64 * 1024);
     let url = format!("ws://localhost/?token={}", f.token(7));
     let (mut ws, _) = tokio_tungstenite::client_async(url, client).await.unwrap();
     ws.send(Message::text(json!({ "event": "whoami", "id": 1 }).to_string())).await.unwrap();
@@ -840,16 +847,8 @@ async fn answers_left_unwritten_by_a_full_connection_go_once_the_client_reads() 
     // fit, and the rest waits in the websocket's buffer, with nothing queued behind it and
     // nothing more coming from the client. It leaves as soon as the client reads, not at the
     // next ping.
-    use tower::ServiceExt;
     let (router, f) = app_router(WsAdapter::new(), wsgate::AppConfig::default()).await;
-    let (client, server) = tokio::io::duplex(8 * 1024);
-    tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |request| router.clone().oneshot(request));
-        hyper::server::conn::http1::Builder::new()
-            .serve_connection(hyper_util::rt::TokioIo::new(server), service)
-            .with_upgrades()
-            .await
-    });
+    let client = serve_duplex(router, 8 * 1024);
     let url = format!("ws://localhost/chat?token={}", f.token(7));
     let (mut ws, _) = tokio_tungstenite::client_async(url, client).await.unwrap();
     let pad = "x".repeat(1000);
