@@ -191,6 +191,43 @@ where
     Ok(true)
 }
 
+/// Queues the frames of a queued item on `ws`, unflushed, as [`write_batch`] writes them, when
+/// they are text alone on a socket that compresses nothing: an answer as [`queue_answer`]
+/// does, a room's held broadcasts framed once for all the members (`events`) or else one by
+/// one (`event`). For a writer that flushes at its next poll, with no future for the write.
+/// `false`, nothing queued, for an item with binary attachments or on a compressing socket:
+/// [`write_batch`] writes it, flushing as its buffer fills.
+pub fn frame_whole<S>(
+    ws: &mut WebSocket<S>,
+    item: &Outbound,
+    event: impl Fn(&Arc<Emission>, bool, &mut WebSocket<S>) -> Result<(), WsError>,
+    events: impl Fn(&Events, &mut WebSocket<S>) -> Result<bool, WsError>,
+    direct: impl Fn(&Direct) -> Bytes,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if ws.is_compressed() || !item.attachments().is_empty() {
+        return Ok(false);
+    }
+    match item {
+        Outbound::Direct(message) => ws.queue_text(&direct(message))?,
+        Outbound::Event(emission) => event(emission, false, ws)?,
+        Outbound::Events(batch) => {
+            if batch.as_slice().iter().any(|e| !e.extras().binary.is_empty()) {
+                return Ok(false);
+            }
+            let shared = item.is_shared();
+            if !(shared && events(batch, ws)?) {
+                for emission in batch.as_slice() {
+                    event(emission, shared, ws)?;
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,9 @@ use wsgate::adapter::{Departure, Direct, Emission, Events, Inbound, Outbound, Ou
 use wsgate::{AckId, App, CloseReason, Connection, ConnectionId, Handshake, Refusal};
 
 use crate::compression::Negotiated;
-use crate::parts::{InFlight, WRITE_BATCH, WRITE_BUFFER, Work, queue_answer, write_batch};
+use crate::parts::{
+    InFlight, WRITE_BATCH, WRITE_BUFFER, Work, frame_whole, queue_answer, write_batch,
+};
 use crate::timer::{Deadline, Mark};
 use crate::websocket::{Error as WsError, Resting, WebSocket};
 
@@ -904,16 +906,22 @@ impl<'a, P: Protocol> Session<'a, P> {
         {
             return Poll::Ready(Wake::Done(id));
         }
-        // Answers written straight to the socket ([`Self::read`]) leave here, in one write, at
-        // the poll after the frames that asked for them; one that has to wait, at a later
-        // poll. Nothing else flushes them (reading flushes control frames alone), and the
-        // client may send nothing more until it has them.
+        // What is written straight to the socket (answers, [`Self::read`]; queued items,
+        // [`Self::write_now`]) leaves here, in one write, at the poll after the frames or the
+        // item that made it. Nothing else flushes it (reading flushes control frames alone),
+        // and the client may send nothing more until it has it. A socket with no room for it
+        // is waited for as any write is, with the stall guard ([`Self::finish_write`]).
         if let Link::WebSocket(ws) = &mut self.link
             && ws.unwritten() > 0
-            && let Poll::Ready(Err(e)) = ws.poll_write_all(cx)
         {
-            tracing::debug!(error = %e, "websocket write failed");
-            return Poll::Ready(Wake::Ended(SessionEnd::Broken));
+            match ws.poll_write_all(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    return Poll::Ready(Wake::Ended(SessionEnd::Broken));
+                }
+                Poll::Pending => return Poll::Ready(Wake::Full),
+            }
         }
         if let Poll::Ready(event) = poll_event(&mut self.link, read, cx) {
             return Poll::Ready(match event {
@@ -971,6 +979,7 @@ impl<'a, P: Protocol> Session<'a, P> {
             Wake::Upgraded(socket, waiting) => {
                 Next::Later(Box::pin(self.upgraded(socket, waiting)))
             }
+            Wake::Full => Next::Later(Box::pin(self.finish_write())),
             Wake::Heartbeat => self.beat(),
             Wake::Quiet => {
                 self.look_quiet();
@@ -979,7 +988,11 @@ impl<'a, P: Protocol> Session<'a, P> {
             Wake::Channel(index, step) => match step {
                 ChannelStep::Item(item) => {
                     self.active = true;
-                    Next::Later(Box::pin(self.write(index, item)))
+                    match self.write_now(index, item) {
+                        Ok(None) => Next::Now(Ok(())),
+                        Ok(Some(item)) => Next::Later(Box::pin(self.write(index, item))),
+                        Err(end) => Next::Now(Err(end)),
+                    }
                 }
                 ChannelStep::Closed(reason) => Next::Later(Box::pin(self.on_close(index, reason))),
                 ChannelStep::Expired => {
@@ -1263,6 +1276,63 @@ impl<'a, P: Protocol> Session<'a, P> {
     }
 
     /// Writes `first`, an item of channel `index`, and whatever else is queued.
+    /// Over a websocket with nothing left unwritten, frames `first` and what else channel
+    /// `index` has queued (up to a batch, or until [`WRITE_BUFFER`] is reached) into the
+    /// socket's buffer, for the session's next poll to flush, which follows at once
+    /// ([`Self::poll_wake`]): a room's broadcast reaches each member with no future and no
+    /// allocation for its write. An item it cannot frame so comes back, for [`Self::write`],
+    /// which flushes what is framed before it; so does `first` on a socket still flushing,
+    /// whose wait has the stall guard.
+    fn write_now(&mut self, index: usize, first: Outbound) -> Result<Option<Outbound>, SessionEnd> {
+        let Link::WebSocket(ws) = &mut self.link else { return Ok(Some(first)) };
+        if ws.unwritten() > 0 {
+            return Ok(Some(first));
+        }
+        let Channel { rx, tag, .. } = &mut self.channels[index];
+        let (mut item, mut written) = (first, 0);
+        loop {
+            let framed = frame_whole(
+                ws,
+                &item,
+                |emission, shared, ws| P::write_event(emission, shared, tag, ws),
+                |events, ws| P::write_events(events, tag, ws),
+                |direct| P::encode_direct(direct, tag),
+            );
+            match framed {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(item)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    return Err(SessionEnd::Broken);
+                }
+            }
+            written += item.count();
+            drop(item);
+            if written >= WRITE_BATCH || ws.unwritten() >= WRITE_BUFFER {
+                return Ok(None);
+            }
+            match rx.try_recv() {
+                Some(next) => item = next,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Finishes writing what [`Self::poll_wake`] could not flush at once, within the stall
+    /// guard of a write that has to wait ([`within_stall`]); nothing is read meanwhile.
+    async fn finish_write(&mut self) -> Result<(), SessionEnd> {
+        let Link::WebSocket(ws) = &mut self.link else { return Ok(()) };
+        let watched: Vec<&Connection> =
+            self.channels.iter().filter(|c| c.draining.is_none()).map(|c| &c.conn).collect();
+        let flushing = std::future::poll_fn(|cx| ws.poll_write_all(cx));
+        tokio::pin!(flushing);
+        let written = within_stall(flushing, self.config.heartbeat.stall(), &watched).await?;
+        written.map_err(|e| {
+            tracing::debug!(error = %e, "websocket write failed");
+            SessionEnd::Broken
+        })
+    }
+
     async fn write(&mut self, index: usize, first: Outbound) -> Result<(), SessionEnd> {
         match &mut self.link {
             Link::WebSocket(ws) => {
@@ -1395,6 +1465,8 @@ enum Wake<C> {
     Upgraded(Box<Socket>, Vec<Bytes>),
     /// The link ended the session.
     Ended(SessionEnd),
+    /// What was written straight to the websocket does not fit in the socket now.
+    Full,
     /// The heartbeat's timer fired.
     Heartbeat,
     /// The time to look whether the session was quiet.

@@ -643,6 +643,32 @@ async fn a_long_queue_is_written_whole_and_in_order() {
 }
 
 #[tokio::test]
+async fn text_items_and_items_with_attachments_queued_together_arrive_in_order() {
+    // Text items are framed into the socket's buffer and flushed at the next poll; an item with
+    // attachments is written by the session's write, after what is framed before it.
+    let f = start(WsAdapter::new()).await;
+    let mut ws = f.connect_in("mixed", 1).await;
+    for n in 0..20 {
+        f.server.to("mixed").emit("n", &n).unwrap();
+        if n % 3 == 0 {
+            let file = Bytes::from(vec![n as u8; 3]);
+            f.server.to("mixed").emit("file", &Args((n, file))).unwrap();
+        }
+    }
+    let placeholder = json!({ "_placeholder": true, "num": 0 });
+    for n in 0..20 {
+        assert_eq!(recv(&mut ws).await, json!({ "event": "n", "data": n }));
+        if n % 3 == 0 {
+            assert_eq!(
+                recv(&mut ws).await,
+                json!({ "event": "file", "data": [n, placeholder], "attachments": 1 })
+            );
+            assert_eq!(recv_binary(&mut ws).await, vec![n as u8; 3][..]);
+        }
+    }
+}
+
+#[tokio::test]
 async fn answers_to_a_pipeline_read_only_later_arrive_whole_and_in_order() {
     // Answers go straight to the socket while nothing is queued and its buffer has room, then
     // through the queue once the client stops reading and the socket fills; then the server
@@ -700,6 +726,23 @@ async fn a_write_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
     for _ in 0..512 {
         assert_eq!(f.server.to("stalled").emit("chunk", &chunk).unwrap(), 1);
     }
+    f.until_disconnect(Duration::from_secs(10), "the stalled connection was kept").await;
+    assert_eq!(f.server.connection_count(), 0);
+    drop(ws);
+}
+
+#[tokio::test]
+async fn one_item_the_client_takes_nothing_of_ends_at_the_idle_timeout() {
+    // One broadcast, framed into the socket's buffer and flushed at the session's next poll,
+    // larger than the socket buffers, nothing queued behind it, and pings too rare to matter:
+    // the flush that has to wait has the stall guard of any write.
+    let adapter = WsAdapter::new()
+        .ping_interval(Duration::from_secs(3600))
+        .idle_timeout(Duration::from_millis(500));
+    let f = start(adapter).await;
+    let ws = f.connect_in("stalled", 1).await;
+    let chunk = "x".repeat(32 * 1024 * 1024);
+    assert_eq!(f.server.to("stalled").emit("chunk", &chunk).unwrap(), 1);
     f.until_disconnect(Duration::from_secs(10), "the stalled connection was kept").await;
     assert_eq!(f.server.connection_count(), 0);
     drop(ws);
