@@ -1275,7 +1275,6 @@ impl<'a, P: Protocol> Session<'a, P> {
         }
     }
 
-    /// Writes `first`, an item of channel `index`, and whatever else is queued.
     /// Over a websocket with nothing left unwritten, frames `first` and what else channel
     /// `index` has queued (up to a batch, or until [`WRITE_BUFFER`] is reached) into the
     /// socket's buffer, for the session's next poll to flush, which follows at once
@@ -1333,6 +1332,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         })
     }
 
+    /// Writes `first`, an item of channel `index`, and whatever else is queued.
     async fn write(&mut self, index: usize, first: Outbound) -> Result<(), SessionEnd> {
         match &mut self.link {
             Link::WebSocket(ws) => {
