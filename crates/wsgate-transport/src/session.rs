@@ -1123,7 +1123,17 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// read and kept only if it has to wait. Called from the session's wait, with its context:
     /// no future of its own, so what a frame holds takes no room in the session's task. Stops
     /// at a rare action (for the caller to box).
+    /// The frames handled here were read together: their rate limit reads the clock once
+    /// ([`wsgate::adapter::in_read_batch`]).
     fn frames(
+        &mut self,
+        first: Option<Incoming>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Stop<P::Channel>> {
+        wsgate::adapter::in_read_batch(|| self.read_frames(first, cx))
+    }
+
+    fn read_frames(
         &mut self,
         first: Option<Incoming>,
         cx: &mut Context<'_>,

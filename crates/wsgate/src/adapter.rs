@@ -27,6 +27,7 @@ pub use crate::args::{Arity, Extras, to_args};
 pub use crate::connection::OutboundRx;
 pub use crate::cork::{Corked, cork};
 pub use crate::extract::json_error_message;
+pub use crate::limit::in_read_batch;
 pub use crate::message::{
     Direct, Emission, Events, Inbound, Outbound, Payload, WireFormat, json_str_len, null_payload,
     push_json_str, to_payload,

@@ -1,10 +1,50 @@
 //! Limits: the per-connection message rate (a token bucket) and connections per peer address.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
+
+thread_local! {
+    /// Inside [`in_read_batch`] on this thread.
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    /// The clock as the batch's first message read it.
+    static BATCH_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f`, in which the messages an adapter handles on this thread were read together (one
+/// read of the socket, say): their rate limit reads the clock once for all of them, not once
+/// each. They arrived together; only the clock's cost is saved (a tenth of a microsecond
+/// each, a few per cent of a small message's handling). Nothing that may wait belongs inside:
+/// the clock stands still there. Nested calls are one batch.
+pub fn in_read_batch<R>(f: impl FnOnce() -> R) -> R {
+    /// Ends the batch on return or unwind, unless it is an outer one's.
+    struct End(bool);
+    impl Drop for End {
+        fn drop(&mut self) {
+            if !self.0 {
+                IN_BATCH.set(false);
+                BATCH_NOW.set(None);
+            }
+        }
+    }
+    let _end = End(IN_BATCH.replace(true));
+    f()
+}
+
+/// The clock for a rate limit: the batch's reading inside [`in_read_batch`].
+fn now() -> Instant {
+    if !IN_BATCH.get() {
+        return Instant::now();
+    }
+    BATCH_NOW.get().unwrap_or_else(|| {
+        let now = Instant::now();
+        BATCH_NOW.set(Some(now));
+        now
+    })
+}
 
 /// How many messages a connection may send: `per_second` on average, `burst` at once.
 ///
@@ -60,7 +100,7 @@ impl Bucket {
 
     pub(crate) fn admit(&self, limit: &RateLimit) -> Admission {
         let mut s = crate::connection::lock(&self.state);
-        let now = Instant::now();
+        let now = now();
         let refill = now.duration_since(s.last).as_secs_f64() * limit.per_second;
         let mut tokens = (f64::from(s.tokens) + refill).min(f64::from(limit.burst));
         s.last = now;
@@ -145,6 +185,36 @@ mod tests {
         assert_eq!(bucket.admit(&limit), Admission::Refuse);
         assert_eq!(bucket.admit(&limit), Admission::Refuse);
         assert_eq!(bucket.admit(&limit), Admission::Close, "3 refusals in a row");
+    }
+
+    #[test]
+    fn messages_read_together_share_one_reading_of_the_clock() {
+        // A bucket of two tokens that refills in a nanosecond: a millisecond apart, a third
+        // message is admitted, unless all three were read in one batch.
+        let limit = RateLimit { per_second: 1e9, burst: 2 };
+        let bucket = Bucket::new(&limit);
+        let pause = || std::thread::sleep(Duration::from_millis(1));
+        for _ in 0..2 {
+            assert_eq!(bucket.admit(&limit), Admission::Admit);
+        }
+        pause();
+        assert_eq!(bucket.admit(&limit), Admission::Admit, "refilled meanwhile");
+        pause();
+        in_read_batch(|| {
+            assert_eq!(bucket.admit(&limit), Admission::Admit);
+            pause();
+            // Nested: still the same batch.
+            in_read_batch(|| {
+                assert_eq!(bucket.admit(&limit), Admission::Admit, "the last token");
+            });
+            pause();
+            assert_eq!(bucket.admit(&limit), Admission::Refuse, "the batch's clock");
+        });
+        pause();
+        assert_eq!(bucket.admit(&limit), Admission::Admit, "after the batch, the clock again");
+        // A batch that unwinds ends too.
+        let _ = std::panic::catch_unwind(|| in_read_batch(|| panic!("a handler's panic")));
+        assert!(!IN_BATCH.get() && BATCH_NOW.get().is_none());
     }
 
     #[test]
