@@ -17,6 +17,8 @@
 //! 5. call [`App::disconnect`] when the socket ends, for the `on_disconnect` hooks;
 //! 6. optionally, poll the session inside [`cork`]: a client's burst of broadcasts to a room
 //!    then reaches each member in one go (one wake-up, one write) instead of one by one.
+//! 7. optionally, handle the frames of one read inside [`in_read_batch`]: their rate limit
+//!    then reads the clock once for all of them.
 //!
 //! A message's outcome travels one way: the handler's return value becomes a
 //! [`Reply`](crate::Reply) ([`IntoReply`](crate::IntoReply)), which the core queues as one
