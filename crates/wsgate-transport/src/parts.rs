@@ -210,19 +210,16 @@ where
     if ws.is_compressed() || !item.attachments().is_empty() {
         return Ok(false);
     }
-    match item {
-        Outbound::Direct(message) => ws.queue_text(&direct(message))?,
-        Outbound::Event(emission) => event(emission, false, ws)?,
-        Outbound::Events(batch) => {
-            if batch.as_slice().iter().any(|e| !e.extras().binary.is_empty()) {
-                return Ok(false);
-            }
-            let shared = item.is_shared();
-            if !(shared && events(batch, ws)?) {
-                for emission in batch.as_slice() {
-                    event(emission, shared, ws)?;
-                }
-            }
+    let Outbound::Events(batch) = item else {
+        return queue_answer(ws, item, |emission, ws| event(emission, false, ws), direct);
+    };
+    if batch.as_slice().iter().any(|e| !e.extras().binary.is_empty()) {
+        return Ok(false);
+    }
+    let shared = item.is_shared();
+    if !(shared && events(batch, ws)?) {
+        for emission in batch.as_slice() {
+            event(emission, shared, ws)?;
         }
     }
     Ok(true)

@@ -1123,6 +1123,7 @@ impl<'a, P: Protocol> Session<'a, P> {
     /// read and kept only if it has to wait. Called from the session's wait, with its context:
     /// no future of its own, so what a frame holds takes no room in the session's task. Stops
     /// at a rare action (for the caller to box).
+    ///
     /// The frames handled here were read together: their rate limit reads the clock once
     /// ([`wsgate::adapter::in_read_batch`]).
     fn frames(
@@ -1133,6 +1134,7 @@ impl<'a, P: Protocol> Session<'a, P> {
         wsgate::adapter::in_read_batch(|| self.read_frames(first, cx))
     }
 
+    /// [`Self::frames`], inside its read batch.
     fn read_frames(
         &mut self,
         first: Option<Incoming>,
